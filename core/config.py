@@ -1,0 +1,56 @@
+"""Configuration from ``SMM_*`` environment variables.
+
+Every setting has a documented default (README's configuration table) except secrets that must be
+shared by several processes; ``smm dev`` generates those once under ``./var``. Secrets are
+``SecretStr`` so they never appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMM_", extra="ignore")
+
+    # Where things listen and connect.
+    database_url: str = Field(default="", description="PostgreSQL URL; empty means embedded (smm dev)")
+    nats_url: str = Field(default="", description="NATS URL; empty means embedded (smm dev)")
+    grpc_addr: str = "127.0.0.1:50051"
+    edge_addr: str = "127.0.0.1:8080"
+    # Where the edge and workers reach the gRPC server; defaults to grpc_addr.
+    grpc_target: str = ""
+
+    # Secrets shared by the processes of one deployment.
+    internal_token: SecretStr = SecretStr("")
+    page_token_secret: SecretStr = SecretStr("")
+
+    # Database pool.
+    db_pool_min: int = 2
+    db_pool_max: int = 16
+    db_pool_timeout_s: float = 5.0
+
+    # Money.
+    currency: str = "USD"
+
+    # Edge.
+    trusted_proxies: str = ""
+    max_body_bytes: int = 1_048_576
+    rpc_timeout_s: float = 10.0
+    edge_workers: int = 1
+
+    # Observability.
+    log_level: str = "INFO"
+    service_name: str = "smm"
+
+    # Where local state (embedded servers' data, mail, ports) lives.
+    var_dir: str = "var"
+
+    @property
+    def grpc_dial_target(self) -> str:
+        return self.grpc_target or self.grpc_addr
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,220 @@
+"""The edge: Sanic serving /api/v1 by transcoding HTTP to the gRPC services.
+
+Every route comes from the google.api.http annotations (``edge/routes.py``); there is no
+hand-written handler for an annotated RPC. The few routes the edge owns itself are the
+OpenAPI document and its Swagger UI.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from sanic import HTTPResponse, Request, Sanic
+from sanic.config import Config
+from sanic.handlers import ErrorHandler
+from sanic.response import raw
+
+from core.config import Settings
+from core.tracing import extract, tracer
+from edge import docs_page, openapi
+from edge.context import EdgeContext, parse_proxies
+from edge.errors import error_info, http_status, render_error, status_from_rpc_error
+from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
+from edge.routes import Route, compile_routes
+from edge.transcode import TranscodeError, decode_request, encode_response
+
+log = logging.getLogger(__name__)
+JSON = "application/json; charset=utf-8"
+EdgeApp = Sanic[Config, EdgeContext]
+_tracer = tracer("smm.edge")
+
+
+def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route] | None = None) -> EdgeApp:
+    compiled = routes if routes is not None else compile_routes()  # a bad HTTP rule stops start-up here
+    ctx = EdgeContext(settings=settings, routes=compiled, trusted_proxies=parse_proxies(settings.trusted_proxies))
+    app: EdgeApp = Sanic(name, ctx=ctx, configure_logging=False, error_handler=JsonErrorHandler())
+    app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
+    app.config.KEEP_ALIVE_TIMEOUT = 30
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    for index, route in enumerate(compiled):
+        app.add_route(
+            _rpc_handler(route), route.sanic_path, methods=[route.http_method], name=f"rpc{index}", strict_slashes=False
+        )
+    _add_docs_routes(app)
+    app.before_server_start(_open_channel)
+    app.after_server_stop(_close_channel)
+    app.on_request(_begin_request)
+    app.on_response(_finish_response)
+    return app
+
+
+async def _open_channel(app: EdgeApp) -> None:
+    ctx = app.ctx
+    ctx.channel = grpc.aio.insecure_channel(
+        ctx.settings.grpc_dial_target,
+        interceptors=aio_client_interceptors(),
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    for route in ctx.routes:
+        ctx.calls[route.rpc] = ctx.channel.unary_unary(
+            route.rpc,
+            request_serializer=route.request_class.SerializeToString,
+            response_deserializer=route.response_class.FromString,
+        )
+    ctx.openapi = openapi.build_openapi(ctx.routes)
+    ctx.openapi_body = jsonlib.dumps(ctx.openapi, separators=(",", ":")).encode()
+
+
+async def _close_channel(app: EdgeApp) -> None:
+    if app.ctx.channel is not None:
+        await app.ctx.channel.close()
+
+
+async def _begin_request(request: Request) -> None:
+    request.ctx.request_id = request_id(request)
+
+
+async def _finish_response(request: Request, response: HTTPResponse) -> None:
+    rid = getattr(request.ctx, "request_id", None)
+    if rid:
+        response.headers["X-Request-Id"] = rid
+    for header, value in API_SECURITY_HEADERS.items():
+        response.headers.setdefault(header, value)
+
+
+def _rpc_handler(route: Route) -> Any:
+    async def handle(request: Request, **path_params: str) -> HTTPResponse:
+        ctx: EdgeContext = request.app.ctx
+        rid: str = request.ctx.request_id
+        span_name = f"{route.http_method} {route.template}"
+        with _tracer.start_as_current_span(
+            span_name, kind=trace.SpanKind.SERVER, context=extract(dict(request.headers))
+        ) as span:
+            span.set_attribute("http.request.method", route.http_method)
+            span.set_attribute("http.route", route.template)
+            span.set_attribute("smm.request_id", rid)
+            try:
+                message = decode_request(
+                    route,
+                    body=request.body,
+                    content_type=request.content_type or "",
+                    path_params=path_params,
+                    query=request.query_args,
+                )
+            except TranscodeError as exc:
+                return invalid_argument(exc.message, exc.field)
+            _apply_idempotency_key(request, message)
+            metadata = forward_metadata(request, route, ctx, rid)
+            timeout = route.timeout_s or ctx.settings.rpc_timeout_s
+            try:
+                response = await ctx.calls[route.rpc](message, metadata=metadata, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                code, text, details = status_from_rpc_error(exc)
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                return error_response(code, text, details)
+            span.set_attribute("http.response.status_code", 200)
+            if route.raw_response:
+                body = getattr(response, "data", b"")
+                content_type = getattr(response, "content_type", "") or "application/octet-stream"
+                return raw(body, content_type=content_type)
+            return raw(_dumps(encode_response(route, response)), content_type=JSON)
+
+    handle.__name__ = f"rpc_{route.method.containing_service.name}_{route.method.name}"
+    return handle
+
+
+def _apply_idempotency_key(request: Request, message: Any) -> None:
+    key = request.headers.get("idempotency-key")
+    if key and "request_id" in message.DESCRIPTOR.fields_by_name and not message.request_id:
+        message.request_id = key[:200]
+
+
+def _dumps(value: Any) -> bytes:
+    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_response(
+    code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None, *, http_code: int | None = None
+) -> HTTPResponse:
+    body = render_error(code, message, details, http_code=http_code)
+    response = raw(body, status=http_code or http_status(code), content_type=JSON)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="smm"'
+    return response
+
+
+def invalid_argument(message: str, field: str = "") -> HTTPResponse:
+    details = [error_info("INVALID_ARGUMENT", "edge.smm", {"field": field} if field else {})]
+    if field:
+        violation = any_pb2.Any()
+        violation.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
+            )
+        )
+        details.append(violation)
+    return error_response(grpc.StatusCode.INVALID_ARGUMENT, message, details)
+
+
+class JsonErrorHandler(ErrorHandler):
+    """Renders the edge's own errors (no route, wrong method, bad request, body too large) in the
+    same AIP-193 shape as errors from the gRPC server."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        status = getattr(exception, "status_code", 500)
+        if status == 404:
+            return error_response(grpc.StatusCode.NOT_FOUND, "no route matches this path",
+                                  [error_info("ROUTE_NOT_FOUND", "edge.smm", {"path": request.path[:200]})])
+        if status == 405:
+            return error_response(grpc.StatusCode.UNIMPLEMENTED, "this method is not allowed on this path",
+                                  [error_info("METHOD_NOT_ALLOWED", "edge.smm", {"method": request.method})])
+        if status == 413:
+            return error_response(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "the request body is too large",
+                [error_info("BODY_TOO_LARGE", "edge.smm", {"limit": str(request.app.config.REQUEST_MAX_SIZE)})],
+                http_code=413,
+            )
+        if 400 <= status < 500:
+            return error_response(grpc.StatusCode.INVALID_ARGUMENT, "the request is malformed",
+                                  [error_info("MALFORMED_REQUEST", "edge.smm", {})])
+        log.error("unhandled edge error", exc_info=exception)
+        return error_response(grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _add_docs_routes(app: EdgeApp) -> None:
+    assets = "/api/v1/docs/assets"
+
+    async def openapi_json(request: Request) -> HTTPResponse:
+        return raw(request.app.ctx.openapi_body, content_type=JSON)
+
+    async def docs(request: Request) -> HTTPResponse:
+        response = raw(docs_page.swagger_ui_html("/api/v1/openapi.json", assets), content_type="text/html; charset=utf-8")
+        response.headers["Content-Security-Policy"] = DOCS_CSP
+        return response
+
+    async def init_js(request: Request) -> HTTPResponse:
+        return raw(docs_page.swagger_ui_init_js("/api/v1/openapi.json"), content_type="text/javascript; charset=utf-8")
+
+    app.add_route(openapi_json, "/api/v1/openapi.json", methods=["GET"], name="openapi")
+    app.add_route(docs, "/api/v1/docs", methods=["GET"], name="docs", strict_slashes=False)
+    app.add_route(init_js, f"{assets}/init.js", methods=["GET"], name="docs_init")
+    app.static(assets, docs_page.swagger_assets_dir(), name="docs_assets")
+
+
+def run(settings: Settings) -> None:
+    from core.logs import setup_logging
+    from core.tracing import setup_tracing
+
+    setup_logging("edge", settings.log_level)
+    setup_tracing(f"{settings.service_name}-edge")
+    host, _, port = settings.edge_addr.rpartition(":")
+    app = create_app(settings)
+    app.run(host=host or "127.0.0.1", port=int(port), single_process=True, access_log=False, motd=False)

@@ -1,0 +1,77 @@
+"""What the edge forwards to the gRPC server as metadata, and what it adds to every response."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+
+from sanic import Request
+
+from edge.context import EdgeContext
+from edge.routes import Route
+
+INTERNAL_TOKEN_KEY = "x-smm-internal-token"
+CLIENT_IP_KEY = "x-smm-client-ip"
+USER_AGENT_KEY = "x-smm-user-agent"
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+API_SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+
+
+def request_id(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def client_ip(request: Request, ctx: EdgeContext) -> str:
+    """The peer address, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
+    peer = request.conn_info.client_ip if request.conn_info else ""
+    if not ctx.trusted_proxies or not _trusted(peer, ctx):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, ctx):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, ctx: EdgeContext) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in ctx.trusted_proxies)
+
+
+def _metadata_safe(value: str) -> str:
+    # gRPC metadata values must be printable ASCII; a client's odd header must not break the call.
+    return "".join(ch for ch in value if " " <= ch <= "~")
+
+
+def forward_metadata(request: Request, route: Route, ctx: EdgeContext, rid: str) -> list[tuple[str, str]]:
+    metadata = [
+        (INTERNAL_TOKEN_KEY, ctx.settings.internal_token.get_secret_value()),
+        (REQUEST_ID_HEADER, rid),
+        (CLIENT_IP_KEY, client_ip(request, ctx)),
+    ]
+    user_agent = request.headers.get("user-agent")
+    if user_agent:
+        metadata.append((USER_AGENT_KEY, _metadata_safe(user_agent[:512])))
+    authorization = request.headers.get("authorization")
+    if authorization:
+        metadata.append(("authorization", _metadata_safe(authorization)))
+    for header in route.forward_headers:
+        value = request.headers.get(header)
+        if value is not None:
+            metadata.append((header, _metadata_safe(value)))
+    return metadata

@@ -1,0 +1,197 @@
+"""HTTP request -> request proto, and response proto -> JSON, for one compiled ``Route``.
+
+Decoding follows grpc-gateway's order: the body (``*`` or one top-level field), then path
+variables (they win over the body), then query parameters for fields neither binds. Any failure
+is ``TranscodeError`` (INVALID_ARGUMENT naming the field).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from edge.routes import Route
+
+
+class TranscodeError(ValueError):
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+def decode_request(
+    route: Route,
+    *,
+    body: bytes,
+    content_type: str,
+    path_params: Mapping[str, str],
+    query: Iterable[tuple[str, str]],
+) -> Message:
+    request = route.request_class()
+    if route.body:
+        _apply_body(route, request, body, content_type)
+    for variable in route.variables:
+        _set_path(request, variable.field_path, path_params[variable.param], source="path")
+    if route.body != "*":
+        bound = route.path_field_roots | ({route.body} if route.body else set())
+        _apply_query(request, query, bound)
+    return request
+
+
+def _apply_body(route: Route, request: Message, body: bytes, content_type: str) -> None:
+    if route.raw_body:
+        target = getattr(request, route.body)
+        target.content_type = content_type
+        target.data = body
+        return
+    if not body.strip():
+        return  # an empty body is an empty message, as in grpc-gateway
+    try:
+        parsed = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TranscodeError(f"the request body is not valid JSON: {exc}") from exc
+    if route.body == "*":
+        _parse_into(parsed, request, field="")
+        return
+    field = request.DESCRIPTOR.fields_by_name[route.body]
+    _parse_into({field.json_name: parsed}, request, field=route.body)
+
+
+def _parse_into(value: Any, message: Message, *, field: str) -> None:
+    if field == "" and not isinstance(value, dict):
+        raise TranscodeError("the request body must be a JSON object")
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise TranscodeError(_clean_parse_error(exc), field=_field_from_parse_error(exc) or field) from exc
+
+
+def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source: str) -> None:
+    nested: dict[str, Any] = {}
+    cursor = nested
+    descriptor: Descriptor = request.DESCRIPTOR
+    for name in field_path[:-1]:
+        field = descriptor.fields_by_name[name]
+        cursor[field.json_name] = {}
+        cursor = cursor[field.json_name]
+        descriptor = field.message_type
+    leaf = descriptor.fields_by_name[field_path[-1]]
+    cursor[leaf.json_name] = _scalar(leaf, raw)
+    dotted = ".".join(field_path)
+    try:
+        # ParseDict merges into the message: path variables overwrite what the body set.
+        _clear(request, field_path)
+        json_format.ParseDict(nested, request, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise TranscodeError(f"{source} parameter {dotted}: invalid value {raw!r}", field=dotted) from exc
+
+
+def _clear(request: Message, field_path: tuple[str, ...]) -> None:
+    message = request
+    for name in field_path[:-1]:
+        message = getattr(message, name)
+    message.ClearField(field_path[-1])
+
+
+def _scalar(field: FieldDescriptor, raw: str) -> Any:
+    # Query and path values are strings; JSON's mapping wants booleans as booleans.
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        lowered = raw.lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+    return raw
+
+
+def _apply_query(request: Message, query: Iterable[tuple[str, str]], bound: set[str] | frozenset[str]) -> None:
+    grouped: dict[str, list[str]] = {}
+    for key, value in query:
+        grouped.setdefault(key, []).append(value)
+    for key, values in grouped.items():
+        path = tuple(_snake(part) for part in key.split("."))
+        if path[0] in bound:
+            continue
+        field = _resolve(request.DESCRIPTOR, path)
+        if field is None:
+            continue  # unknown query parameters are ignored, as grpc-gateway does
+        if field.is_repeated:
+            _set_repeated(request, path, field, values)
+        else:
+            _set_path(request, path, values[-1], source="query")
+
+
+def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescriptor, values: list[str]) -> None:
+    nested: dict[str, Any] = {}
+    cursor = nested
+    descriptor: Descriptor = request.DESCRIPTOR
+    for name in path[:-1]:
+        parent = descriptor.fields_by_name[name]
+        cursor = cursor.setdefault(parent.json_name, {})
+        descriptor = parent.message_type
+    cursor[field.json_name] = [_scalar(field, v) for v in values]
+    try:
+        json_format.ParseDict(nested, request)
+    except json_format.ParseError as exc:
+        dotted = ".".join(path)
+        raise TranscodeError(f"query parameter {dotted}: invalid value", field=dotted) from exc
+
+
+def _resolve(descriptor: Descriptor, path: tuple[str, ...]) -> FieldDescriptor | None:
+    current: Descriptor | None = descriptor
+    field: FieldDescriptor | None = None
+    for name in path:
+        if current is None:
+            return None
+        field = current.fields_by_name.get(name)
+        if field is None:
+            return None
+        current = field.message_type
+    if field is None:
+        return None
+    if field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+        return None  # only scalars, enums and well-known types bind from the query string
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return None
+    return field
+
+
+def _snake(name: str) -> str:
+    out = []
+    for char in name:
+        if char.isupper():
+            out.append("_" + char.lower())
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _clean_parse_error(exc: json_format.ParseError) -> str:
+    text = str(exc)
+    return text.replace("Failed to parse ", "invalid ").replace(" field: ", ": ")
+
+
+def _field_from_parse_error(exc: json_format.ParseError) -> str:
+    # protobuf's messages look like "Failed to parse rate field: ..." or name the path "a.b".
+    text = str(exc)
+    marker = "Failed to parse "
+    if text.startswith(marker):
+        rest = text[len(marker) :]
+        return rest.split(" field", 1)[0]
+    return ""
+
+
+def encode_response(route: Route, response: Message) -> Any:
+    if route.response_body:
+        value = getattr(response, route.response_body)
+        if isinstance(value, Message):
+            return json_format.MessageToDict(value, always_print_fields_with_no_presence=True)
+        wrapper = json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
+        return wrapper.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
+    return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)

@@ -1,0 +1,146 @@
+"""Catalog rules: what may be sold, validation of admin edits, and the unit of work of each write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from server.catalog.errors import DOMAIN, category_not_found, service_not_found
+from server.catalog.repo import CatalogRepo, CategoryRow, ServiceFields, ServicePosition, ServiceRow
+from server.common import idempotency
+from server.common.db import Pool
+from server.common.errors import FieldViolation, collect
+from server.common.outbox import add_event
+from smm.v1 import events_pb2
+
+SERVICE_TYPES = frozenset(
+    {
+        "DEFAULT", "PACKAGE", "SEO", "CUSTOM_COMMENTS", "CUSTOM_COMMENTS_PACKAGE", "MENTIONS",
+        "MENTIONS_WITH_HASHTAGS", "MENTIONS_CUSTOM_LIST", "MENTIONS_HASHTAG", "MENTIONS_USER_FOLLOWERS",
+        "MENTIONS_MEDIA_LIKERS", "COMMENT_LIKES", "COMMENT_REPLIES", "POLL", "INVITES_FROM_GROUPS",
+        "SUBSCRIPTIONS", "WEB_TRAFFIC",
+    }
+)  # fmt: skip
+MAX_QUANTITY = 10**12
+SERVICE_CHANGED = "smm.catalog.service.changed"
+CATEGORY_CHANGED = "smm.catalog.category.changed"
+
+
+@dataclass(frozen=True)
+class ServicePage:
+    services: list[ServiceRow]
+    next_position: ServicePosition | None
+
+
+def validate_category(name: str) -> None:
+    violations = []
+    if not 1 <= len(name.strip()) <= 200:
+        violations.append(FieldViolation("category.name", "must be 1 to 200 characters"))
+    collect(violations, domain=DOMAIN)
+
+
+def validate_service(fields: ServiceFields) -> None:
+    violations: list[FieldViolation] = []
+    if not 1 <= len(fields.name.strip()) <= 300:
+        violations.append(FieldViolation("service.name", "must be 1 to 300 characters"))
+    if len(fields.description) > 10_000:
+        violations.append(FieldViolation("service.description", "must be at most 10000 characters"))
+    if fields.type not in SERVICE_TYPES:
+        violations.append(FieldViolation("service.type", "must be a service type"))
+    if fields.category_id <= 0:
+        violations.append(FieldViolation("service.category_id", "is required"))
+    if not 1 <= fields.min_quantity <= MAX_QUANTITY:
+        violations.append(FieldViolation("service.min_quantity", "must be at least 1"))
+    if not fields.min_quantity <= fields.max_quantity <= MAX_QUANTITY:
+        violations.append(FieldViolation("service.max_quantity", "must be at least min_quantity"))
+    if fields.refill_days < 0 or fields.refill_days > 3650:
+        violations.append(FieldViolation("service.refill_days", "must be between 0 and 3650"))
+    if fields.refill_days and not fields.refill:
+        violations.append(FieldViolation("service.refill_days", "must be 0 when refill is off"))
+    collect(violations, domain=DOMAIN)
+
+
+class CatalogLogic:
+    def __init__(self, pool: Pool, repo: CatalogRepo) -> None:
+        self._pool = pool
+        self._repo = repo
+
+    async def categories_on_sale(self) -> list[CategoryRow]:
+        async with self._pool.connection() as conn:
+            return await self._repo.categories_on_sale(conn)
+
+    async def services_on_sale(
+        self, *, category_id: int, after: ServicePosition | None, page_size: int
+    ) -> ServicePage:
+        async with self._pool.connection() as conn:
+            rows = await self._repo.services_on_sale(
+                conn, category_id=category_id, after=after, limit=page_size + 1
+            )
+        if len(rows) <= page_size:
+            return ServicePage(rows, None)
+        rows = rows[:page_size]
+        last = rows[-1]
+        return ServicePage(rows, ServicePosition(last.category_sort, last.category_id, last.sort_order, last.id))
+
+    async def service_on_sale(self, service_id: int) -> ServiceRow:
+        async with self._pool.connection() as conn:
+            row = await self._repo.service(conn, service_id)
+            category = None if row is None else await self._repo.category(conn, row.category_id)
+        if row is None or category is None or not (row.enabled and category.enabled):
+            raise service_not_found(service_id)
+        return row
+
+    async def create_category(
+        self, *, name: str, sort_order: int, enabled: bool, key: idempotency.RequestKey | None
+    ) -> CategoryRow:
+        validate_category(name)
+        async with self._pool.connection() as conn, conn.transaction():
+            if key and (stored := await idempotency.claim(conn, key)) is not None:
+                found = await self._repo.category(conn, int(stored))
+                assert found is not None
+                return found
+            row = await self._repo.insert_category(conn, name=name.strip(), sort_order=sort_order, enabled=enabled)
+            await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
+            if key:
+                await idempotency.remember(conn, key, str(row.id).encode())
+            return row
+
+    async def update_category(self, category_id: int, changes: dict[str, object]) -> CategoryRow:
+        async with self._pool.connection() as conn, conn.transaction():
+            current = await self._repo.category(conn, category_id, lock=True)
+            if current is None:
+                raise category_not_found(category_id)
+            merged = replace(current, **changes)  # type: ignore[arg-type]
+            validate_category(merged.name)
+            row = await self._repo.update_category(conn, replace(merged, name=merged.name.strip()))
+            await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
+            return row
+
+    async def create_service(self, fields: ServiceFields, *, key: idempotency.RequestKey | None) -> ServiceRow:
+        validate_service(fields)
+        async with self._pool.connection() as conn, conn.transaction():
+            if key and (stored := await idempotency.claim(conn, key)) is not None:
+                service_id = int(stored)
+            else:
+                service_id = await self._repo.insert_service(conn, fields)
+                await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))
+                if key:
+                    await idempotency.remember(conn, key, str(service_id).encode())
+            row = await self._repo.service(conn, service_id)
+        assert row is not None
+        return row
+
+    async def update_service(self, service_id: int, changes: dict[str, object]) -> ServiceRow:
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await self._repo.lock_service(conn, service_id):
+                raise service_not_found(service_id)
+            current = await self._repo.service(conn, service_id)
+            assert current is not None
+            fields = ServiceFields(**{name: getattr(current, name) for name in ServiceFields.__dataclass_fields__})
+            merged = replace(fields, **changes)  # type: ignore[arg-type]
+            validate_service(merged)
+            await self._repo.update_service(conn, service_id, merged)
+            await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))
+            row = await self._repo.service(conn, service_id)
+        assert row is not None
+        return row
+

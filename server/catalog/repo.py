@@ -1,0 +1,156 @@
+"""Catalog persistence: named queries from queries.sql, rows as frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from psycopg import AsyncConnection
+
+from server.catalog.errors import category_name_taken, unknown_category
+from server.common.db import map_db_errors
+from server.common.sqlfile import load
+
+QUERIES = load(__file__)
+CONSTRAINTS = {
+    "categories_name_key": category_name_taken,
+    "services_category_id_fkey": unknown_category,
+}
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class CategoryRow:
+    id: int
+    name: str
+    sort_order: int
+    enabled: bool
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class ServiceRow:
+    id: int
+    category_id: int
+    category_name: str
+    category_sort: int
+    name: str
+    description: str
+    type: str
+    rate_micros: int
+    min_quantity: int
+    max_quantity: int
+    refill: bool
+    refill_days: int
+    cancel: bool
+    dripfeed: bool
+    enabled: bool
+    sort_order: int
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class ServiceFields:
+    """What an admin sets on a service."""
+
+    category_id: int
+    name: str
+    description: str
+    type: str
+    rate_micros: int
+    min_quantity: int
+    max_quantity: int
+    refill: bool
+    refill_days: int
+    cancel: bool
+    dripfeed: bool
+    enabled: bool
+    sort_order: int
+
+
+@dataclass(frozen=True)
+class ServicePosition:
+    category_sort: int
+    category_id: int
+    sort: int
+    id: int
+
+
+class CatalogRepo(Protocol):
+    async def categories_on_sale(self, conn: Conn) -> list[CategoryRow]: ...
+    async def services_on_sale(
+        self, conn: Conn, *, category_id: int, after: ServicePosition | None, limit: int
+    ) -> list[ServiceRow]: ...
+    async def service(self, conn: Conn, service_id: int) -> ServiceRow | None: ...
+    async def category(self, conn: Conn, category_id: int, *, lock: bool = False) -> CategoryRow | None: ...
+    async def insert_category(self, conn: Conn, *, name: str, sort_order: int, enabled: bool) -> CategoryRow: ...
+    async def update_category(self, conn: Conn, row: CategoryRow) -> CategoryRow: ...
+    async def lock_service(self, conn: Conn, service_id: int) -> bool: ...
+    async def insert_service(self, conn: Conn, fields: ServiceFields) -> int: ...
+    async def update_service(self, conn: Conn, service_id: int, fields: ServiceFields) -> None: ...
+
+
+class PostgresCatalogRepo:
+    async def categories_on_sale(self, conn: Conn) -> list[CategoryRow]:
+        return await QUERIES.all(conn, "list_categories_on_sale", CategoryRow)
+
+    async def services_on_sale(
+        self, conn: Conn, *, category_id: int, after: ServicePosition | None, limit: int
+    ) -> list[ServiceRow]:
+        start = after or ServicePosition(-(2**31), 0, -(2**31), 0)
+        return await QUERIES.all(
+            conn,
+            "list_services_on_sale",
+            ServiceRow,
+            category_id=category_id,
+            after_category_sort=start.category_sort,
+            after_category_id=start.category_id,
+            after_sort=start.sort,
+            after_id=start.id,
+            limit=limit,
+        )
+
+    async def service(self, conn: Conn, service_id: int) -> ServiceRow | None:
+        return await QUERIES.one(conn, "get_service", ServiceRow, id=service_id)
+
+    async def category(self, conn: Conn, category_id: int, *, lock: bool = False) -> CategoryRow | None:
+        name = "lock_category" if lock else "get_category"
+        return await QUERIES.one(conn, name, CategoryRow, id=category_id)
+
+    async def insert_category(self, conn: Conn, *, name: str, sort_order: int, enabled: bool) -> CategoryRow:
+        with map_db_errors(CONSTRAINTS):
+            row = await QUERIES.one(
+                conn, "insert_category", CategoryRow, name=name, sort_order=sort_order, enabled=enabled
+            )
+        assert row is not None
+        return row
+
+    async def update_category(self, conn: Conn, row: CategoryRow) -> CategoryRow:
+        with map_db_errors(CONSTRAINTS):
+            updated = await QUERIES.one(
+                conn,
+                "update_category",
+                CategoryRow,
+                id=row.id,
+                name=row.name,
+                sort_order=row.sort_order,
+                enabled=row.enabled,
+            )
+        assert updated is not None
+        return updated
+
+    async def lock_service(self, conn: Conn, service_id: int) -> bool:
+        return await QUERIES.scalar(conn, "lock_service", id=service_id) is not None
+
+    async def insert_service(self, conn: Conn, fields: ServiceFields) -> int:
+        with map_db_errors(CONSTRAINTS):
+            service_id = await QUERIES.scalar(conn, "insert_service", **vars(fields))
+        return int(service_id)
+
+    async def update_service(self, conn: Conn, service_id: int, fields: ServiceFields) -> None:
+        with map_db_errors(CONSTRAINTS):
+            await QUERIES.execute(conn, "update_service", id=service_id, **vars(fields))

@@ -1,0 +1,87 @@
+"""Who is calling, and what each RPC allows.
+
+The edge, the workers and internal tools all prove themselves with the internal token (checked in
+the authentication interceptor). On top of that, the end user's credential (``authorization``
+metadata: a session token or an API key) becomes the ``Principal``. Internal tools act as
+``system:<tool>``. ``RPC_ROLES`` is the one table of who may call what; an RPC missing from it
+is refused (fail closed), and a unit test keeps it complete.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Role(enum.StrEnum):
+    ANONYMOUS = "anonymous"
+    USER = "user"
+    SUPPORT = "support"
+    ADMIN = "admin"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    user_id: int | None = None
+    name: str = ""  # "system:<tool>" for internal tools, the user's email otherwise
+    api_key_id: int | None = None
+    session_id: int | None = None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in (Role.SUPPORT, Role.ADMIN, Role.SYSTEM)
+
+    @property
+    def actor(self) -> str:
+        if self.role == Role.SYSTEM:
+            return self.name
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        return "anonymous"
+
+
+ANONYMOUS = Principal(Role.ANONYMOUS)
+
+current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "current_principal", default=ANONYMOUS
+)
+
+
+def principal() -> Principal:
+    return current_principal.get()
+
+
+class CredentialResolver(Protocol):
+    """Turns an end-user credential (the part after "Bearer ") into a principal, or raises
+    Unauthenticated. The accounts service implements it with sessions and API keys."""
+
+    async def resolve(self, credential: str, *, client_ip: str) -> Principal: ...
+
+
+EVERYONE = frozenset(Role)
+SIGNED_IN = frozenset({Role.USER, Role.SUPPORT, Role.ADMIN, Role.SYSTEM})
+STAFF_READ = frozenset({Role.SUPPORT, Role.ADMIN, Role.SYSTEM})
+STAFF_WRITE = frozenset({Role.ADMIN, Role.SYSTEM})
+SYSTEM_ONLY = frozenset({Role.SYSTEM})
+
+RPC_ROLES: dict[str, frozenset[Role]] = {
+    "/smm.v1.SystemService/GetHealth": EVERYONE,
+    "/smm.v1.CatalogService/ListCategories": EVERYONE,
+    "/smm.v1.CatalogService/ListServices": EVERYONE,
+    "/smm.v1.CatalogService/GetService": EVERYONE,
+    "/smm.v1.CatalogService/CreateCategory": STAFF_WRITE,
+    "/smm.v1.CatalogService/UpdateCategory": STAFF_WRITE,
+    "/smm.v1.CatalogService/CreateService": STAFF_WRITE,
+    "/smm.v1.CatalogService/UpdateService": STAFF_WRITE,
+}
+
+# Infrastructure services that need only the internal token, not a role.
+PLATFORM_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def allowed_roles(rpc: str) -> frozenset[Role]:
+    return RPC_ROLES.get(rpc, frozenset())

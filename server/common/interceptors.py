@@ -1,0 +1,232 @@
+"""Server interceptors, outermost first: (tracing, from OpenTelemetry), request id and deadline,
+error mapping, authentication, authorization.
+
+Error mapping sits outside authentication and authorization so that their refusals are rendered
+like every other ``DomainError``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psycopg
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from psycopg_pool import PoolTimeout
+
+from core.logs import request_id_var
+from server.common import auth
+from server.common.errors import (
+    DomainError,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOKEN_KEY = "x-smm-internal-token"
+ACTOR_KEY = "x-smm-actor"
+CLIENT_IP_KEY = "x-smm-client-ip"
+USER_AGENT_KEY = "x-smm-user-agent"
+REQUEST_ID_KEY = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SYSTEM_ACTOR = re.compile(r"^system:[a-z0-9][a-z0-9_-]{0,40}$")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    method: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    request_id: str
+    client_ip: str
+    user_agent: str
+    deadline_s: float | None
+
+
+current_request: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar(
+    "current_request", default=RequestInfo("", "", "", None)
+)
+
+
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the behaviour of unary-unary RPCs; other kinds pass through ``admit``."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        call = CallInfo(
+            handler_call_details.method,  # type: ignore[attr-defined]
+            {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)},  # type: ignore[attr-defined]
+        )
+        refusal = self.admit(call)
+        if refusal is not None:
+            return _refusing_handler(refusal)
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner: Behavior = handler.unary_unary
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(call, request, context, inner)
+
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def admit(self, call: CallInfo) -> DomainError | None:
+        return None
+
+    async def around(
+        self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        return await inner(request, context)
+
+
+class RequestIdInterceptor(_UnaryInterceptor):
+    async def around(
+        self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        given = call.metadata.get(REQUEST_ID_KEY, "")
+        request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        info = RequestInfo(
+            request_id=request_id,
+            client_ip=call.metadata.get(CLIENT_IP_KEY, ""),
+            user_agent=call.metadata.get(USER_AGENT_KEY, "")[:512],
+            deadline_s=context.time_remaining(),
+        )
+        token = current_request.set(info)
+        log_token = request_id_var.set(request_id)
+        try:
+            return await inner(request, context)
+        finally:
+            request_id_var.reset(log_token)
+            current_request.reset(token)
+
+
+class ErrorMappingInterceptor(_UnaryInterceptor):
+    async def around(
+        self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        try:
+            return await inner(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except DomainError as exc:
+            await _abort(context, exc)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("database unavailable in %s: %s", call.method, type(exc).__name__)
+            await _abort(context, Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE"))
+        except Exception:
+            log.exception("unhandled error in %s", call.method)
+            await _abort(context, Internal())
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+class AuthenticationInterceptor(_UnaryInterceptor):
+    def __init__(self, internal_token: str, resolver: auth.CredentialResolver) -> None:
+        if not internal_token:
+            raise ValueError("the internal token must be configured (SMM_INTERNAL_TOKEN)")
+        self._token = internal_token.encode()
+        self._resolver = resolver
+
+    def admit(self, call: CallInfo) -> DomainError | None:
+        presented = call.metadata.get(INTERNAL_TOKEN_KEY, "").encode()
+        if not hmac.compare_digest(presented, self._token):
+            return Unauthenticated(
+                "the internal credential is missing or wrong", reason="INTERNAL_CREDENTIAL_REQUIRED"
+            )
+        return None
+
+    async def around(
+        self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        principal = await self._principal(call)
+        token = auth.current_principal.set(principal)
+        try:
+            return await inner(request, context)
+        finally:
+            auth.current_principal.reset(token)
+
+    async def _principal(self, call: CallInfo) -> auth.Principal:
+        authorization = call.metadata.get("authorization", "")
+        if authorization:
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise Unauthenticated("use 'Authorization: Bearer <token>'", reason="BAD_AUTHORIZATION_HEADER")
+            return await self._resolver.resolve(credential.strip(), client_ip=current_request.get().client_ip)
+        actor = call.metadata.get(ACTOR_KEY, "")
+        if actor:
+            if not _SYSTEM_ACTOR.match(actor):
+                raise InvalidArgument.for_field(ACTOR_KEY, "must look like system:<tool>")
+            return auth.Principal(auth.Role.SYSTEM, name=actor)
+        return auth.ANONYMOUS
+
+
+class AuthorizationInterceptor(_UnaryInterceptor):
+    async def around(
+        self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
+    ) -> Any:
+        if not call.method.startswith(auth.PLATFORM_PREFIXES):
+            who = auth.principal()
+            allowed = auth.allowed_roles(call.method)
+            if who.role not in allowed:
+                if who.role == auth.Role.ANONYMOUS and allowed:
+                    raise Unauthenticated("sign in to do this", reason="SIGN_IN_REQUIRED")
+                raise PermissionDenied("your role may not do this", metadata={"method": call.method})
+        return await inner(request, context)
+
+
+def to_status(exc: DomainError) -> status_pb2.Status:
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=exc.metadata)
+    )
+    details = [info]
+    if isinstance(exc, InvalidArgument) and exc.violations:
+        bad_request = any_pb2.Any()
+        bad_request.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description, reason=v.reason
+                    )
+                    for v in exc.violations
+                ]
+            )
+        )
+        details.append(bad_request)
+    return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: DomainError) -> None:
+    await context.abort_with_status(rpc_status.to_status(to_status(exc)))
+
+
+def _refusing_handler(error: DomainError) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _abort(context, error)
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+

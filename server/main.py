@@ -1,0 +1,129 @@
+"""The gRPC server process: the only place its dependencies are wired."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+from core.config import Settings
+from core.logs import setup_logging
+from core.tracing import setup_tracing
+from server.catalog.logic import CatalogLogic
+from server.catalog.repo import PostgresCatalogRepo
+from server.catalog.rpc import CatalogServicer
+from server.common import auth
+from server.common.db import Pool, open_pool
+from server.common.errors import Unauthenticated
+from server.common.health import HealthChecks, postgres_check
+from server.common.interceptors import (
+    AuthenticationInterceptor,
+    AuthorizationInterceptor,
+    ErrorMappingInterceptor,
+    RequestIdInterceptor,
+)
+from server.common.pagetoken import PageTokenCodec
+from server.system.rpc import SystemServicer
+from smm.v1 import catalog_service_pb2, catalog_service_pb2_grpc, system_service_pb2, system_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+GRACE_S = 10.0
+
+
+class NoEndUserCredentials:
+    """Resolver used until a credential store is wired: every bearer token is unknown."""
+
+    async def resolve(self, credential: str, *, client_ip: str) -> auth.Principal:
+        raise Unauthenticated("the credential is not valid", reason="INVALID_CREDENTIAL")
+
+
+@dataclass
+class ServerHandle:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    checks: HealthChecks
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, grace: float | None = GRACE_S) -> None:
+        await self.health.enter_graceful_shutdown()
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.server.stop(grace)
+
+
+async def create_server(
+    settings: Settings,
+    pool: Pool,
+    *,
+    address: str | None = None,
+    resolver: auth.CredentialResolver | None = None,
+) -> ServerHandle:
+    """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
+    interceptors = [
+        aio_server_interceptor(),
+        RequestIdInterceptor(),
+        ErrorMappingInterceptor(),
+        AuthenticationInterceptor(settings.internal_token.get_secret_value(), resolver or NoEndUserCredentials()),
+        AuthorizationInterceptor(),
+    ]
+    # so_reuseport off: a second server on a taken port must fail, not share it silently.
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+
+    checks = HealthChecks()
+    checks.add("postgres", postgres_check(pool))
+    tokens = PageTokenCodec(settings.page_token_secret.get_secret_value().encode())
+    catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
+    catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(checks, VERSION), server)
+
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [
+        catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+        system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+
+    port = server.add_insecure_port(address or settings.grpc_addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {address or settings.grpc_addr}: the port is in use")
+    await server.start()
+    for name in ["", *names[:2]]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return ServerHandle(server, port, health, checks)
+
+
+async def serve(settings: Settings) -> None:
+    setup_logging("grpc", settings.log_level)
+    setup_tracing(f"{settings.service_name}-grpc")
+    PsycopgInstrumentor().instrument(enable_commenter=False)
+    if not settings.database_url:
+        raise SystemExit("SMM_DATABASE_URL is not set (smm dev sets it for you)")
+    pool = await open_pool(settings)
+    try:
+        handle = await create_server(settings, pool)
+    except (OSError, RuntimeError) as exc:
+        await pool.close()
+        raise SystemExit(f"gRPC server: {exc} (set SMM_GRPC_ADDR)") from None
+    log.info("gRPC server listening", extra={"port": handle.port})
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("gRPC server draining")
+    await handle.stop()
+    await pool.close()

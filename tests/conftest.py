@@ -1,0 +1,19 @@
+"""Session-wide set-up: real PostgreSQL (and NATS) started once, tracing into memory."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from core.tracing import setup_tracing
+
+pytest_plugins = ["tests.fix_db", "tests.fix_grpc", "tests.fix_edge"]
+
+SPANS = InMemorySpanExporter()
+setup_tracing("smm-tests", exporter=SPANS)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    SPANS.clear()
+    return SPANS

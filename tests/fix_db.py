@@ -1,0 +1,91 @@
+"""PostgreSQL for the tests: one server per session (embedded unless SMM_DATABASE_URL is set),
+migrations applied once into a template database, and a fresh database per test cloned from it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import SecretStr
+
+from core.config import Settings
+from ops.embedded import EmbeddedPostgres, create_database, free_port, start_postgres
+from server.common.db import Pool, open_pool
+from server.common.migrate import migrate
+
+INTERNAL_TOKEN = "test-internal-token"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("SMM_DATABASE_URL")
+    if external:
+        yield external
+        return
+    server: EmbeddedPostgres = start_postgres(
+        tmp_path_factory.mktemp("pg") / "data", free_port(), durable=False
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> str:
+    name = f"smm_template_{uuid.uuid4().hex[:8]}"
+    url = create_database(pg_admin_url, name)
+    migrate(url)
+    return name
+
+
+def _drop(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    name = f"smm_test_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_admin_url, name, template=template_db)
+    yield url
+    _drop(pg_admin_url, name)
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A database with no migrations applied."""
+    name = f"smm_empty_{uuid.uuid4().hex[:12]}"
+    url = create_database(pg_admin_url, name)
+    yield url
+    _drop(pg_admin_url, name)
+
+
+def make_settings(db_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": db_url,
+        "internal_token": SecretStr(INTERNAL_TOKEN),
+        "page_token_secret": SecretStr("test-page-token-secret"),
+        "db_pool_min": 1,
+        "db_pool_max": 8,
+        "var_dir": str(Path(os.environ.get("TMPDIR", "/tmp")) / "smm-test-var"),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[Pool]:
+    opened = await open_pool(settings)
+    yield opened
+    await opened.close()

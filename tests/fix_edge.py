@@ -1,0 +1,56 @@
+"""The edge served over real HTTP on loopback, pointed at the in-process gRPC server."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from core.config import Settings
+from edge.app import EdgeApp, create_app
+from ops.embedded import free_port
+from server.main import ServerHandle
+
+_names = itertools.count()
+
+
+@dataclass
+class RunningEdge:
+    app: EdgeApp
+    base_url: str
+    server: Any
+
+    async def stop(self) -> None:
+        await self.server.close()
+        await self.server.wait_closed()
+        await self.server.after_stop()
+
+
+async def start_edge(settings: Settings) -> RunningEdge:
+    app = create_app(settings, name=f"smm-edge-test-{next(_names)}")
+    port = free_port()
+    server = await app.create_server(
+        host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False, debug=False
+    )
+    assert server is not None
+    await server.startup()
+    await server.before_start()
+    await server.after_start()
+    return RunningEdge(app, f"http://127.0.0.1:{port}", server)
+
+
+@pytest.fixture
+async def edge(settings: Settings, grpc_server: ServerHandle) -> AsyncIterator[RunningEdge]:
+    running = await start_edge(settings.model_copy(update={"grpc_target": f"127.0.0.1:{grpc_server.port}"}))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def http(edge: RunningEdge) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as client:
+        yield client
