@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     max_body_bytes: int = 1_048_576
     rpc_timeout_s: float = 10.0
-    edge_workers: int = 1
 
     # Observability.
     log_level: str = "INFO"

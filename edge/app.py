@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -38,20 +38,26 @@ _tracer = tracer("smm.edge")
 
 def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route] | None = None) -> EdgeApp:
     compiled = routes if routes is not None else compile_routes()  # a bad HTTP rule stops start-up here
-    ctx = EdgeContext(settings=settings, routes=compiled, trusted_proxies=parse_proxies(settings.trusted_proxies))
+    ctx = EdgeContext(
+        settings=settings, routes=compiled, trusted_proxies=parse_proxies(settings.trusted_proxies)
+    )
     app: EdgeApp = Sanic(name, ctx=ctx, configure_logging=False, error_handler=JsonErrorHandler())
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.config.FALLBACK_ERROR_FORMAT = "json"
     for index, route in enumerate(compiled):
         app.add_route(
-            _rpc_handler(route), route.sanic_path, methods=[route.http_method], name=f"rpc{index}", strict_slashes=False
+            _rpc_handler(route),
+            route.sanic_path,
+            methods=[route.http_method],
+            name=f"rpc{index}",
+            strict_slashes=False,
         )
     _add_docs_routes(app)
     app.before_server_start(_open_channel)
     app.after_server_stop(_close_channel)
     app.on_request(_begin_request)
-    app.on_response(_finish_response)
+    app.on_response(_finish_response)  # type: ignore[no-untyped-call]
     return app
 
 
@@ -59,7 +65,7 @@ async def _open_channel(app: EdgeApp) -> None:
     ctx = app.ctx
     ctx.channel = grpc.aio.insecure_channel(
         ctx.settings.grpc_dial_target,
-        interceptors=aio_client_interceptors(),
+        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     for route in ctx.routes:
@@ -91,7 +97,7 @@ async def _finish_response(request: Request, response: HTTPResponse) -> None:
 
 def _rpc_handler(route: Route) -> Any:
     async def handle(request: Request, **path_params: str) -> HTTPResponse:
-        ctx: EdgeContext = request.app.ctx
+        ctx = cast(EdgeContext, request.app.ctx)
         rid: str = request.ctx.request_id
         span_name = f"{route.http_method} {route.template}"
         with _tracer.start_as_current_span(
@@ -141,7 +147,11 @@ def _dumps(value: Any) -> bytes:
 
 
 def error_response(
-    code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None, *, http_code: int | None = None
+    code: grpc.StatusCode,
+    message: str,
+    details: list[any_pb2.Any] | None = None,
+    *,
+    http_code: int | None = None,
 ) -> HTTPResponse:
     body = render_error(code, message, details, http_code=http_code)
     response = raw(body, status=http_code or http_status(code), content_type=JSON)
@@ -156,7 +166,9 @@ def invalid_argument(message: str, field: str = "") -> HTTPResponse:
         violation = any_pb2.Any()
         violation.Pack(
             error_details_pb2.BadRequest(
-                field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)]
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                ]
             )
         )
         details.append(violation)
@@ -170,21 +182,34 @@ class JsonErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         status = getattr(exception, "status_code", 500)
         if status == 404:
-            return error_response(grpc.StatusCode.NOT_FOUND, "no route matches this path",
-                                  [error_info("ROUTE_NOT_FOUND", "edge.smm", {"path": request.path[:200]})])
+            return error_response(
+                grpc.StatusCode.NOT_FOUND,
+                "no route matches this path",
+                [error_info("ROUTE_NOT_FOUND", "edge.smm", {"path": request.path[:200]})],
+            )
         if status == 405:
-            return error_response(grpc.StatusCode.UNIMPLEMENTED, "this method is not allowed on this path",
-                                  [error_info("METHOD_NOT_ALLOWED", "edge.smm", {"method": request.method})])
+            return error_response(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "this method is not allowed on this path",
+                [error_info("METHOD_NOT_ALLOWED", "edge.smm", {"method": request.method})],
+            )
         if status == 413:
             return error_response(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "the request body is too large",
-                [error_info("BODY_TOO_LARGE", "edge.smm", {"limit": str(request.app.config.REQUEST_MAX_SIZE)})],
+                [
+                    error_info(
+                        "BODY_TOO_LARGE", "edge.smm", {"limit": str(request.app.config.REQUEST_MAX_SIZE)}
+                    )
+                ],
                 http_code=413,
             )
         if 400 <= status < 500:
-            return error_response(grpc.StatusCode.INVALID_ARGUMENT, "the request is malformed",
-                                  [error_info("MALFORMED_REQUEST", "edge.smm", {})])
+            return error_response(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the request is malformed",
+                [error_info("MALFORMED_REQUEST", "edge.smm", {})],
+            )
         log.error("unhandled edge error", exc_info=exception)
         return error_response(grpc.StatusCode.INTERNAL, "internal error")
 
@@ -196,12 +221,17 @@ def _add_docs_routes(app: EdgeApp) -> None:
         return raw(request.app.ctx.openapi_body, content_type=JSON)
 
     async def docs(request: Request) -> HTTPResponse:
-        response = raw(docs_page.swagger_ui_html("/api/v1/openapi.json", assets), content_type="text/html; charset=utf-8")
+        response = raw(
+            docs_page.swagger_ui_html("/api/v1/openapi.json", assets), content_type="text/html; charset=utf-8"
+        )
         response.headers["Content-Security-Policy"] = DOCS_CSP
         return response
 
     async def init_js(request: Request) -> HTTPResponse:
-        return raw(docs_page.swagger_ui_init_js("/api/v1/openapi.json"), content_type="text/javascript; charset=utf-8")
+        return raw(
+            docs_page.swagger_ui_init_js("/api/v1/openapi.json"),
+            content_type="text/javascript; charset=utf-8",
+        )
 
     app.add_route(openapi_json, "/api/v1/openapi.json", methods=["GET"], name="openapi")
     app.add_route(docs, "/api/v1/docs", methods=["GET"], name="docs", strict_slashes=False)

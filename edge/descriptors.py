@@ -9,9 +9,8 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-
 import smm.v1
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 
 def service_modules() -> list[str]:

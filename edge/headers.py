@@ -11,7 +11,7 @@ from sanic import Request
 from edge.context import EdgeContext
 from edge.routes import Route
 
-INTERNAL_TOKEN_KEY = "x-smm-internal-token"
+INTERNAL_TOKEN_KEY = "x-smm-internal-token"  # noqa: S105 - a header name, not a secret
 CLIENT_IP_KEY = "x-smm-client-ip"
 USER_AGENT_KEY = "x-smm-user-agent"
 REQUEST_ID_HEADER = "x-request-id"
@@ -25,7 +25,9 @@ API_SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
-DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+)
 
 
 def request_id(request: Request) -> str:
@@ -35,10 +37,11 @@ def request_id(request: Request) -> str:
 
 def client_ip(request: Request, ctx: EdgeContext) -> str:
     """The peer address, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
-    peer = request.conn_info.client_ip if request.conn_info else ""
+    peer = str(request.conn_info.client_ip) if request.conn_info else ""
     if not ctx.trusted_proxies or not _trusted(peer, ctx):
         return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    forwarded: str = request.headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
     for hop in reversed(hops):
         if not _trusted(hop, ctx):
             return hop

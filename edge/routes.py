@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from google.protobuf.message import Message
+from smm.v1 import options_pb2
 
 from edge.descriptors import full_method_name, methods
-from smm.v1 import options_pb2
 
 HTTP_BODY = "google.api.HttpBody"
 _VERBS = ("get", "put", "post", "delete", "patch")

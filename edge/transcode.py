@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from edge.routes import Route
@@ -60,6 +60,11 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
         _parse_into(parsed, request, field="")
         return
     field = request.DESCRIPTOR.fields_by_name[route.body]
+    is_object = field.message_type is not None and not field.message_type.full_name.startswith(
+        "google.protobuf."
+    )
+    if is_object and not isinstance(parsed, dict):
+        raise TranscodeError("the request body must be a JSON object", field=route.body)
     _parse_into({field.json_name: parsed}, request, field=route.body)
 
 
@@ -75,7 +80,7 @@ def _parse_into(value: Any, message: Message, *, field: str) -> None:
 def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source: str) -> None:
     nested: dict[str, Any] = {}
     cursor = nested
-    descriptor: Descriptor = request.DESCRIPTOR
+    descriptor: Any = request.DESCRIPTOR
     for name in field_path[:-1]:
         field = descriptor.fields_by_name[name]
         cursor[field.json_name] = {}
@@ -110,7 +115,9 @@ def _scalar(field: FieldDescriptor, raw: str) -> Any:
     return raw
 
 
-def _apply_query(request: Message, query: Iterable[tuple[str, str]], bound: set[str] | frozenset[str]) -> None:
+def _apply_query(
+    request: Message, query: Iterable[tuple[str, str]], bound: set[str] | frozenset[str]
+) -> None:
     grouped: dict[str, list[str]] = {}
     for key, value in query:
         grouped.setdefault(key, []).append(value)
@@ -130,7 +137,7 @@ def _apply_query(request: Message, query: Iterable[tuple[str, str]], bound: set[
 def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescriptor, values: list[str]) -> None:
     nested: dict[str, Any] = {}
     cursor = nested
-    descriptor: Descriptor = request.DESCRIPTOR
+    descriptor: Any = request.DESCRIPTOR
     for name in path[:-1]:
         parent = descriptor.fields_by_name[name]
         cursor = cursor.setdefault(parent.json_name, {})
@@ -143,8 +150,8 @@ def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescripto
         raise TranscodeError(f"query parameter {dotted}: invalid value", field=dotted) from exc
 
 
-def _resolve(descriptor: Descriptor, path: tuple[str, ...]) -> FieldDescriptor | None:
-    current: Descriptor | None = descriptor
+def _resolve(descriptor: Any, path: tuple[str, ...]) -> FieldDescriptor | None:
+    current: Any = descriptor
     field: FieldDescriptor | None = None
     for name in path:
         if current is None:

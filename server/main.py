@@ -13,6 +13,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+from smm.v1 import catalog_service_pb2, catalog_service_pb2_grpc, system_service_pb2, system_service_pb2_grpc
 
 from core.config import Settings
 from core.logs import setup_logging
@@ -32,7 +33,6 @@ from server.common.interceptors import (
 )
 from server.common.pagetoken import PageTokenCodec
 from server.system.rpc import SystemServicer
-from smm.v1 import catalog_service_pb2, catalog_service_pb2_grpc, system_service_pb2, system_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -71,10 +71,12 @@ async def create_server(
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     interceptors = [
-        aio_server_interceptor(),
+        aio_server_interceptor(),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
         ErrorMappingInterceptor(),
-        AuthenticationInterceptor(settings.internal_token.get_secret_value(), resolver or NoEndUserCredentials()),
+        AuthenticationInterceptor(
+            settings.internal_token.get_secret_value(), resolver or NoEndUserCredentials()
+        ),
         AuthorizationInterceptor(),
     ]
     # so_reuseport off: a second server on a taken port must fail, not share it silently.

@@ -32,6 +32,9 @@ class RunningEdge:
 
 async def start_edge(settings: Settings) -> RunningEdge:
     app = create_app(settings, name=f"smm-edge-test-{next(_names)}")
+    # Sanic's touch-up rewrites its HTTP classes once per process; with many apps per test
+    # session the second rewrite fails, so tests run without it (it only prunes signal calls).
+    app.config.TOUCHUP = False
     port = free_port()
     server = await app.create_server(
         host="127.0.0.1", port=port, return_asyncio_server=True, access_log=False, debug=False

@@ -7,20 +7,25 @@ from server.common.errors import AlreadyExists, FailedPrecondition, NotFound
 DOMAIN = "catalog.smm"
 
 
-
 def category_name_taken() -> AlreadyExists:
     return AlreadyExists("a category with this name exists", reason="CATEGORY_NAME_TAKEN", domain=DOMAIN)
 
 
 def unknown_category() -> FailedPrecondition:
     return FailedPrecondition(
-        "the category does not exist", reason="UNKNOWN_CATEGORY", domain=DOMAIN, metadata={"field": "category_id"}
+        "the category does not exist",
+        reason="UNKNOWN_CATEGORY",
+        domain=DOMAIN,
+        metadata={"field": "category_id"},
     )
 
 
 def service_not_found(service_id: int) -> NotFound:
     return NotFound(
-        f"service {service_id} not found", reason="SERVICE_NOT_FOUND", domain=DOMAIN, metadata={"id": str(service_id)}
+        f"service {service_id} not found",
+        reason="SERVICE_NOT_FOUND",
+        domain=DOMAIN,
+        metadata={"id": str(service_id)},
     )
 
 

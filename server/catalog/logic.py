@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from smm.v1 import events_pb2
+
 from server.catalog.errors import DOMAIN, category_not_found, service_not_found
 from server.catalog.repo import CatalogRepo, CategoryRow, ServiceFields, ServicePosition, ServiceRow
 from server.common import idempotency
 from server.common.db import Pool
 from server.common.errors import FieldViolation, collect
 from server.common.outbox import add_event
-from smm.v1 import events_pb2
 
 SERVICE_TYPES = frozenset(
     {
@@ -79,7 +80,9 @@ class CatalogLogic:
             return ServicePage(rows, None)
         rows = rows[:page_size]
         last = rows[-1]
-        return ServicePage(rows, ServicePosition(last.category_sort, last.category_id, last.sort_order, last.id))
+        return ServicePage(
+            rows, ServicePosition(last.category_sort, last.category_id, last.sort_order, last.id)
+        )
 
     async def service_on_sale(self, service_id: int) -> ServiceRow:
         async with self._pool.connection() as conn:
@@ -98,7 +101,9 @@ class CatalogLogic:
                 found = await self._repo.category(conn, int(stored))
                 assert found is not None
                 return found
-            row = await self._repo.insert_category(conn, name=name.strip(), sort_order=sort_order, enabled=enabled)
+            row = await self._repo.insert_category(
+                conn, name=name.strip(), sort_order=sort_order, enabled=enabled
+            )
             await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
             if key:
                 await idempotency.remember(conn, key, str(row.id).encode())
@@ -115,7 +120,9 @@ class CatalogLogic:
             await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
             return row
 
-    async def create_service(self, fields: ServiceFields, *, key: idempotency.RequestKey | None) -> ServiceRow:
+    async def create_service(
+        self, fields: ServiceFields, *, key: idempotency.RequestKey | None
+    ) -> ServiceRow:
         validate_service(fields)
         async with self._pool.connection() as conn, conn.transaction():
             if key and (stored := await idempotency.claim(conn, key)) is not None:
@@ -135,7 +142,9 @@ class CatalogLogic:
                 raise service_not_found(service_id)
             current = await self._repo.service(conn, service_id)
             assert current is not None
-            fields = ServiceFields(**{name: getattr(current, name) for name in ServiceFields.__dataclass_fields__})
+            fields = ServiceFields(
+                **{name: getattr(current, name) for name in ServiceFields.__dataclass_fields__}
+            )
             merged = replace(fields, **changes)  # type: ignore[arg-type]
             validate_service(merged)
             await self._repo.update_service(conn, service_id, merged)
@@ -143,4 +152,3 @@ class CatalogLogic:
             row = await self._repo.service(conn, service_id)
         assert row is not None
         return row
-

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from smm.v1 import catalog_service_pb2 as pb
+from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
 from server.catalog.logic import CatalogLogic
 from server.catalog.repo import CategoryRow, ServiceFields, ServicePosition, ServiceRow
@@ -11,8 +13,6 @@ from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
 from server.common.money import format_micros, parse_micros
 from server.common.pagetoken import PageTokenCodec, page_size
-from smm.v1 import catalog_service_pb2 as pb
-from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
 CATEGORY_FIELDS = frozenset({"name", "sort_order", "enabled"})
 SERVICE_FIELDS = frozenset(
@@ -59,7 +59,9 @@ def service_to_proto(row: ServiceRow, currency: str) -> pb.Service:
 
 
 def _type_name(value: int) -> str:
-    name: str = pb.ServiceType.Name(value) if value in pb.ServiceType.values() else ""
+    name: str = (
+        pb.ServiceType.Name(pb.ServiceType.ValueType(value)) if value in pb.ServiceType.values() else ""
+    )
     return name.removeprefix(_PREFIX) if name != "SERVICE_TYPE_UNSPECIFIED" else ""
 
 
@@ -109,21 +111,23 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         after = None
         if request.page_token:
             after = ServicePosition(**self._tokens.decode(request.page_token, filters=filters))
-        page = await self._logic.services_on_sale(category_id=request.category_id, after=after, page_size=size)
+        page = await self._logic.services_on_sale(
+            category_id=request.category_id, after=after, page_size=size
+        )
         token = self._tokens.encode(vars(page.next_position), filters=filters) if page.next_position else ""
         return pb.ListServicesResponse(
             services=[service_to_proto(r, self._currency) for r in page.services], next_page_token=token
         )
 
-    async def GetService(self, request: pb.GetServiceRequest, context: grpc.aio.ServicerContext) -> pb.Service:
+    async def GetService(
+        self, request: pb.GetServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Service:
         return service_to_proto(await self._logic.service_on_sale(request.id), self._currency)
 
     async def CreateCategory(
         self, request: pb.CreateCategoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.Category:
-        key = idempotency.request_key(
-            "CreateCategory", auth.principal().actor, request.request_id, request
-        )
+        key = idempotency.request_key("CreateCategory", auth.principal().actor, request.request_id, request)
         row = await self._logic.create_category(
             name=request.category.name,
             sort_order=request.category.sort_order,
@@ -141,12 +145,16 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         changes = {path: getattr(request.category, path) for path in paths}
         return category_to_proto(await self._logic.update_category(request.category.id, changes))
 
-    async def CreateService(self, request: pb.CreateServiceRequest, context: grpc.aio.ServicerContext) -> pb.Service:
+    async def CreateService(
+        self, request: pb.CreateServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Service:
         key = idempotency.request_key("CreateService", auth.principal().actor, request.request_id, request)
         row = await self._logic.create_service(service_fields(request.service), key=key)
         return service_to_proto(row, self._currency)
 
-    async def UpdateService(self, request: pb.UpdateServiceRequest, context: grpc.aio.ServicerContext) -> pb.Service:
+    async def UpdateService(
+        self, request: pb.UpdateServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Service:
         if request.service.id <= 0:
             raise InvalidArgument.for_field("service.id", "is required")
         paths = mask_paths(request.update_mask, request.service, allowed=SERVICE_FIELDS, prefix="service")

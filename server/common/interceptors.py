@@ -36,7 +36,7 @@ from server.common.errors import (
 
 log = logging.getLogger(__name__)
 
-INTERNAL_TOKEN_KEY = "x-smm-internal-token"
+INTERNAL_TOKEN_KEY = "x-smm-internal-token"  # noqa: S105 - a header name, not a secret
 ACTOR_KEY = "x-smm-actor"
 CLIENT_IP_KEY = "x-smm-client-ip"
 USER_AGENT_KEY = "x-smm-user-agent"
@@ -62,7 +62,8 @@ class RequestInfo:
 
 
 current_request: contextvars.ContextVar[RequestInfo] = contextvars.ContextVar(
-    "current_request", default=RequestInfo("", "", "", None)
+    "current_request",
+    default=RequestInfo("", "", "", None),  # noqa: B039 - frozen dataclass
 )
 
 
@@ -71,9 +72,9 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         call = CallInfo(
             handler_call_details.method,  # type: ignore[attr-defined]
             {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)},  # type: ignore[attr-defined]
@@ -84,7 +85,7 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner: Behavior = handler.unary_unary
+        inner: Behavior = handler.unary_unary  # the aio server's behaviours are coroutines
 
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             return await self.around(call, request, context, inner)
@@ -174,7 +175,9 @@ class AuthenticationInterceptor(_UnaryInterceptor):
         if authorization:
             scheme, _, credential = authorization.partition(" ")
             if scheme.lower() != "bearer" or not credential.strip():
-                raise Unauthenticated("use 'Authorization: Bearer <token>'", reason="BAD_AUTHORIZATION_HEADER")
+                raise Unauthenticated(
+                    "use 'Authorization: Bearer <token>'", reason="BAD_AUTHORIZATION_HEADER"
+                )
             return await self._resolver.resolve(credential.strip(), client_ip=current_request.get().client_ip)
         actor = call.metadata.get(ACTOR_KEY, "")
         if actor:
@@ -200,9 +203,7 @@ class AuthorizationInterceptor(_UnaryInterceptor):
 
 def to_status(exc: DomainError) -> status_pb2.Status:
     info = any_pb2.Any()
-    info.Pack(
-        error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=exc.metadata)
-    )
+    info.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=exc.metadata))
     details = [info]
     if isinstance(exc, InvalidArgument) and exc.violations:
         bad_request = any_pb2.Any()
@@ -229,4 +230,3 @@ def _refusing_handler(error: DomainError) -> grpc.RpcMethodHandler:
         await _abort(context, error)
 
     return grpc.unary_unary_rpc_method_handler(refuse)
-

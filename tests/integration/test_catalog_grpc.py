@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
+
 from tests.fix_grpc import anonymous_metadata, system_metadata
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,8 @@ def error_reason(exc: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
 
 async def make_catalog(stub: pb_grpc.CatalogServiceStub) -> tuple[pb.Category, pb.Service]:
     category = await stub.CreateCategory(
-        pb.CreateCategoryRequest(category=pb.Category(name="Instagram", enabled=True)), metadata=system_metadata()
+        pb.CreateCategoryRequest(category=pb.Category(name="Instagram", enabled=True)),
+        metadata=system_metadata(),
     )
     service = await stub.CreateService(
         pb.CreateServiceRequest(
@@ -54,7 +55,7 @@ async def make_catalog(stub: pb_grpc.CatalogServiceStub) -> tuple[pb.Category, p
 
 async def test_create_and_read_the_catalog(channel: grpc.aio.Channel) -> None:
     stub = pb_grpc.CatalogServiceStub(channel)
-    category, service = await make_catalog(stub)
+    _category, service = await make_catalog(stub)
     assert service.rate == "0.90"
     assert service.category_name == "Instagram"
     assert service.currency == "USD"
@@ -74,7 +75,8 @@ async def test_disabled_services_are_not_on_sale(channel: grpc.aio.Channel) -> N
     _, service = await make_catalog(stub)
     await stub.UpdateService(
         pb.UpdateServiceRequest(
-            service=pb.Service(id=service.id, enabled=False), update_mask=field_mask_pb2.FieldMask(paths=["enabled"])
+            service=pb.Service(id=service.id, enabled=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["enabled"]),
         ),
         metadata=system_metadata(),
     )
@@ -111,8 +113,10 @@ async def test_pages_are_keyset_and_signed(channel: grpc.aio.Channel) -> None:
             break
     assert len(seen) == 5 == len(set(seen))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListServices(pb.ListServicesRequest(page_token=token + "x" if token else "garbage"),
-                                metadata=anonymous_metadata())
+        await stub.ListServices(
+            pb.ListServicesRequest(page_token=token + "x" if token else "garbage"),
+            metadata=anonymous_metadata(),
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -141,7 +145,9 @@ async def test_bad_input_is_a_field_violation(channel: grpc.aio.Channel) -> None
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CreateService(
             pb.CreateServiceRequest(
-                service=pb.Service(name="", category_id=category.id, rate="1e5", min_quantity=10, max_quantity=5)
+                service=pb.Service(
+                    name="", category_id=category.id, rate="1e5", min_quantity=10, max_quantity=5
+                )
             ),
             metadata=system_metadata(),
         )
@@ -164,8 +170,14 @@ async def test_unknown_category_and_duplicate_name(channel: grpc.aio.Channel) ->
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CreateService(
             pb.CreateServiceRequest(
-                service=pb.Service(name="S", type=pb.SERVICE_TYPE_DEFAULT, category_id=999_999, rate="1",
-                                   min_quantity=1, max_quantity=2)
+                service=pb.Service(
+                    name="S",
+                    type=pb.SERVICE_TYPE_DEFAULT,
+                    category_id=999_999,
+                    rate="1",
+                    min_quantity=1,
+                    max_quantity=2,
+                )
             ),
             metadata=system_metadata(),
         )
@@ -175,8 +187,12 @@ async def test_unknown_category_and_duplicate_name(channel: grpc.aio.Channel) ->
 
 async def test_request_id_makes_creates_idempotent_under_concurrency(channel: grpc.aio.Channel) -> None:
     stub = pb_grpc.CatalogServiceStub(channel)
-    request = pb.CreateCategoryRequest(category=pb.Category(name="TikTok", enabled=True), request_id="seed-tiktok")
-    results = await asyncio.gather(*(stub.CreateCategory(request, metadata=system_metadata()) for _ in range(8)))
+    request = pb.CreateCategoryRequest(
+        category=pb.Category(name="TikTok", enabled=True), request_id="seed-tiktok"
+    )
+    results = await asyncio.gather(
+        *(stub.CreateCategory(request, metadata=system_metadata()) for _ in range(8))
+    )
     assert len({r.id for r in results}) == 1
     other = pb.CreateCategoryRequest(category=pb.Category(name="Other"), request_id="seed-tiktok")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
