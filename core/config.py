@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     internal_token: SecretStr = SecretStr("")
     page_token_secret: SecretStr = SecretStr("")
 
+    # NATS: a prefix for every subject, stream and durable name, so several deployments (or test
+    # runs) can share one NATS server without seeing each other's events.
+    nats_namespace: str = ""
+    relay_batch: int = 200
+    relay_poll_s: float = 1.0
+
     # Database pool.
     db_pool_min: int = 2
     db_pool_max: int = 16

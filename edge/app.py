@@ -22,10 +22,12 @@ from sanic.handlers import ErrorHandler
 from sanic.response import raw
 
 from core.config import Settings
+from core.events import Namespace, connect
 from core.tracing import extract, tracer
 from edge import docs_page, openapi
+from edge.cache import connection_callbacks, listen
 from edge.context import EdgeContext, parse_proxies
-from edge.errors import error_info, http_status, render_error, status_from_rpc_error
+from edge.errors import FALLBACK_BODY, error_info, http_status, render_error, status_from_rpc_error
 from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
 from edge.routes import Route, compile_routes
 from edge.transcode import TranscodeError, decode_request, encode_response
@@ -76,9 +78,15 @@ async def _open_channel(app: EdgeApp) -> None:
         )
     ctx.openapi = openapi.build_openapi(ctx.routes)
     ctx.openapi_body = jsonlib.dumps(ctx.openapi, separators=(",", ":")).encode()
+    if ctx.settings.nats_url:
+        ctx.nats = await connect(ctx.settings.nats_url, name="smm-edge", **connection_callbacks(ctx.cache))
+        await listen(ctx.nats, Namespace(ctx.settings.nats_namespace), ctx.cache)
 
 
 async def _close_channel(app: EdgeApp) -> None:
+    if app.ctx.nats is not None:
+        # Only a cache-invalidation subscription lives here: nothing to drain.
+        await app.ctx.nats.close()
     if app.ctx.channel is not None:
         await app.ctx.channel.close()
 
@@ -99,6 +107,13 @@ def _rpc_handler(route: Route) -> Any:
     async def handle(request: Request, **path_params: str) -> HTTPResponse:
         ctx = cast(EdgeContext, request.app.ctx)
         rid: str = request.ctx.request_id
+        cache_key: tuple[object, ...] | None = None
+        if route.cache_group and "authorization" not in request.headers:
+            cache_key = (route.rpc, tuple(sorted(path_params.items())), tuple(sorted(request.query_args)))
+            cached = ctx.cache.get(route.cache_group, cache_key)
+            if cached is not None:
+                return raw(cached, content_type=JSON)
+            generation = ctx.cache.generation(route.cache_group)
         span_name = f"{route.http_method} {route.template}"
         with _tracer.start_as_current_span(
             span_name, kind=trace.SpanKind.SERVER, context=extract(dict(request.headers))
@@ -130,7 +145,10 @@ def _rpc_handler(route: Route) -> Any:
                 body = getattr(response, "data", b"")
                 content_type = getattr(response, "content_type", "") or "application/octet-stream"
                 return raw(body, content_type=content_type)
-            return raw(_dumps(encode_response(route, response)), content_type=JSON)
+            body = _dumps(encode_response(route, response))
+            if cache_key is not None:
+                ctx.cache.put(route.cache_group, cache_key, body, generation)
+            return raw(body, content_type=JSON)
 
     handle.__name__ = f"rpc_{route.method.containing_service.name}_{route.method.name}"
     return handle
@@ -154,7 +172,8 @@ def error_response(
     http_code: int | None = None,
 ) -> HTTPResponse:
     body = render_error(code, message, details, http_code=http_code)
-    response = raw(body, status=http_code or http_status(code), content_type=JSON)
+    status = 500 if body is FALLBACK_BODY else http_code or http_status(code)
+    response = raw(body, status=status, content_type=JSON)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         response.headers["WWW-Authenticate"] = 'Bearer realm="smm"'
     return response

@@ -9,8 +9,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
 
 from core.config import Settings
+from edge.cache import ResponseCache
 from edge.routes import Route
 
 UnaryCall = Callable[..., Awaitable[Message]]
@@ -25,6 +27,8 @@ class EdgeContext:
     calls: dict[str, UnaryCall] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)
     openapi_body: bytes = b""
+    cache: ResponseCache = field(default_factory=ResponseCache)
+    nats: NATS | None = None
 
 
 def parse_proxies(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

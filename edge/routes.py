@@ -50,6 +50,7 @@ class Route:
     raw_response: bool  # the response is a google.api.HttpBody
     forward_headers: tuple[str, ...]
     timeout_s: float | None
+    cache_group: str
     request_class: type[Message]
     response_class: type[Message]
 
@@ -68,6 +69,8 @@ def compile_routes(method_descriptors: Iterable[MethodDescriptor] | None = None)
         rule = options.Extensions[annotations_pb2.http]
         route_options = options.Extensions[options_pb2.route]
         for binding in [rule, *rule.additional_bindings]:
+            if binding is not rule and binding.additional_bindings:
+                raise RouteError(f"{full_method_name(method)}: additional_bindings must not be nested")
             route = _compile_binding(method, binding, route_options)
             key = (route.http_method, route.sanic_path)
             if key in seen:
@@ -93,6 +96,8 @@ def _compile_binding(
     request = method.input_type
     if rule.body and http_method in ("GET", "DELETE"):
         raise RouteError(f"{rpc}: {http_method} {template} must not have a body")
+    if route_options.cache_group and http_method != "GET":
+        raise RouteError(f"{rpc}: only GET routes may be cached ({http_method} {template})")
     sanic_path, variables = _compile_template(rpc, template, request)
     raw_body = False
     if rule.body and rule.body != "*":
@@ -120,6 +125,7 @@ def _compile_binding(
         raw_response=method.output_type.full_name == HTTP_BODY,
         forward_headers=tuple(h.lower() for h in route_options.forward_headers),
         timeout_s=timeout_ms / 1000 if timeout_ms else None,
+        cache_group=route_options.cache_group,
         request_class=message_factory.GetMessageClass(request),
         response_class=message_factory.GetMessageClass(method.output_type),
     )

@@ -54,7 +54,7 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
         return  # an empty body is an empty message, as in grpc-gateway
     try:
         parsed = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TranscodeError(f"the request body is not valid JSON: {exc}") from exc
     if route.body == "*":
         _parse_into(parsed, request, field="")

@@ -20,6 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("what", choices=["grpc", "edge"])
 
     commands.add_parser("migrate", help="apply pending migrations to SMM_DATABASE_URL")
+
+    worker = commands.add_parser("worker", help="run one worker (scheduler, analytics, maintenance, ...)")
+    worker.add_argument("name")
+
+    dlq = commands.add_parser("dlq", help="inspect and re-drive dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="list dead letters")
+    dlq_list.add_argument("--durable", default="", help="only this consumer's")
+    dlq_replay = dlq_commands.add_parser("replay", help="send dead letters back to their subject")
+    dlq_replay.add_argument("sequences", nargs="*", type=int, help="DLQ sequence numbers (default: all)")
+    dlq_replay.add_argument("--durable", default="", help="only this consumer's")
     return parser
 
 
@@ -53,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
         return 0
+    if args.command == "worker":
+        from workers.main import main as worker_main
+
+        worker_main(settings, args.name)
+        return 0
+    if args.command == "dlq":
+        from ops.dlq_cli import run_dlq
+
+        return asyncio.run(run_dlq(settings, args))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

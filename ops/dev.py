@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 # Worker names, each started as `python -m ops.cli worker NAME`; issues that add workers add them here.
-WORKERS: list[str] = []
+WORKERS: list[str] = ["scheduler", "analytics", "maintenance"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

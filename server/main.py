@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from nats.aio.client import Client as NATS
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from smm.v1 import catalog_service_pb2, catalog_service_pb2_grpc, system_service_pb2, system_service_pb2_grpc
 
 from core.config import Settings
+from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
 from server.catalog.logic import CatalogLogic
@@ -32,6 +35,8 @@ from server.common.interceptors import (
     RequestIdInterceptor,
 )
 from server.common.pagetoken import PageTokenCodec
+from server.common.relay import Relay
+from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
 
 log = logging.getLogger(__name__)
@@ -52,14 +57,18 @@ class ServerHandle:
     port: int
     health: HealthServicer
     checks: HealthChecks
+    relay: Relay | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = GRACE_S) -> None:
         await self.health.enter_graceful_shutdown()
-        for task in self.background:
-            task.cancel()
-        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.stop_relay()
         await self.server.stop(grace)
+
+    async def stop_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+        await asyncio.gather(*self.background, return_exceptions=True)
 
 
 async def create_server(
@@ -68,6 +77,7 @@ async def create_server(
     *,
     address: str | None = None,
     resolver: auth.CredentialResolver | None = None,
+    nc: NATS | None = None,
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     interceptors = [
@@ -84,10 +94,23 @@ async def create_server(
 
     checks = HealthChecks()
     checks.add("postgres", postgres_check(pool))
+    relay = None
+    if nc is not None:
+        relay = Relay(
+            pool,
+            nc,
+            Namespace(settings.nats_namespace),
+            conninfo=settings.database_url,
+            batch=settings.relay_batch,
+            poll_s=settings.relay_poll_s,
+        )
+        checks.add("nats", nats_check(relay))
     tokens = PageTokenCodec(settings.page_token_secret.get_secret_value().encode())
     catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
-    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(checks, VERSION), server)
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(
+        SystemServicer(checks, SystemLogic(pool), VERSION), server
+    )
 
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -105,7 +128,18 @@ async def create_server(
     await server.start()
     for name in ["", *names[:2]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return ServerHandle(server, port, health, checks)
+    handle = ServerHandle(server, port, health, checks, relay)
+    if relay is not None:
+        handle.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+    return handle
+
+
+def nats_check(relay: Relay) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        if not relay.connected:
+            raise ConnectionError("NATS is not connected")
+
+    return check
 
 
 async def serve(settings: Settings) -> None:
@@ -115,8 +149,9 @@ async def serve(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("SMM_DATABASE_URL is not set (smm dev sets it for you)")
     pool = await open_pool(settings)
+    nc = await connect(settings.nats_url, name="smm-grpc") if settings.nats_url else None
     try:
-        handle = await create_server(settings, pool)
+        handle = await create_server(settings, pool, nc=nc)
     except (OSError, RuntimeError) as exc:
         await pool.close()
         raise SystemExit(f"gRPC server: {exc} (set SMM_GRPC_ADDR)") from None
@@ -128,4 +163,6 @@ async def serve(settings: Settings) -> None:
     await stopping.wait()
     log.info("gRPC server draining")
     await handle.stop()
+    if nc is not None:
+        await nc.drain()
     await pool.close()

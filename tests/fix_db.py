@@ -3,6 +3,7 @@ migrations applied once into a template database, and a fresh database per test 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -80,12 +81,12 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    return make_settings(db_url)
+def settings(db_url: str, nats_url: str, namespace: str) -> Settings:
+    return make_settings(db_url, nats_url=nats_url, nats_namespace=namespace, relay_poll_s=0.2)
 
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[Pool]:
     opened = await open_pool(settings)
     yield opened
-    await opened.close()
+    await asyncio.wait_for(opened.close(), 10)

@@ -34,7 +34,8 @@ class HealthChecks:
     async def _run_one(self, name: str, check: Check) -> ComponentState:
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await check()
         except Exception as exc:  # any failure means down; the type tells operators why
             return ComponentState(name, False, _ms(started), type(exc).__name__)
         return ComponentState(name, True, _ms(started))

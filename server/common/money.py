@@ -7,15 +7,15 @@ The only module that parses, formats or rounds money. No floats: ``Decimal`` for
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from server.common.errors import InvalidArgument
 
 MICROS = 1_000_000
 MAX_FRACTION_DIGITS = 6
-# Larger than any real wallet, small enough that sums of many of them fit in BIGINT.
-MAX_MICROS = 10**15 * MICROS // 1000
-_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
+# A billion units: larger than any real wallet or order, and 9 million of them still fit in BIGINT.
+MAX_MICROS = 10**9 * MICROS
+_AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$", re.ASCII)
 
 
 def parse_micros(value: str, *, field: str, allow_negative: bool = False, allow_zero: bool = True) -> int:
@@ -49,5 +49,8 @@ def mul_div_round(micros: int, numerator: int, denominator: int) -> int:
     """micros * numerator / denominator, rounded half up (away from zero for halves), in ints."""
     if denominator <= 0:
         raise ValueError("denominator must be positive")
-    value = Decimal(micros) * Decimal(numerator) / Decimal(denominator)
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    product = micros * numerator
+    quotient, remainder = divmod(abs(product), denominator)
+    if 2 * remainder >= denominator:
+        quotient += 1
+    return quotient if product >= 0 else -quotient

@@ -1,4 +1,4 @@
-"""SystemService servicer: the platform's own health."""
+"""SystemService servicer: health, scheduled job runs and analytics counts."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import grpc
 from smm.v1 import system_service_pb2 as pb
 from smm.v1 import system_service_pb2_grpc as pb_grpc
 
-from server.common.errors import Unavailable
+from server.common import auth, idempotency
+from server.common.convert import timestamp
+from server.common.errors import InvalidArgument, Unavailable
 from server.common.health import HealthChecks
+from server.system.logic import SystemLogic
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
-    def __init__(self, checks: HealthChecks, version: str) -> None:
+    def __init__(self, checks: HealthChecks, logic: SystemLogic, version: str) -> None:
         self._checks = checks
+        self._logic = logic
         self._version = version
 
     async def GetHealth(
@@ -23,8 +27,9 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
         if down:
             metadata = {s.name: "up" if s.up else "down" for s in states}
             metadata["down"] = ",".join(down)
+            verb = "is" if len(down) == 1 else "are"
             raise Unavailable(
-                f"{', '.join(down)} {'is' if len(down) == 1 else 'are'} down",
+                f"{', '.join(down)} {verb} down",
                 reason="DEPENDENCY_DOWN",
                 domain="system.smm",
                 metadata=metadata,
@@ -36,4 +41,36 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
                 pb.ComponentHealth(name=s.name, status="up", latency_ms=s.latency_ms, detail=s.detail)
                 for s in states
             ],
+        )
+
+    async def RunJob(self, request: pb.RunJobRequest, context: grpc.aio.ServicerContext) -> pb.JobRun:
+        row, ran_now = await self._logic.run_job(request.job, request.period_start)
+        return pb.JobRun(
+            job=row.job,
+            period_start=row.period_start,
+            result=row.result,
+            finish_time=timestamp(row.finish_time),
+            ran_now=ran_now,
+        )
+
+    async def RecordEvent(
+        self, request: pb.RecordEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordEventResponse:
+        if not request.subject.startswith("smm.") or len(request.subject) > 200:
+            raise InvalidArgument.for_field("subject", "must be an smm event subject")
+        key = idempotency.request_key("RecordEvent", auth.principal().actor, request.request_id, request)
+        if key is None:
+            raise InvalidArgument.for_field("request_id", "is required")
+        occurred = request.occur_time.ToDatetime() if request.HasField("occur_time") else None
+        return pb.RecordEventResponse(counted=await self._logic.record_event(key, request.subject, occurred))
+
+    async def ListEventCounts(
+        self, request: pb.ListEventCountsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEventCountsResponse:
+        days = request.days or 30
+        if not 1 <= days <= 366:
+            raise InvalidArgument.for_field("days", "must be between 1 and 366")
+        rows = await self._logic.event_counts(days)
+        return pb.ListEventCountsResponse(
+            counts=[pb.EventCount(day=r.day, subject=r.subject, count=r.count) for r in rows]
         )

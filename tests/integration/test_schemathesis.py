@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
+
 from tests.fix_edge import RunningEdge
 from tests.integration.test_catalog_grpc import make_catalog
 

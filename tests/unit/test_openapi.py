@@ -225,6 +225,7 @@ def _synthetic_routes() -> list[Route]:
         raw_response=False,
         forward_headers=(),
         timeout_s=None,
+        cache_group="",
         request_class=message_factory.GetMessageClass(get_node.input_type),
         response_class=message_factory.GetMessageClass(get_node.output_type),
     )

@@ -1,0 +1,152 @@
+"""The event topology: streams, subjects, durable consumers, and the headers events carry.
+
+Declared once here and created idempotently at start-up by whoever connects first (server relay,
+workers, scheduler). Names follow STYLE.md: subjects ``smm.<svc>.<entity>.<event>``, streams in
+capitals without dots, durables ``<worker>-<purpose>``. A namespace (``SMM_NATS_NAMESPACE``)
+prefixes all of them so that test runs and side-by-side deployments never share events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+# Headers on every event message.
+MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication
+EVENT_ID = "Smm-Event-Id"  # the outbox event id; the worker's RPC uses it as request_id
+# Headers on dead letters.
+DLQ_REASON = "Smm-Dlq-Reason"
+DLQ_DELIVERIES = "Smm-Dlq-Deliveries"
+DLQ_SUBJECT = "Smm-Original-Subject"
+DLQ_DURABLE = "Smm-Dlq-Durable"
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float = 7 * DAY_S
+    duplicate_window_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class Durable:
+    """A durable pull consumer of one worker."""
+
+    name: str
+    stream: str
+    filter_subject: str
+    max_deliver: int = 6
+    ack_wait_s: float = 30.0
+    backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+
+STREAMS: tuple[Stream, ...] = (
+    Stream("CATALOG", ("smm.catalog.>",)),
+    Stream("ACCOUNTS", ("smm.accounts.>",)),
+    Stream("PROVIDERS", ("smm.providers.>",)),
+    Stream("ORDERS", ("smm.orders.>",)),
+    Stream("WALLET", ("smm.wallet.>",)),
+    Stream("NOTIFY", ("smm.notify.>",)),
+    Stream("SYSTEM", ("smm.system.>",)),
+    # The window covers the longest job period, so scheduler copies that start at different
+    # times within one period still publish each tick once.
+    Stream("SCHEDULE", ("smm.schedule.>",), max_age_s=2 * DAY_S, duplicate_window_s=DAY_S),
+    Stream("DLQ", ("smm.dlq.>",), max_age_s=30 * DAY_S),
+)
+
+
+@dataclass(frozen=True)
+class Namespace:
+    prefix: str = ""
+
+    def subject(self, subject: str) -> str:
+        return f"{self.prefix}.{subject}" if self.prefix else subject
+
+    def unprefix(self, subject: str) -> str:
+        head = f"{self.prefix}."
+        return subject[len(head) :] if self.prefix and subject.startswith(head) else subject
+
+    def stream(self, name: str) -> str:
+        return f"{name}_{self.prefix.upper()}" if self.prefix else name
+
+    def durable(self, name: str) -> str:
+        return f"{self.prefix}-{name}" if self.prefix else name
+
+
+def stream_for(subject: str) -> Stream:
+    """The stream that captures an un-namespaced subject."""
+    for stream in STREAMS:
+        for pattern in stream.subjects:
+            if subject.startswith(pattern.removesuffix(">")):
+                return stream
+    raise ValueError(f"no stream captures {subject}")
+
+
+async def connect(url: str, *, name: str, **callbacks: Any) -> NATS:
+    # Reconnect forever: a NATS outage must not kill a process; health reports it meanwhile.
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=2,
+        allow_reconnect=True,
+        **callbacks,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, ns: Namespace) -> None:
+    for stream in STREAMS:
+        config = api.StreamConfig(
+            name=ns.stream(stream.name),
+            subjects=[ns.subject(s) for s in stream.subjects],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            max_age=stream.max_age_s,
+            duplicate_window=stream.duplicate_window_s,
+        )
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)  # exists with older settings
+
+
+async def ensure_durable(js: JetStreamContext, ns: Namespace, durable: Durable) -> None:
+    config = consumer_config(ns, durable)
+    try:
+        await js.add_consumer(ns.stream(durable.stream), config)
+    except BadRequestError:
+        await js.delete_consumer(ns.stream(durable.stream), ns.durable(durable.name))
+        await js.add_consumer(ns.stream(durable.stream), config)
+
+
+def consumer_config(ns: Namespace, durable: Durable) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=ns.durable(durable.name),
+        filter_subject=ns.subject(durable.filter_subject),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=durable.ack_wait_s,
+        # One more than the runner's own limit: the runner dead-letters on the last delivery
+        # itself, so JetStream never silently drops a message.
+        max_deliver=durable.max_deliver + 1,
+        max_ack_pending=1000,
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
+
+
+async def stream_info(js: JetStreamContext, ns: Namespace, name: str) -> api.StreamInfo | None:
+    try:
+        return await js.stream_info(ns.stream(name))
+    except NotFoundError:
+        return None

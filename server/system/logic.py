@@ -1,0 +1,68 @@
+"""Scheduled job runs (once per period) and analytics event counts (once per event id)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from core.schedule import job as scheduled_job
+from server.common import idempotency
+from server.common.db import Pool
+from server.common.errors import InvalidArgument
+from server.common.sqlfile import load
+from server.system.jobs import ACTIONS
+
+QUERIES = load(__file__)
+
+
+@dataclass(frozen=True)
+class JobRunRow:
+    job: str
+    period_start: int
+    result: str
+    finish_time: datetime
+
+
+@dataclass(frozen=True)
+class EventCountRow:
+    day: str
+    subject: str
+    count: int
+
+
+class SystemLogic:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def run_job(self, name: str, period_start: int) -> tuple[JobRunRow, bool]:
+        try:
+            job = scheduled_job(name)
+        except KeyError:
+            raise InvalidArgument.for_field("job", f"unknown job {name!r}") from None
+        start = period_start or job.period_start(time.time())
+        if start % job.period_s:
+            raise InvalidArgument.for_field("period_start", f"must be a multiple of {job.period_s}")
+        async with self._pool.connection() as conn, conn.transaction():
+            claimed = await QUERIES.scalar(conn, "claim_job_run", job=name, period_start=start)
+            if claimed is not None:
+                result = await ACTIONS[name](conn)
+                await QUERIES.execute(conn, "finish_job_run", job=name, period_start=start, result=result)
+            row = await QUERIES.one(conn, "get_job_run", JobRunRow, job=name, period_start=start)
+        assert row is not None
+        return row, claimed is not None
+
+    async def record_event(
+        self, key: idempotency.RequestKey, subject: str, occurred: datetime | None
+    ) -> bool:
+        day: date = (occurred or datetime.now(UTC)).astimezone(UTC).date()
+        async with self._pool.connection() as conn, conn.transaction():
+            if await idempotency.claim(conn, key) is not None:
+                return False
+            await QUERIES.execute(conn, "count_event", day=day, subject=subject)
+            await idempotency.remember(conn, key, b"1")
+        return True
+
+    async def event_counts(self, days: int) -> list[EventCountRow]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(conn, "list_event_counts", EventCountRow, days=days)

@@ -1,0 +1,241 @@
+"""Outbox -> relay -> JetStream -> worker -> idempotent RPC, end to end on real NATS and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+from nats.aio.client import Client as NATS
+from smm.v1 import catalog_service_pb2 as pb
+from smm.v1 import catalog_service_pb2_grpc as pb_grpc
+from smm.v1 import system_service_pb2 as spb
+from smm.v1 import system_service_pb2_grpc as spb_grpc
+
+from core.config import Settings
+from core.events import EVENT_ID, MSG_ID, Durable, Namespace, ensure_streams
+from core.schedule import Job
+from server.common.db import Pool
+from server.common.relay import Relay
+from server.main import ServerHandle
+from tests.fix_grpc import system_metadata
+from tests.fix_nats import running_worker
+from workers.dlq import list_dead_letters, replay
+from workers.runner import Consumer, Event, Ok, Outcome, Progress, Retry, Runner
+from workers.scheduler import Scheduler
+
+pytestmark = pytest.mark.integration
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def event_count(pool: Pool, subject: str) -> int:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT coalesce(sum(count), 0) FROM event_counts WHERE subject = %s", (subject,)
+            )
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def unpublished(pool: Pool) -> int:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def create_category(channel: grpc.aio.Channel, name: str) -> pb.Category:
+    stub = pb_grpc.CatalogServiceStub(channel)
+    return await stub.CreateCategory(
+        pb.CreateCategoryRequest(category=pb.Category(name=name)), metadata=system_metadata()
+    )
+
+
+async def stream_messages(nc: NATS, ns: Namespace, stream: str) -> int:
+    info = await nc.jetstream().stream_info(ns.stream(stream))
+    return int(info.state.messages)
+
+
+async def test_relay_publishes_and_the_worker_counts_once(
+    channel: grpc.aio.Channel, pool: Pool, worker_settings: Settings, nc: NATS
+) -> None:
+    ns = Namespace(worker_settings.nats_namespace)
+    async with running_worker(worker_settings, "analytics"):
+        await create_category(channel, "Instagram")
+        subject = "smm.catalog.category.changed"
+        await eventually(lambda: _equals(event_count(pool, subject), 1))
+        assert await unpublished(pool) == 0
+        # The same event published again (a relay crash after publish, before marking): once.
+        async with pool.connection() as conn:
+            row = await (await conn.execute("SELECT event_id, payload FROM outbox_events")).fetchone()
+        assert row is not None
+        event_id, payload = str(row[0]), bytes(row[1])
+        js = nc.jetstream()
+        duplicate = await js.publish(
+            ns.subject(subject), payload, headers={MSG_ID: event_id, EVENT_ID: event_id}
+        )
+        assert duplicate.duplicate is True  # JetStream's window drops it
+        # Past the window (a new message id), the RPC's request_id still counts it once.
+        await js.publish(
+            ns.subject(subject), payload, headers={MSG_ID: event_id + ":late", EVENT_ID: event_id}
+        )
+        await asyncio.sleep(1.0)
+        assert await event_count(pool, subject) == 1
+        assert await stream_messages(nc, ns, "CATALOG") == 2
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_crash_between_commit_and_publish_republishes_after_restart(
+    settings: Settings,
+    pool: Pool,
+    grpc_server: ServerHandle,
+    channel: grpc.aio.Channel,
+    nc: NATS,
+    worker_settings: Settings,
+) -> None:
+    # Stop the relay (as if the server died after committing and before publishing).
+    await grpc_server.stop_relay()
+    await create_category(channel, "YouTube")
+    await create_category(channel, "TikTok")
+    assert await unpublished(pool) == 2
+    ns = Namespace(settings.nats_namespace)
+    async with running_worker(worker_settings, "analytics"):
+        await asyncio.sleep(0.5)
+        assert await event_count(pool, "smm.catalog.category.changed") == 0
+        # "Restart": a new relay (as a new server process would run) finds the rows and publishes them.
+        restarted = Relay(pool, nc, ns, conninfo=settings.database_url, poll_s=0.2)
+        task = asyncio.create_task(restarted.run())
+        try:
+            await eventually(lambda: _equals(event_count(pool, "smm.catalog.category.changed"), 2))
+            assert await unpublished(pool) == 0
+        finally:
+            restarted.stop()
+            await task
+
+
+async def test_two_relays_never_publish_a_row_twice(
+    settings: Settings, pool: Pool, channel: grpc.aio.Channel, nc: NATS, grpc_server: ServerHandle
+) -> None:
+    await grpc_server.stop_relay()
+    for index in range(30):
+        await create_category(channel, f"Category {index}")
+    ns = Namespace(settings.nats_namespace)
+    relays = [Relay(pool, nc, ns, conninfo=settings.database_url, batch=5) for _ in range(2)]
+    await ensure_streams(nc.jetstream(), ns)
+
+    async def drain(relay: Relay) -> None:
+        while await relay.relay_once():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    assert sum(r.published for r in relays) == 30
+    assert await unpublished(pool) == 0
+    assert await stream_messages(nc, ns, "CATALOG") == 30
+
+
+async def test_retry_then_dead_letter_then_replay(
+    settings: Settings, nc: NATS, pool: Pool, channel: grpc.aio.Channel, worker_settings: Settings
+) -> None:
+    ns = Namespace(settings.nats_namespace)
+    attempts: list[int] = []
+    healthy = asyncio.Event()
+
+    async def flaky(event: Event, progress: Progress) -> Outcome:
+        attempts.append(event.delivery)
+        await progress()
+        if not healthy.is_set():
+            return Retry("upstream down", delay_s=0.05)
+        stub = spb_grpc.SystemServiceStub(channel)
+        await stub.RecordEvent(
+            spb.RecordEventRequest(request_id=event.id, subject=event.subject), metadata=system_metadata()
+        )
+        return Ok()
+
+    durable = Durable("test-flaky", "CATALOG", "smm.catalog.>", max_deliver=3, backoff_s=(0.05,))
+    runner = Runner(nc, ns, [Consumer(durable, flaky)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await create_category(channel, "Flaky")
+        letters = []
+
+        async def dead_lettered() -> bool:
+            letters[:] = await list_dead_letters(nc, ns, durable="test-flaky")
+            return len(letters) == 1
+
+        await eventually(dead_lettered)
+        assert attempts == [1, 2, 3]
+        [letter] = letters
+        assert letter.deliveries == 3
+        assert "upstream down" in letter.reason
+        assert letter.subject == "smm.catalog.category.changed"
+        healthy.set()
+        await replay(nc, ns, letter)
+        await eventually(lambda: _equals(event_count(pool, "smm.catalog.category.changed"), 1))
+        assert await list_dead_letters(nc, ns) == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_two_scheduler_copies_fire_each_period_once(
+    settings: Settings, nc: NATS, pool: Pool, worker_settings: Settings
+) -> None:
+    ns = Namespace(settings.nats_namespace)
+    now = [1_800_000_000.0]
+    job = Job("outbox-purge", 3600)
+    copies = [Scheduler(nc, ns, (job,), clock=lambda: now[0]) for _ in range(2)]
+    await ensure_streams(nc.jetstream(), ns)
+    async with running_worker(worker_settings, "maintenance"):
+        for _ in range(3):
+            await asyncio.gather(*(c.tick() for c in copies))
+        now[0] += 3600  # the next period
+        await asyncio.gather(*(c.tick() for c in copies))
+        # A third copy starting late in the same period publishes a duplicate that is dropped.
+        late = Scheduler(nc, ns, (job,), clock=lambda: now[0] + 1800)
+        await late.tick()
+        assert await stream_messages(nc, ns, "SCHEDULE") == 2
+
+        async def two_runs() -> bool:
+            async with pool.connection() as conn:
+                rows = await (
+                    await conn.execute(
+                        "SELECT extract(epoch FROM period_start)::bigint FROM job_runs ORDER BY 1"
+                    )
+                ).fetchall()
+            return [r[0] for r in rows] == [1_800_000_000, 1_800_003_600]
+
+        await eventually(two_runs)
+
+
+async def test_run_job_is_once_per_period_and_validated(channel: grpc.aio.Channel) -> None:
+    stub = spb_grpc.SystemServiceStub(channel)
+    first = await stub.RunJob(
+        spb.RunJobRequest(job="outbox-purge", period_start=7200), metadata=system_metadata()
+    )
+    again = await stub.RunJob(
+        spb.RunJobRequest(job="outbox-purge", period_start=7200), metadata=system_metadata()
+    )
+    assert first.ran_now is True
+    assert again.ran_now is False
+    assert again.result == first.result
+    assert "purged" in first.result
+    for bad in (spb.RunJobRequest(job="nope"), spb.RunJobRequest(job="outbox-purge", period_start=7201)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RunJob(bad, metadata=system_metadata())
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

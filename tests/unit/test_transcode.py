@@ -1,0 +1,457 @@
+"""HTTP request -> request proto, response proto -> JSON (grpc-gateway runtime/query_test.go style).
+
+Most cases run against the real compiled routes of the smm.v1 protos. Shapes the real protos do
+not have (a ``body: "*"`` rule, booleans and repeated scalars in the query string) use one small
+synthetic file in a fresh descriptor pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from google.api import annotations_pb2, http_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from smm.v1 import catalog_service_pb2, options_pb2
+
+from edge.routes import Route, compile_routes
+from edge.transcode import TranscodeError, decode_request, encode_response
+
+FieldProto = descriptor_pb2.FieldDescriptorProto
+
+GET_SERVICE = "/smm.v1.CatalogService/GetService"
+LIST_SERVICES = "/smm.v1.CatalogService/ListServices"
+CREATE_SERVICE = "/smm.v1.CatalogService/CreateService"
+UPDATE_SERVICE = "/smm.v1.CatalogService/UpdateService"
+UPDATE_CATEGORY = "/smm.v1.CatalogService/UpdateCategory"
+
+
+@pytest.fixture(scope="module")
+def routes() -> dict[str, Route]:
+    return {route.rpc: route for route in compile_routes()}
+
+
+def decode(
+    route: Route,
+    body: bytes = b"",
+    path: Mapping[str, str] | None = None,
+    query: Iterable[tuple[str, str]] = (),
+    content_type: str = "application/json",
+) -> Any:
+    return decode_request(
+        route, body=body, content_type=content_type, path_params=path or {}, query=list(query)
+    )
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+# --- body ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(
+            b'{"name": "Likes", "sortOrder": 3, "refillDays": 30, "categoryId": "7"}',
+            {"name": "Likes", "sort_order": 3, "refill_days": 30, "category_id": "7"},
+            id="camelCase-keys",
+        ),
+        pytest.param(
+            b'{"name": "Likes", "sort_order": 3, "refill_days": 30, "category_id": 7}',
+            {"name": "Likes", "sort_order": 3, "refill_days": 30, "category_id": "7"},
+            id="snake_case-keys",
+        ),
+        pytest.param(
+            b'{"name": "Likes", "bogus": 1, "nested": {"x": [1, 2]}}',
+            {"name": "Likes"},
+            id="unknown-keys-ignored",
+        ),
+        pytest.param(
+            b'{"type": "SERVICE_TYPE_PACKAGE", "refill": true, "rate": "0.90"}',
+            {"type": "SERVICE_TYPE_PACKAGE", "refill": True, "rate": "0.90"},
+            id="enum-bool-string",
+        ),
+        pytest.param(b'{"sortOrder": "5"}', {"sort_order": 5}, id="int-as-json-string"),
+        pytest.param(b'{"minQuantity": 10}', {"min_quantity": "10"}, id="int64-as-json-number"),
+        pytest.param(b"{}", {}, id="empty-object"),
+    ],
+)
+def test_body_field_parsing(routes: dict[str, Route], body: bytes, expected: dict[str, Any]) -> None:
+    request = decode(routes[CREATE_SERVICE], body)
+    assert isinstance(request, catalog_service_pb2.CreateServiceRequest)
+    assert request.HasField("service")
+    assert as_dict(request.service) == expected
+    assert request.request_id == ""
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"\n\t "], ids=["empty", "spaces", "whitespace"])
+def test_empty_body_is_an_empty_message(routes: dict[str, Route], body: bytes) -> None:
+    request = decode(routes[CREATE_SERVICE], body)
+    assert request == catalog_service_pb2.CreateServiceRequest()
+    assert not request.HasField("service")
+
+
+def test_path_variable_wins_over_body(routes: dict[str, Route]) -> None:
+    request = decode(routes[UPDATE_SERVICE], b'{"id": "7", "name": "Views"}', path={"p0": "42"})
+    assert request.service.id == 42
+    assert request.service.name == "Views"
+
+
+def test_path_variable_sets_nested_field_without_body(routes: dict[str, Route]) -> None:
+    request = decode(routes[UPDATE_CATEGORY], b"", path={"p0": "9"})
+    assert as_dict(request) == {"category": {"id": "9"}}
+
+
+def test_get_path_variable(routes: dict[str, Route]) -> None:
+    request = decode(routes[GET_SERVICE], path={"p0": "123456789012345"})
+    assert request == catalog_service_pb2.GetServiceRequest(id=123456789012345)
+
+
+# --- query parameters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param([], {}, id="none"),
+        pytest.param(
+            [("pageSize", "10"), ("pageToken", "abc"), ("categoryId", "3")],
+            {"page_size": 10, "page_token": "abc", "category_id": "3"},
+            id="camelCase",
+        ),
+        pytest.param(
+            [("page_size", "10"), ("page_token", "abc"), ("category_id", "3")],
+            {"page_size": 10, "page_token": "abc", "category_id": "3"},
+            id="snake_case",
+        ),
+        pytest.param([("unknown", "1"), ("pageSize", "5")], {"page_size": 5}, id="unknown-ignored"),
+        pytest.param([("pageSize", "5"), ("pageSize", "7")], {"page_size": 7}, id="singular-last-wins"),
+        pytest.param([("categoryId", "-1")], {"category_id": "-1"}, id="negative-int64"),
+    ],
+)
+def test_query_parameters(
+    routes: dict[str, Route], query: list[tuple[str, str]], expected: dict[str, Any]
+) -> None:
+    request = decode(routes[LIST_SERVICES], query=query)
+    assert isinstance(request, catalog_service_pb2.ListServicesRequest)
+    assert as_dict(request) == expected
+
+
+def test_query_never_overrides_a_path_variable(routes: dict[str, Route]) -> None:
+    request = decode(routes[GET_SERVICE], path={"p0": "5"}, query=[("id", "6")])
+    assert request.id == 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param([("service.name", "from-query")], id="dotted-snake"),
+        pytest.param([("service.name", "from-query"), ("service.rate", "1.00")], id="several"),
+        pytest.param([("service", "x")], id="root"),
+    ],
+)
+def test_query_skips_fields_bound_by_body_or_path(
+    routes: dict[str, Route], query: list[tuple[str, str]]
+) -> None:
+    request = decode(routes[UPDATE_SERVICE], b'{"name": "from-body"}', path={"p0": "1"}, query=query)
+    assert as_dict(request) == {"service": {"id": "1", "name": "from-body"}}
+
+
+def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route]) -> None:
+    request = decode(
+        routes[UPDATE_SERVICE],
+        b'{"name": "n", "updateMask": "ignored-inside-service"}',
+        path={"p0": "3"},
+        query=[("updateMask", "name,rate")],
+    )
+    assert request.service.id == 3
+    assert request.service.name == "n"
+    assert list(request.update_mask.paths) == ["name", "rate"]
+
+
+def test_repeated_query_parameters_on_real_routes(routes: dict[str, Route]) -> None:
+    """Runs only if some real route leaves a repeated scalar request field to the query string."""
+    for route in routes.values():
+        if route.body == "*":
+            continue
+        bound = route.path_field_roots | {route.body}
+        for field in route.request_class.DESCRIPTOR.fields:
+            if field.is_repeated and field.message_type is None and field.name not in bound:
+                values = ["1", "2"] if field.type != FieldDescriptor.TYPE_BOOL else ["true", "false"]
+                path = {v.param: "1" for v in route.variables}
+                request = decode(route, path=path, query=[(field.json_name, v) for v in values])
+                assert len(getattr(request, field.name)) == 2
+                return
+    pytest.skip("no real route takes a repeated scalar from the query string")
+
+
+# --- failures --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "field"),
+    [
+        pytest.param(b"{", "not valid JSON", "", id="truncated"),
+        pytest.param(b"{'name': 'x'}", "not valid JSON", "", id="single-quotes"),
+        pytest.param(b"\xff\xfe\x00", "not valid JSON", "", id="not-utf8"),
+        pytest.param(b"[" * 100_000, "not valid JSON", "", id="nested-too-deep"),
+        pytest.param(b"[1, 2]", "must be a JSON object", "service", id="array"),
+        pytest.param(b'"text"', "must be a JSON object", "service", id="string"),
+        pytest.param(b"null", "must be a JSON object", "service", id="null"),
+        pytest.param(b"42", "must be a JSON object", "service", id="number"),
+        pytest.param(b'{"sortOrder": "abc"}', "sortOrder", "service", id="string-for-int32"),
+        pytest.param(b'{"sortOrder": 1.5}', "sortOrder", "service", id="fraction-for-int32"),
+        pytest.param(b'{"sortOrder": 99999999999}', "sortOrder", "service", id="int32-overflow"),
+        pytest.param(b'{"minQuantity": "12x"}', "minQuantity", "service", id="bad-int64-string"),
+        pytest.param(b'{"refill": "yes"}', "refill", "service", id="string-for-bool"),
+        pytest.param(b'{"name": {"a": 1}}', "name", "service", id="object-for-string"),
+        pytest.param(b'{"name": ["a"]}', "name", "service", id="array-for-string"),
+        pytest.param(b'{"createTime": "yesterday"}', "createTime", "service", id="bad-timestamp"),
+    ],
+)
+def test_bad_bodies(routes: dict[str, Route], body: bytes, message: str, field: str) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(routes[CREATE_SERVICE], body)
+    assert message in caught.value.message
+    assert caught.value.field == field
+    assert str(caught.value) == caught.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("abc", id="letters"),
+        pytest.param("1.5", id="fraction"),
+        pytest.param("99999999999999999999", id="overflow"),
+        pytest.param("1 2", id="space"),
+        pytest.param("0x10", id="hex"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_bad_int64_path_values(routes: dict[str, Route], raw: str) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(routes[GET_SERVICE], path={"p0": raw})
+    assert caught.value.field == "id"
+    assert f"path parameter id: invalid value {raw!r}" == caught.value.message
+
+
+def test_bad_nested_path_value_names_the_dotted_field(routes: dict[str, Route]) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(routes[UPDATE_SERVICE], b'{"name": "n"}', path={"p0": "x"})
+    assert caught.value.field == "service.id"
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        pytest.param([("pageSize", "ten")], "page_size", id="string-for-int32"),
+        pytest.param([("pageSize", "99999999999")], "page_size", id="int32-overflow"),
+        pytest.param([("categoryId", "1.5")], "category_id", id="fraction-for-int64"),
+    ],
+)
+def test_bad_query_values(routes: dict[str, Route], query: list[tuple[str, str]], field: str) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(routes[LIST_SERVICES], query=query)
+    assert caught.value.field == field
+    assert caught.value.message.startswith(f"query parameter {field}: invalid value")
+
+
+# --- shapes the real protos lack: body "*", booleans and repeated scalars in the query ---------
+
+
+def _synthetic_routes() -> dict[str, Route]:
+    pool = descriptor_pool.DescriptorPool()
+    for module in (descriptor_pb2, http_pb2, annotations_pb2, options_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="transcodetest/things.proto",
+        package="transcodetest",
+        syntax="proto3",
+        dependency=["google/api/annotations.proto"],
+    )
+    inner = file.message_type.add(name="Inner")
+    inner.field.add(name="on", number=1, type=FieldProto.TYPE_BOOL, label=FieldProto.LABEL_OPTIONAL)
+    thing = file.message_type.add(name="Thing")
+    for name, number, kind, label in [
+        ("id", 1, FieldProto.TYPE_INT64, FieldProto.LABEL_OPTIONAL),
+        ("active", 2, FieldProto.TYPE_BOOL, FieldProto.LABEL_OPTIONAL),
+        ("ids", 3, FieldProto.TYPE_INT64, FieldProto.LABEL_REPEATED),
+        ("tags", 4, FieldProto.TYPE_STRING, FieldProto.LABEL_REPEATED),
+        ("flags", 5, FieldProto.TYPE_BOOL, FieldProto.LABEL_REPEATED),
+        ("display_name", 6, FieldProto.TYPE_STRING, FieldProto.LABEL_OPTIONAL),
+    ]:
+        thing.field.add(name=name, number=number, type=kind, label=label)
+    thing.field.add(
+        name="inner",
+        number=7,
+        type=FieldProto.TYPE_MESSAGE,
+        label=FieldProto.LABEL_OPTIONAL,
+        type_name=".transcodetest.Inner",
+    )
+    service = file.service.add(name="ThingService")
+    bindings = {
+        "ListThings": http_pb2.HttpRule(get="/api/v1/public/things"),
+        "ReplaceThing": http_pb2.HttpRule(put="/api/v1/admin/things/{id}", body="*"),
+    }
+    for name, binding in bindings.items():
+        method = service.method.add(
+            name=name, input_type=".transcodetest.Thing", output_type=".transcodetest.Thing"
+        )
+        method.options.Extensions[annotations_pb2.http].CopyFrom(binding)
+    pool.Add(file)
+    methods = pool.FindServiceByName("transcodetest.ThingService").methods
+    return {route.rpc.rsplit("/", 1)[1]: route for route in compile_routes(methods)}
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> dict[str, Route]:
+    return _synthetic_routes()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("true", True, id="true"),
+        pytest.param("True", True, id="True"),
+        pytest.param("1", True, id="one"),
+        pytest.param("false", False, id="false"),
+        pytest.param("FALSE", False, id="FALSE"),
+        pytest.param("0", False, id="zero"),
+    ],
+)
+def test_query_booleans(synthetic: dict[str, Route], raw: str, expected: bool) -> None:
+    request = decode(synthetic["ListThings"], query=[("active", raw), ("inner.on", raw)])
+    assert request.active is expected
+    assert request.inner.on is expected
+
+
+@pytest.mark.parametrize("raw", ["yes", "on", "2", ""])
+def test_query_bad_booleans(synthetic: dict[str, Route], raw: str) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(synthetic["ListThings"], query=[("active", raw)])
+    assert caught.value.field == "active"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param([("ids", "1"), ("ids", "2"), ("ids", "3")], {"ids": ["1", "2", "3"]}, id="int64"),
+        pytest.param([("tags", "a"), ("tags", "b")], {"tags": ["a", "b"]}, id="string"),
+        pytest.param([("flags", "true"), ("flags", "0")], {"flags": [True, False]}, id="bool"),
+        pytest.param([("ids", "4")], {"ids": ["4"]}, id="single-value"),
+        pytest.param(
+            [("displayName", "x"), ("tags", "a"), ("display_name", "y")],
+            {"display_name": "y", "tags": ["a"]},
+            id="mixed-spellings-last-group-wins",
+        ),
+    ],
+)
+def test_query_repeated(
+    synthetic: dict[str, Route], query: list[tuple[str, str]], expected: dict[str, Any]
+) -> None:
+    assert as_dict(decode(synthetic["ListThings"], query=query)) == expected
+
+
+def test_query_repeated_bad_value(synthetic: dict[str, Route]) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(synthetic["ListThings"], query=[("ids", "1"), ("ids", "two")])
+    assert caught.value.field == "ids"
+
+
+def test_body_star_reads_the_whole_message_and_path_wins(synthetic: dict[str, Route]) -> None:
+    request = decode(
+        synthetic["ReplaceThing"],
+        b'{"id": "9", "active": true, "displayName": "n", "tags": ["a"], "unknown": 1}',
+        path={"p0": "5"},
+    )
+    assert as_dict(request) == {"id": "5", "active": True, "display_name": "n", "tags": ["a"]}
+
+
+def test_body_star_ignores_the_query_string(synthetic: dict[str, Route]) -> None:
+    request = decode(synthetic["ReplaceThing"], b"{}", path={"p0": "5"}, query=[("displayName", "q")])
+    assert as_dict(request) == {"id": "5"}
+
+
+@pytest.mark.parametrize("body", [b"[1]", b'"x"', b"null", b"3"], ids=["array", "string", "null", "number"])
+def test_body_star_requires_an_object(synthetic: dict[str, Route], body: bytes) -> None:
+    with pytest.raises(TranscodeError, match="must be a JSON object") as caught:
+        decode(synthetic["ReplaceThing"], body, path={"p0": "5"})
+    assert caught.value.field == ""
+
+
+def test_body_star_wrong_type_names_the_field(synthetic: dict[str, Route]) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(synthetic["ReplaceThing"], b'{"active": "maybe"}', path={"p0": "5"})
+    assert caught.value.field == "active"
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+def test_encode_prints_defaults_and_int64_as_strings(routes: dict[str, Route]) -> None:
+    encoded = encode_response(routes[GET_SERVICE], catalog_service_pb2.Service(id=9007199254740993))
+    assert encoded == {
+        "id": "9007199254740993",
+        "name": "",
+        "description": "",
+        "type": "SERVICE_TYPE_UNSPECIFIED",
+        "categoryId": "0",
+        "categoryName": "",
+        "rate": "",
+        "minQuantity": "0",
+        "maxQuantity": "0",
+        "refill": False,
+        "refillDays": 0,
+        "cancel": False,
+        "dripfeed": False,
+        "enabled": False,
+        "sortOrder": 0,
+        "currency": "",
+    }
+
+
+def test_encode_list_prints_empty_repeated_and_strings(routes: dict[str, Route]) -> None:
+    assert encode_response(routes[LIST_SERVICES], catalog_service_pb2.ListServicesResponse()) == {
+        "services": [],
+        "nextPageToken": "",
+    }
+
+
+def test_encode_nested_values(routes: dict[str, Route]) -> None:
+    response = catalog_service_pb2.ListServicesResponse(
+        services=[catalog_service_pb2.Service(id=1, rate="0.90", min_quantity=10, refill=True)],
+        next_page_token="t",
+    )
+    response.services[0].create_time.FromSeconds(0)
+    encoded = encode_response(routes[LIST_SERVICES], response)
+    first = encoded["services"][0]
+    assert (first["id"], first["rate"], first["minQuantity"], first["refill"]) == ("1", "0.90", "10", True)
+    assert first["createTime"] == "1970-01-01T00:00:00Z"
+    assert "updateTime" not in first  # unset message fields have presence: not printed
+    assert encoded["nextPageToken"] == "t"
+
+
+@pytest.mark.parametrize(
+    ("response_body", "expected"),
+    [
+        pytest.param("services", [{"id": "4"}], id="repeated-message"),
+        pytest.param("next_page_token", "next", id="scalar"),
+    ],
+)
+def test_encode_response_body(routes: dict[str, Route], response_body: str, expected: Any) -> None:
+    route = replace(routes[LIST_SERVICES], response_body=response_body)
+    response = catalog_service_pb2.ListServicesResponse(
+        services=[catalog_service_pb2.Service(id=4)], next_page_token="next"
+    )
+    encoded = encode_response(route, response)
+    if isinstance(expected, list):
+        assert [{"id": item["id"]} for item in encoded] == expected
+        assert encoded[0]["refill"] is False  # defaults still printed inside
+    else:
+        assert encoded == expected

@@ -1,0 +1,71 @@
+"""Dead letters: list them and re-drive them (``smm dlq list`` / ``smm dlq replay``).
+
+A replayed message goes back to its original subject with its original event id (so the RPC
+stays idempotent) and a fresh ``Nats-Msg-Id`` (so JetStream does not drop it as a duplicate);
+the dead letter is then deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
+
+from core.events import DLQ_DELIVERIES, DLQ_DURABLE, DLQ_REASON, DLQ_SUBJECT, EVENT_ID, MSG_ID, Namespace
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    sequence: int
+    durable: str
+    subject: str
+    event_id: str
+    reason: str
+    deliveries: int
+    payload: bytes
+    headers: dict[str, str]
+
+
+async def list_dead_letters(
+    nc: NATS, ns: Namespace, *, durable: str = "", limit: int = 1000
+) -> list[DeadLetter]:
+    js = nc.jetstream()
+    stream = ns.stream("DLQ")
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return []
+    letters: list[DeadLetter] = []
+    sequence = info.state.first_seq
+    while sequence and sequence <= info.state.last_seq and len(letters) < limit:
+        try:
+            raw = await js.get_msg(stream, seq=sequence)
+        except NotFoundError:  # deleted after a replay
+            sequence += 1
+            continue
+        headers = dict(raw.headers or {})
+        letter = DeadLetter(
+            sequence=sequence,
+            durable=headers.get(DLQ_DURABLE, ""),
+            subject=headers.get(DLQ_SUBJECT, ""),
+            event_id=headers.get(EVENT_ID, ""),
+            reason=headers.get(DLQ_REASON, ""),
+            deliveries=int(headers.get(DLQ_DELIVERIES, "0") or 0),
+            payload=raw.data or b"",
+            headers=headers,
+        )
+        if not durable or letter.durable == durable:
+            letters.append(letter)
+        sequence += 1
+    return letters
+
+
+async def replay(nc: NATS, ns: Namespace, letter: DeadLetter) -> None:
+    js = nc.jetstream()
+    dropped = {DLQ_REASON, DLQ_DELIVERIES, DLQ_SUBJECT, DLQ_DURABLE, MSG_ID}
+    headers = {k: v for k, v in letter.headers.items() if k not in dropped}
+    headers[MSG_ID] = f"{letter.event_id}:replay:{letter.sequence}"
+    headers[EVENT_ID] = letter.event_id
+    await js.publish(ns.subject(letter.subject), letter.payload, headers=headers)
+    await js.delete_msg(ns.stream("DLQ"), letter.sequence)

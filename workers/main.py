@@ -1,0 +1,60 @@
+"""Worker processes (``smm worker NAME``): the composition root of every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from core.config import Settings
+from core.events import Namespace, connect
+from core.logs import setup_logging
+from core.tracing import setup_tracing
+from workers import analytics, maintenance
+from workers.rpc import RpcContext, open_channel
+from workers.runner import Consumer, Runner
+from workers.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+CONSUMERS: dict[str, Callable[[RpcContext], list[Consumer]]] = {
+    "analytics": analytics.consumers,
+    "maintenance": maintenance.consumers,
+}
+NAMES = ("scheduler", *CONSUMERS)
+
+
+async def run_worker(settings: Settings, name: str, stop: asyncio.Event | None = None) -> None:
+    if name not in NAMES:
+        raise SystemExit(f"unknown worker {name!r}; known: {', '.join(NAMES)}")
+    if not settings.nats_url:
+        raise SystemExit("SMM_NATS_URL is not set (smm dev sets it for you)")
+    stop = stop or _stop_on_signals()
+    nc = await connect(settings.nats_url, name=f"smm-worker-{name}")
+    ns = Namespace(settings.nats_namespace)
+    try:
+        if name == "scheduler":
+            await Scheduler(nc, ns).run(stop)
+            return
+        rpc = open_channel(settings, name)
+        try:
+            await Runner(nc, ns, CONSUMERS[name](rpc)).run(stop)
+        finally:
+            await rpc.channel.close()
+    finally:
+        await nc.drain()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def main(settings: Settings, name: str) -> None:
+    setup_logging(f"worker-{name}", settings.log_level)
+    setup_tracing(f"{settings.service_name}-worker-{name}")
+    asyncio.run(run_worker(settings, name))

@@ -1,0 +1,192 @@
+"""Runs durable JetStream pull consumers: the one place that acks, naks, terms and dead-letters.
+
+Each consumer's ``handle(event, progress) -> Outcome`` turns an event into an RPC and says how it
+went: ``Ok`` acks, ``Retry(delay)`` naks with that delay, ``Permanent(reason)`` terms. A message
+that failed ``max_deliver`` times, or permanently, is copied to ``smm.dlq.<durable>`` with the
+reason and the delivery count in headers before it is termed (Dramatiq's ``throws``), so nothing
+is dropped silently. ``smm dlq replay`` re-drives it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from opentelemetry import trace
+
+from core.events import (
+    DLQ_DELIVERIES,
+    DLQ_DURABLE,
+    DLQ_REASON,
+    DLQ_SUBJECT,
+    EVENT_ID,
+    MSG_ID,
+    Durable,
+    Namespace,
+    ensure_durable,
+    ensure_streams,
+)
+from core.tracing import extract, tracer
+
+log = logging.getLogger(__name__)
+_tracer = tracer("smm.worker")
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # the outbox event id: the request_id of the RPC the worker makes
+    subject: str  # without the namespace
+    payload: bytes
+    headers: dict[str, str]
+    delivery: int  # 1 on the first delivery
+
+
+@dataclass(frozen=True)
+class Ok:
+    pass
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    delay_s: float | None = None  # None: the durable's backoff for this delivery
+
+
+@dataclass(frozen=True)
+class Permanent:
+    reason: str
+
+
+Outcome = Ok | Retry | Permanent
+Progress = Callable[[], Awaitable[None]]
+Handler = Callable[[Event, Progress], Awaitable[Outcome]]
+
+# Codes worth another try; everything else will fail the same way again.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def outcome_of_rpc_error(error: grpc.aio.AioRpcError) -> Outcome:
+    reason = f"{error.code().name}: {error.details() or ''}"[:500]
+    return Retry(reason) if error.code() in RETRYABLE else Permanent(reason)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    durable: Durable
+    handle: Handler
+
+
+class Runner:
+    def __init__(self, nc: NATS, ns: Namespace, consumers: list[Consumer], *, batch: int = 10) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._ns = ns
+        self._consumers = consumers
+        self._batch = batch
+        self.handled = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the message in hand is finished first (drain)."""
+        await ensure_streams(self._js, self._ns)
+        for consumer in self._consumers:
+            await ensure_durable(self._js, self._ns, consumer.durable)
+        async with asyncio.TaskGroup() as group:
+            for consumer in self._consumers:
+                group.create_task(self._consume(consumer, stop), name=f"consume-{consumer.durable.name}")
+
+    async def _consume(self, consumer: Consumer, stop: asyncio.Event) -> None:
+        durable = consumer.durable
+        subscription = await self._js.pull_subscribe_bind(
+            durable=self._ns.durable(durable.name), stream=self._ns.stream(durable.stream)
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(self._batch, timeout=1.0)
+                except NatsTimeout:
+                    continue
+                except Exception as exc:  # NATS reconnecting: wait, do not crash the worker
+                    log.warning("fetch failed for %s: %s", durable.name, type(exc).__name__)
+                    await asyncio.sleep(1.0)
+                    continue
+                for message in messages:
+                    await self._process(consumer, message)
+        finally:
+            await subscription.unsubscribe()
+
+    async def _process(self, consumer: Consumer, message: Msg) -> None:
+        durable = consumer.durable
+        headers = dict(message.headers or {})
+        delivery = message.metadata.num_delivered or 1
+        event = Event(
+            id=headers.get(EVENT_ID) or headers.get(MSG_ID) or "",
+            subject=self._ns.unprefix(message.subject),
+            payload=message.data,
+            headers=headers,
+            delivery=delivery,
+        )
+        with _tracer.start_as_current_span(
+            f"process {event.subject}", context=extract(headers), kind=trace.SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.consumer.group.name", durable.name)
+            span.set_attribute("messaging.message.id", event.id)
+            span.set_attribute("messaging.delivery", delivery)
+            try:
+                outcome = await consumer.handle(event, message.in_progress)
+            except Exception as exc:  # a handler bug must not kill the loop; retry, then dead-letter
+                log.exception("handler for %s failed", durable.name)
+                outcome = Retry(f"{type(exc).__name__}: {exc}"[:500])
+            span.set_attribute("smm.outcome", type(outcome).__name__)
+            await self._settle(durable, message, event, outcome)
+        self.handled += 1
+
+    async def _settle(self, durable: Durable, message: Msg, event: Event, outcome: Outcome) -> None:
+        if isinstance(outcome, Ok):
+            await message.ack_sync()
+            return
+        if isinstance(outcome, Retry) and event.delivery < durable.max_deliver:
+            delay = outcome.delay_s if outcome.delay_s is not None else backoff(durable, event.delivery)
+            log.info("retrying %s in %.1fs: %s", event.subject, delay, outcome.reason)
+            await message.nak(delay=delay)
+            return
+        reason = (
+            outcome.reason
+            if isinstance(outcome, Permanent)
+            else f"gave up after {event.delivery}: {outcome.reason}"
+        )
+        await self.dead_letter(durable, message, event, reason)
+        await message.term()
+
+    async def dead_letter(self, durable: Durable, message: Msg, event: Event, reason: str) -> None:
+        headers = {
+            **{k: v for k, v in event.headers.items() if k != MSG_ID},
+            MSG_ID: f"dlq:{durable.name}:{event.id}:{message.metadata.sequence.stream}",
+            EVENT_ID: event.id,
+            DLQ_REASON: reason[:1000],
+            DLQ_DELIVERIES: str(event.delivery),
+            DLQ_SUBJECT: event.subject,
+            DLQ_DURABLE: durable.name,
+        }
+        await self._js.publish(self._ns.subject(f"smm.dlq.{durable.name}"), message.data, headers=headers)
+        log.warning("dead-lettered %s from %s: %s", event.subject, durable.name, reason)
+
+
+def backoff(durable: Durable, delivery: int) -> float:
+    steps = durable.backoff_s
+    return steps[min(delivery - 1, len(steps) - 1)] if steps else 1.0
