@@ -7,6 +7,7 @@ OpenAPI document and its Swagger UI.
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import logging
 from typing import Any, cast
@@ -79,11 +80,27 @@ async def _open_channel(app: EdgeApp) -> None:
     ctx.openapi = openapi.build_openapi(ctx.routes)
     ctx.openapi_body = jsonlib.dumps(ctx.openapi, separators=(",", ":")).encode()
     if ctx.settings.nats_url:
-        ctx.nats = await connect(ctx.settings.nats_url, name="smm-edge", **connection_callbacks(ctx.cache))
-        await listen(ctx.nats, Namespace(ctx.settings.nats_namespace), ctx.cache)
+        # The edge serves without NATS (uncached); it keeps trying to connect in the background.
+        ctx.nats_task = asyncio.create_task(_connect_nats(ctx), name="edge-nats")
+
+
+async def _connect_nats(ctx: EdgeContext) -> None:
+    while True:
+        try:
+            nc = await connect(ctx.settings.nats_url, name="smm-edge", **connection_callbacks(ctx.cache))
+        except Exception as exc:
+            log.warning("edge cannot reach NATS (%s); serving uncached, retrying", type(exc).__name__)
+            await asyncio.sleep(5)
+            continue
+        ctx.nats = nc
+        await listen(nc, Namespace(ctx.settings.nats_namespace), ctx.cache)
+        return
 
 
 async def _close_channel(app: EdgeApp) -> None:
+    if app.ctx.nats_task is not None:
+        app.ctx.nats_task.cancel()
+        await asyncio.gather(app.ctx.nats_task, return_exceptions=True)
     if app.ctx.nats is not None:
         # Only a cache-invalidation subscription lives here: nothing to drain.
         await app.ctx.nats.close()

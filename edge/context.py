@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class EdgeContext:
     openapi_body: bytes = b""
     cache: ResponseCache = field(default_factory=ResponseCache)
     nats: NATS | None = None
+    nats_task: asyncio.Task[None] | None = None
 
 
 def parse_proxies(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

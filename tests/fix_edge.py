@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ async def start_edge(settings: Settings) -> RunningEdge:
     await server.startup()
     await server.before_start()
     await server.after_start()
+    if settings.nats_url:  # the cache turns on once the edge has subscribed (or NATS is down)
+        for _ in range(60):
+            if app.ctx.cache.enabled:
+                break
+            await asyncio.sleep(0.05)
     return RunningEdge(app, f"http://127.0.0.1:{port}", server)
 
 

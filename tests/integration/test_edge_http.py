@@ -128,7 +128,7 @@ async def test_health_is_up(http: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "up"
-    assert {c["name"]: c["status"] for c in body["components"]} == {"postgres": "up"}
+    assert {c["name"]: c["status"] for c in body["components"]} == {"postgres": "up", "nats": "up"}
 
 
 async def test_admin_write_with_system_grpc_then_patch_over_http_is_refused(

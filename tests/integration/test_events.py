@@ -59,7 +59,7 @@ async def unpublished(pool: Pool) -> int:
 async def create_category(channel: grpc.aio.Channel, name: str) -> pb.Category:
     stub = pb_grpc.CatalogServiceStub(channel)
     return await stub.CreateCategory(
-        pb.CreateCategoryRequest(category=pb.Category(name=name)), metadata=system_metadata()
+        pb.CreateCategoryRequest(category=pb.Category(name=name, enabled=True)), metadata=system_metadata()
     )
 
 

@@ -13,6 +13,7 @@ from server.common.migrate import migrate
 from server.main import create_server
 from tests.fix_db import make_settings
 from tests.fix_edge import start_edge
+from tests.integration.test_events import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,12 @@ async def test_health_names_postgres_when_it_is_down(tmp_path: Path) -> None:
                 restarted = start_postgres(tmp_path / "pg", postgres.port, durable=False)
                 assert restarted.port == postgres.port
                 await pool.check()
-                assert (await http.get("/api/v1/public/health")).status_code == 200
+
+                async def healthy() -> bool:
+                    return (await http.get("/api/v1/public/health")).status_code == 200
+
+                # The pool reconnects with back-off, so recovery takes a moment.
+                await eventually(healthy, 20)
         finally:
             await edge.stop()
             await handle.stop(None)

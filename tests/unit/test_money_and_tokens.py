@@ -32,7 +32,7 @@ from server.common.pagetoken import PageTokenCodec, page_size
         ("007.10", 7_100_000),
         (" 3.5 ", 3_500_000),
         ("999999.999999", 999_999_999_999),
-        ("1000000000000", MAX_MICROS),  # the largest amount allowed
+        ("1000000000", MAX_MICROS),  # the largest amount allowed
     ],
 )
 def test_parse_micros_valid(text: str, micros: int) -> None:
@@ -81,9 +81,9 @@ def test_parse_micros_rejects_malformed(text: str) -> None:
         ("0", {"allow_zero": False}, "must not be zero"),
         ("0.000000", {"allow_zero": False}, "must not be zero"),
         ("-0", {"allow_zero": False, "allow_negative": True}, "must not be zero"),
-        ("1000000000000.000001", {}, "is too large"),
+        ("1000000000.000001", {}, "is too large"),
         ("999999999999999", {}, "is too large"),
-        ("-1000000000000.000001", {"allow_negative": True}, "is too large"),
+        ("-1000000000.000001", {"allow_negative": True}, "is too large"),
     ],
 )
 def test_parse_micros_rejects_out_of_policy(text: str, kwargs: dict[str, bool], description: str) -> None:
@@ -99,7 +99,7 @@ def test_parse_micros_rejects_out_of_policy(text: str, kwargs: dict[str, bool], 
     [
         ("-1.50", {"allow_negative": True}, -1_500_000),
         ("-0.000001", {"allow_negative": True}, -1),
-        ("-1000000000000", {"allow_negative": True}, -MAX_MICROS),
+        ("-1000000000", {"allow_negative": True}, -MAX_MICROS),
         ("0.000001", {"allow_zero": False}, 1),
         ("-0", {}, 0),
     ],
@@ -124,7 +124,7 @@ def test_parse_micros_policy_allows(text: str, kwargs: dict[str, bool], micros: 
         (1_230_000, "1.23"),
         (1_234_000, "1.234"),
         (100_000_000, "100.00"),
-        (MAX_MICROS, "1000000000000.00"),
+        (MAX_MICROS, "1000000000.00"),
         (-1_500_000, "-1.50"),
         (-500_000, "-0.50"),
         (-1, "-0.000001"),

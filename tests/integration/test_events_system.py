@@ -1,0 +1,151 @@
+"""System-level event behaviour: edge caches, a NATS outage, and traces across processes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from smm.v1 import catalog_service_pb2 as pb
+from smm.v1 import catalog_service_pb2_grpc as pb_grpc
+
+from core.config import Settings
+from core.events import connect
+from ops.embedded import free_port, start_nats
+from server.common.db import Pool
+from server.main import ServerHandle, create_server
+from tests.fix_edge import start_edge
+from tests.fix_grpc import system_metadata
+from tests.fix_nats import running_worker
+from tests.integration.test_events import create_category, event_count, eventually, unpublished
+
+pytestmark = pytest.mark.integration
+
+
+async def test_two_edge_copies_drop_their_cached_catalog_after_one_change(
+    settings: Settings, grpc_server: ServerHandle, channel: grpc.aio.Channel, pool: Pool
+) -> None:
+    stub = pb_grpc.CatalogServiceStub(channel)
+    category = await create_category(channel, "Instagram")
+    # Let the category's own event pass first, so it cannot empty the caches mid-test.
+    await eventually(lambda: _is(unpublished(pool), 0))
+    await asyncio.sleep(0.3)
+    edge_settings = settings.model_copy(update={"grpc_target": f"127.0.0.1:{grpc_server.port}"})
+    edges = [await start_edge(edge_settings) for _ in range(2)]
+    try:
+        clients = [httpx.AsyncClient(base_url=e.base_url, timeout=10) for e in edges]
+        for client in clients:
+            assert (await client.get("/api/v1/public/services")).json()["services"] == []
+            assert (await client.get("/api/v1/public/services")).json()["services"] == []
+        assert all(e.app.ctx.cache.hits >= 1 for e in edges)  # the second read came from the cache
+        await stub.CreateService(
+            pb.CreateServiceRequest(
+                service=pb.Service(
+                    name="Likes",
+                    type=pb.SERVICE_TYPE_DEFAULT,
+                    category_id=category.id,
+                    rate="2",
+                    min_quantity=10,
+                    max_quantity=1000,
+                    enabled=True,
+                )
+            ),
+            metadata=system_metadata(),
+        )
+
+        async def both_see_it() -> bool:
+            bodies = [(await c.get("/api/v1/public/services")).json() for c in clients]
+            return all(len(b["services"]) == 1 for b in bodies)
+
+        await eventually(both_see_it, 5)
+        assert all(e.app.ctx.cache.invalidations >= 1 for e in edges)
+        for client in clients:
+            await client.aclose()
+    finally:
+        for running in edges:
+            await running.stop()
+
+
+@pytest.mark.slow
+async def test_writes_survive_a_nats_outage_and_every_event_arrives(
+    tmp_path: Path, settings: Settings, pool: Pool
+) -> None:
+    nats = start_nats(tmp_path / "nats", free_port())
+    local = settings.model_copy(update={"nats_url": nats.url})
+    nc = await connect(local.nats_url, name="outage-grpc")
+    handle = await create_server(local, pool, address="127.0.0.1:0", nc=nc)
+    worker_settings = local.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"})
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            async with running_worker(worker_settings, "analytics"):
+                await create_category(channel, "Before")
+                subject = "smm.catalog.category.changed"
+                await eventually(lambda: _is(event_count(pool, subject), 1))
+                nats.stop()
+                for name in ("During 1", "During 2", "During 3"):
+                    await create_category(channel, name)  # writes keep succeeding
+                assert await unpublished(pool) == 3
+                edge = await start_edge(worker_settings)
+                try:
+                    async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as http:
+                        health = await http.get("/api/v1/public/health")
+                    assert health.status_code == 503
+                    assert health.json()["error"]["details"][0]["metadata"]["down"] == "nats"
+                finally:
+                    await edge.stop()
+                await asyncio.sleep(10)
+                nats = start_nats(tmp_path / "nats", nats.port)
+                await eventually(lambda: _is(event_count(pool, subject), 4), 30)
+                assert await unpublished(pool) == 0
+    finally:
+        await handle.stop(None)
+        await nc.close()
+        nats.stop()
+
+
+async def _is(value: object, expected: int) -> bool:
+    return await value == expected  # type: ignore[misc]
+
+
+async def test_one_trace_spans_edge_server_relay_and_worker(
+    spans: InMemorySpanExporter,
+    grpc_server: ServerHandle,
+    worker_settings: Settings,
+    pool: Pool,
+    http: httpx.AsyncClient,
+) -> None:
+    # HTTP -> edge -> gRPC server: the edge's span parents the server's.
+    await http.get("/api/v1/public/categories")
+    finished = spans.get_finished_spans()
+    [edge_span] = [s for s in finished if s.name == "GET /api/v1/public/categories"]
+    server_spans = [
+        s
+        for s in finished
+        if s.name == "/smm.v1.CatalogService/ListCategories" and s.kind == trace.SpanKind.SERVER
+    ]
+    assert server_spans
+    assert server_spans[0].context.trace_id == edge_span.context.trace_id
+
+    # A write -> outbox row -> relay publish -> worker -> its RPC: one trace.
+    spans.clear()
+    tracer = trace.get_tracer("tests")
+    async with (
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{grpc_server.port}", interceptors=aio_client_interceptors()
+        ) as traced,
+        running_worker(worker_settings, "analytics"),
+    ):
+        with tracer.start_as_current_span("admin action") as root:
+            await create_category(traced, "Traced")
+        await eventually(lambda: _is(event_count(pool, "smm.catalog.category.changed"), 1))
+    trace_id = root.get_span_context().trace_id
+    names = {s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+    assert "/smm.v1.CatalogService/CreateCategory" in names
+    assert "publish smm.catalog.category.changed" in names
+    assert "process smm.catalog.category.changed" in names
+    assert "/smm.v1.SystemService/RecordEvent" in names
