@@ -274,7 +274,11 @@ def bench(stack: Stack) -> list[Result]:
         print(f"catalog read: {PATH} ({len(body)} bytes of JSON; the bare route serves the same bytes)")
 
         wrk = ensure_wrk()
-        tool = f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s" if wrk else f"httpx, {CONNECTIONS} clients"
+        tool = (
+            f"wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION_S}s"
+            if wrk
+            else f"httpx, {CONNECTIONS} clients (client-bound: a floor, not the server's ceiling)"
+        )
         print(f"load: {tool}, after a {WARMUP_S}s warm-up per target", flush=True)
         results = []
         for name, url in (("edge (cached catalog)", edge_url + PATH), ("bare Sanic", bare_url)):

@@ -81,27 +81,29 @@ async def test_writes_survive_a_nats_outage_and_every_event_arrives(
     handle = await create_server(local, pool, address="127.0.0.1:0", nc=nc)
     worker_settings = local.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"})
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
-            async with running_worker(worker_settings, "analytics"):
-                await create_category(channel, "Before")
-                subject = "smm.catalog.category.changed"
-                await eventually(lambda: _is(event_count(pool, subject), 1))
-                nats.stop()
-                for name in ("During 1", "During 2", "During 3"):
-                    await create_category(channel, name)  # writes keep succeeding
-                assert await unpublished(pool) == 3
-                edge = await start_edge(worker_settings)
-                try:
-                    async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as http:
-                        health = await http.get("/api/v1/public/health")
-                    assert health.status_code == 503
-                    assert health.json()["error"]["details"][0]["metadata"]["down"] == "nats"
-                finally:
-                    await edge.stop()
-                await asyncio.sleep(10)
-                nats = start_nats(tmp_path / "nats", nats.port)
-                await eventually(lambda: _is(event_count(pool, subject), 4), 30)
-                assert await unpublished(pool) == 0
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel,
+            running_worker(worker_settings, "analytics"),
+        ):
+            await create_category(channel, "Before")
+            subject = "smm.catalog.category.changed"
+            await eventually(lambda: _is(event_count(pool, subject), 1))
+            nats.stop()
+            for name in ("During 1", "During 2", "During 3"):
+                await create_category(channel, name)  # writes keep succeeding
+            assert await unpublished(pool) == 3
+            edge = await start_edge(worker_settings)
+            try:
+                async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as http:
+                    health = await http.get("/api/v1/public/health")
+                assert health.status_code == 503
+                assert health.json()["error"]["details"][0]["metadata"]["down"] == "nats"
+            finally:
+                await edge.stop()
+            await asyncio.sleep(10)
+            nats = start_nats(tmp_path / "nats", nats.port)
+            await eventually(lambda: _is(event_count(pool, subject), 4), 30)
+            assert await unpublished(pool) == 0
     finally:
         await handle.stop(None)
         await nc.close()
