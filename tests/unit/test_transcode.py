@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from smm.v1 import catalog_service_pb2, options_pb2
 
@@ -173,22 +172,6 @@ def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route
     assert request.service.id == 3
     assert request.service.name == "n"
     assert list(request.update_mask.paths) == ["name", "rate"]
-
-
-def test_repeated_query_parameters_on_real_routes(routes: dict[str, Route]) -> None:
-    """Runs only if some real route leaves a repeated scalar request field to the query string."""
-    for route in routes.values():
-        if route.body == "*":
-            continue
-        bound = route.path_field_roots | {route.body}
-        for field in route.request_class.DESCRIPTOR.fields:
-            if field.is_repeated and field.message_type is None and field.name not in bound:
-                values = ["1", "2"] if field.type != FieldDescriptor.TYPE_BOOL else ["true", "false"]
-                path = {v.param: "1" for v in route.variables}
-                request = decode(route, path=path, query=[(field.json_name, v) for v in values])
-                assert len(getattr(request, field.name)) == 2
-                return
-    pytest.skip("no real route takes a repeated scalar from the query string")
 
 
 # --- failures --------------------------------------------------------------------------------------
