@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.tracing import setup_tracing
@@ -11,6 +12,7 @@ pytest_plugins = ["tests.fix_db", "tests.fix_nats", "tests.fix_grpc", "tests.fix
 
 SPANS = InMemorySpanExporter()
 setup_tracing("smm-tests", exporter=SPANS)
+PsycopgInstrumentor().instrument(enable_commenter=False)  # as `smm serve grpc` does
 
 
 @pytest.fixture

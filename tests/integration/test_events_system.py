@@ -146,7 +146,10 @@ async def test_one_trace_spans_edge_server_relay_and_worker(
             await create_category(traced, "Traced")
         await eventually(lambda: _is(event_count(pool, "smm.catalog.category.changed"), 1))
     trace_id = root.get_span_context().trace_id
-    names = {s.name for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+    in_trace = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+    names = {s.name for s in in_trace}
+    statements = " ".join(str(s.attributes.get("db.statement", "")) for s in in_trace if s.attributes)
+    assert "INSERT INTO outbox_events" in statements  # the SQL of the write, outbox row included
     assert "/smm.v1.CatalogService/CreateCategory" in names
     assert "publish smm.catalog.category.changed" in names
     assert "process smm.catalog.category.changed" in names
