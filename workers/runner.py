@@ -119,7 +119,7 @@ class Runner:
             while not stop.is_set():
                 try:
                     messages = await subscription.fetch(self._batch, timeout=1.0)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # nothing to do within the wait: poll again
                     continue
                 except Exception as exc:  # NATS reconnecting: wait, do not crash the worker
                     log.warning("fetch failed for %s: %s", durable.name, type(exc).__name__)
