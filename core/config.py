@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     db_pool_max: int = 16
     db_pool_timeout_s: float = 5.0
 
+    # Accounts.
+    session_ttl_h: int = 720
+
     # Money.
     currency: str = "USD"
 

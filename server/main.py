@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,18 +16,27 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NATS
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
-from smm.v1 import catalog_service_pb2, catalog_service_pb2_grpc, system_service_pb2, system_service_pb2_grpc
+from smm.v1 import (
+    accounts_service_pb2,
+    accounts_service_pb2_grpc,
+    catalog_service_pb2,
+    catalog_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
+)
 
 from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
+from server.accounts.logic import AccountsLogic, SessionResolver
+from server.accounts.repo import AccountsRepo
+from server.accounts.rpc import AccountsServicer
 from server.catalog.logic import CatalogLogic
 from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
 from server.common import auth
 from server.common.db import Pool, open_pool
-from server.common.errors import Unauthenticated
 from server.common.health import HealthChecks, postgres_check
 from server.common.interceptors import (
     AuthenticationInterceptor,
@@ -42,13 +52,6 @@ from server.system.rpc import SystemServicer
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 GRACE_S = 10.0
-
-
-class NoEndUserCredentials:
-    """Resolver used until a credential store is wired: every bearer token is unknown."""
-
-    async def resolve(self, credential: str, *, client_ip: str) -> auth.Principal:
-        raise Unauthenticated("the credential is not valid", reason="INVALID_CREDENTIAL")
 
 
 @dataclass
@@ -80,12 +83,13 @@ async def create_server(
     nc: NATS | None = None,
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
+    accounts_repo = AccountsRepo()
     interceptors = [
         aio_server_interceptor(),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
         ErrorMappingInterceptor(),
         AuthenticationInterceptor(
-            settings.internal_token.get_secret_value(), resolver or NoEndUserCredentials()
+            settings.internal_token.get_secret_value(), resolver or SessionResolver(pool, accounts_repo)
         ),
         AuthorizationInterceptor(),
     ]
@@ -108,6 +112,8 @@ async def create_server(
     tokens = PageTokenCodec(settings.page_token_secret.get_secret_value().encode())
     catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
+    accounts = AccountsLogic(pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h))
+    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(accounts), server)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(checks, SystemLogic(pool), VERSION), server
     )
@@ -115,6 +121,7 @@ async def create_server(
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [
+        accounts_service_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name,
         catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -126,7 +133,7 @@ async def create_server(
     if port == 0:
         raise OSError(f"cannot listen on {address or settings.grpc_addr}: the port is in use")
     await server.start()
-    for name in ["", *names[:2]]:
+    for name in ["", *names[:3]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     handle = ServerHandle(server, port, health, checks, relay)
     if relay is not None:

@@ -64,11 +64,16 @@ class CredentialResolver(Protocol):
 
 EVERYONE = frozenset(Role)
 SIGNED_IN = frozenset({Role.USER, Role.SUPPORT, Role.ADMIN, Role.SYSTEM})
+PEOPLE = frozenset({Role.USER, Role.SUPPORT, Role.ADMIN})  # signed-in humans, not tools
 STAFF_READ = frozenset({Role.SUPPORT, Role.ADMIN, Role.SYSTEM})
 STAFF_WRITE = frozenset({Role.ADMIN, Role.SYSTEM})
 SYSTEM_ONLY = frozenset({Role.SYSTEM})
 
 RPC_ROLES: dict[str, frozenset[Role]] = {
+    "/smm.v1.AccountsService/Register": EVERYONE,
+    "/smm.v1.AccountsService/Login": EVERYONE,
+    "/smm.v1.AccountsService/Logout": PEOPLE,
+    "/smm.v1.AccountsService/GetMe": PEOPLE,
     "/smm.v1.SystemService/GetHealth": EVERYONE,
     "/smm.v1.SystemService/RunJob": STAFF_WRITE,
     "/smm.v1.SystemService/RecordEvent": SYSTEM_ONLY,

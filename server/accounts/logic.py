@@ -1,0 +1,130 @@
+"""Accounts rules: registration, sign-in, sessions, and turning a bearer token into a principal."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from smm.v1 import events_pb2
+
+from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
+from server.accounts.passwords import hash_password, needs_rehash, verify_password
+from server.accounts.repo import AccountsRepo, UserRow
+from server.common import auth
+from server.common.db import Pool
+from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
+from server.common.outbox import add_event
+
+SESSION_PREFIX = "smm_s_"
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str
+    expire_time: datetime
+    user: UserRow
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def validate_registration(email: str, password: str, name: str) -> None:
+    violations: list[FieldViolation] = []
+    if len(email) > 320 or not _EMAIL.match(email):
+        violations.append(FieldViolation("email", "must be an email address"))
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        violations.append(FieldViolation("password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"))
+    if len(name) > 200:
+        violations.append(FieldViolation("name", "must be at most 200 characters"))
+    collect(violations, domain=DOMAIN)
+
+
+class AccountsLogic:
+    def __init__(self, pool: Pool, repo: AccountsRepo, *, session_ttl: timedelta) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._session_ttl = session_ttl
+
+    async def register(
+        self, *, email: str, password: str, name: str, client_ip: str, user_agent: str
+    ) -> SignedIn:
+        email = email.strip()
+        validate_registration(email, password, name.strip())
+        password_hash = await hash_password(password)
+        async with self._pool.connection() as conn, conn.transaction():
+            user = await self._repo.insert_user(
+                conn, email=email, password_hash=password_hash, name=name.strip()
+            )
+            await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
+            return await self._open_session(conn, user, client_ip, user_agent)
+
+    async def login(self, *, email: str, password: str, client_ip: str, user_agent: str) -> SignedIn:
+        async with self._pool.connection() as conn:
+            user = await self._repo.user_by_email(conn, email.strip())
+        if not await verify_password(user.password_hash if user else None, password) or user is None:
+            raise invalid_login()
+        if user.status != "active":
+            raise account_suspended()
+        async with self._pool.connection() as conn, conn.transaction():
+            if needs_rehash(user.password_hash):
+                await self._repo.update_password_hash(conn, user.id, await hash_password(password))
+            return await self._open_session(conn, user, client_ip, user_agent)
+
+    async def _open_session(self, conn: object, user: UserRow, client_ip: str, user_agent: str) -> SignedIn:
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        expire_time = datetime.now(UTC) + self._session_ttl
+        await self._repo.insert_session(
+            conn,  # type: ignore[arg-type]
+            user_id=user.id,
+            token_hash=token_hash(token),
+            expire_time=expire_time,
+            client_ip=client_ip[:64],
+            user_agent=user_agent[:512],
+        )
+        return SignedIn(token, expire_time, user)
+
+    async def logout(self, who: auth.Principal) -> None:
+        if who.session_id is None:
+            raise FailedPrecondition(
+                "only a session can be logged out", reason="NOT_A_SESSION", domain=DOMAIN
+            )
+        async with self._pool.connection() as conn:
+            await self._repo.revoke_session(conn, who.session_id)
+
+    async def me(self, who: auth.Principal) -> UserRow:
+        if who.user_id is None:
+            raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+        async with self._pool.connection() as conn:
+            user = await self._repo.user(conn, who.user_id)
+        if user is None:
+            raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+        return user
+
+
+class SessionResolver:
+    """The server's ``CredentialResolver``: session tokens (API keys join in a later step)."""
+
+    def __init__(self, pool: Pool, repo: AccountsRepo) -> None:
+        self._pool = pool
+        self._repo = repo
+
+    async def resolve(self, credential: str, *, client_ip: str) -> auth.Principal:
+        if not credential.startswith(SESSION_PREFIX):
+            raise invalid_credential()
+        async with self._pool.connection() as conn:
+            session = await self._repo.live_session(conn, token_hash(credential))
+        if session is None:
+            raise invalid_credential()
+        return auth.Principal(
+            auth.Role(session.role),
+            user_id=session.user_id,
+            name=session.email,
+            session_id=session.session_id,
+        )

@@ -1,0 +1,85 @@
+"""Accounts persistence: users and sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from server.accounts.errors import email_taken
+from server.common.db import map_db_errors
+from server.common.sqlfile import load
+
+QUERIES = load(__file__)
+CONSTRAINTS = {"users_email_key": email_taken}
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    email: str
+    name: str
+    role: str
+    status: str
+    timezone: str
+    email_verified_at: datetime | None
+    create_time: datetime
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    session_id: int
+    user_id: int
+    email: str
+    role: str
+
+
+class AccountsRepo:
+    async def insert_user(self, conn: Conn, *, email: str, password_hash: str, name: str) -> UserRow:
+        with map_db_errors(CONSTRAINTS):
+            row = await QUERIES.one(
+                conn, "insert_user", UserRow, email=email, password_hash=password_hash, name=name
+            )
+        assert row is not None
+        return row
+
+    async def user_by_email(self, conn: Conn, email: str) -> UserRow | None:
+        return await QUERIES.one(conn, "get_user_by_email", UserRow, email=email)
+
+    async def user(self, conn: Conn, user_id: int) -> UserRow | None:
+        return await QUERIES.one(conn, "get_user", UserRow, id=user_id)
+
+    async def update_password_hash(self, conn: Conn, user_id: int, password_hash: str) -> None:
+        await QUERIES.execute(conn, "update_password_hash", id=user_id, password_hash=password_hash)
+
+    async def insert_session(
+        self,
+        conn: Conn,
+        *,
+        user_id: int,
+        token_hash: bytes,
+        expire_time: datetime,
+        client_ip: str,
+        user_agent: str,
+    ) -> int:
+        return int(
+            await QUERIES.scalar(
+                conn,
+                "insert_session",
+                user_id=user_id,
+                token_hash=token_hash,
+                expire_time=expire_time,
+                client_ip=client_ip,
+                user_agent=user_agent,
+            )
+        )
+
+    async def live_session(self, conn: Conn, token_hash: bytes) -> LiveSession | None:
+        return await QUERIES.one(conn, "get_live_session", LiveSession, token_hash=token_hash)
+
+    async def revoke_session(self, conn: Conn, session_id: int) -> None:
+        await QUERIES.execute(conn, "revoke_session", id=session_id)

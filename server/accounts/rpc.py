@@ -1,0 +1,66 @@
+"""AccountsService servicer: proto <-> domain, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+from smm.v1 import accounts_service_pb2 as pb
+from smm.v1 import accounts_service_pb2_grpc as pb_grpc
+
+from server.accounts.logic import AccountsLogic, SignedIn
+from server.accounts.repo import UserRow
+from server.common import auth
+from server.common.convert import timestamp
+from server.common.interceptors import current_request
+
+
+def user_to_proto(row: UserRow) -> pb.User:
+    return pb.User(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        timezone=row.timezone,
+        email_verified=row.email_verified_at is not None,
+        create_time=timestamp(row.create_time),
+    )
+
+
+def signed_in(result: SignedIn) -> pb.LoginResponse:
+    return pb.LoginResponse(
+        token=result.token, expire_time=timestamp(result.expire_time), user=user_to_proto(result.user)
+    )
+
+
+class AccountsServicer(pb_grpc.AccountsServiceServicer):
+    def __init__(self, logic: AccountsLogic) -> None:
+        self._logic = logic
+
+    async def Register(
+        self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoginResponse:
+        info = current_request.get()
+        result = await self._logic.register(
+            email=request.email,
+            password=request.password,
+            name=request.name,
+            client_ip=info.client_ip,
+            user_agent=info.user_agent,
+        )
+        return signed_in(result)
+
+    async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.LoginResponse:
+        info = current_request.get()
+        result = await self._logic.login(
+            email=request.email,
+            password=request.password,
+            client_ip=info.client_ip,
+            user_agent=info.user_agent,
+        )
+        return signed_in(result)
+
+    async def Logout(self, request: pb.LogoutRequest, context: grpc.aio.ServicerContext) -> pb.LogoutResponse:
+        await self._logic.logout(auth.principal())
+        return pb.LogoutResponse()
+
+    async def GetMe(self, request: pb.GetMeRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        return user_to_proto(await self._logic.me(auth.principal()))

@@ -1,0 +1,99 @@
+"""Accounts through the edge: register, log in, me, log out; sessions checked on every call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from server.common.db import Pool
+from tests.integration.test_edge_http import assert_error
+
+pytestmark = pytest.mark.integration
+PASSWORD = "correct horse battery"
+
+
+async def register(http: httpx.AsyncClient, email: str = "ann@example.com") -> dict:
+    response = await http.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD, "name": "Ann"}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_register_then_me_then_logout(http: httpx.AsyncClient) -> None:
+    body = await register(http)
+    token = body["token"]
+    assert token.startswith("smm_s_")
+    assert body["expireTime"].endswith("Z")
+    assert body["user"]["role"] == "user"
+    assert "password" not in str(body).lower()
+    me = await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == "ann@example.com"
+    assert me.json()["id"] == body["user"]["id"]
+    out = await http.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert out.status_code == 200
+    again = await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert_error(again, 401, "UNAUTHENTICATED", "INVALID_CREDENTIAL")
+
+
+async def test_login_and_its_failures_say_nothing_about_who_exists(http: httpx.AsyncClient) -> None:
+    await register(http)
+    ok = await http.post("/api/v1/auth/login", json={"email": "ANN@example.com", "password": PASSWORD})
+    assert ok.status_code == 200
+    wrong = await http.post(
+        "/api/v1/auth/login", json={"email": "ann@example.com", "password": "wrong password!"}
+    )
+    unknown = await http.post("/api/v1/auth/login", json={"email": "bob@example.com", "password": PASSWORD})
+    first = assert_error(wrong, 401, "UNAUTHENTICATED", "INVALID_LOGIN")
+    second = assert_error(unknown, 401, "UNAUTHENTICATED", "INVALID_LOGIN")
+    assert first["message"] == second["message"]
+
+
+async def test_registration_is_validated_field_by_field(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/v1/auth/register", json={"email": "not-an-email", "password": "short"})
+    error = assert_error(response, 400, "INVALID_ARGUMENT")
+    [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    assert [v["field"] for v in bad_request["fieldViolations"]] == ["email", "password"]
+
+
+async def test_one_account_per_email_even_under_concurrency(http: httpx.AsyncClient) -> None:
+    payload = {"email": "Race@Example.com", "password": PASSWORD}
+    results = await asyncio.gather(*(http.post("/api/v1/auth/register", json=payload) for _ in range(5)))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 409, 409, 409, 409]
+    upper = await http.post("/api/v1/auth/register", json={"email": "race@example.COM", "password": PASSWORD})
+    assert_error(upper, 409, "ALREADY_EXISTS", "EMAIL_TAKEN")
+
+
+async def test_suspension_stops_sessions_at_once(http: httpx.AsyncClient, pool: Pool) -> None:
+    token = (await register(http))["token"]
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE users SET status = 'suspended'")
+    me = await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert_error(me, 401, "UNAUTHENTICATED", "INVALID_CREDENTIAL")
+    login = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert_error(login, 401, "UNAUTHENTICATED", "ACCOUNT_SUSPENDED")
+
+
+async def test_a_user_is_not_an_admin(http: httpx.AsyncClient) -> None:
+    token = (await register(http))["token"]
+    response = await http.post(
+        "/api/v1/admin/categories", json={"name": "X"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert_error(response, 403, "PERMISSION_DENIED")
+    anonymous_me = await http.get("/api/v1/auth/me")
+    assert_error(anonymous_me, 401, "UNAUTHENTICATED", "SIGN_IN_REQUIRED")
+
+
+async def test_passwords_are_stored_as_argon2id(http: httpx.AsyncClient, pool: Pool) -> None:
+    await register(http)
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT password_hash FROM users")).fetchone()
+        sessions = await (await conn.execute("SELECT token_hash FROM sessions")).fetchall()
+    assert row is not None
+    assert row[0].startswith("$argon2id$")
+    assert PASSWORD not in row[0]
+    assert all(len(bytes(s[0])) == 32 for s in sessions)  # SHA-256 of the token, never the token
