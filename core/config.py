@@ -39,6 +39,7 @@ class Settings(BaseSettings):
 
     # Accounts.
     session_ttl_h: int = 720
+    api_key_rotation_grace_h: int = 24
 
     # Money.
     currency: str = "USD"

@@ -29,7 +29,8 @@ from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
-from server.accounts.logic import AccountsLogic, SessionResolver
+from server.accounts.apikeys import ApiKeys
+from server.accounts.logic import AccountsLogic, CredentialStore
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
 from server.catalog.logic import CatalogLogic
@@ -84,12 +85,14 @@ async def create_server(
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     accounts_repo = AccountsRepo()
+    api_keys = ApiKeys(pool, accounts_repo, rotation_grace=timedelta(hours=settings.api_key_rotation_grace_h))
     interceptors = [
         aio_server_interceptor(),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
         ErrorMappingInterceptor(),
         AuthenticationInterceptor(
-            settings.internal_token.get_secret_value(), resolver or SessionResolver(pool, accounts_repo)
+            settings.internal_token.get_secret_value(),
+            resolver or CredentialStore(pool, accounts_repo, api_keys),
         ),
         AuthorizationInterceptor(),
     ]
@@ -113,7 +116,9 @@ async def create_server(
     catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
     accounts = AccountsLogic(pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h))
-    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(accounts), server)
+    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
+        AccountsServicer(accounts, api_keys), server
+    )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(checks, SystemLogic(pool), VERSION), server
     )

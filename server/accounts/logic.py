@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -10,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from smm.v1 import events_pb2
 
+from server.accounts.apikeys import KEY_PREFIX, ApiKeys
 from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
 from server.accounts.repo import AccountsRepo, UserRow
+from server.accounts.tokens import token_hash
 from server.common import auth
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
@@ -29,10 +30,6 @@ class SignedIn:
     token: str
     expire_time: datetime
     user: UserRow
-
-
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
 
 
 def validate_registration(email: str, password: str, name: str) -> None:
@@ -108,14 +105,18 @@ class AccountsLogic:
         return user
 
 
-class SessionResolver:
-    """The server's ``CredentialResolver``: session tokens (API keys join in a later step)."""
+class CredentialStore:
+    """The server's ``CredentialResolver``: session tokens and API keys, checked on every call, so
+    a logout, a revocation or a suspension takes effect at once."""
 
-    def __init__(self, pool: Pool, repo: AccountsRepo) -> None:
+    def __init__(self, pool: Pool, repo: AccountsRepo, api_keys: ApiKeys) -> None:
         self._pool = pool
         self._repo = repo
+        self._api_keys = api_keys
 
     async def resolve(self, credential: str, *, client_ip: str) -> auth.Principal:
+        if credential.startswith(KEY_PREFIX):
+            return await self._api_keys.resolve(token_hash(credential), client_ip)
         if not credential.startswith(SESSION_PREFIX):
             raise invalid_credential()
         async with self._pool.connection() as conn:

@@ -26,3 +26,38 @@ WHERE s.token_hash = :token_hash AND s.revoke_time IS NULL AND s.expire_time > n
 
 -- name: revoke_session(id)!
 UPDATE sessions SET revoke_time = now() WHERE id = :id AND revoke_time IS NULL;
+
+-- name: insert_api_key(user_id, name, prefix, token_hash, allowed_ips)^
+INSERT INTO api_keys (user_id, name, prefix, token_hash, allowed_ips)
+VALUES (:user_id, :name, :prefix, :token_hash, :allowed_ips)
+RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time;
+
+-- name: list_api_keys(user_id)
+SELECT id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time
+FROM api_keys WHERE user_id = :user_id ORDER BY id;
+
+-- name: lock_api_key(id, user_id)^
+SELECT id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time
+FROM api_keys WHERE id = :id AND user_id = :user_id FOR UPDATE;
+
+-- name: expire_api_key(id, grace_s)^
+-- Rotation: the old key ends after the grace period (or sooner, if it already ended sooner).
+UPDATE api_keys
+SET expire_time = least(coalesce(expire_time, 'infinity'), now() + make_interval(secs => :grace_s))
+WHERE id = :id
+RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time;
+
+-- name: revoke_api_key(id)^
+UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = :id
+RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time;
+
+-- name: get_live_api_key(token_hash)^
+SELECT k.id AS key_id, k.allowed_ips, u.id AS user_id, u.email, u.role
+FROM api_keys k JOIN users u ON u.id = k.user_id
+WHERE k.token_hash = :token_hash AND k.revoke_time IS NULL
+  AND (k.expire_time IS NULL OR k.expire_time > now()) AND u.status = 'active';
+
+-- name: touch_api_key(id)!
+-- At most one write a minute per key: last-used time without a durable write per request.
+UPDATE api_keys SET last_used_time = now()
+WHERE id = :id AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute');

@@ -38,6 +38,28 @@ class LiveSession:
     role: str
 
 
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    allowed_ips: list[str]
+    create_time: datetime
+    last_used_time: datetime | None
+    expire_time: datetime | None
+    revoke_time: datetime | None
+
+
+@dataclass(frozen=True)
+class LiveApiKey:
+    key_id: int
+    allowed_ips: list[str]
+    user_id: int
+    email: str
+    role: str
+
+
 class AccountsRepo:
     async def insert_user(self, conn: Conn, *, email: str, password_hash: str, name: str) -> UserRow:
         with map_db_errors(CONSTRAINTS):
@@ -83,3 +105,37 @@ class AccountsRepo:
 
     async def revoke_session(self, conn: Conn, session_id: int) -> None:
         await QUERIES.execute(conn, "revoke_session", id=session_id)
+
+    async def insert_api_key(
+        self, conn: Conn, *, user_id: int, name: str, prefix: str, token_hash: bytes, allowed_ips: list[str]
+    ) -> ApiKeyRow:
+        row = await QUERIES.one(
+            conn,
+            "insert_api_key",
+            ApiKeyRow,
+            user_id=user_id,
+            name=name,
+            prefix=prefix,
+            token_hash=token_hash,
+            allowed_ips=allowed_ips,
+        )
+        assert row is not None
+        return row
+
+    async def api_keys(self, conn: Conn, user_id: int) -> list[ApiKeyRow]:
+        return await QUERIES.all(conn, "list_api_keys", ApiKeyRow, user_id=user_id)
+
+    async def lock_api_key(self, conn: Conn, key_id: int, user_id: int) -> ApiKeyRow | None:
+        return await QUERIES.one(conn, "lock_api_key", ApiKeyRow, id=key_id, user_id=user_id)
+
+    async def expire_api_key(self, conn: Conn, key_id: int, grace_s: float) -> ApiKeyRow | None:
+        return await QUERIES.one(conn, "expire_api_key", ApiKeyRow, id=key_id, grace_s=grace_s)
+
+    async def revoke_api_key(self, conn: Conn, key_id: int) -> ApiKeyRow | None:
+        return await QUERIES.one(conn, "revoke_api_key", ApiKeyRow, id=key_id)
+
+    async def live_api_key(self, conn: Conn, token_hash: bytes) -> LiveApiKey | None:
+        return await QUERIES.one(conn, "get_live_api_key", LiveApiKey, token_hash=token_hash)
+
+    async def touch_api_key(self, conn: Conn, key_id: int) -> None:
+        await QUERIES.execute(conn, "touch_api_key", id=key_id)

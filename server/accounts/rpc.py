@@ -6,8 +6,9 @@ import grpc
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
+from server.accounts.apikeys import ApiKeys, IssuedKey
 from server.accounts.logic import AccountsLogic, SignedIn
-from server.accounts.repo import UserRow
+from server.accounts.repo import ApiKeyRow, UserRow
 from server.common import auth
 from server.common.convert import timestamp
 from server.common.interceptors import current_request
@@ -31,9 +32,27 @@ def signed_in(result: SignedIn) -> pb.LoginResponse:
     )
 
 
+def api_key_to_proto(row: ApiKeyRow) -> pb.ApiKey:
+    return pb.ApiKey(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        allowed_ips=row.allowed_ips,
+        create_time=timestamp(row.create_time),
+        last_used_time=timestamp(row.last_used_time),
+        expire_time=timestamp(row.expire_time),
+        revoke_time=timestamp(row.revoke_time),
+    )
+
+
+def issued(result: IssuedKey) -> pb.CreateApiKeyResponse:
+    return pb.CreateApiKeyResponse(api_key=api_key_to_proto(result.key), secret=result.secret)
+
+
 class AccountsServicer(pb_grpc.AccountsServiceServicer):
-    def __init__(self, logic: AccountsLogic) -> None:
+    def __init__(self, logic: AccountsLogic, api_keys: ApiKeys) -> None:
         self._logic = logic
+        self._api_keys = api_keys
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -64,3 +83,24 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
 
     async def GetMe(self, request: pb.GetMeRequest, context: grpc.aio.ServicerContext) -> pb.User:
         return user_to_proto(await self._logic.me(auth.principal()))
+
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateApiKeyResponse:
+        return issued(await self._api_keys.create(auth.principal(), request.name, list(request.allowed_ips)))
+
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListApiKeysResponse:
+        rows = await self._api_keys.list(auth.principal())
+        return pb.ListApiKeysResponse(api_keys=[api_key_to_proto(r) for r in rows])
+
+    async def RotateApiKey(
+        self, request: pb.RotateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateApiKeyResponse:
+        return issued(await self._api_keys.rotate(auth.principal(), request.id))
+
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApiKey:
+        return api_key_to_proto(await self._api_keys.revoke(auth.principal(), request.id))

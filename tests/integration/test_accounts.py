@@ -97,3 +97,82 @@ async def test_passwords_are_stored_as_argon2id(http: httpx.AsyncClient, pool: P
     assert row[0].startswith("$argon2id$")
     assert PASSWORD not in row[0]
     assert all(len(bytes(s[0])) == 32 for s in sessions)  # SHA-256 of the token, never the token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_api_keys_create_list_use_rotate_revoke(http: httpx.AsyncClient, pool: Pool) -> None:
+    session = (await register(http))["token"]
+    created = await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=bearer(session))
+    assert created.status_code == 200, created.text
+    secret = created.json()["secret"]
+    key = created.json()["apiKey"]
+    assert secret.startswith("smm_k_")
+    assert key["prefix"] == secret[:12]
+    me = await http.get("/api/v1/auth/me", headers=bearer(secret))
+    assert me.json()["email"] == "ann@example.com"
+    listed = (await http.get("/api/v1/dashboard/api-keys", headers=bearer(session))).json()["apiKeys"]
+    assert [k["name"] for k in listed] == ["bot"]
+    assert secret not in str(listed)
+    assert listed[0]["lastUsedTime"] is not None
+
+    rotated = await http.post(
+        f"/api/v1/dashboard/api-keys/{key['id']}/rotate", json={}, headers=bearer(session)
+    )
+    new_secret = rotated.json()["secret"]
+    assert new_secret != secret
+    # The old key keeps working during the grace period ...
+    assert (await http.get("/api/v1/auth/me", headers=bearer(secret))).status_code == 200
+    assert (await http.get("/api/v1/auth/me", headers=bearer(new_secret))).status_code == 200
+    # ... and stops once it ends.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET expire_time = now() - interval '1 second' WHERE id = %s", (int(key["id"]),)
+        )
+    assert_error(
+        await http.get("/api/v1/auth/me", headers=bearer(secret)),
+        401,
+        "UNAUTHENTICATED",
+        "INVALID_CREDENTIAL",
+    )
+
+    new_id = rotated.json()["apiKey"]["id"]
+    revoked = await http.delete(f"/api/v1/dashboard/api-keys/{new_id}", headers=bearer(session))
+    assert revoked.json()["revokeTime"] is not None
+    assert_error(await http.get("/api/v1/auth/me", headers=bearer(new_secret)), 401, "UNAUTHENTICATED")
+
+
+async def test_another_users_key_is_not_found(http: httpx.AsyncClient) -> None:
+    ann = (await register(http, "ann@example.com"))["token"]
+    bob = (await register(http, "bob@example.com"))["token"]
+    key = (await http.post("/api/v1/dashboard/api-keys", json={"name": "a"}, headers=bearer(ann))).json()[
+        "apiKey"
+    ]
+    for response in (
+        await http.delete(f"/api/v1/dashboard/api-keys/{key['id']}", headers=bearer(bob)),
+        await http.post(f"/api/v1/dashboard/api-keys/{key['id']}/rotate", json={}, headers=bearer(bob)),
+        await http.delete("/api/v1/dashboard/api-keys/999999", headers=bearer(bob)),
+    ):
+        assert_error(response, 404, "NOT_FOUND", "API_KEY_NOT_FOUND")
+    assert (await http.get("/api/v1/dashboard/api-keys", headers=bearer(bob))).json()["apiKeys"] == []
+
+
+async def test_api_key_ip_allow_list(http: httpx.AsyncClient) -> None:
+    session = (await register(http))["token"]
+    bad = await http.post(
+        "/api/v1/dashboard/api-keys", json={"name": "x", "allowedIps": ["nope"]}, headers=bearer(session)
+    )
+    assert_error(bad, 400, "INVALID_ARGUMENT")
+    elsewhere = await http.post(
+        "/api/v1/dashboard/api-keys",
+        json={"name": "x", "allowedIps": ["203.0.113.0/24"]},
+        headers=bearer(session),
+    )
+    local = await http.post(
+        "/api/v1/dashboard/api-keys", json={"name": "y", "allowedIps": ["127.0.0.1"]}, headers=bearer(session)
+    )
+    denied = await http.get("/api/v1/auth/me", headers=bearer(elsewhere.json()["secret"]))
+    assert_error(denied, 403, "PERMISSION_DENIED", "IP_NOT_ALLOWED")
+    assert (await http.get("/api/v1/auth/me", headers=bearer(local.json()["secret"]))).status_code == 200

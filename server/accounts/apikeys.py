@@ -1,0 +1,131 @@
+"""API keys: create, list, rotate with a grace period, revoke, and resolve on each call."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from server.accounts.errors import DOMAIN, invalid_credential
+from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey
+from server.accounts.tokens import token_hash
+from server.common import auth
+from server.common.db import Pool
+from server.common.errors import FieldViolation, NotFound, PermissionDenied, collect
+
+KEY_PREFIX = "smm_k_"
+SHOWN_PREFIX = 12  # "smm_k_" and six characters: enough to tell keys apart, useless to an attacker
+MAX_KEYS = 50
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKeyRow
+    secret: str
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def validate_key(name: str, allowed_ips: list[str]) -> list[str]:
+    violations: list[FieldViolation] = []
+    if not 1 <= len(name.strip()) <= 100:
+        violations.append(FieldViolation("name", "must be 1 to 100 characters"))
+    networks: list[str] = []
+    for index, value in enumerate(allowed_ips):
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError:
+            violations.append(FieldViolation(f"allowed_ips[{index}]", "must be an IP address or CIDR range"))
+    collect(violations, domain=DOMAIN)
+    return networks
+
+
+def ip_allowed(client_ip: str, allowed: list[str]) -> bool:
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed)
+
+
+def key_not_found(key_id: int) -> NotFound:
+    # The same answer for another user's key as for a missing one.
+    return NotFound(
+        "API key not found", reason="API_KEY_NOT_FOUND", domain=DOMAIN, metadata={"id": str(key_id)}
+    )
+
+
+class ApiKeys:
+    def __init__(self, pool: Pool, repo: AccountsRepo, *, rotation_grace: timedelta) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._grace = rotation_grace
+
+    async def create(self, who: auth.Principal, name: str, allowed_ips: list[str]) -> IssuedKey:
+        user_id = _user_id(who)
+        networks = validate_key(name, allowed_ips)
+        async with self._pool.connection() as conn, conn.transaction():
+            if len(await self._repo.api_keys(conn, user_id)) >= MAX_KEYS:
+                raise PermissionDenied(
+                    f"at most {MAX_KEYS} API keys", reason="TOO_MANY_API_KEYS", domain=DOMAIN
+                )
+            return await self._issue(conn, user_id, name.strip(), networks)
+
+    async def _issue(self, conn: object, user_id: int, name: str, networks: list[str]) -> IssuedKey:
+        secret = new_secret()
+        key = await self._repo.insert_api_key(
+            conn,  # type: ignore[arg-type]
+            user_id=user_id,
+            name=name,
+            prefix=secret[:SHOWN_PREFIX],
+            token_hash=token_hash(secret),
+            allowed_ips=networks,
+        )
+        return IssuedKey(key, secret)
+
+    async def list(self, who: auth.Principal) -> list[ApiKeyRow]:
+        async with self._pool.connection() as conn:
+            return await self._repo.api_keys(conn, _user_id(who))
+
+    async def rotate(self, who: auth.Principal, key_id: int) -> IssuedKey:
+        user_id = _user_id(who)
+        async with self._pool.connection() as conn, conn.transaction():
+            old = await self._repo.lock_api_key(conn, key_id, user_id)
+            if old is None or old.revoke_time is not None:
+                raise key_not_found(key_id)
+            await self._repo.expire_api_key(conn, key_id, self._grace.total_seconds())
+            return await self._issue(conn, user_id, old.name, old.allowed_ips)
+
+    async def revoke(self, who: auth.Principal, key_id: int) -> ApiKeyRow:
+        user_id = _user_id(who)
+        async with self._pool.connection() as conn, conn.transaction():
+            if await self._repo.lock_api_key(conn, key_id, user_id) is None:
+                raise key_not_found(key_id)
+            revoked = await self._repo.revoke_api_key(conn, key_id)
+        assert revoked is not None
+        return revoked
+
+    async def resolve(self, token_hash: bytes, client_ip: str) -> auth.Principal:
+        async with self._pool.connection() as conn:
+            live: LiveApiKey | None = await self._repo.live_api_key(conn, token_hash)
+            if live is None:
+                raise invalid_credential()
+            if not ip_allowed(client_ip, live.allowed_ips):
+                raise PermissionDenied(
+                    "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
+                )
+            await self._repo.touch_api_key(conn, live.key_id)
+        return auth.Principal(
+            auth.Role(live.role), user_id=live.user_id, name=live.email, api_key_id=live.key_id
+        )
+
+
+def _user_id(who: auth.Principal) -> int:
+    if who.user_id is None:
+        raise PermissionDenied("API keys belong to users", reason="NOT_A_USER", domain=DOMAIN)
+    return who.user_id
