@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+import grpc
+
 from core.config import load_settings
 
 
@@ -23,6 +25,14 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run one worker (scheduler, analytics, maintenance, ...)")
     worker.add_argument("name")
+
+    admin = commands.add_parser("admin", help="operator commands through the gRPC API")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser("create-user", help="create an account with any role")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--role", default="user", choices=["user", "support", "admin"])
+    create.add_argument("--name", default="")
 
     dlq = commands.add_parser("dlq", help="inspect and re-drive dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
@@ -68,6 +78,25 @@ def main(argv: list[str] | None = None) -> int:
         from workers.main import main as worker_main
 
         worker_main(settings, args.name)
+        return 0
+    if args.command == "admin":
+        from ops.admin import create_user
+
+        try:
+            user_id = asyncio.run(
+                create_user(
+                    settings.grpc_dial_target,
+                    settings,
+                    email=args.email,
+                    password=args.password,
+                    role=args.role,
+                    name=args.name,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            print(f"smm admin: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+        print(f"created user {user_id} ({args.role})")
         return 0
     if args.command == "dlq":
         from ops.dlq_cli import run_dlq

@@ -37,6 +37,7 @@ from pydantic import SecretStr
 
 from core.config import Settings
 from ops import embedded
+from ops.admin import SEED_ADMIN_EMAIL, seed_admin
 from ops.grpc_client import internal_metadata, wait_for_grpc
 from ops.seed import seed_catalog
 from server.common.migrate import MigrationError, migrate
@@ -378,6 +379,10 @@ async def _become_ready(settings: Settings, layout: Layout, children: _Children)
         await _while_alive(children, wait_for_grpc(str(addr.dial), GRPC_READY_TIMEOUT_S, metadata=metadata))
     if await _while_alive(children, seed_catalog(layout.grpc_target, settings)):
         _say("the catalog was empty: seeded demo categories and services")
+    password = await _while_alive(children, seed_admin(layout.grpc_target, settings))
+    if password:
+        # Shown once, on the operator's own terminal; only its Argon2id hash is stored.
+        _say(f"created the first admin: {SEED_ADMIN_EMAIL} / {password}  (shown once: write it down)")
     for addr in layout.edges:
         await _while_alive(children, wait_for_edge(f"http://{addr.dial}", EDGE_READY_TIMEOUT_S))
 

@@ -21,6 +21,7 @@ from server.common.outbox import add_event
 
 SESSION_PREFIX = "smm_s_"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+ROLES = ("user", "support", "admin")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
@@ -61,6 +62,19 @@ class AccountsLogic:
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
             return await self._open_session(conn, user, client_ip, user_agent)
+
+    async def create_user(self, *, email: str, password: str, name: str, role: str) -> UserRow:
+        email = email.strip()
+        validate_registration(email, password, name.strip())
+        if role not in ROLES:
+            collect([FieldViolation("role", "must be user, support or admin")], domain=DOMAIN)
+        password_hash = await hash_password(password)
+        async with self._pool.connection() as conn, conn.transaction():
+            user = await self._repo.insert_user(
+                conn, email=email, password_hash=password_hash, name=name.strip(), role=role
+            )
+            await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
+            return user
 
     async def login(self, *, email: str, password: str, client_ip: str, user_agent: str) -> SignedIn:
         async with self._pool.connection() as conn:

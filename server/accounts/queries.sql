@@ -1,5 +1,5 @@
--- name: insert_user(email, password_hash, name)^
-INSERT INTO users (email, password_hash, name) VALUES (:email, :password_hash, :name)
+-- name: insert_user(email, password_hash, name, role)^
+INSERT INTO users (email, password_hash, name, role) VALUES (:email, :password_hash, :name, :role)
 RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash;
 
 -- name: get_user_by_email(email)^

@@ -61,10 +61,12 @@ class LiveApiKey:
 
 
 class AccountsRepo:
-    async def insert_user(self, conn: Conn, *, email: str, password_hash: str, name: str) -> UserRow:
+    async def insert_user(
+        self, conn: Conn, *, email: str, password_hash: str, name: str, role: str = "user"
+    ) -> UserRow:
         with map_db_errors(CONSTRAINTS):
             row = await QUERIES.one(
-                conn, "insert_user", UserRow, email=email, password_hash=password_hash, name=name
+                conn, "insert_user", UserRow, email=email, password_hash=password_hash, name=name, role=role
             )
         assert row is not None
         return row

@@ -104,3 +104,9 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApiKey:
         return api_key_to_proto(await self._api_keys.revoke(auth.principal(), request.id))
+
+    async def CreateUser(self, request: pb.CreateUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        row = await self._logic.create_user(
+            email=request.email, password=request.password, name=request.name, role=request.role or "user"
+        )
+        return user_to_proto(row)

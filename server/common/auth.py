@@ -74,6 +74,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.AccountsService/Login": EVERYONE,
     "/smm.v1.AccountsService/Logout": PEOPLE,
     "/smm.v1.AccountsService/GetMe": PEOPLE,
+    "/smm.v1.AccountsService/CreateUser": STAFF_WRITE,
     "/smm.v1.AccountsService/CreateApiKey": PEOPLE,
     "/smm.v1.AccountsService/ListApiKeys": PEOPLE,
     "/smm.v1.AccountsService/RotateApiKey": PEOPLE,
