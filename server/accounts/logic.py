@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+from zoneinfo import available_timezones
 
 from smm.v1 import events_pb2
 
 from server.accounts.apikeys import KEY_PREFIX, ApiKeys
 from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
-from server.accounts.repo import AccountsRepo, UserRow
+from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
 from server.common import auth
 from server.common.db import Pool
@@ -61,7 +65,7 @@ class AccountsLogic:
                 conn, email=email, password_hash=password_hash, name=name.strip()
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
-            return await self._open_session(conn, user, client_ip, user_agent)
+            return await self.open_session(conn, user, client_ip, user_agent)
 
     async def create_user(self, *, email: str, password: str, name: str, role: str) -> UserRow:
         email = email.strip()
@@ -86,9 +90,9 @@ class AccountsLogic:
         async with self._pool.connection() as conn, conn.transaction():
             if needs_rehash(user.password_hash):
                 await self._repo.update_password_hash(conn, user.id, await hash_password(password))
-            return await self._open_session(conn, user, client_ip, user_agent)
+            return await self.open_session(conn, user, client_ip, user_agent)
 
-    async def _open_session(self, conn: object, user: UserRow, client_ip: str, user_agent: str) -> SignedIn:
+    async def open_session(self, conn: object, user: UserRow, client_ip: str, user_agent: str) -> SignedIn:
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         expire_time = datetime.now(UTC) + self._session_ttl
         await self._repo.insert_session(
@@ -117,6 +121,92 @@ class AccountsLogic:
         if user is None:
             raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
         return user
+
+
+class Profiles:
+    """The signed-in user's own profile, sessions and password."""
+
+    def __init__(self, pool: Pool, repo: AccountsRepo, accounts: AccountsLogic) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._accounts = accounts
+
+    async def profile(self, who: auth.Principal) -> ProfileRow:
+        async with self._pool.connection() as conn:
+            row = await self._repo.profile(conn, _user_id(who))
+        if row is None:
+            raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+        return row
+
+    async def update_profile(self, who: auth.Principal, changes: dict[str, Any]) -> ProfileRow:
+        violations: list[FieldViolation] = []
+        if "name" in changes and len(changes["name"]) > 200:
+            violations.append(FieldViolation("profile.name", "must be at most 200 characters"))
+        if "timezone" in changes and changes["timezone"] not in _timezones():
+            violations.append(
+                FieldViolation("profile.timezone", "must be an IANA time zone like Europe/Berlin")
+            )
+        if (
+            "notification_preferences" in changes
+            and len(json.dumps(changes["notification_preferences"])) > 16_384
+        ):
+            violations.append(FieldViolation("profile.notification_preferences", "is too large"))
+        collect(violations, domain=DOMAIN)
+        user_id = _user_id(who)
+        async with self._pool.connection() as conn, conn.transaction():
+            current = await self._repo.profile(conn, user_id)
+            if current is None:
+                raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+            updated = await self._repo.update_profile(conn, user_id, replace(current, **changes))
+        assert updated is not None
+        return updated
+
+    async def sessions(self, who: auth.Principal) -> list[SessionRow]:
+        async with self._pool.connection() as conn:
+            return await self._repo.live_sessions(conn, _user_id(who))
+
+    async def revoke_session(self, who: auth.Principal, session_id: int) -> None:
+        async with self._pool.connection() as conn:
+            if not await self._repo.revoke_user_session(conn, session_id, _user_id(who)):
+                raise NotFound(
+                    "session not found",
+                    reason="SESSION_NOT_FOUND",
+                    domain=DOMAIN,
+                    metadata={"id": str(session_id)},
+                )
+
+    async def change_password(
+        self, who: auth.Principal, current: str, new: str, *, client_ip: str, user_agent: str
+    ) -> SignedIn:
+        user_id = _user_id(who)
+        if not MIN_PASSWORD <= len(new) <= MAX_PASSWORD:
+            collect([FieldViolation("new_password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")])
+        async with self._pool.connection() as conn:
+            user = await self._repo.user(conn, user_id)
+        if user is None or not await verify_password(user.password_hash, current):
+            raise FailedPrecondition(
+                "the current password is wrong",
+                reason="WRONG_PASSWORD",
+                domain=DOMAIN,
+                metadata={"field": "current_password"},
+            )
+        new_hash = await hash_password(new)
+        async with self._pool.connection() as conn, conn.transaction():
+            await self._repo.update_password_hash(conn, user_id, new_hash)
+            # Whoever else held a session (or a stolen one) is out; this device gets a new one.
+            await self._repo.revoke_all_sessions(conn, user_id)
+            return await self._accounts.open_session(conn, user, client_ip, user_agent)
+
+
+@cache
+def _timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _user_id(who: auth.Principal) -> int:
+    if who.user_id is None:
+        raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+    return who.user_id
 
 
 class CredentialStore:

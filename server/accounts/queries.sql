@@ -61,3 +61,25 @@ WHERE k.token_hash = :token_hash AND k.revoke_time IS NULL
 -- At most one write a minute per key: last-used time without a durable write per request.
 UPDATE api_keys SET last_used_time = now()
 WHERE id = :id AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute');
+
+-- name: get_profile(id)^
+SELECT email, name, timezone, notification_preferences FROM users WHERE id = :id;
+
+-- name: update_profile(id, name, timezone, notification_preferences)^
+UPDATE users SET name = :name, timezone = :timezone, notification_preferences = :notification_preferences,
+                 update_time = now()
+WHERE id = :id
+RETURNING email, name, timezone, notification_preferences;
+
+-- name: list_live_sessions(user_id)
+SELECT id, create_time, expire_time, client_ip, user_agent
+FROM sessions WHERE user_id = :user_id AND revoke_time IS NULL AND expire_time > now()
+ORDER BY id;
+
+-- name: revoke_user_session(id, user_id)^
+UPDATE sessions SET revoke_time = now()
+WHERE id = :id AND user_id = :user_id AND revoke_time IS NULL
+RETURNING id;
+
+-- name: revoke_all_sessions(user_id)!
+UPDATE sessions SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from server.accounts.errors import email_taken
 from server.common.db import map_db_errors
@@ -58,6 +59,23 @@ class LiveApiKey:
     user_id: int
     email: str
     role: str
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    email: str
+    name: str
+    timezone: str
+    notification_preferences: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: int
+    create_time: datetime
+    expire_time: datetime
+    client_ip: str
+    user_agent: str
 
 
 class AccountsRepo:
@@ -141,3 +159,26 @@ class AccountsRepo:
 
     async def touch_api_key(self, conn: Conn, key_id: int) -> None:
         await QUERIES.execute(conn, "touch_api_key", id=key_id)
+
+    async def profile(self, conn: Conn, user_id: int) -> ProfileRow | None:
+        return await QUERIES.one(conn, "get_profile", ProfileRow, id=user_id)
+
+    async def update_profile(self, conn: Conn, user_id: int, profile: ProfileRow) -> ProfileRow | None:
+        return await QUERIES.one(
+            conn,
+            "update_profile",
+            ProfileRow,
+            id=user_id,
+            name=profile.name,
+            timezone=profile.timezone,
+            notification_preferences=Jsonb(profile.notification_preferences),
+        )
+
+    async def live_sessions(self, conn: Conn, user_id: int) -> list[SessionRow]:
+        return await QUERIES.all(conn, "list_live_sessions", SessionRow, user_id=user_id)
+
+    async def revoke_user_session(self, conn: Conn, session_id: int, user_id: int) -> bool:
+        return await QUERIES.scalar(conn, "revoke_user_session", id=session_id, user_id=user_id) is not None
+
+    async def revoke_all_sessions(self, conn: Conn, user_id: int) -> None:
+        await QUERIES.execute(conn, "revoke_all_sessions", user_id=user_id)

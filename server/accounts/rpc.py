@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import grpc
+from google.protobuf import json_format
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
 from server.accounts.apikeys import ApiKeys, IssuedKey
-from server.accounts.logic import AccountsLogic, SignedIn
-from server.accounts.repo import ApiKeyRow, UserRow
+from server.accounts.logic import AccountsLogic, Profiles, SignedIn
+from server.accounts.repo import ApiKeyRow, ProfileRow, SessionRow, UserRow
 from server.common import auth
-from server.common.convert import timestamp
+from server.common.convert import mask_paths, timestamp
 from server.common.interceptors import current_request
 
 
@@ -49,10 +50,32 @@ def issued(result: IssuedKey) -> pb.CreateApiKeyResponse:
     return pb.CreateApiKeyResponse(api_key=api_key_to_proto(result.key), secret=result.secret)
 
 
+PROFILE_FIELDS = frozenset({"name", "timezone", "notification_preferences"})
+
+
+def profile_to_proto(row: ProfileRow) -> pb.Profile:
+    profile = pb.Profile(email=row.email, name=row.name, timezone=row.timezone)
+    profile.notification_preferences.SetInParent()  # an empty map is still rendered as {}
+    profile.notification_preferences.update(row.notification_preferences)
+    return profile
+
+
+def session_to_proto(row: SessionRow, current_id: int | None) -> pb.Session:
+    return pb.Session(
+        id=row.id,
+        create_time=timestamp(row.create_time),
+        expire_time=timestamp(row.expire_time),
+        client_ip=row.client_ip,
+        user_agent=row.user_agent,
+        current=row.id == current_id,
+    )
+
+
 class AccountsServicer(pb_grpc.AccountsServiceServicer):
-    def __init__(self, logic: AccountsLogic, api_keys: ApiKeys) -> None:
+    def __init__(self, logic: AccountsLogic, api_keys: ApiKeys, profiles: Profiles) -> None:
         self._logic = logic
         self._api_keys = api_keys
+        self._profiles = profiles
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -110,3 +133,46 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             email=request.email, password=request.password, name=request.name, role=request.role or "user"
         )
         return user_to_proto(row)
+
+    async def ChangePassword(
+        self, request: pb.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoginResponse:
+        info = current_request.get()
+        result = await self._profiles.change_password(
+            auth.principal(),
+            request.current_password,
+            request.new_password,
+            client_ip=info.client_ip,
+            user_agent=info.user_agent,
+        )
+        return signed_in(result)
+
+    async def GetProfile(
+        self, request: pb.GetProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
+        return profile_to_proto(await self._profiles.profile(auth.principal()))
+
+    async def UpdateProfile(
+        self, request: pb.UpdateProfileRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
+        paths = mask_paths(request.update_mask, request.profile, allowed=PROFILE_FIELDS, prefix="profile")
+        changes: dict[str, object] = {}
+        for path in paths:
+            if path == "notification_preferences":
+                changes[path] = json_format.MessageToDict(request.profile.notification_preferences)
+            else:
+                changes[path] = getattr(request.profile, path)
+        return profile_to_proto(await self._profiles.update_profile(auth.principal(), changes))
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        who = auth.principal()
+        rows = await self._profiles.sessions(who)
+        return pb.ListSessionsResponse(sessions=[session_to_proto(r, who.session_id) for r in rows])
+
+    async def RevokeSession(
+        self, request: pb.RevokeSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeSessionResponse:
+        await self._profiles.revoke_session(auth.principal(), request.id)
+        return pb.RevokeSessionResponse()

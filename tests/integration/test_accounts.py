@@ -176,3 +176,68 @@ async def test_api_key_ip_allow_list(http: httpx.AsyncClient) -> None:
     denied = await http.get("/api/v1/auth/me", headers=bearer(elsewhere.json()["secret"]))
     assert_error(denied, 403, "PERMISSION_DENIED", "IP_NOT_ALLOWED")
     assert (await http.get("/api/v1/auth/me", headers=bearer(local.json()["secret"]))).status_code == 200
+
+
+async def test_profile_read_and_patch(http: httpx.AsyncClient) -> None:
+    token = (await register(http))["token"]
+    profile = (await http.get("/api/v1/dashboard/profile", headers=bearer(token))).json()
+    assert profile == {
+        "name": "Ann",
+        "timezone": "UTC",
+        "notificationPreferences": {},
+        "email": "ann@example.com",
+    }
+    patched = await http.patch(
+        "/api/v1/dashboard/profile",
+        json={"timezone": "Europe/Berlin", "notificationPreferences": {"orderCompleted": {"email": False}}},
+        headers=bearer(token),
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["timezone"] == "Europe/Berlin"
+    assert patched.json()["name"] == "Ann"  # not in the patch: unchanged
+    assert patched.json()["notificationPreferences"] == {"orderCompleted": {"email": False}}
+    bad = await http.patch(
+        "/api/v1/dashboard/profile", json={"timezone": "Mars/Olympus"}, headers=bearer(token)
+    )
+    assert_error(bad, 400, "INVALID_ARGUMENT")
+
+
+async def test_password_change_ends_every_other_session(http: httpx.AsyncClient) -> None:
+    first = (await register(http))["token"]
+    second = (
+        await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    ).json()["token"]
+    sessions = (await http.get("/api/v1/dashboard/sessions", headers=bearer(first))).json()["sessions"]
+    assert len(sessions) == 2
+    assert [s["current"] for s in sessions] == [True, False]
+    wrong = await http.post(
+        "/api/v1/auth/password",
+        json={"currentPassword": "not it at all", "newPassword": "a brand new password"},
+        headers=bearer(first),
+    )
+    assert_error(wrong, 400, "FAILED_PRECONDITION", "WRONG_PASSWORD")
+    changed = await http.post(
+        "/api/v1/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": "a brand new password"},
+        headers=bearer(first),
+    )
+    assert changed.status_code == 200
+    fresh = changed.json()["token"]
+    for old in (first, second):
+        assert_error(await http.get("/api/v1/auth/me", headers=bearer(old)), 401, "UNAUTHENTICATED")
+    assert (await http.get("/api/v1/auth/me", headers=bearer(fresh))).status_code == 200
+    login = await http.post(
+        "/api/v1/auth/login", json={"email": "ann@example.com", "password": "a brand new password"}
+    )
+    assert login.status_code == 200
+
+
+async def test_sessions_are_revocable_by_their_owner_only(http: httpx.AsyncClient) -> None:
+    ann = (await register(http, "ann@example.com"))["token"]
+    bob = (await register(http, "bob@example.com"))["token"]
+    [ann_session] = (await http.get("/api/v1/dashboard/sessions", headers=bearer(ann))).json()["sessions"]
+    other = await http.delete(f"/api/v1/dashboard/sessions/{ann_session['id']}", headers=bearer(bob))
+    assert_error(other, 404, "NOT_FOUND", "SESSION_NOT_FOUND")
+    own = await http.delete(f"/api/v1/dashboard/sessions/{ann_session['id']}", headers=bearer(ann))
+    assert own.status_code == 200
+    assert_error(await http.get("/api/v1/auth/me", headers=bearer(ann)), 401, "UNAUTHENTICATED")
