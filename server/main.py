@@ -120,7 +120,7 @@ async def create_server(
         AccountsServicer(accounts, api_keys, Profiles(pool, accounts_repo, accounts)), server
     )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
-        SystemServicer(checks, SystemLogic(pool), VERSION), server
+        SystemServicer(checks, SystemLogic(pool), tokens, VERSION), server
     )
 
     health = HealthServicer()

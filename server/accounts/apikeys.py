@@ -10,7 +10,7 @@ from datetime import timedelta
 from server.accounts.errors import DOMAIN, invalid_credential
 from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey
 from server.accounts.tokens import token_hash
-from server.common import auth
+from server.common import audit, auth
 from server.common.db import Pool
 from server.common.errors import FieldViolation, NotFound, PermissionDenied, collect
 
@@ -74,7 +74,11 @@ class ApiKeys:
                 raise PermissionDenied(
                     f"at most {MAX_KEYS} API keys", reason="TOO_MANY_API_KEYS", domain=DOMAIN
                 )
-            return await self._issue(conn, user_id, name.strip(), networks)
+            issued = await self._issue(conn, user_id, name.strip(), networks)
+            await audit.record(
+                conn, "api_key.created", target=f"api_key:{issued.key.id}", after=_shown(issued.key)
+            )
+            return issued
 
     async def _issue(self, conn: object, user_id: int, name: str, networks: list[str]) -> IssuedKey:
         secret = new_secret()
@@ -99,7 +103,15 @@ class ApiKeys:
             if old is None or old.revoke_time is not None:
                 raise key_not_found(key_id)
             await self._repo.expire_api_key(conn, key_id, self._grace.total_seconds())
-            return await self._issue(conn, user_id, old.name, old.allowed_ips)
+            issued = await self._issue(conn, user_id, old.name, old.allowed_ips)
+            await audit.record(
+                conn,
+                "api_key.rotated",
+                target=f"api_key:{key_id}",
+                before=_shown(old),
+                after=_shown(issued.key),
+            )
+            return issued
 
     async def revoke(self, who: auth.Principal, key_id: int) -> ApiKeyRow:
         user_id = _user_id(who)
@@ -107,6 +119,7 @@ class ApiKeys:
             if await self._repo.lock_api_key(conn, key_id, user_id) is None:
                 raise key_not_found(key_id)
             revoked = await self._repo.revoke_api_key(conn, key_id)
+            await audit.record(conn, "api_key.revoked", target=f"api_key:{key_id}")
         assert revoked is not None
         return revoked
 
@@ -123,6 +136,11 @@ class ApiKeys:
         return auth.Principal(
             auth.Role(live.role), user_id=live.user_id, name=live.email, api_key_id=live.key_id
         )
+
+
+def _shown(key: ApiKeyRow) -> dict[str, object]:
+    # What an auditor may see of a key: never its secret or hash.
+    return {"id": key.id, "name": key.name, "prefix": key.prefix, "allowed_ips": key.allowed_ips}
 
 
 def _user_id(who: auth.Principal) -> int:

@@ -18,7 +18,7 @@ from server.accounts.errors import DOMAIN, account_suspended, invalid_credential
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
 from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
-from server.common import auth
+from server.common import audit, auth
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
 from server.common.outbox import add_event
@@ -65,6 +65,7 @@ class AccountsLogic:
                 conn, email=email, password_hash=password_hash, name=name.strip()
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
+            await audit.record(conn, "auth.register", actor=f"user:{user.id}", target=f"user:{user.id}")
             return await self.open_session(conn, user, client_ip, user_agent)
 
     async def create_user(self, *, email: str, password: str, name: str, role: str) -> UserRow:
@@ -78,19 +79,32 @@ class AccountsLogic:
                 conn, email=email, password_hash=password_hash, name=name.strip(), role=role
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
+            await audit.record(
+                conn, "user.created", target=f"user:{user.id}", after={"email": email, "role": role}
+            )
             return user
 
     async def login(self, *, email: str, password: str, client_ip: str, user_agent: str) -> SignedIn:
         async with self._pool.connection() as conn:
             user = await self._repo.user_by_email(conn, email.strip())
         if not await verify_password(user.password_hash if user else None, password) or user is None:
+            await self._audit_failure(email, "wrong email or password")
             raise invalid_login()
         if user.status != "active":
+            await self._audit_failure(email, f"account {user.status}")
             raise account_suspended()
         async with self._pool.connection() as conn, conn.transaction():
+            await audit.record(conn, "auth.login", actor=f"user:{user.id}", target=f"user:{user.id}")
             if needs_rehash(user.password_hash):
                 await self._repo.update_password_hash(conn, user.id, await hash_password(password))
             return await self.open_session(conn, user, client_ip, user_agent)
+
+    async def _audit_failure(self, email: str, why: str) -> None:
+        async with self._pool.connection() as conn:
+            target = f"email:{email.strip().lower()[:320]}"
+            await audit.record(
+                conn, "auth.login_failed", actor="anonymous", target=target, after={"reason": why}
+            )
 
     async def open_session(self, conn: object, user: UserRow, client_ip: str, user_agent: str) -> SignedIn:
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
@@ -110,8 +124,9 @@ class AccountsLogic:
             raise FailedPrecondition(
                 "only a session can be logged out", reason="NOT_A_SESSION", domain=DOMAIN
             )
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             await self._repo.revoke_session(conn, who.session_id)
+            await audit.record(conn, "auth.logout", target=f"session:{who.session_id}")
 
     async def me(self, who: auth.Principal) -> UserRow:
         if who.user_id is None:
@@ -167,7 +182,9 @@ class Profiles:
 
     async def revoke_session(self, who: auth.Principal, session_id: int) -> None:
         async with self._pool.connection() as conn:
-            if not await self._repo.revoke_user_session(conn, session_id, _user_id(who)):
+            if await self._repo.revoke_user_session(conn, session_id, _user_id(who)):
+                await audit.record(conn, "auth.session_revoked", target=f"session:{session_id}")
+            else:
                 raise NotFound(
                     "session not found",
                     reason="SESSION_NOT_FOUND",
@@ -195,6 +212,7 @@ class Profiles:
             await self._repo.update_password_hash(conn, user_id, new_hash)
             # Whoever else held a session (or a stolen one) is out; this device gets a new one.
             await self._repo.revoke_all_sessions(conn, user_id)
+            await audit.record(conn, "auth.password_changed", target=f"user:{user_id}")
             return await self._accounts.open_session(conn, user, client_ip, user_agent)
 
 

@@ -88,6 +88,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.SystemService/RunJob": STAFF_WRITE,
     "/smm.v1.SystemService/RecordEvent": SYSTEM_ONLY,
     "/smm.v1.SystemService/ListEventCounts": STAFF_READ,
+    "/smm.v1.SystemService/ListAuditEvents": STAFF_READ,
     "/smm.v1.CatalogService/ListCategories": EVERYONE,
     "/smm.v1.CatalogService/ListServices": EVERYONE,
     "/smm.v1.CatalogService/GetService": EVERYONE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 from core.schedule import job as scheduled_job
 from server.common import idempotency
@@ -29,6 +30,20 @@ class EventCountRow:
     day: str
     subject: str
     count: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    create_time: datetime
+    action: str
+    actor: str
+    target: str
+    client_ip: str
+    user_agent: str
+    request_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
 
 
 class SystemLogic:
@@ -66,3 +81,18 @@ class SystemLogic:
     async def event_counts(self, days: int) -> list[EventCountRow]:
         async with self._pool.connection() as conn:
             return await QUERIES.all(conn, "list_event_counts", EventCountRow, days=days)
+
+    async def audit_events(
+        self, *, action: str, actor: str, target: str, before_id: int, limit: int
+    ) -> list[AuditRow]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(
+                conn,
+                "list_audit_events",
+                AuditRow,
+                action=action,
+                actor=actor,
+                target=target,
+                before_id=before_id,
+                limit=limit,
+            )

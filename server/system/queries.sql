@@ -28,3 +28,13 @@ SELECT to_char(day, 'YYYY-MM-DD') AS day, subject, count
 FROM event_counts
 WHERE day > (now() AT TIME ZONE 'UTC')::date - :days
 ORDER BY day DESC, subject;
+
+-- name: list_audit_events(action, actor, target, before_id, limit)
+SELECT id, create_time, action, actor, target, client_ip, user_agent, request_id, before, after
+FROM audit_events
+WHERE (:action = '' OR action = :action)
+  AND (:actor = '' OR actor = :actor)
+  AND (:target = '' OR target = :target)
+  AND id < :before_id
+ORDER BY id DESC
+LIMIT :limit;

@@ -10,13 +10,17 @@ from server.common import auth, idempotency
 from server.common.convert import timestamp
 from server.common.errors import InvalidArgument, Unavailable
 from server.common.health import HealthChecks
-from server.system.logic import SystemLogic
+from server.common.pagetoken import PageTokenCodec, page_size
+from server.system.logic import AuditRow, SystemLogic
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
-    def __init__(self, checks: HealthChecks, logic: SystemLogic, version: str) -> None:
+    def __init__(
+        self, checks: HealthChecks, logic: SystemLogic, tokens: PageTokenCodec, version: str
+    ) -> None:
         self._checks = checks
         self._logic = logic
+        self._tokens = tokens
         self._version = version
 
     async def GetHealth(
@@ -74,3 +78,36 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
         return pb.ListEventCountsResponse(
             counts=[pb.EventCount(day=r.day, subject=r.subject, count=r.count) for r in rows]
         )
+
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditEventsResponse:
+        size = page_size(request.page_size, default=100, maximum=1000)
+        filters = {"action": request.action, "actor": request.actor, "target": request.target}
+        before_id = 2**63 - 1
+        if request.page_token:
+            before_id = int(self._tokens.decode(request.page_token, filters=filters)["before_id"])
+        rows = await self._logic.audit_events(**filters, before_id=before_id, limit=size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = self._tokens.encode({"before_id": rows[-1].id}, filters=filters)
+        return pb.ListAuditEventsResponse(events=[_audit(r) for r in rows], next_page_token=token)
+
+
+def _audit(row: AuditRow) -> pb.AuditEvent:
+    event = pb.AuditEvent(
+        id=row.id,
+        create_time=timestamp(row.create_time),
+        action=row.action,
+        actor=row.actor,
+        target=row.target,
+        client_ip=row.client_ip,
+        user_agent=row.user_agent,
+        request_id=row.request_id,
+    )
+    if row.before is not None:
+        event.before.update(row.before)
+    if row.after is not None:
+        event.after.update(row.after)
+    return event
