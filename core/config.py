@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     session_ttl_h: int = 720
     api_key_rotation_grace_h: int = 24
 
+    # Rate limits, per minute (shared by every copy through PostgreSQL).
+    rate_per_ip_per_min: int = 600
+    rate_login_per_ip_per_min: int = 20
+    rate_login_per_account_per_min: int = 10
+    rate_per_user_per_min: int = 600
+    # Resellers place orders in bulk: well above 100 orders a minute per key.
+    rate_per_api_key_per_min: int = 1200
+    rate_auth_failures_before_penalty: int = 20
+
     # Money.
     currency: str = "USD"
 

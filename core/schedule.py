@@ -22,7 +22,7 @@ class Job:
         return int(now_s // self.period_s) * self.period_s
 
 
-JOBS: tuple[Job, ...] = (Job("outbox-purge", HOUR_S),)
+JOBS: tuple[Job, ...] = (Job("outbox-purge", HOUR_S), Job("rate-limit-purge", 600))
 
 
 def job(name: str) -> Job:

@@ -199,7 +199,19 @@ def error_response(
     response = raw(body, status=status, content_type=JSON)
     if code == grpc.StatusCode.UNAUTHENTICATED:
         response.headers["WWW-Authenticate"] = 'Bearer realm="smm"'
+    retry_after = _retry_after(details or [])
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _retry_after(details: list[any_pb2.Any]) -> int | None:
+    for detail in details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return max(1, int(info.retry_delay.seconds))
+    return None
 
 
 def invalid_argument(message: str, field: str = "") -> HTTPResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ from server.common.interceptors import (
     RequestIdInterceptor,
 )
 from server.common.pagetoken import PageTokenCodec
+from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
 from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
@@ -85,16 +87,18 @@ async def create_server(
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     accounts_repo = AccountsRepo()
+    limiter = RateLimiter(pool, Limits.from_settings(settings))
     api_keys = ApiKeys(pool, accounts_repo, rotation_grace=timedelta(hours=settings.api_key_rotation_grace_h))
     interceptors = [
         aio_server_interceptor(),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
         ErrorMappingInterceptor(),
+        IpRateLimitInterceptor(limiter),
         AuthenticationInterceptor(
             settings.internal_token.get_secret_value(),
             resolver or CredentialStore(pool, accounts_repo, api_keys),
         ),
-        AuthorizationInterceptor(),
+        AuthorizationInterceptor(functools.partial(limit_principal, limiter)),
     ]
     # so_reuseport off: a second server on a taken port must fail, not share it silently.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])

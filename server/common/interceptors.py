@@ -188,6 +188,9 @@ class AuthenticationInterceptor(_UnaryInterceptor):
 
 
 class AuthorizationInterceptor(_UnaryInterceptor):
+    def __init__(self, principal_limit: Callable[[auth.Principal], Awaitable[None]] | None = None) -> None:
+        self._principal_limit = principal_limit
+
     async def around(
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
     ) -> Any:
@@ -198,6 +201,8 @@ class AuthorizationInterceptor(_UnaryInterceptor):
                 if who.role == auth.Role.ANONYMOUS and allowed:
                     raise Unauthenticated("sign in to do this", reason="SIGN_IN_REQUIRED")
                 raise PermissionDenied("your role may not do this", metadata={"method": call.method})
+            if self._principal_limit is not None:
+                await self._principal_limit(who)
         return await inner(request, context)
 
 
@@ -218,6 +223,11 @@ def to_status(exc: DomainError) -> status_pb2.Status:
             )
         )
         details.append(bad_request)
+    retry_delay = getattr(exc, "retry_delay", None)
+    if retry_delay is not None:
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=retry_delay))
+        details.append(retry)
     return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
 
 

@@ -23,4 +23,9 @@ async def purge_outbox(conn: AsyncConnection[Any]) -> str:
     return f"purged {events} published outbox rows and {requests} old request ids"
 
 
-ACTIONS: dict[str, JobAction] = {"outbox-purge": purge_outbox}
+async def purge_rate_limits(conn: AsyncConnection[Any]) -> str:
+    windows = await QUERIES.execute(conn, "purge_rate_limit_windows")
+    return f"purged {windows} old rate-limit windows"
+
+
+ACTIONS: dict[str, JobAction] = {"outbox-purge": purge_outbox, "rate-limit-purge": purge_rate_limits}

@@ -38,3 +38,6 @@ WHERE (:action = '' OR action = :action)
   AND id < :before_id
 ORDER BY id DESC
 LIMIT :limit;
+
+-- name: purge_rate_limit_windows()!
+DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes';

@@ -1,0 +1,92 @@
+"""Rate limits: shared by every edge and server copy, tighter for login, per key, with Retry-After."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from core.config import Settings
+from core.events import connect
+from server.common.db import Pool
+from server.main import ServerHandle, create_server
+from tests.fix_edge import RunningEdge, start_edge
+from tests.integration.test_accounts import PASSWORD, bearer, register
+from tests.integration.test_edge_http import assert_error
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def tight(settings: Settings, pool: Pool) -> AsyncIterator[tuple[ServerHandle, list[RunningEdge]]]:
+    limited = settings.model_copy(
+        update={
+            "rate_per_ip_per_min": 40,
+            "rate_login_per_ip_per_min": 5,
+            "rate_login_per_account_per_min": 4,
+            "rate_per_api_key_per_min": 3,
+            "rate_auth_failures_before_penalty": 6,
+        }
+    )
+    nc = await connect(limited.nats_url, name="tests-ratelimit")
+    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
+    edge_settings = limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"})
+    edges = [await start_edge(edge_settings) for _ in range(2)]
+    yield handle, edges
+    for edge in edges:
+        await edge.stop()
+    await handle.stop(None)
+    await nc.close()
+
+
+def assert_limited(response: httpx.Response) -> None:
+    error = assert_error(response, 429, "RESOURCE_EXHAUSTED", "RATE_LIMITED")
+    assert int(response.headers["retry-after"]) >= 1
+    assert any(d["@type"].endswith("RetryInfo") for d in error["details"])
+
+
+async def test_login_brute_force_is_limited_across_two_edges(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    _, edges = tight
+    async with (
+        httpx.AsyncClient(base_url=edges[0].base_url) as a,
+        httpx.AsyncClient(base_url=edges[1].base_url) as b,
+    ):
+        await register(a)  # 1 login-class call
+        statuses = []
+        for client in (a, b, a, b, a):
+            response = await client.post(
+                "/api/v1/auth/login", json={"email": "ann@example.com", "password": "guess!!!!!"}
+            )
+            statuses.append(response.status_code)
+        assert statuses[:3] == [401, 401, 401]
+        assert 429 in statuses  # the account's budget is shared by both edges
+        assert_limited(
+            await b.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+        )
+
+
+async def test_a_key_has_its_own_budget(tight: tuple[ServerHandle, list[RunningEdge]]) -> None:
+    _, edges = tight
+    async with httpx.AsyncClient(base_url=edges[0].base_url) as http:
+        token = (await register(http))["token"]
+        key = (
+            await http.post("/api/v1/dashboard/api-keys", json={"name": "k"}, headers=bearer(token))
+        ).json()
+        for _ in range(3):
+            assert (await http.get("/api/v1/auth/me", headers=bearer(key["secret"]))).status_code == 200
+        assert_limited(await http.get("/api/v1/auth/me", headers=bearer(key["secret"])))
+        # The user's session is another budget and still works.
+        assert (await http.get("/api/v1/auth/me", headers=bearer(token))).status_code == 200
+
+
+async def test_failed_credentials_tighten_the_ip_limit(tight: tuple[ServerHandle, list[RunningEdge]]) -> None:
+    _, edges = tight
+    async with httpx.AsyncClient(base_url=edges[0].base_url) as http:
+        for _ in range(6):
+            assert (await http.get("/api/v1/auth/me", headers=bearer("smm_s_guessed"))).status_code == 401
+        # 40 calls a minute would be allowed; after 6 failures the IP gets 4.
+        statuses = [(await http.get("/api/v1/public/health")).status_code for _ in range(6)]
+        assert 429 in statuses
