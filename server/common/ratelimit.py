@@ -8,13 +8,16 @@ tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import psycopg
 from google.protobuf import duration_pb2
+from psycopg_pool import PoolTimeout
 
 from core.config import Settings
 from server.common import auth
@@ -22,6 +25,7 @@ from server.common.db import Pool
 from server.common.errors import ResourceExhausted, Unauthenticated
 from server.common.interceptors import CallInfo, _UnaryInterceptor, current_request
 
+log = logging.getLogger(__name__)
 WINDOW_S = 60
 HIT = """
 INSERT INTO rate_limit_windows (key, window_start, hits) VALUES (%(key)s, to_timestamp(%(window)s), %(n)s)
@@ -31,6 +35,9 @@ RETURNING hits
 PEEK = "SELECT hits FROM rate_limit_windows WHERE key = %(key)s AND window_start = to_timestamp(%(window)s)"
 PURGE = "DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes'"
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
+# Health must answer, and say what is down, even when the limiter's own store is down.
+EXEMPT_RPCS = ("/smm.v1.SystemService/GetHealth",)
+STORE_TIMEOUT_S = 0.5
 FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL")
 PENALTY_DIVISOR = 10
 
@@ -65,24 +72,30 @@ class RateLimiter:
     def _window(self) -> int:
         return int(self._clock() // WINDOW_S) * WINDOW_S
 
+    async def _upsert(self, query: str, params: dict[str, Any]) -> int | None:
+        """The counter's value, or None when the store is unreachable: limits fail open, because
+        a request that needs the database fails on its own, and one that does not should pass."""
+        try:
+            async with self._pool.connection(timeout=STORE_TIMEOUT_S) as conn:
+                row = await (await conn.execute(query, params)).fetchone()
+        except (PoolTimeout, psycopg.OperationalError):
+            log.warning("rate-limit store unavailable; not limiting")
+            return None
+        return None if row is None else int(row[0])
+
     async def hit(self, key: str, limit: int) -> None:
         window = self._window()
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(HIT, {"key": key, "window": window, "n": 1})).fetchone()
-        if row is not None and row[0] > limit:
+        hits = await self._upsert(HIT, {"key": key, "window": window, "n": 1})
+        if hits is not None and hits > limit:
             retry_after = max(1, window + WINDOW_S - int(self._clock()))
             raise too_many(retry_after, key.split(":", 1)[0])
 
     async def penalised(self, ip: str) -> bool:
-        async with self._pool.connection() as conn:
-            row = await (
-                await conn.execute(PEEK, {"key": f"authfail:{ip}", "window": self._window()})
-            ).fetchone()
-        return row is not None and row[0] >= self.limits.auth_failures_before_penalty
+        failures = await self._upsert(PEEK, {"key": f"authfail:{ip}", "window": self._window()})
+        return failures is not None and failures >= self.limits.auth_failures_before_penalty
 
     async def count_failure(self, ip: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(HIT, {"key": f"authfail:{ip}", "window": self._window(), "n": 1})
+        await self._upsert(HIT, {"key": f"authfail:{ip}", "window": self._window(), "n": 1})
 
 
 def too_many(retry_after_s: int, bucket: str) -> ResourceExhausted:
@@ -106,7 +119,7 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Any
     ) -> Any:
         ip = current_request.get().client_ip
-        if ip and call.metadata.get("x-smm-actor", "") == "":
+        if ip and call.metadata.get("x-smm-actor", "") == "" and call.method not in EXEMPT_RPCS:
             divisor = PENALTY_DIVISOR if await self._limiter.penalised(ip) else 1
             limits = self._limiter.limits
             await self._limiter.hit(f"ip:{ip}", max(1, limits.per_ip // divisor))
