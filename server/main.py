@@ -30,6 +30,7 @@ from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
+from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys
 from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
 from server.accounts.repo import AccountsRepo
@@ -121,7 +122,14 @@ async def create_server(
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
     accounts = AccountsLogic(pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h))
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
-        AccountsServicer(accounts, api_keys, Profiles(pool, accounts_repo, accounts)), server
+        AccountsServicer(
+            accounts,
+            api_keys,
+            Profiles(pool, accounts_repo, accounts),
+            UserAdmin(pool, accounts_repo),
+            tokens,
+        ),
+        server,
     )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(checks, SystemLogic(pool), tokens, VERSION), server

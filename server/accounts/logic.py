@@ -24,7 +24,7 @@ from server.common.errors import FailedPrecondition, FieldViolation, NotFound, c
 from server.common.outbox import add_event
 
 SESSION_PREFIX = "smm_s_"
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 ROLES = ("user", "support", "admin")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
@@ -39,7 +39,7 @@ class SignedIn:
 
 def validate_registration(email: str, password: str, name: str) -> None:
     violations: list[FieldViolation] = []
-    if len(email) > 320 or not _EMAIL.match(email):
+    if len(email) > 320 or not EMAIL_PATTERN.match(email):
         violations.append(FieldViolation("email", "must be an email address"))
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         violations.append(FieldViolation("password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"))

@@ -1,13 +1,13 @@
 -- name: insert_user(email, password_hash, name, role)^
 INSERT INTO users (email, password_hash, name, role) VALUES (:email, :password_hash, :name, :role)
-RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash;
+RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps;
 
 -- name: get_user_by_email(email)^
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
 FROM users WHERE lower(email) = lower(:email);
 
 -- name: get_user(id)^
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
 FROM users WHERE id = :id;
 
 -- name: update_password_hash(id, password_hash)!
@@ -83,3 +83,27 @@ RETURNING id;
 
 -- name: revoke_all_sessions(user_id)!
 UPDATE sessions SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;
+
+-- name: list_users(query, query_id, role, status, before_id, limit)
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+FROM users
+WHERE (:query = '' OR id = :query_id OR email ILIKE '%%' || :query || '%%' OR name ILIKE '%%' || :query || '%%')
+  AND (:role = '' OR role = :role)
+  AND (:status = '' OR status = :status)
+  AND id < :before_id
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: lock_user(id)^
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+FROM users WHERE id = :id FOR UPDATE;
+
+-- name: update_user(id, email, name, role, status, discount_bps, password_hash)^
+UPDATE users
+SET email = :email, name = :name, role = :role, status = :status, discount_bps = :discount_bps,
+    password_hash = :password_hash, update_time = now()
+WHERE id = :id
+RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps;
+
+-- name: revoke_all_api_keys(user_id)!
+UPDATE api_keys SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;

@@ -29,6 +29,7 @@ class UserRow:
     email_verified_at: datetime | None
     create_time: datetime
     password_hash: str
+    discount_bps: int
 
 
 @dataclass(frozen=True)
@@ -182,3 +183,42 @@ class AccountsRepo:
 
     async def revoke_all_sessions(self, conn: Conn, user_id: int) -> None:
         await QUERIES.execute(conn, "revoke_all_sessions", user_id=user_id)
+
+    async def users(
+        self, conn: Conn, *, query: str, role: str, status: str, before_id: int, limit: int
+    ) -> list[UserRow]:
+        query_id = int(query) if query.isdigit() and len(query) < 18 else 0
+        return await QUERIES.all(
+            conn,
+            "list_users",
+            UserRow,
+            query=query,
+            query_id=query_id,
+            role=role,
+            status=status,
+            before_id=before_id,
+            limit=limit,
+        )
+
+    async def lock_user(self, conn: Conn, user_id: int) -> UserRow | None:
+        return await QUERIES.one(conn, "lock_user", UserRow, id=user_id)
+
+    async def update_user(self, conn: Conn, row: UserRow) -> UserRow:
+        with map_db_errors(CONSTRAINTS):
+            updated = await QUERIES.one(
+                conn,
+                "update_user",
+                UserRow,
+                id=row.id,
+                email=row.email,
+                name=row.name,
+                role=row.role,
+                status=row.status,
+                discount_bps=row.discount_bps,
+                password_hash=row.password_hash,
+            )
+        assert updated is not None
+        return updated
+
+    async def revoke_all_api_keys(self, conn: Conn, user_id: int) -> None:
+        await QUERIES.execute(conn, "revoke_all_api_keys", user_id=user_id)

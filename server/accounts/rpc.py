@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.protobuf import json_format
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
+from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, IssuedKey
 from server.accounts.logic import AccountsLogic, Profiles, SignedIn
 from server.accounts.repo import ApiKeyRow, ProfileRow, SessionRow, UserRow
 from server.common import auth
 from server.common.convert import mask_paths, timestamp
+from server.common.errors import InvalidArgument
 from server.common.interceptors import current_request
+from server.common.pagetoken import PageTokenCodec, page_size
 
 
 def user_to_proto(row: UserRow) -> pb.User:
@@ -24,7 +29,31 @@ def user_to_proto(row: UserRow) -> pb.User:
         timezone=row.timezone,
         email_verified=row.email_verified_at is not None,
         create_time=timestamp(row.create_time),
+        status=row.status,
+        discount_percent=format_percent(row.discount_bps),
     )
+
+
+_PERCENT = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
+
+
+def format_percent(bps: int) -> str:
+    whole, fraction = divmod(bps, 100)
+    return f"{whole}.{fraction:02d}".rstrip("0").rstrip(".") if fraction else str(whole)
+
+
+def parse_percent(value: str) -> int:
+    text = value.strip()
+    if not _PERCENT.match(text):
+        raise InvalidArgument.for_field("user.discount_percent", "must be a percentage like 5 or 12.5")
+    whole, _, fraction = text.partition(".")
+    bps = int(whole) * 100 + int((fraction + "00")[:2])
+    if bps > 10_000:
+        raise InvalidArgument.for_field("user.discount_percent", "must be at most 100")
+    return bps
+
+
+USER_FIELDS = frozenset({"email", "name", "role", "discount_percent"})
 
 
 def signed_in(result: SignedIn) -> pb.LoginResponse:
@@ -72,10 +101,19 @@ def session_to_proto(row: SessionRow, current_id: int | None) -> pb.Session:
 
 
 class AccountsServicer(pb_grpc.AccountsServiceServicer):
-    def __init__(self, logic: AccountsLogic, api_keys: ApiKeys, profiles: Profiles) -> None:
+    def __init__(
+        self,
+        logic: AccountsLogic,
+        api_keys: ApiKeys,
+        profiles: Profiles,
+        admin: UserAdmin,
+        tokens: PageTokenCodec,
+    ) -> None:
         self._logic = logic
         self._api_keys = api_keys
         self._profiles = profiles
+        self._admin = admin
+        self._tokens = tokens
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -176,3 +214,42 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.RevokeSessionResponse:
         await self._profiles.revoke_session(auth.principal(), request.id)
         return pb.RevokeSessionResponse()
+
+    async def ListUsers(
+        self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListUsersResponse:
+        size = page_size(request.page_size, default=50, maximum=500)
+        filters = {"query": request.query, "role": request.role, "status": request.status}
+        before_id = 2**63 - 1
+        if request.page_token:
+            before_id = int(self._tokens.decode(request.page_token, filters=filters)["before_id"])
+        rows = await self._admin.list(**filters, before_id=before_id, limit=size + 1)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = self._tokens.encode({"before_id": rows[-1].id}, filters=filters)
+        return pb.ListUsersResponse(users=[user_to_proto(r) for r in rows], next_page_token=token)
+
+    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        return user_to_proto(await self._admin.get(request.id))
+
+    async def UpdateUser(self, request: pb.UpdateUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        paths = mask_paths(request.update_mask, request.user, allowed=USER_FIELDS, prefix="user")
+        changes: dict[str, object] = {}
+        for path in paths:
+            if path == "discount_percent":
+                changes["discount_bps"] = parse_percent(request.user.discount_percent)
+            else:
+                changes[path] = getattr(request.user, path)
+        return user_to_proto(await self._admin.update(request.user.id, changes))
+
+    async def SuspendUser(self, request: pb.SuspendUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        return user_to_proto(await self._admin.set_status(request.id, "suspended", "user.suspended"))
+
+    async def ReactivateUser(
+        self, request: pb.ReactivateUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.User:
+        return user_to_proto(await self._admin.set_status(request.id, "active", "user.reactivated"))
+
+    async def DeleteUser(self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        return user_to_proto(await self._admin.delete(request.id))

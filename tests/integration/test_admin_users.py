@@ -1,0 +1,114 @@
+"""Admin user management through the edge: list/search, detail, update, suspend, reactivate, delete."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ops.admin import create_user
+from server.common.db import Pool
+from server.main import ServerHandle
+from tests.integration.test_accounts import PASSWORD, bearer, register
+from tests.integration.test_edge_http import assert_error
+
+pytestmark = pytest.mark.integration
+
+
+async def admin_token(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object, role: str = "admin"
+) -> str:
+    email = f"{role}-staff@example.com"
+    await create_user(f"127.0.0.1:{grpc_server.port}", settings, email=email, password=PASSWORD, role=role)  # type: ignore[arg-type]
+    return str(
+        (await http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})).json()["token"]
+    )
+
+
+async def test_admin_manages_users(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object, pool: Pool
+) -> None:
+    admin = await admin_token(http, grpc_server, settings)
+    ann = await register(http, "ann@example.com")
+    await register(http, "bob@example.com")
+    ann_id = ann["user"]["id"]
+    key = (
+        await http.post("/api/v1/dashboard/api-keys", json={"name": "k"}, headers=bearer(ann["token"]))
+    ).json()
+
+    found = (await http.get("/api/v1/admin/users", params={"query": "ann@"}, headers=bearer(admin))).json()
+    assert [u["email"] for u in found["users"]] == ["ann@example.com"]
+    by_role = (await http.get("/api/v1/admin/users", params={"role": "admin"}, headers=bearer(admin))).json()
+    assert [u["role"] for u in by_role["users"]] == ["admin"]
+    page = (await http.get("/api/v1/admin/users", params={"pageSize": "2"}, headers=bearer(admin))).json()
+    rest = (
+        await http.get(
+            "/api/v1/admin/users",
+            params={"pageSize": "2", "pageToken": page["nextPageToken"]},
+            headers=bearer(admin),
+        )
+    ).json()
+    assert len(page["users"]) == 2
+    assert len(rest["users"]) == 1
+    assert (await http.get(f"/api/v1/admin/users/{ann_id}", headers=bearer(admin))).json()[
+        "email"
+    ] == "ann@example.com"
+
+    updated = await http.patch(
+        f"/api/v1/admin/users/{ann_id}",
+        json={"discountPercent": "12.5", "name": "Ann B."},
+        headers=bearer(admin),
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["discountPercent"] == "12.5"
+    assert updated.json()["name"] == "Ann B."
+    bad = await http.patch(
+        f"/api/v1/admin/users/{ann_id}", json={"discountPercent": "150"}, headers=bearer(admin)
+    )
+    assert_error(bad, 400, "INVALID_ARGUMENT")
+
+    suspended = await http.post(f"/api/v1/admin/users/{ann_id}/suspend", json={}, headers=bearer(admin))
+    assert suspended.json()["status"] == "suspended"
+    for credential in (ann["token"], key["secret"]):  # both stop at once
+        assert_error(await http.get("/api/v1/auth/me", headers=bearer(credential)), 401, "UNAUTHENTICATED")
+    reactivated = await http.post(f"/api/v1/admin/users/{ann_id}/reactivate", json={}, headers=bearer(admin))
+    assert reactivated.json()["status"] == "active"
+    login = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert login.status_code == 200
+
+    deleted = await http.delete(f"/api/v1/admin/users/{ann_id}", headers=bearer(admin))
+    assert deleted.json()["status"] == "deleted"
+    assert deleted.json()["email"] == f"deleted-{ann_id}@deleted.invalid"
+    gone = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert_error(gone, 401, "UNAUTHENTICATED", "INVALID_LOGIN")
+    assert_error(
+        await http.get("/api/v1/admin/users/999999", headers=bearer(admin)),
+        404,
+        "NOT_FOUND",
+        "USER_NOT_FOUND",
+    )
+    async with pool.connection() as conn:
+        actions = [
+            r[0]
+            for r in await (
+                await conn.execute(
+                    "SELECT action FROM audit_events WHERE target = %s ORDER BY id", (f"user:{ann_id}",)
+                )
+            ).fetchall()
+        ]
+    staff_actions = [a for a in actions if a.startswith("user.")]
+    assert staff_actions == ["user.updated", "user.suspended", "user.reactivated", "user.deleted"]
+
+
+async def test_support_reads_but_cannot_change(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    support = await admin_token(http, grpc_server, settings, role="support")
+    ann = await register(http)
+    assert (await http.get("/api/v1/admin/users", headers=bearer(support))).status_code == 200
+    refused = await http.post(
+        f"/api/v1/admin/users/{ann['user']['id']}/suspend", json={}, headers=bearer(support)
+    )
+    assert_error(refused, 403, "PERMISSION_DENIED")
+    assert_error(
+        await http.get("/api/v1/admin/users", headers=bearer(ann["token"])), 403, "PERMISSION_DENIED"
+    )
