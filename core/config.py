@@ -55,6 +55,8 @@ class Settings(BaseSettings):
 
     # Edge.
     trusted_proxies: str = ""
+    # Browser origins allowed to call the API (comma-separated, exact, e.g. https://panel.example).
+    cors_origins: str = ""
     max_body_bytes: int = 1_048_576
     rpc_timeout_s: float = 10.0
 

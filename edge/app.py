@@ -42,7 +42,10 @@ _tracer = tracer("smm.edge")
 def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route] | None = None) -> EdgeApp:
     compiled = routes if routes is not None else compile_routes()  # a bad HTTP rule stops start-up here
     ctx = EdgeContext(
-        settings=settings, routes=compiled, trusted_proxies=parse_proxies(settings.trusted_proxies)
+        settings=settings,
+        routes=compiled,
+        trusted_proxies=parse_proxies(settings.trusted_proxies),
+        cors_origins=frozenset(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
     )
     app: EdgeApp = Sanic(name, ctx=ctx, configure_logging=False, error_handler=JsonErrorHandler())
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
@@ -56,6 +59,7 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
             name=f"rpc{index}",
             strict_slashes=False,
         )
+    _add_preflight_routes(app, compiled)
     _add_docs_routes(app)
     app.before_server_start(_open_channel)
     app.after_server_stop(_close_channel)
@@ -118,6 +122,11 @@ def _request_id(request: Request) -> str:
 
 async def _finish_response(request: Request, response: HTTPResponse) -> None:
     headers = response.headers
+    origin = request.headers.get("origin")
+    if origin and origin in request.app.ctx.cors_origins:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After, WWW-Authenticate"
+        headers["Vary"] = "Origin"
     headers["X-Request-Id"] = _request_id(request)
     if "content-security-policy" in headers:  # the docs page sets its own policy
         for header, value in API_SECURITY_HEADERS.items():
@@ -266,6 +275,28 @@ class JsonErrorHandler(ErrorHandler):
             )
         log.error("unhandled edge error", exc_info=exception)
         return error_response(grpc.StatusCode.INTERNAL, "internal error")
+
+
+CORS_ALLOW_HEADERS = "authorization, content-type, idempotency-key, x-request-id"
+
+
+def _add_preflight_routes(app: EdgeApp, routes: list[Route]) -> None:
+    """CORS preflight for every path: 204, with the path's methods when the origin is allowed."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        methods.setdefault(route.sanic_path, set()).add(route.http_method)
+    for index, (path, allowed) in enumerate(sorted(methods.items())):
+        allow = ", ".join(sorted(allowed))
+
+        async def preflight(request: Request, allow: str = allow, **_: str) -> HTTPResponse:
+            response = raw(b"", status=204)
+            if request.headers.get("origin") in request.app.ctx.cors_origins:
+                response.headers["Access-Control-Allow-Methods"] = allow
+                response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+                response.headers["Access-Control-Max-Age"] = "600"
+            return response
+
+        app.add_route(preflight, path, methods=["OPTIONS"], name=f"preflight{index}", strict_slashes=False)
 
 
 def _add_docs_routes(app: EdgeApp) -> None:

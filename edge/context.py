@@ -31,6 +31,7 @@ class EdgeContext:
     cache: ResponseCache = field(default_factory=ResponseCache)
     nats: NATS | None = None
     nats_task: asyncio.Task[None] | None = None
+    cors_origins: frozenset[str] = frozenset()
 
 
 def parse_proxies(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

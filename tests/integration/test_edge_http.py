@@ -140,3 +140,30 @@ async def test_admin_write_with_system_grpc_then_patch_over_http_is_refused(
     )
     response = await http.patch(f"/api/v1/admin/categories/{category.id}", json={"name": "YT"})
     assert_error(response, 401, "UNAUTHENTICATED", "SIGN_IN_REQUIRED")
+
+
+async def test_cors_allows_only_configured_origins(settings: object, grpc_server: object) -> None:
+    from tests.fix_edge import start_edge
+
+    edge = await start_edge(
+        settings.model_copy(  # type: ignore[attr-defined]
+            update={"cors_origins": "https://panel.example", "grpc_target": f"127.0.0.1:{grpc_server.port}"}  # type: ignore[attr-defined]
+        )
+    )
+    try:
+        async with httpx.AsyncClient(base_url=edge.base_url) as http:
+            preflight = await http.options(
+                "/api/v1/auth/login",
+                headers={"Origin": "https://panel.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert preflight.status_code == 204
+            assert preflight.headers["access-control-allow-origin"] == "https://panel.example"
+            assert preflight.headers["access-control-allow-methods"] == "POST"
+            assert "authorization" in preflight.headers["access-control-allow-headers"]
+            stranger = await http.options("/api/v1/auth/login", headers={"Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in stranger.headers
+            read = await http.get("/api/v1/public/categories", headers={"Origin": "https://panel.example"})
+            assert read.headers["access-control-allow-origin"] == "https://panel.example"
+            assert "X-Request-Id" in read.headers["access-control-expose-headers"]
+    finally:
+        await edge.stop()
