@@ -17,7 +17,7 @@ from server.common import auth
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
 from server.common.interceptors import current_request
-from server.common.pagetoken import PageTokenCodec, page_size
+from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 
 
 def user_to_proto(row: UserRow) -> pb.User:
@@ -220,14 +220,13 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.ListUsersResponse:
         size = page_size(request.page_size, default=50, maximum=500)
         filters = {"query": request.query, "role": request.role, "status": request.status}
-        before_id = 2**63 - 1
-        if request.page_token:
-            before_id = int(self._tokens.decode(request.page_token, filters=filters)["before_id"])
-        rows = await self._admin.list(**filters, before_id=before_id, limit=size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = self._tokens.encode({"before_id": rows[-1].id}, filters=filters)
+        rows, token = await newest_first_page(
+            self._tokens,
+            request.page_token,
+            filters,
+            size,
+            lambda before_id, limit: self._admin.list(**filters, before_id=before_id, limit=limit),
+        )
         return pb.ListUsersResponse(users=[user_to_proto(r) for r in rows], next_page_token=token)
 
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:

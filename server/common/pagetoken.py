@@ -10,7 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from server.common.errors import InvalidArgument
 
@@ -54,3 +55,31 @@ def page_size(requested: int, *, default: int, maximum: int) -> int:
     if requested == 0:
         return default
     return min(requested, maximum)
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=HasId)
+NEWEST = 2**63 - 1
+
+
+async def newest_first_page(
+    tokens: PageTokenCodec,
+    page_token: str,
+    filters: dict[str, Any],
+    size: int,
+    fetch: Callable[[int, int], Awaitable[list[R]]],
+) -> tuple[list[R], str]:
+    """One page of a newest-first keyset listing by id: ``fetch(before_id, limit)`` returns rows with
+    ids below ``before_id``; one extra row tells whether another page follows."""
+    before_id = NEWEST
+    if page_token:
+        before_id = int(tokens.decode(page_token, filters=filters)["before_id"])
+    rows = await fetch(before_id, size + 1)
+    if len(rows) <= size:
+        return rows, ""
+    rows = rows[:size]
+    return rows, tokens.encode({"before_id": rows[-1].id}, filters=filters)

@@ -10,7 +10,7 @@ from server.common import auth, idempotency
 from server.common.convert import timestamp
 from server.common.errors import InvalidArgument, Unavailable
 from server.common.health import HealthChecks
-from server.common.pagetoken import PageTokenCodec, page_size
+from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 from server.system.logic import AuditRow, SystemLogic
 
 
@@ -84,14 +84,13 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
     ) -> pb.ListAuditEventsResponse:
         size = page_size(request.page_size, default=100, maximum=1000)
         filters = {"action": request.action, "actor": request.actor, "target": request.target}
-        before_id = 2**63 - 1
-        if request.page_token:
-            before_id = int(self._tokens.decode(request.page_token, filters=filters)["before_id"])
-        rows = await self._logic.audit_events(**filters, before_id=before_id, limit=size + 1)
-        token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = self._tokens.encode({"before_id": rows[-1].id}, filters=filters)
+        rows, token = await newest_first_page(
+            self._tokens,
+            request.page_token,
+            filters,
+            size,
+            lambda before_id, limit: self._logic.audit_events(**filters, before_id=before_id, limit=limit),
+        )
         return pb.ListAuditEventsResponse(events=[_audit(r) for r in rows], next_page_token=token)
 
 
