@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Secrets shared by the processes of one deployment.
     internal_token: SecretStr = SecretStr("")
     page_token_secret: SecretStr = SecretStr("")
+    # AES-256-GCM keys for secrets at rest, "id:base64key[,id:base64key...]"; the first encrypts.
+    encryption_keys: SecretStr = SecretStr("")
 
     # NATS: a prefix for every subject, stream and durable name, so several deployments (or test
     # runs) can share one NATS server without seeing each other's events.
@@ -40,6 +42,23 @@ class Settings(BaseSettings):
     # Accounts.
     session_ttl_h: int = 720
     api_key_rotation_grace_h: int = 24
+    # How often each server copy adds its in-memory API key call counts to the database.
+    api_key_usage_flush_s: float = 10.0
+    # An unverified address blocks nothing unless this is on (then only the account itself works).
+    require_email_verification: bool = False
+    # Staff (support, admin) must turn on two-factor sign-in before they can do anything else.
+    require_staff_totp: bool = False
+    verify_email_ttl_s: int = 172_800
+    reset_password_ttl_s: int = 3_600
+    change_email_ttl_s: int = 86_400
+    # Where the links in emails point: the web front end's base URL.
+    web_url: str = "http://127.0.0.1:8080"
+
+    # Email.
+    panel_name: str = "smm"
+    mail_from: str = "smm <no-reply@localhost>"
+    # The local transport's folder; empty means <var_dir>/mail.
+    mail_dir: str = ""
 
     # Rate limits, per minute (shared by every copy through PostgreSQL).
     rate_per_ip_per_min: int = 600
@@ -49,6 +68,8 @@ class Settings(BaseSettings):
     # Resellers place orders in bulk: well above 100 orders a minute per key.
     rate_per_api_key_per_min: int = 1200
     rate_auth_failures_before_penalty: int = 20
+    rate_reset_per_ip_per_min: int = 10
+    rate_reset_per_account_per_min: int = 3
 
     # Money.
     currency: str = "USD"
@@ -66,6 +87,10 @@ class Settings(BaseSettings):
 
     # Where local state (embedded servers' data, mail, ports) lives.
     var_dir: str = "var"
+
+    @property
+    def mail_path(self) -> str:
+        return self.mail_dir or f"{self.var_dir}/mail"
 
     @property
     def grpc_dial_target(self) -> str:

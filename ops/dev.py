@@ -41,6 +41,7 @@ from ops.admin import SEED_ADMIN_EMAIL, seed_admin
 from ops.grpc_client import internal_metadata, wait_for_grpc
 from ops.seed import seed_catalog
 from server.common.migrate import MigrationError, migrate
+from server.common.secretbox import new_key_config
 
 __all__ = [
     "WORKERS",
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 # Worker names, each started as `python -m ops.cli worker NAME`; issues that add workers add them here.
-WORKERS: list[str] = ["scheduler", "analytics", "maintenance"]
+WORKERS: list[str] = ["scheduler", "analytics", "maintenance", "email"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -185,14 +186,19 @@ def dev_secrets(var_dir: Path, settings: Settings) -> dict[str, str]:
     given = {
         "SMM_INTERNAL_TOKEN": settings.internal_token.get_secret_value(),
         "SMM_PAGE_TOKEN_SECRET": settings.page_token_secret.get_secret_value(),
+        "SMM_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
     }
     path = var_dir / SECRETS_FILE
     stored = _read_secrets(path)
     missing = [name for name, value in given.items() if not value and not stored.get(name)]
     if missing:
-        stored.update({name: secrets.token_urlsafe(32) for name in missing})
+        stored.update({name: _new_secret(name) for name in missing})
         _write_private_json(path, stored)
     return {name: value or stored[name] for name, value in given.items()}
+
+
+def _new_secret(name: str) -> str:
+    return new_key_config("dev1") if name == "SMM_ENCRYPTION_KEYS" else secrets.token_urlsafe(32)
 
 
 def _read_secrets(path: Path) -> dict[str, str]:
@@ -484,6 +490,7 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
         update={
             "internal_token": SecretStr(shared_secrets["SMM_INTERNAL_TOKEN"]),
             "page_token_secret": SecretStr(shared_secrets["SMM_PAGE_TOKEN_SECRET"]),
+            "encryption_keys": SecretStr(shared_secrets["SMM_ENCRYPTION_KEYS"]),
         }
     )
     asyncio.run(_become_ready(ready_settings, layout, children))

@@ -31,10 +31,12 @@ from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
 from server.accounts.admin import UserAdmin
-from server.accounts.apikeys import ApiKeys
+from server.accounts.apikeys import ApiKeys, UsageCounter
+from server.accounts.emails import AccountEmails, LinkSettings
 from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
+from server.accounts.totp import TwoFactor
 from server.catalog.logic import CatalogLogic
 from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
@@ -50,6 +52,7 @@ from server.common.interceptors import (
 from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
+from server.common.secretbox import SecretBox
 from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
 
@@ -65,6 +68,7 @@ class ServerHandle:
     health: HealthServicer
     checks: HealthChecks
     relay: Relay | None = None
+    usage: UsageCounter | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = GRACE_S) -> None:
@@ -75,6 +79,8 @@ class ServerHandle:
     async def stop_relay(self) -> None:
         if self.relay is not None:
             self.relay.stop()
+        if self.usage is not None:
+            self.usage.stop()
         await asyncio.gather(*self.background, return_exceptions=True)
 
 
@@ -89,7 +95,17 @@ async def create_server(
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     accounts_repo = AccountsRepo()
     limiter = RateLimiter(pool, Limits.from_settings(settings))
-    api_keys = ApiKeys(pool, accounts_repo, rotation_grace=timedelta(hours=settings.api_key_rotation_grace_h))
+    usage = UsageCounter(pool, accounts_repo, flush_every_s=settings.api_key_usage_flush_s)
+    api_keys = ApiKeys(
+        pool,
+        accounts_repo,
+        rotation_grace=timedelta(hours=settings.api_key_rotation_grace_h),
+        usage=usage,
+    )
+    box = SecretBox.from_config(settings.encryption_keys.get_secret_value())
+    requirements = auth.Requirements(
+        email_verification=settings.require_email_verification, staff_totp=settings.require_staff_totp
+    )
     interceptors = [
         aio_server_interceptor(),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
@@ -99,7 +115,7 @@ async def create_server(
             settings.internal_token.get_secret_value(),
             resolver or CredentialStore(pool, accounts_repo, api_keys),
         ),
-        AuthorizationInterceptor(functools.partial(limit_principal, limiter)),
+        AuthorizationInterceptor(functools.partial(limit_principal, limiter), requirements),
     ]
     # so_reuseport off: a second server on a taken port must fail, not share it silently.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
@@ -120,7 +136,16 @@ async def create_server(
     tokens = PageTokenCodec(settings.page_token_secret.get_secret_value().encode())
     catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
-    accounts = AccountsLogic(pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h))
+    two_factor = TwoFactor(pool, accounts_repo, box, issuer=settings.panel_name)
+    accounts = AccountsLogic(
+        pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h), two_factor=two_factor
+    )
+    links = LinkSettings(
+        web_url=settings.web_url,
+        verify_ttl_s=settings.verify_email_ttl_s,
+        reset_ttl_s=settings.reset_password_ttl_s,
+        change_ttl_s=settings.change_email_ttl_s,
+    )
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(
         AccountsServicer(
             accounts,
@@ -128,6 +153,8 @@ async def create_server(
             Profiles(pool, accounts_repo, accounts),
             UserAdmin(pool, accounts_repo),
             tokens,
+            AccountEmails(pool, accounts_repo, links),
+            two_factor,
         ),
         server,
     )
@@ -152,7 +179,8 @@ async def create_server(
     await server.start()
     for name in ["", *names[:3]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    handle = ServerHandle(server, port, health, checks, relay)
+    handle = ServerHandle(server, port, health, checks, relay, usage)
+    handle.background.append(asyncio.create_task(usage.run(), name="api-key-usage"))
     if relay is not None:
         handle.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     return handle

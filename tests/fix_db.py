@@ -67,13 +67,22 @@ def empty_db_url(pg_admin_url: str) -> Iterator[str]:
     _drop(pg_admin_url, name)
 
 
+# A fixed 32-byte test key (base64url): tests only, never a deployment.
+TEST_ENCRYPTION_KEYS = "test1:dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktMzJieXQ"
+
+
 def make_settings(db_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": db_url,
         "internal_token": SecretStr(INTERNAL_TOKEN),
         "page_token_secret": SecretStr("test-page-token-secret"),
+        "encryption_keys": SecretStr(TEST_ENCRYPTION_KEYS),
         "db_pool_min": 1,
         "db_pool_max": 8,
+        # The authorization matrix alone calls the mail-sending routes more often than the
+        # production per-minute limits allow; tests/integration/test_rate_limits.py sets them tight.
+        "rate_reset_per_ip_per_min": 500,
+        "rate_reset_per_account_per_min": 100,
         "var_dir": str(Path(os.environ.get("TMPDIR", "/tmp")) / "smm-test-var"),
     }
     values.update(overrides)

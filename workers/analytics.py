@@ -6,6 +6,7 @@ import grpc
 from smm.v1 import system_service_pb2 as pb
 from smm.v1 import system_service_pb2_grpc as pb_grpc
 
+from core.config import Settings
 from core.events import Durable
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Progress, outcome_of_rpc_error
@@ -13,7 +14,7 @@ from workers.runner import Consumer, Event, Ok, Outcome, Progress, outcome_of_rp
 COUNTED_STREAMS = ("CATALOG", "ACCOUNTS", "PROVIDERS", "ORDERS", "WALLET")
 
 
-def consumers(rpc: RpcContext) -> list[Consumer]:
+def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
     stub = pb_grpc.SystemServiceStub(rpc.channel)
 
     async def handle(event: Event, progress: Progress) -> Outcome:

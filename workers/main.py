@@ -11,16 +11,17 @@ from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
-from workers import analytics, maintenance
+from workers import analytics, email, maintenance
 from workers.rpc import RpcContext, open_channel
 from workers.runner import Consumer, Runner
 from workers.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-CONSUMERS: dict[str, Callable[[RpcContext], list[Consumer]]] = {
+CONSUMERS: dict[str, Callable[[RpcContext, Settings], list[Consumer]]] = {
     "analytics": analytics.consumers,
     "maintenance": maintenance.consumers,
+    "email": email.consumers,
 }
 NAMES = ("scheduler", *CONSUMERS)
 
@@ -39,7 +40,7 @@ async def run_worker(settings: Settings, name: str, stop: asyncio.Event | None =
             return
         rpc = open_channel(settings, name)
         try:
-            await Runner(nc, ns, CONSUMERS[name](rpc)).run(stop)
+            await Runner(nc, ns, CONSUMERS[name](rpc, settings)).run(stop)
         finally:
             await rpc.channel.close()
     finally:

@@ -8,6 +8,7 @@ from smm.v1 import events_pb2
 from smm.v1 import system_service_pb2 as pb
 from smm.v1 import system_service_pb2_grpc as pb_grpc
 
+from core.config import Settings
 from core.events import Durable
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, outcome_of_rpc_error
@@ -15,7 +16,7 @@ from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, ou
 TICKS = Durable("maintenance-schedule-tick", "SCHEDULE", "smm.schedule.>", ack_wait_s=300.0)
 
 
-def consumers(rpc: RpcContext) -> list[Consumer]:
+def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
     stub = pb_grpc.SystemServiceStub(rpc.channel)
 
     async def handle(event: Event, progress: Progress) -> Outcome:

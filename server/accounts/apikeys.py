@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
+import contextlib
 import ipaddress
+import logging
 import secrets
+from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg_pool import PoolTimeout
 
 from server.accounts.errors import DOMAIN, invalid_credential
-from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey
+from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey, UsageDay
 from server.accounts.tokens import token_hash
 from server.common import audit, auth
 from server.common.db import Pool
 from server.common.errors import FieldViolation, NotFound, PermissionDenied, collect
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "smm_k_"
 SHOWN_PREFIX = 12  # "smm_k_" and six characters: enough to tell keys apart, useless to an attacker
 MAX_KEYS = 50
@@ -27,6 +36,45 @@ class IssuedKey:
 
 def new_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class UsageCounter:
+    """Per-day call counts per key, kept in memory and added to PostgreSQL every few seconds in one
+    statement, so counting costs no write per request. A crash loses at most one interval's counts
+    of that copy: acceptable for usage statistics, never used for money."""
+
+    def __init__(self, pool: Pool, repo: AccountsRepo, *, flush_every_s: float) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._every = flush_every_s
+        self._counts: Counter[tuple[int, date]] = Counter()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def count(self, key_id: int) -> None:
+        self._counts[(key_id, datetime.now(UTC).date())] += 1
+
+    async def flush(self) -> None:
+        async with self._lock:
+            counts, self._counts = self._counts, Counter()
+            if not counts:
+                return
+            try:
+                async with self._pool.connection() as conn:
+                    await self._repo.add_api_key_usage(conn, dict(counts))
+            except (PoolTimeout, psycopg.OperationalError):
+                self._counts.update(counts)  # keep them for the next try
+                log.warning("API key usage not saved yet; the database is unreachable")
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._every):
+                    await self._stop.wait()
+            await self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def validate_key(name: str, allowed_ips: list[str]) -> list[str]:
@@ -61,10 +109,13 @@ def key_not_found(key_id: int) -> NotFound:
 
 
 class ApiKeys:
-    def __init__(self, pool: Pool, repo: AccountsRepo, *, rotation_grace: timedelta) -> None:
+    def __init__(
+        self, pool: Pool, repo: AccountsRepo, *, rotation_grace: timedelta, usage: UsageCounter
+    ) -> None:
         self._pool = pool
         self._repo = repo
         self._grace = rotation_grace
+        self.usage = usage
 
     async def create(self, who: auth.Principal, name: str, allowed_ips: list[str]) -> IssuedKey:
         user_id = _user_id(who)
@@ -133,9 +184,23 @@ class ApiKeys:
                     "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
                 )
             await self._repo.touch_api_key(conn, live.key_id)
+        self.usage.count(live.key_id)
         return auth.Principal(
-            auth.Role(live.role), user_id=live.user_id, name=live.email, api_key_id=live.key_id
+            auth.Role(live.role),
+            user_id=live.user_id,
+            name=live.email,
+            api_key_id=live.key_id,
+            email_verified=live.email_verified,
+            totp_enabled=live.totp_enabled,
         )
+
+    async def usage_days(self, who: auth.Principal, key_id: int, days: int) -> builtins.list[UsageDay]:
+        user_id = _user_id(who)
+        await self.usage.flush()  # this copy's latest calls, so the owner sees them at once
+        async with self._pool.connection() as conn:
+            if await self._repo.lock_api_key(conn, key_id, user_id) is None:
+                raise key_not_found(key_id)
+            return await self._repo.api_key_usage(conn, key_id, days)
 
 
 def _shown(key: ApiKeyRow) -> dict[str, object]:

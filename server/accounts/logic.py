@@ -11,6 +11,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+from smm.v1 import accounts_service_pb2 as accounts_pb
 from smm.v1 import events_pb2
 
 from server.accounts.apikeys import KEY_PREFIX, ApiKeys
@@ -18,9 +19,10 @@ from server.accounts.errors import DOMAIN, account_suspended, invalid_credential
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
 from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
+from server.accounts.totp import TwoFactor
 from server.common import audit, auth
 from server.common.db import Pool
-from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
+from server.common.errors import FailedPrecondition, FieldViolation, NotFound, Unauthenticated, collect
 from server.common.outbox import add_event
 
 SESSION_PREFIX = "smm_s_"
@@ -28,6 +30,15 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 ROLES = ("user", "support", "admin")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
+
+
+async def request_email(conn: object, user_id: int, kind: accounts_pb.AccountEmailKind.ValueType) -> None:
+    """Asks the email worker for an account email; the event carries no address and no link."""
+    await add_event(
+        conn,  # type: ignore[arg-type]
+        "smm.accounts.email.requested",
+        events_pb2.AccountEmailRequested(user_id=user_id, kind=kind),
+    )
 
 
 @dataclass(frozen=True)
@@ -49,10 +60,13 @@ def validate_registration(email: str, password: str, name: str) -> None:
 
 
 class AccountsLogic:
-    def __init__(self, pool: Pool, repo: AccountsRepo, *, session_ttl: timedelta) -> None:
+    def __init__(
+        self, pool: Pool, repo: AccountsRepo, *, session_ttl: timedelta, two_factor: TwoFactor | None = None
+    ) -> None:
         self._pool = pool
         self._repo = repo
         self._session_ttl = session_ttl
+        self.two_factor = two_factor
 
     async def register(
         self, *, email: str, password: str, name: str, client_ip: str, user_agent: str
@@ -65,6 +79,7 @@ class AccountsLogic:
                 conn, email=email, password_hash=password_hash, name=name.strip()
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
+            await request_email(conn, user.id, accounts_pb.ACCOUNT_EMAIL_KIND_VERIFY_EMAIL)
             await audit.record(conn, "auth.register", actor=f"user:{user.id}", target=f"user:{user.id}")
             return await self.open_session(conn, user, client_ip, user_agent)
 
@@ -75,8 +90,9 @@ class AccountsLogic:
             collect([FieldViolation("role", "must be user, support or admin")], domain=DOMAIN)
         password_hash = await hash_password(password)
         async with self._pool.connection() as conn, conn.transaction():
+            # Staff vouch for the addresses they enter, so accounts they create start verified.
             user = await self._repo.insert_user(
-                conn, email=email, password_hash=password_hash, name=name.strip(), role=role
+                conn, email=email, password_hash=password_hash, name=name.strip(), role=role, verified=True
             )
             await add_event(conn, "smm.accounts.user.registered", events_pb2.UserRegistered(user_id=user.id))
             await audit.record(
@@ -84,7 +100,9 @@ class AccountsLogic:
             )
             return user
 
-    async def login(self, *, email: str, password: str, client_ip: str, user_agent: str) -> SignedIn:
+    async def login(
+        self, *, email: str, password: str, totp: str = "", client_ip: str, user_agent: str
+    ) -> SignedIn:
         async with self._pool.connection() as conn:
             user = await self._repo.user_by_email(conn, email.strip())
         if not await verify_password(user.password_hash if user else None, password) or user is None:
@@ -93,11 +111,18 @@ class AccountsLogic:
         if user.status != "active":
             await self._audit_failure(email, f"account {user.status}")
             raise account_suspended()
-        async with self._pool.connection() as conn, conn.transaction():
-            await audit.record(conn, "auth.login", actor=f"user:{user.id}", target=f"user:{user.id}")
-            if needs_rehash(user.password_hash):
-                await self._repo.update_password_hash(conn, user.id, await hash_password(password))
-            return await self.open_session(conn, user, client_ip, user_agent)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                if self.two_factor is not None:
+                    await self.two_factor.check(conn, user.id, totp)
+                await audit.record(conn, "auth.login", actor=f"user:{user.id}", target=f"user:{user.id}")
+                if needs_rehash(user.password_hash):
+                    await self._repo.update_password_hash(conn, user.id, await hash_password(password))
+                return await self.open_session(conn, user, client_ip, user_agent)
+        except Unauthenticated as exc:
+            if exc.reason == "INVALID_TOTP":
+                await self._audit_failure(email, "wrong two-factor code")
+            raise
 
     async def _audit_failure(self, email: str, why: str) -> None:
         async with self._pool.connection() as conn:
@@ -250,4 +275,6 @@ class CredentialStore:
             user_id=session.user_id,
             name=session.email,
             session_id=session.session_id,
+            email_verified=session.email_verified,
+            totp_enabled=session.totp_enabled,
         )

@@ -1,13 +1,17 @@
--- name: insert_user(email, password_hash, name, role)^
-INSERT INTO users (email, password_hash, name, role) VALUES (:email, :password_hash, :name, :role)
-RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps;
+-- name: insert_user(email, password_hash, name, role, verified)^
+INSERT INTO users (email, password_hash, name, role, email_verified_at)
+VALUES (:email, :password_hash, :name, :role, CASE WHEN :verified THEN now() END)
+RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at;
 
 -- name: get_user_by_email(email)^
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at
 FROM users WHERE lower(email) = lower(:email);
 
 -- name: get_user(id)^
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at
 FROM users WHERE id = :id;
 
 -- name: update_password_hash(id, password_hash)!
@@ -20,7 +24,8 @@ RETURNING id;
 
 -- name: get_live_session(token_hash)^
 -- The session and its user, if the session is neither expired nor revoked and the user is active.
-SELECT s.id AS session_id, u.id AS user_id, u.email, u.role
+SELECT s.id AS session_id, u.id AS user_id, u.email, u.role,
+       u.email_verified_at IS NOT NULL AS email_verified, u.totp_enabled_at IS NOT NULL AS totp_enabled
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.token_hash = :token_hash AND s.revoke_time IS NULL AND s.expire_time > now() AND u.status = 'active';
 
@@ -52,7 +57,8 @@ UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = :id
 RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time;
 
 -- name: get_live_api_key(token_hash)^
-SELECT k.id AS key_id, k.allowed_ips, u.id AS user_id, u.email, u.role
+SELECT k.id AS key_id, k.allowed_ips, u.id AS user_id, u.email, u.role,
+       u.email_verified_at IS NOT NULL AS email_verified, u.totp_enabled_at IS NOT NULL AS totp_enabled
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.token_hash = :token_hash AND k.revoke_time IS NULL
   AND (k.expire_time IS NULL OR k.expire_time > now()) AND u.status = 'active';
@@ -85,7 +91,8 @@ RETURNING id;
 UPDATE sessions SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;
 
 -- name: list_users(query, query_id, role, status, before_id, limit)
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at
 FROM users
 WHERE (:query = '' OR id = :query_id OR email ILIKE '%%' || :query || '%%' OR name ILIKE '%%' || :query || '%%')
   AND (:role = '' OR role = :role)
@@ -95,15 +102,95 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: lock_user(id)^
-SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps
+SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at
 FROM users WHERE id = :id FOR UPDATE;
 
 -- name: update_user(id, email, name, role, status, discount_bps, password_hash)^
 UPDATE users
 SET email = :email, name = :name, role = :role, status = :status, discount_bps = :discount_bps,
-    password_hash = :password_hash, update_time = now()
+    password_hash = :password_hash, update_time = now(),
+    -- A new address is unconfirmed until its owner follows a verification link.
+    email_verified_at = CASE WHEN lower(email) = lower(:email) THEN email_verified_at END,
+    -- Deleting anonymises: nothing personal or secret is kept.
+    pending_email = CASE WHEN :status = 'deleted' THEN '' ELSE pending_email END,
+    totp_secret = CASE WHEN :status = 'deleted' THEN '' ELSE totp_secret END,
+    totp_enabled_at = CASE WHEN :status = 'deleted' THEN NULL ELSE totp_enabled_at END
 WHERE id = :id
-RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps;
+RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
+       pending_email, totp_enabled_at;
 
 -- name: revoke_all_api_keys(user_id)!
 UPDATE api_keys SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;
+
+-- name: invalidate_account_tokens(user_id, purpose)!
+-- A new link replaces the earlier unused ones of the same kind.
+UPDATE account_tokens SET used_time = now()
+WHERE user_id = :user_id AND purpose = :purpose AND used_time IS NULL;
+
+-- name: insert_account_token(user_id, purpose, token_hash, email, ttl_s)$
+INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time)
+VALUES (:user_id, :purpose, :token_hash, :email, now() + make_interval(secs => :ttl_s))
+RETURNING expire_time;
+
+-- name: use_account_token(token_hash, purposes)^
+-- Single use: the first caller gets the row, every later one (or a late one) nothing.
+UPDATE account_tokens SET used_time = now()
+WHERE token_hash = :token_hash AND purpose = ANY(:purposes) AND used_time IS NULL AND expire_time > now()
+RETURNING user_id, purpose, email;
+
+-- name: mark_email_verified(id, email)$
+UPDATE users SET email_verified_at = coalesce(email_verified_at, now()), update_time = now()
+WHERE id = :id AND lower(email) = lower(:email) AND status = 'active'
+RETURNING email;
+
+-- name: confirm_email_change(id, email)$
+UPDATE users SET email = pending_email, pending_email = '', email_verified_at = now(), update_time = now()
+WHERE id = :id AND pending_email <> '' AND lower(pending_email) = lower(:email) AND status = 'active'
+RETURNING email;
+
+-- name: set_pending_email(id, email)!
+UPDATE users SET pending_email = :email, update_time = now() WHERE id = :id;
+
+-- name: email_in_use(email)$
+SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower(:email));
+
+-- name: lock_totp(id)^
+SELECT totp_secret, totp_enabled_at, totp_last_step FROM users WHERE id = :id FOR UPDATE;
+
+-- name: set_totp_secret(id, secret)!
+UPDATE users SET totp_secret = :secret, update_time = now() WHERE id = :id AND totp_enabled_at IS NULL;
+
+-- name: enable_totp(id, step)!
+UPDATE users SET totp_enabled_at = now(), totp_last_step = :step, update_time = now() WHERE id = :id;
+
+-- name: disable_totp(id)!
+UPDATE users SET totp_secret = '', totp_enabled_at = NULL, totp_last_step = 0, update_time = now()
+WHERE id = :id;
+
+-- name: advance_totp_step(id, step)$
+-- Replay protection: a time step is accepted once, and never one older than the last.
+UPDATE users SET totp_last_step = :step WHERE id = :id AND totp_last_step < :step RETURNING id;
+
+-- name: delete_recovery_codes(user_id)!
+DELETE FROM recovery_codes WHERE user_id = :user_id;
+
+-- name: insert_recovery_codes(user_id, code_hashes)!
+INSERT INTO recovery_codes (user_id, code_hash) SELECT :user_id, unnest(:code_hashes::bytea[]);
+
+-- name: use_recovery_code(user_id, code_hash)$
+UPDATE recovery_codes SET used_time = now()
+WHERE user_id = :user_id AND code_hash = :code_hash AND used_time IS NULL
+RETURNING id;
+
+-- name: add_api_key_usage(api_key_ids, days, calls)!
+-- One statement for a whole flush of in-memory counters.
+INSERT INTO api_key_usage_days (api_key_id, day, calls)
+SELECT * FROM unnest(:api_key_ids::bigint[], :days::date[], :calls::bigint[])
+ON CONFLICT ON CONSTRAINT api_key_usage_days_pkey
+DO UPDATE SET calls = api_key_usage_days.calls + excluded.calls;
+
+-- name: list_api_key_usage(api_key_id, days)
+SELECT day, calls FROM api_key_usage_days
+WHERE api_key_id = :api_key_id AND day > (now() AT TIME ZONE 'UTC')::date - :days::int
+ORDER BY day DESC;

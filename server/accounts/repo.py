@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -30,6 +30,8 @@ class UserRow:
     create_time: datetime
     password_hash: str
     discount_bps: int
+    pending_email: str
+    totp_enabled_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class LiveSession:
     user_id: int
     email: str
     role: str
+    email_verified: bool
+    totp_enabled: bool
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class LiveApiKey:
     user_id: int
     email: str
     role: str
+    email_verified: bool
+    totp_enabled: bool
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,26 @@ class ProfileRow:
     name: str
     timezone: str
     notification_preferences: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UsedToken:
+    user_id: int
+    purpose: str
+    email: str
+
+
+@dataclass(frozen=True)
+class TotpState:
+    totp_secret: str
+    totp_enabled_at: datetime | None
+    totp_last_step: int
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    day: date
+    calls: int
 
 
 @dataclass(frozen=True)
@@ -81,11 +107,25 @@ class SessionRow:
 
 class AccountsRepo:
     async def insert_user(
-        self, conn: Conn, *, email: str, password_hash: str, name: str, role: str = "user"
+        self,
+        conn: Conn,
+        *,
+        email: str,
+        password_hash: str,
+        name: str,
+        role: str = "user",
+        verified: bool = False,
     ) -> UserRow:
         with map_db_errors(CONSTRAINTS):
             row = await QUERIES.one(
-                conn, "insert_user", UserRow, email=email, password_hash=password_hash, name=name, role=role
+                conn,
+                "insert_user",
+                UserRow,
+                email=email,
+                password_hash=password_hash,
+                name=name,
+                role=role,
+                verified=verified,
             )
         assert row is not None
         return row
@@ -222,3 +262,82 @@ class AccountsRepo:
 
     async def revoke_all_api_keys(self, conn: Conn, user_id: int) -> None:
         await QUERIES.execute(conn, "revoke_all_api_keys", user_id=user_id)
+
+    # ------------------------------------------------------------------ single-use email links
+
+    async def issue_account_token(
+        self, conn: Conn, *, user_id: int, purpose: str, token_hash: bytes, email: str, ttl_s: int
+    ) -> datetime:
+        await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose=purpose)
+        expire_time: datetime = await QUERIES.scalar(
+            conn,
+            "insert_account_token",
+            user_id=user_id,
+            purpose=purpose,
+            token_hash=token_hash,
+            email=email,
+            ttl_s=ttl_s,
+        )
+        return expire_time
+
+    async def use_account_token(self, conn: Conn, token_hash: bytes, purposes: list[str]) -> UsedToken | None:
+        return await QUERIES.one(
+            conn, "use_account_token", UsedToken, token_hash=token_hash, purposes=purposes
+        )
+
+    async def mark_email_verified(self, conn: Conn, user_id: int, email: str) -> str | None:
+        found: str | None = await QUERIES.scalar(conn, "mark_email_verified", id=user_id, email=email)
+        return found
+
+    async def confirm_email_change(self, conn: Conn, user_id: int, email: str) -> str | None:
+        with map_db_errors(CONSTRAINTS):
+            found: str | None = await QUERIES.scalar(conn, "confirm_email_change", id=user_id, email=email)
+        return found
+
+    async def set_pending_email(self, conn: Conn, user_id: int, email: str) -> None:
+        await QUERIES.execute(conn, "set_pending_email", id=user_id, email=email)
+
+    async def email_in_use(self, conn: Conn, email: str) -> bool:
+        return bool(await QUERIES.scalar(conn, "email_in_use", email=email))
+
+    # ------------------------------------------------------------------ two-factor sign-in
+
+    async def lock_totp(self, conn: Conn, user_id: int) -> TotpState | None:
+        return await QUERIES.one(conn, "lock_totp", TotpState, id=user_id)
+
+    async def set_totp_secret(self, conn: Conn, user_id: int, secret: str) -> None:
+        await QUERIES.execute(conn, "set_totp_secret", id=user_id, secret=secret)
+
+    async def enable_totp(self, conn: Conn, user_id: int, step: int) -> None:
+        await QUERIES.execute(conn, "enable_totp", id=user_id, step=step)
+
+    async def disable_totp(self, conn: Conn, user_id: int) -> None:
+        await QUERIES.execute(conn, "disable_totp", id=user_id)
+        await QUERIES.execute(conn, "delete_recovery_codes", user_id=user_id)
+
+    async def advance_totp_step(self, conn: Conn, user_id: int, step: int) -> bool:
+        return await QUERIES.scalar(conn, "advance_totp_step", id=user_id, step=step) is not None
+
+    async def replace_recovery_codes(self, conn: Conn, user_id: int, code_hashes: list[bytes]) -> None:
+        await QUERIES.execute(conn, "delete_recovery_codes", user_id=user_id)
+        await QUERIES.execute(conn, "insert_recovery_codes", user_id=user_id, code_hashes=code_hashes)
+
+    async def use_recovery_code(self, conn: Conn, user_id: int, code_hash: bytes) -> bool:
+        return (
+            await QUERIES.scalar(conn, "use_recovery_code", user_id=user_id, code_hash=code_hash) is not None
+        )
+
+    # ------------------------------------------------------------------ API key usage
+
+    async def add_api_key_usage(self, conn: Conn, counts: dict[tuple[int, date], int]) -> None:
+        keys = list(counts)
+        await QUERIES.execute(
+            conn,
+            "add_api_key_usage",
+            api_key_ids=[key_id for key_id, _ in keys],
+            days=[day for _, day in keys],
+            calls=[counts[k] for k in keys],
+        )
+
+    async def api_key_usage(self, conn: Conn, key_id: int, days: int) -> list[UsageDay]:
+        return await QUERIES.all(conn, "list_api_key_usage", UsageDay, api_key_id=key_id, days=days)

@@ -11,8 +11,10 @@ from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
 from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, IssuedKey
+from server.accounts.emails import AccountEmails
 from server.accounts.logic import AccountsLogic, Profiles, SignedIn
 from server.accounts.repo import ApiKeyRow, ProfileRow, SessionRow, UserRow
+from server.accounts.totp import TwoFactor
 from server.common import auth
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
@@ -31,6 +33,8 @@ def user_to_proto(row: UserRow) -> pb.User:
         create_time=timestamp(row.create_time),
         status=row.status,
         discount_percent=format_percent(row.discount_bps),
+        two_factor_enabled=row.totp_enabled_at is not None,
+        pending_email=row.pending_email,
     )
 
 
@@ -53,6 +57,7 @@ def parse_percent(value: str) -> int:
     return bps
 
 
+MAX_USAGE_DAYS = 366
 USER_FIELDS = frozenset({"email", "name", "role", "discount_percent"})
 
 
@@ -108,12 +113,16 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         profiles: Profiles,
         admin: UserAdmin,
         tokens: PageTokenCodec,
+        emails: AccountEmails,
+        two_factor: TwoFactor,
     ) -> None:
         self._logic = logic
         self._api_keys = api_keys
         self._profiles = profiles
         self._admin = admin
         self._tokens = tokens
+        self._emails = emails
+        self._two_factor = two_factor
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -133,6 +142,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         result = await self._logic.login(
             email=request.email,
             password=request.password,
+            totp=request.totp,
             client_ip=info.client_ip,
             user_agent=info.user_agent,
         )
@@ -252,3 +262,84 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
 
     async def DeleteUser(self, request: pb.DeleteUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
         return user_to_proto(await self._admin.delete(request.id))
+
+    async def GetApiKeyUsage(
+        self, request: pb.GetApiKeyUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetApiKeyUsageResponse:
+        if not 0 <= request.days <= MAX_USAGE_DAYS:
+            raise InvalidArgument.for_field("days", f"must be 1 to {MAX_USAGE_DAYS}")
+        rows = await self._api_keys.usage_days(auth.principal(), request.id, request.days or 30)
+        return pb.GetApiKeyUsageResponse(
+            days=[pb.ApiKeyUsageDay(day=r.day.isoformat(), calls=r.calls) for r in rows],
+            total_calls=sum(r.calls for r in rows),
+        )
+
+    async def RequestPasswordReset(
+        self, request: pb.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestPasswordResetResponse:
+        await self._emails.request_password_reset(request.email)
+        return pb.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self, request: pb.ResetPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetPasswordResponse:
+        await self._emails.reset_password(request.token, request.new_password)
+        return pb.ResetPasswordResponse()
+
+    async def VerifyEmail(
+        self, request: pb.VerifyEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyEmailResponse:
+        return pb.VerifyEmailResponse(email=await self._emails.verify_email(request.token))
+
+    async def SendVerificationEmail(
+        self, request: pb.SendVerificationEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendVerificationEmailResponse:
+        await self._emails.send_verification(auth.principal())
+        return pb.SendVerificationEmailResponse()
+
+    async def ChangeEmail(
+        self, request: pb.ChangeEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeEmailResponse:
+        pending = await self._emails.change_email(auth.principal(), request.new_email, request.password)
+        return pb.ChangeEmailResponse(pending_email=pending)
+
+    async def SetupTotp(
+        self, request: pb.SetupTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetupTotpResponse:
+        who = auth.principal()
+        secret, uri = await self._two_factor.setup(who, who.name)
+        return pb.SetupTotpResponse(secret=secret, otpauth_uri=uri)
+
+    async def EnableTotp(
+        self, request: pb.EnableTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecoveryCodesResponse:
+        return pb.RecoveryCodesResponse(
+            recovery_codes=await self._two_factor.enable(auth.principal(), request.code)
+        )
+
+    async def DisableTotp(
+        self, request: pb.DisableTotpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DisableTotpResponse:
+        await self._two_factor.disable(auth.principal(), request.password, request.code)
+        return pb.DisableTotpResponse()
+
+    async def RegenerateRecoveryCodes(
+        self, request: pb.RegenerateRecoveryCodesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecoveryCodesResponse:
+        codes = await self._two_factor.regenerate(auth.principal(), request.code)
+        return pb.RecoveryCodesResponse(recovery_codes=codes)
+
+    async def PrepareAccountEmail(
+        self, request: pb.PrepareAccountEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PrepareAccountEmailResponse:
+        prepared = await self._emails.prepare(request.user_id, request.kind)
+        return pb.PrepareAccountEmailResponse(
+            send=prepared.send,
+            skip_reason=prepared.skip_reason,
+            to=prepared.to,
+            name=prepared.name,
+            kind=request.kind,
+            link=prepared.link,
+            link_expire_time=timestamp(prepared.link_expire_time),
+            new_email=prepared.new_email,
+        )

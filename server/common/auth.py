@@ -30,6 +30,9 @@ class Principal:
     name: str = ""  # "system:<tool>" for internal tools, the user's email otherwise
     api_key_id: int | None = None
     session_id: int | None = None
+    # Only people can be short of these; tools and anonymous callers count as meeting them.
+    email_verified: bool = True
+    totp_enabled: bool = True
 
     @property
     def is_staff(self) -> bool:
@@ -90,6 +93,17 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.AccountsService/ListApiKeys": PEOPLE,
     "/smm.v1.AccountsService/RotateApiKey": PEOPLE,
     "/smm.v1.AccountsService/RevokeApiKey": PEOPLE,
+    "/smm.v1.AccountsService/GetApiKeyUsage": PEOPLE,
+    "/smm.v1.AccountsService/RequestPasswordReset": EVERYONE,
+    "/smm.v1.AccountsService/ResetPassword": EVERYONE,
+    "/smm.v1.AccountsService/VerifyEmail": EVERYONE,
+    "/smm.v1.AccountsService/SendVerificationEmail": PEOPLE,
+    "/smm.v1.AccountsService/ChangeEmail": PEOPLE,
+    "/smm.v1.AccountsService/SetupTotp": PEOPLE,
+    "/smm.v1.AccountsService/EnableTotp": PEOPLE,
+    "/smm.v1.AccountsService/DisableTotp": PEOPLE,
+    "/smm.v1.AccountsService/RegenerateRecoveryCodes": PEOPLE,
+    "/smm.v1.AccountsService/PrepareAccountEmail": SYSTEM_ONLY,
     "/smm.v1.SystemService/GetHealth": EVERYONE,
     "/smm.v1.SystemService/RunJob": STAFF_WRITE,
     "/smm.v1.SystemService/RecordEvent": SYSTEM_ONLY,
@@ -103,6 +117,35 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.CatalogService/CreateService": STAFF_WRITE,
     "/smm.v1.CatalogService/UpdateService": STAFF_WRITE,
 }
+
+# What an account may still do while it falls short of an operator requirement (a verified
+# address, two-factor sign-in for staff): look at itself, sign out, and meet the requirement.
+ACCOUNT_SETUP_RPCS = frozenset(
+    f"/smm.v1.AccountsService/{name}"
+    for name in (
+        "Logout", "GetMe", "GetProfile", "UpdateProfile", "ChangePassword", "ListSessions", "RevokeSession",
+        "SendVerificationEmail", "ChangeEmail", "SetupTotp", "EnableTotp",
+    )
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """Operator settings that hold an account back until it meets them."""
+
+    email_verification: bool = False
+    staff_totp: bool = False
+
+    def unmet(self, who: Principal, rpc: str) -> str | None:
+        """The reason the principal may not make this call yet, or None."""
+        if who.role not in PEOPLE or rpc in ACCOUNT_SETUP_RPCS or allowed_roles(rpc) == EVERYONE:
+            return None
+        if self.email_verification and not who.email_verified:
+            return "EMAIL_NOT_VERIFIED"
+        if self.staff_totp and who.role in (Role.SUPPORT, Role.ADMIN) and not who.totp_enabled:
+            return "TOTP_SETUP_REQUIRED"
+        return None
+
 
 # Infrastructure services that need only the internal token, not a role.
 PLATFORM_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

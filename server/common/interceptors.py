@@ -27,6 +27,7 @@ from core.logs import request_id_var
 from server.common import auth
 from server.common.errors import (
     DomainError,
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     PermissionDenied,
@@ -187,9 +188,20 @@ class AuthenticationInterceptor(_UnaryInterceptor):
         return auth.ANONYMOUS
 
 
+_UNMET_MESSAGES = {
+    "EMAIL_NOT_VERIFIED": "confirm your email address first (a link was sent to it)",
+    "TOTP_SETUP_REQUIRED": "staff accounts must turn on two-factor sign-in first",
+}
+
+
 class AuthorizationInterceptor(_UnaryInterceptor):
-    def __init__(self, principal_limit: Callable[[auth.Principal], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        principal_limit: Callable[[auth.Principal], Awaitable[None]] | None = None,
+        requirements: auth.Requirements = auth.Requirements(),
+    ) -> None:
         self._principal_limit = principal_limit
+        self._requirements = requirements
 
     async def around(
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
@@ -201,6 +213,9 @@ class AuthorizationInterceptor(_UnaryInterceptor):
                 if who.role == auth.Role.ANONYMOUS and allowed:
                     raise Unauthenticated("sign in to do this", reason="SIGN_IN_REQUIRED")
                 raise PermissionDenied("your role may not do this", metadata={"method": call.method})
+            unmet = self._requirements.unmet(who, call.method)
+            if unmet is not None:
+                raise FailedPrecondition(_UNMET_MESSAGES[unmet], reason=unmet, domain="accounts.smm")
             if self._principal_limit is not None:
                 await self._principal_limit(who)
         return await inner(request, context)

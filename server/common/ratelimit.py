@@ -35,10 +35,21 @@ RETURNING hits
 PEEK = "SELECT hits FROM rate_limit_windows WHERE key = %(key)s AND window_start = to_timestamp(%(window)s)"
 PURGE = "DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes'"
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
+# Calls that send mail or spend a link: tighter still, per IP and per address.
+RESET_RPCS = tuple(
+    f"/smm.v1.AccountsService/{name}"
+    for name in (
+        "RequestPasswordReset",
+        "ResetPassword",
+        "VerifyEmail",
+        "SendVerificationEmail",
+        "ChangeEmail",
+    )
+)
 # Health must answer, and say what is down, even when the limiter's own store is down.
 EXEMPT_RPCS = ("/smm.v1.SystemService/GetHealth",)
 STORE_TIMEOUT_S = 0.5
-FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL")
+FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL", "INVALID_TOTP")
 PENALTY_DIVISOR = 10
 
 
@@ -50,6 +61,8 @@ class Limits:
     per_user: int
     per_api_key: int
     auth_failures_before_penalty: int
+    reset_per_ip: int = 10
+    reset_per_account: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -60,6 +73,8 @@ class Limits:
             per_user=settings.rate_per_user_per_min,
             per_api_key=settings.rate_per_api_key_per_min,
             auth_failures_before_penalty=settings.rate_auth_failures_before_penalty,
+            reset_per_ip=settings.rate_reset_per_ip_per_min,
+            reset_per_account=settings.rate_reset_per_account_per_min,
         )
 
 
@@ -128,6 +143,11 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
                 email = str(getattr(request, "email", "")).strip().lower()
                 if email:
                     await self._limiter.hit(f"login-account:{email}", limits.login_per_account)
+            if call.method in RESET_RPCS:
+                await self._limiter.hit(f"reset-ip:{ip}", max(1, limits.reset_per_ip // divisor))
+                email = str(getattr(request, "email", "")).strip().lower()
+                if email:
+                    await self._limiter.hit(f"reset-account:{email}", limits.reset_per_account)
         try:
             return await inner(request, context)
         except Unauthenticated as exc:

@@ -37,13 +37,14 @@ from ops.dev import (
 from ops.embedded import free_port
 from ops.grpc_client import internal_metadata, wait_for_grpc
 from ops.seed import CATEGORIES, SERVICES, seed_catalog
+from server.common.secretbox import SecretBox
 from server.main import ServerHandle
 from tests.fix_grpc import anonymous_metadata
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_VARS = ("SMM_INTERNAL_TOKEN", "SMM_PAGE_TOKEN_SECRET")
+SECRET_VARS = ("SMM_INTERNAL_TOKEN", "SMM_PAGE_TOKEN_SECRET", "SMM_ENCRYPTION_KEYS")
 
 
 def _bare_settings(var_dir: Path, **overrides: object) -> Settings:
@@ -75,6 +76,8 @@ def test_dev_secrets_are_generated_once_private_and_reused(tmp_path: Path) -> No
     assert set(first) == set(SECRET_VARS)
     assert all(len(value) >= 40 for value in first.values())
     assert first["SMM_INTERNAL_TOKEN"] != first["SMM_PAGE_TOKEN_SECRET"]
+    # The encryption key is in SecretBox's own format, so the server accepts it as generated.
+    assert SecretBox.from_config(first["SMM_ENCRYPTION_KEYS"]).current_id == "dev1"
     written = path.stat().st_mtime_ns
 
     assert dev_secrets(tmp_path, settings) == first

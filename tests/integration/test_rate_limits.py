@@ -29,6 +29,8 @@ async def tight(settings: Settings, pool: Pool) -> AsyncIterator[tuple[ServerHan
             "rate_login_per_account_per_min": 4,
             "rate_per_api_key_per_min": 3,
             "rate_auth_failures_before_penalty": 6,
+            "rate_reset_per_ip_per_min": 6,
+            "rate_reset_per_account_per_min": 2,
         }
     )
     # Windows are fixed minutes: start a test well inside one so no count resets mid-test.
@@ -98,3 +100,27 @@ async def test_failed_credentials_tighten_the_ip_limit(tight: tuple[ServerHandle
         assert_limited(await http.get("/api/v1/admin/audit"))
         # Health is never limited: it must say what is down.
         assert (await http.get("/api/v1/public/health")).status_code == 200
+
+
+async def test_password_reset_requests_are_limited_per_address_and_per_ip(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    _, edges = tight
+    async with (
+        httpx.AsyncClient(base_url=edges[0].base_url) as a,
+        httpx.AsyncClient(base_url=edges[1].base_url) as b,
+    ):
+        first = await a.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+        second = await b.post("/api/v1/auth/password/forgot", json={"email": "ANN@example.com"})
+        assert [first.status_code, second.status_code] == [200, 200]
+        # The address's budget (2 a minute) is spent, whichever edge is asked.
+        assert_limited(await a.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"}))
+        # Other addresses still pass until the IP's budget (6 a minute) is spent.
+        statuses = [
+            (await b.post("/api/v1/auth/password/forgot", json={"email": f"u{i}@example.com"})).status_code
+            for i in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
+        assert_limited(
+            await a.post("/api/v1/auth/password/reset", json={"token": "x", "newPassword": "y" * 12})
+        )

@@ -1,0 +1,1 @@
+"""Sending email: composing messages and the transports that carry them."""
