@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # Money.
     currency: str = "USD"
 
+    # Providers.
+    # A provider cost rise of more than this (percent) quarantines the service until staff accept it.
+    sync_price_jump_percent: int = 20
+    # The circuit opens after this many unknown outcomes in a row, and lets a probe out after the wait.
+    provider_failure_threshold: int = 5
+    provider_circuit_reset_s: float = 30.0
+
     # Edge.
     trusted_proxies: str = ""
     # Browser origins allowed to call the API (comma-separated, exact, e.g. https://panel.example).

@@ -22,7 +22,12 @@ class Job:
         return int(now_s // self.period_s) * self.period_s
 
 
-JOBS: tuple[Job, ...] = (Job("outbox-purge", HOUR_S), Job("rate-limit-purge", 600))
+JOBS: tuple[Job, ...] = (
+    Job("outbox-purge", HOUR_S),
+    Job("rate-limit-purge", 600),
+    # Queues a sync of every enabled provider; the provider-sync worker runs them.
+    Job("provider-sync", HOUR_S),
+)
 
 
 def job(name: str) -> Job:

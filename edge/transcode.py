@@ -7,12 +7,14 @@ is ``TranscodeError`` (INVALID_ARGUMENT naming the field).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from google.api import field_behavior_pb2  # type: ignore[import-untyped]  # no stubs in googleapis-common-protos
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from edge.routes import Route
@@ -41,7 +43,36 @@ def decode_request(
     if route.body != "*":
         bound = route.path_field_roots | ({route.body} if route.body else set())
         _apply_query(request, query, bound)
+    if route.http_method == "PATCH" and route.body and route.body != "*":
+        in_path = {
+            v.field_path[1]
+            for v in route.variables
+            if len(v.field_path) == 2 and v.field_path[0] == route.body
+        }
+        _mask_from_body(request, route.body, body, in_path)
     return request
+
+
+def _mask_from_body(request: Message, body_field: str, body: bytes, in_path: set[str]) -> None:
+    """As grpc-gateway does: a PATCH without an ``update_mask`` updates the fields the JSON body
+    names, so ``{"enabled": false}`` means "set enabled to false", not "nothing to update"."""
+    mask_field = request.DESCRIPTOR.fields_by_name.get("update_mask")
+    if mask_field is None or mask_field.message_type is None:
+        return
+    if mask_field.message_type.full_name != "google.protobuf.FieldMask":
+        return
+    mask = request.update_mask  # type: ignore[attr-defined]
+    if mask.paths or not body.strip():
+        return
+    parsed = json.loads(body)  # already parsed once without error
+    if not isinstance(parsed, dict):
+        return
+    resource = request.DESCRIPTOR.fields_by_name[body_field].message_type
+    if resource is None:
+        return
+    by_json = {f.json_name: f.name for f in resource.fields} | {f.name: f.name for f in resource.fields}
+    named = (by_json[key] for key in parsed if key in by_json)
+    mask.paths.extend(dict.fromkeys(name for name in named if name not in in_path))
 
 
 def _apply_body(route: Route, request: Message, body: bytes, content_type: str) -> None:
@@ -198,7 +229,58 @@ def encode_response(route: Route, response: Message) -> Any:
     if route.response_body:
         value = getattr(response, route.response_body)
         if isinstance(value, Message):
-            return json_format.MessageToDict(value, always_print_fields_with_no_presence=True)
+            return _render(value)
         wrapper = json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
         return wrapper.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
-    return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
+    return _render(response)
+
+
+def _render(message: Message) -> dict[str, Any]:
+    rendered: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    strip = _input_only(message.DESCRIPTOR)
+    if strip:
+        _strip(rendered, strip)
+    return rendered
+
+
+# json name -> None (drop the key) or the tree below a message field; INPUT_ONLY fields (passwords,
+# provider keys) are never rendered, not even empty.
+_Tree = dict[str, "_Tree | None"]
+
+
+@functools.cache
+def _input_only(descriptor: Descriptor) -> _Tree:
+    return _build_tree(descriptor, frozenset())
+
+
+def _build_tree(descriptor: Descriptor, seen: frozenset[str]) -> _Tree:
+    tree: _Tree = {}
+    for field in descriptor.fields:
+        behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+        if field_behavior_pb2.INPUT_ONLY in behaviors:
+            tree[field.json_name] = None
+        elif field.message_type is not None and not field.message_type.full_name.startswith(
+            "google.protobuf."
+        ):
+            name = field.message_type.full_name
+            if name not in seen:
+                below = _build_tree(field.message_type, seen | {name})
+                if below:
+                    tree[field.json_name] = below
+    return tree
+
+
+def _strip(value: Any, tree: _Tree) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _strip(item, tree)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, below in tree.items():
+        if key not in value:
+            continue
+        if below is None:
+            del value[key]
+        else:
+            _strip(value[key], below)

@@ -17,7 +17,9 @@ def role_table() -> str:
     for route in compile_routes():
         roles = allowed_roles(route.rpc)
         marks = " | ".join("yes" if role in roles else "-" for role in COLUMNS)
-        lines.append(f"| `{route.http_method} {route.template}` | `{route.rpc.rsplit('/', 1)[1]}` | {marks} |")
+        lines.append(
+            f"| `{route.http_method} {route.template}` | `{route.rpc.rsplit('/', 1)[1]}` | {marks} |"
+        )
     return "\n".join(lines) + "\n"
 
 

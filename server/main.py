@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -22,6 +23,8 @@ from smm.v1 import (
     accounts_service_pb2_grpc,
     catalog_service_pb2,
     catalog_service_pb2_grpc,
+    providers_service_pb2,
+    providers_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
 )
@@ -37,6 +40,7 @@ from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
 from server.accounts.totp import TwoFactor
+from server.catalog.admin import CatalogAdmin
 from server.catalog.logic import CatalogLogic
 from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
@@ -53,6 +57,12 @@ from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
 from server.common.secretbox import SecretBox
+from server.providers.adapters.breaker import BreakerPolicy
+from server.providers.clients import ProviderClients
+from server.providers.logic import ProvidersLogic
+from server.providers.repo import ProvidersRepo
+from server.providers.rpc import ProvidersServicer
+from server.providers.sync import ProviderSync
 from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
 
@@ -69,12 +79,15 @@ class ServerHandle:
     checks: HealthChecks
     relay: Relay | None = None
     usage: UsageCounter | None = None
+    provider_http: httpx.AsyncClient | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float | None = GRACE_S) -> None:
         await self.health.enter_graceful_shutdown()
         await self.stop_relay()
         await self.server.stop(grace)
+        if self.provider_http is not None:
+            await self.provider_http.aclose()
 
     async def stop_relay(self) -> None:
         if self.relay is not None:
@@ -134,7 +147,9 @@ async def create_server(
         )
         checks.add("nats", nats_check(relay))
     tokens = PageTokenCodec(settings.page_token_secret.get_secret_value().encode())
-    catalog = CatalogServicer(CatalogLogic(pool, PostgresCatalogRepo()), tokens, settings.currency)
+    catalog = CatalogServicer(
+        CatalogLogic(pool, PostgresCatalogRepo()), CatalogAdmin(pool), tokens, settings.currency
+    )
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
     two_factor = TwoFactor(pool, accounts_repo, box, issuer=settings.panel_name)
     accounts = AccountsLogic(
@@ -158,8 +173,25 @@ async def create_server(
         ),
         server,
     )
+    providers_repo = ProvidersRepo()
+    provider_http = httpx.AsyncClient()  # one connection pool for every provider
+    clients = ProviderClients(
+        pool,
+        providers_repo,
+        box,
+        provider_http,
+        BreakerPolicy(settings.provider_failure_threshold, settings.provider_circuit_reset_s),
+    )
+    providers = ProvidersLogic(pool, providers_repo, clients, settings.currency)
+    sync = ProviderSync(
+        pool, providers_repo, clients, providers, jump_bps=settings.sync_price_jump_percent * 100
+    )
+    providers_service_pb2_grpc.add_ProvidersServiceServicer_to_server(
+        ProvidersServicer(providers, sync), server
+    )
+    system = SystemLogic(pool, {"provider-sync": sync.enqueue_all})
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
-        SystemServicer(checks, SystemLogic(pool), tokens, VERSION), server
+        SystemServicer(checks, system, tokens, VERSION), server
     )
 
     health = HealthServicer()
@@ -167,6 +199,7 @@ async def create_server(
     names = [
         accounts_service_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name,
         catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
+        providers_service_pb2.DESCRIPTOR.services_by_name["ProvidersService"].full_name,
         system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
@@ -177,9 +210,9 @@ async def create_server(
     if port == 0:
         raise OSError(f"cannot listen on {address or settings.grpc_addr}: the port is in use")
     await server.start()
-    for name in ["", *names[:3]]:
+    for name in ["", *names[:4]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    handle = ServerHandle(server, port, health, checks, relay, usage)
+    handle = ServerHandle(server, port, health, checks, relay, usage, provider_http)
     handle.background.append(asyncio.create_task(usage.run(), name="api-key-usage"))
     if relay is not None:
         handle.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))

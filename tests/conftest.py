@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from core.tracing import setup_tracing
 
-pytest_plugins = ["tests.fix_db", "tests.fix_nats", "tests.fix_grpc", "tests.fix_edge"]
+pytest_plugins = ["tests.fix_db", "tests.fix_nats", "tests.fix_grpc", "tests.fix_edge", "tests.fix_demo"]
 
 SPANS = InMemorySpanExporter()
 setup_tracing("smm-tests", exporter=SPANS)

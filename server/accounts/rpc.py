@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import grpc
 from google.protobuf import json_format
 from smm.v1 import accounts_service_pb2 as pb
@@ -19,6 +17,7 @@ from server.common import auth
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
 from server.common.interceptors import current_request
+from server.common.money import format_bps, parse_percent_bps
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 
 
@@ -38,23 +37,12 @@ def user_to_proto(row: UserRow) -> pb.User:
     )
 
 
-_PERCENT = re.compile(r"^\d{1,3}(\.\d{1,2})?$")
-
-
 def format_percent(bps: int) -> str:
-    whole, fraction = divmod(bps, 100)
-    return f"{whole}.{fraction:02d}".rstrip("0").rstrip(".") if fraction else str(whole)
+    return format_bps(bps)
 
 
 def parse_percent(value: str) -> int:
-    text = value.strip()
-    if not _PERCENT.match(text):
-        raise InvalidArgument.for_field("user.discount_percent", "must be a percentage like 5 or 12.5")
-    whole, _, fraction = text.partition(".")
-    bps = int(whole) * 100 + int((fraction + "00")[:2])
-    if bps > 10_000:
-        raise InvalidArgument.for_field("user.discount_percent", "must be at most 100")
-    return bps
+    return parse_percent_bps(value, field="user.discount_percent")
 
 
 MAX_USAGE_DAYS = 366

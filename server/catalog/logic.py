@@ -23,6 +23,8 @@ SERVICE_TYPES = frozenset(
 )  # fmt: skip
 MAX_QUANTITY = 10**12
 SERVICE_CHANGED = "smm.catalog.service.changed"
+# Fields a provider sync also sets: once staff edit them, the sync leaves them alone.
+ADMIN_EDITABLE = {"name": "name", "description": "description", "category_id": "category"}
 CATEGORY_CHANGED = "smm.catalog.category.changed"
 
 
@@ -87,8 +89,7 @@ class CatalogLogic:
     async def service_on_sale(self, service_id: int) -> ServiceRow:
         async with self._pool.connection() as conn:
             row = await self._repo.service(conn, service_id)
-            category = None if row is None else await self._repo.category(conn, row.category_id)
-        if row is None or category is None or not (row.enabled and category.enabled):
+        if row is None or not row.on_sale:
             raise service_not_found(service_id)
         return row
 
@@ -148,6 +149,10 @@ class CatalogLogic:
             merged = replace(fields, **changes)  # type: ignore[arg-type]
             validate_service(merged)
             await self._repo.update_service(conn, service_id, merged)
+            edited = sorted(ADMIN_EDITABLE[k] for k in changes if k in ADMIN_EDITABLE)
+            manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros
+            if edited or manual:
+                await self._repo.mark_admin_edits(conn, service_id, edited, manual)
             await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))
             row = await self._repo.service(conn, service_id)
         assert row is not None

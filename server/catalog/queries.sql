@@ -2,17 +2,24 @@
 -- Categories with at least one service on sale, in display order.
 SELECT c.id, c.name, c.sort_order, c.enabled, c.create_time, c.update_time
 FROM categories c
-WHERE c.enabled AND EXISTS (SELECT 1 FROM services s WHERE s.category_id = c.id AND s.enabled)
+WHERE c.enabled AND EXISTS (
+    SELECT 1 FROM services s
+    WHERE s.category_id = c.id AND s.enabled AND NOT s.quarantined
+      AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled'))
 ORDER BY c.sort_order, c.id;
 
 -- name: list_services_on_sale(category_id, after_category_sort, after_category_id, after_sort, after_id, limit)
 -- Keyset page of services on sale; a category_id of 0 means every category.
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
        s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
-       s.sort_order, s.create_time, s.update_time
+       s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
+       (s.enabled AND NOT s.quarantined AND c.enabled
+        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
 FROM services s
 JOIN categories c ON c.id = s.category_id
-WHERE s.enabled AND c.enabled
+WHERE s.enabled AND NOT s.quarantined AND c.enabled
+  -- A service of a disabled or deleted provider is not sold.
+  AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')
   AND (:category_id = 0 OR s.category_id = :category_id)
   AND (c.sort_order, c.id, s.sort_order, s.id) > (:after_category_sort, :after_category_id, :after_sort, :after_id)
 ORDER BY c.sort_order, c.id, s.sort_order, s.id
@@ -21,7 +28,9 @@ LIMIT :limit;
 -- name: get_service(id)^
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
        s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
-       s.sort_order, s.create_time, s.update_time
+       s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
+       (s.enabled AND NOT s.quarantined AND c.enabled
+        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
 FROM services s
 JOIN categories c ON c.id = s.category_id
 WHERE s.id = :id;
@@ -59,3 +68,144 @@ SET category_id = :category_id, name = :name, description = :description, type =
     refill = :refill, refill_days = :refill_days, cancel = :cancel, dripfeed = :dripfeed,
     enabled = :enabled, sort_order = :sort_order, update_time = now()
 WHERE id = :id;
+
+-- name: lock_synced_services(provider_id)
+-- Every catalog service linked to a provider, locked for the length of a sync.
+SELECT id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill,
+       refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency,
+       exchange_rate, cost_micros, manual_price, admin_edited, quarantined, quarantine_reason,
+       pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time
+FROM services WHERE provider_id = :provider_id
+ORDER BY id
+FOR UPDATE;
+
+-- name: list_category_ids()
+SELECT name, id FROM categories;
+
+-- name: insert_missing_category(name)!
+INSERT INTO categories (name) VALUES (:name) ON CONFLICT ON CONSTRAINT categories_name_key DO NOTHING;
+
+-- name: list_pricing_rules()
+SELECT id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time
+FROM pricing_rules ORDER BY (category_id IS NOT NULL OR service_id IS NOT NULL), category_id, service_id, id;
+
+-- name: insert_synced_service(provider_id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros)!
+INSERT INTO services (provider_id, upstream_service_id, category_id, name, description, type, min_quantity,
+                      max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros,
+                      provider_rate_micros, provider_currency, exchange_rate, cost_micros)
+VALUES (:provider_id, :upstream_service_id, :category_id, :name, :description, :type, :min_quantity,
+        :max_quantity, :refill, :refill_days, :cancel, :dripfeed, :enabled, :rate_micros,
+        :provider_rate_micros, :provider_currency, :exchange_rate, :cost_micros);
+
+-- name: update_synced_service(id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, quarantined, quarantine_reason, pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time)!
+UPDATE services
+SET category_id = :category_id, name = :name, description = :description, type = :type,
+    min_quantity = :min_quantity, max_quantity = :max_quantity, refill = :refill, refill_days = :refill_days,
+    cancel = :cancel, dripfeed = :dripfeed, enabled = :enabled, rate_micros = :rate_micros,
+    provider_rate_micros = :provider_rate_micros, provider_currency = :provider_currency,
+    exchange_rate = :exchange_rate, cost_micros = :cost_micros, quarantined = :quarantined,
+    quarantine_reason = :quarantine_reason, pending_provider_rate_micros = :pending_provider_rate_micros,
+    pending_exchange_rate = :pending_exchange_rate, gone_upstream_time = :gone_upstream_time,
+    update_time = now()
+WHERE id = :id;
+
+-- name: mark_admin_edits(id, fields, manual_price)!
+-- Fields staff edited by hand are kept from then on: a sync never overwrites them.
+UPDATE services
+SET admin_edited = ARRAY(SELECT DISTINCT unnest(admin_edited || :fields::text[]) ORDER BY 1),
+    manual_price = manual_price OR :manual_price
+WHERE id = :id;
+
+-- name: list_admin_services(provider_id, category_id, quarantined_only, query, query_id, before_id, limit)
+SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
+       s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
+       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time
+FROM services s
+WHERE (:provider_id = 0 OR s.provider_id = :provider_id)
+  AND (:category_id = 0 OR s.category_id = :category_id)
+  AND (NOT :quarantined_only OR s.quarantined)
+  AND (:query = '' OR s.id = :query_id OR s.name ILIKE '%%' || :query || '%%')
+  AND s.id < :before_id
+ORDER BY s.id DESC
+LIMIT :limit;
+
+-- name: get_admin_service(id)^
+SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
+       s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
+       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time
+FROM services s WHERE s.id = :id;
+
+-- name: list_fallbacks(service_ids)
+SELECT service_id, provider_id, upstream_service_id FROM service_fallbacks
+WHERE service_id = ANY(:service_ids) ORDER BY service_id, position;
+
+-- name: delete_service(id)$
+DELETE FROM services WHERE id = :id RETURNING id;
+
+-- name: delete_category(id)$
+DELETE FROM categories WHERE id = :id RETURNING id;
+
+-- name: set_service_provider(id, provider_id, upstream_service_id)!
+UPDATE services SET provider_id = :provider_id, upstream_service_id = :upstream_service_id, update_time = now()
+WHERE id = :id;
+
+-- name: delete_fallbacks(service_id)!
+DELETE FROM service_fallbacks WHERE service_id = :service_id;
+
+-- name: insert_fallback(service_id, position, provider_id, upstream_service_id)!
+INSERT INTO service_fallbacks (service_id, position, provider_id, upstream_service_id)
+VALUES (:service_id, :position, :provider_id, :upstream_service_id);
+
+-- name: provider_exists(id)$
+SELECT EXISTS (SELECT 1 FROM providers WHERE id = :id AND status <> 'deleted');
+
+-- name: accept_pending_price(id, cost_micros)!
+UPDATE services
+SET provider_rate_micros = pending_provider_rate_micros, exchange_rate = pending_exchange_rate,
+    cost_micros = :cost_micros, quarantined = false, quarantine_reason = '',
+    pending_provider_rate_micros = NULL, pending_exchange_rate = NULL, update_time = now()
+WHERE id = :id;
+
+-- name: set_service_rate(id, rate_micros, manual_price)!
+UPDATE services SET rate_micros = :rate_micros, manual_price = :manual_price, update_time = now() WHERE id = :id;
+
+-- name: set_services_enabled(ids, enabled)$
+WITH changed AS (
+    UPDATE services SET enabled = :enabled, update_time = now()
+    WHERE id = ANY(:ids) AND enabled <> :enabled RETURNING id
+)
+SELECT count(*) FROM changed;
+
+-- name: lock_priced_services(ids)
+-- Services whose price the rules may set (not hand-priced, not quarantined, with a known cost).
+SELECT id, category_id, rate_micros, cost_micros, manual_price
+FROM services
+WHERE (cardinality(:ids::bigint[]) = 0 OR id = ANY(:ids)) AND cost_micros IS NOT NULL AND NOT quarantined
+ORDER BY id
+FOR UPDATE;
+
+-- name: lock_services_by_id(ids)
+SELECT id, category_id, rate_micros, cost_micros, manual_price
+FROM services WHERE id = ANY(:ids) ORDER BY id FOR UPDATE;
+
+-- name: get_pricing_rule(id)^
+SELECT id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time
+FROM pricing_rules WHERE id = :id;
+
+-- name: insert_pricing_rule(category_id, service_id, markup_bps, fixed_micros, round_to_micros)^
+INSERT INTO pricing_rules (category_id, service_id, markup_bps, fixed_micros, round_to_micros)
+VALUES (:category_id, :service_id, :markup_bps, :fixed_micros, :round_to_micros)
+RETURNING id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time;
+
+-- name: update_pricing_rule(id, markup_bps, fixed_micros, round_to_micros)^
+UPDATE pricing_rules
+SET markup_bps = :markup_bps, fixed_micros = :fixed_micros, round_to_micros = :round_to_micros, update_time = now()
+WHERE id = :id
+RETURNING id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time;
+
+-- name: delete_pricing_rule(id)$
+DELETE FROM pricing_rules WHERE id = :id AND (category_id IS NOT NULL OR service_id IS NOT NULL) RETURNING id;
+
+-- name: lock_pricing_rules()!
+-- Rule changes and the repricing they cause happen one at a time.
+LOCK TABLE pricing_rules IN SHARE ROW EXCLUSIVE MODE;

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 
 from server.catalog.errors import category_name_taken, unknown_category
+from server.catalog.pricing import PricingRule
 from server.common.db import map_db_errors
 from server.common.sqlfile import load
 
@@ -51,6 +53,8 @@ class ServiceRow:
     sort_order: int
     create_time: datetime
     update_time: datetime
+    average_completion_s: int
+    on_sale: bool
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,37 @@ class ServiceFields:
     dripfeed: bool
     enabled: bool
     sort_order: int
+
+
+@dataclass(frozen=True)
+class SyncedService:
+    """The sync-managed columns of one catalog service linked to a provider."""
+
+    id: int
+    upstream_service_id: str
+    category_id: int
+    name: str
+    description: str
+    type: str
+    min_quantity: int
+    max_quantity: int
+    refill: bool
+    refill_days: int
+    cancel: bool
+    dripfeed: bool
+    enabled: bool
+    rate_micros: int
+    provider_rate_micros: int | None
+    provider_currency: str
+    exchange_rate: Decimal | None
+    cost_micros: int | None
+    manual_price: bool
+    admin_edited: list[str]
+    quarantined: bool
+    quarantine_reason: str
+    pending_provider_rate_micros: int | None
+    pending_exchange_rate: Decimal | None
+    gone_upstream_time: datetime | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +129,9 @@ class CatalogRepo(Protocol):
     async def lock_service(self, conn: Conn, service_id: int) -> bool: ...
     async def insert_service(self, conn: Conn, fields: ServiceFields) -> int: ...
     async def update_service(self, conn: Conn, service_id: int, fields: ServiceFields) -> None: ...
+    async def mark_admin_edits(
+        self, conn: Conn, service_id: int, fields: list[str], manual_price: bool
+    ) -> None: ...
 
 
 class PostgresCatalogRepo:
@@ -156,3 +194,58 @@ class PostgresCatalogRepo:
     async def update_service(self, conn: Conn, service_id: int, fields: ServiceFields) -> None:
         with map_db_errors(CONSTRAINTS):
             await QUERIES.execute(conn, "update_service", id=service_id, **vars(fields))
+
+    async def mark_admin_edits(
+        self, conn: Conn, service_id: int, fields: list[str], manual_price: bool
+    ) -> None:
+        await QUERIES.execute(
+            conn, "mark_admin_edits", id=service_id, fields=fields, manual_price=manual_price
+        )
+
+    # ------------------------------------------------------------------ provider sync (importer)
+
+    async def lock_synced_services(self, conn: Conn, provider_id: int) -> list[SyncedService]:
+        return await QUERIES.all(conn, "lock_synced_services", SyncedService, provider_id=provider_id)
+
+    async def category_ids(self, conn: Conn) -> dict[str, int]:
+        async with conn.cursor() as cur:
+            await cur.execute(QUERIES.sql("list_category_ids"))
+            return {name: category_id for name, category_id in await cur.fetchall()}
+
+    async def ensure_categories(self, conn: Conn, names: list[str]) -> dict[str, int]:
+        await QUERIES.execute_many(conn, "insert_missing_category", [{"name": n} for n in names])
+        found = await self.category_ids(conn)
+        return {name: found[name] for name in names}
+
+    async def pricing_rules(self, conn: Conn) -> list[PricingRule]:
+        return await QUERIES.all(conn, "list_pricing_rules", PricingRule)
+
+    async def insert_synced_services(self, conn: Conn, provider_id: int, rows: list[SyncedService]) -> None:
+        columns = (
+            "upstream_service_id",
+            "category_id",
+            "name",
+            "description",
+            "type",
+            "min_quantity",
+            "max_quantity",
+            "refill",
+            "refill_days",
+            "cancel",
+            "dripfeed",
+            "enabled",
+            "rate_micros",
+            "provider_rate_micros",
+            "provider_currency",
+            "exchange_rate",
+            "cost_micros",
+        )
+        params = [{"provider_id": provider_id, **{c: getattr(r, c) for c in columns}} for r in rows]
+        with map_db_errors(CONSTRAINTS):
+            await QUERIES.execute_many(conn, "insert_synced_service", params)
+
+    async def update_synced_services(self, conn: Conn, rows: list[SyncedService]) -> None:
+        skip = {"upstream_service_id", "manual_price", "admin_edited"}
+        params = [{k: v for k, v in asdict(r).items() if k not in skip} for r in rows]
+        with map_db_errors(CONSTRAINTS):
+            await QUERIES.execute_many(conn, "update_synced_service", params)

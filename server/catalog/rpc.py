@@ -6,13 +6,15 @@ import grpc
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
+from server.catalog.admin import AdminView, CatalogAdmin, RuleFields
 from server.catalog.logic import CatalogLogic
+from server.catalog.pricing import PricingRule
 from server.catalog.repo import CategoryRow, ServiceFields, ServicePosition, ServiceRow
 from server.common import auth, idempotency
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
-from server.common.money import format_micros, parse_micros
-from server.common.pagetoken import PageTokenCodec, page_size
+from server.common.money import format_bps, format_micros, format_rate, parse_micros, parse_percent_bps
+from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 
 CATEGORY_FIELDS = frozenset({"name", "sort_order", "enabled"})
 SERVICE_FIELDS = frozenset(
@@ -55,7 +57,69 @@ def service_to_proto(row: ServiceRow, currency: str) -> pb.Service:
         currency=currency,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        average_completion_seconds=row.average_completion_s,
     )
+
+
+def admin_service_to_proto(view: AdminView, currency: str) -> pb.AdminService:
+    row = view.admin
+    message = pb.AdminService(
+        service=service_to_proto(view.service, currency),
+        fallbacks=[
+            pb.ProviderMapping(provider_id=f.provider_id, upstream_service_id=f.upstream_service_id)
+            for f in view.fallbacks
+        ],
+        provider_rate=_money(row.provider_rate_micros),
+        provider_currency=row.provider_currency,
+        exchange_rate=format_rate(row.exchange_rate) if row.exchange_rate is not None else "",
+        cost=_money(row.cost_micros),
+        manual_price=row.manual_price,
+        admin_edited=row.admin_edited,
+        quarantined=row.quarantined,
+        quarantine_reason=row.quarantine_reason,
+        pending_provider_rate=_money(row.pending_provider_rate_micros),
+        gone_upstream_time=timestamp(row.gone_upstream_time),
+    )
+    if row.provider_id is not None:
+        message.provider.CopyFrom(
+            pb.ProviderMapping(provider_id=row.provider_id, upstream_service_id=row.upstream_service_id)
+        )
+    return message
+
+
+def _money(micros: int | None) -> str:
+    return "" if micros is None else format_micros(micros)
+
+
+def rule_to_proto(rule: PricingRule) -> pb.PricingRule:
+    return pb.PricingRule(
+        id=rule.id,
+        category_id=rule.category_id or 0,
+        service_id=rule.service_id or 0,
+        markup_percent=format_bps(rule.markup_bps),
+        fixed_amount=format_micros(rule.fixed_micros),
+        round_to=format_micros(rule.round_to_micros, min_fraction_digits=0),
+        update_time=timestamp(rule.update_time),
+    )
+
+
+RULE_FIELDS = frozenset({"markup_percent", "fixed_amount", "round_to"})
+MAX_MARKUP_BPS = 10_000_000  # 100,000 %: generous, but a typo of many zeros is refused
+
+
+def rule_values(rule: pb.PricingRule, paths: frozenset[str] | set[str] = RULE_FIELDS) -> dict[str, int]:
+    values: dict[str, int] = {}
+    if "markup_percent" in paths:
+        values["markup_bps"] = parse_percent_bps(
+            rule.markup_percent or "0", field="pricing_rule.markup_percent", maximum_bps=MAX_MARKUP_BPS
+        )
+    if "fixed_amount" in paths:
+        values["fixed_micros"] = parse_micros(rule.fixed_amount or "0", field="pricing_rule.fixed_amount")
+    if "round_to" in paths:
+        values["round_to_micros"] = parse_micros(
+            rule.round_to or "0.0001", field="pricing_rule.round_to", allow_zero=False
+        )
+    return values
 
 
 def _type_name(value: int) -> str:
@@ -92,8 +156,11 @@ def _service_change(service: pb.Service, path: str) -> tuple[str, object]:
 
 
 class CatalogServicer(pb_grpc.CatalogServiceServicer):
-    def __init__(self, logic: CatalogLogic, tokens: PageTokenCodec, currency: str) -> None:
+    def __init__(
+        self, logic: CatalogLogic, admin: CatalogAdmin, tokens: PageTokenCodec, currency: str
+    ) -> None:
         self._logic = logic
+        self._admin = admin
         self._tokens = tokens
         self._currency = currency
 
@@ -160,3 +227,115 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         paths = mask_paths(request.update_mask, request.service, allowed=SERVICE_FIELDS, prefix="service")
         changes = dict(_service_change(request.service, path) for path in paths)
         return service_to_proto(await self._logic.update_service(request.service.id, changes), self._currency)
+
+    async def ListAdminServices(
+        self, request: pb.ListAdminServicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdminServicesResponse:
+        size = page_size(request.page_size, default=100, maximum=1000)
+        filters = {
+            "provider_id": request.provider_id,
+            "category_id": request.category_id,
+            "quarantined_only": request.quarantined_only,
+            "query": request.query,
+        }
+        views, token = await newest_first_page(
+            self._tokens,
+            request.page_token,
+            filters,
+            size,
+            lambda before_id, limit: self._admin.list_services(
+                provider_id=request.provider_id,
+                category_id=request.category_id,
+                quarantined_only=request.quarantined_only,
+                query=request.query,
+                before_id=before_id,
+                limit=limit,
+            ),
+        )
+        return pb.ListAdminServicesResponse(
+            services=[admin_service_to_proto(v, self._currency) for v in views], next_page_token=token
+        )
+
+    async def GetAdminService(
+        self, request: pb.GetAdminServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdminService:
+        return admin_service_to_proto(await self._admin.get(request.id), self._currency)
+
+    async def DeleteService(
+        self, request: pb.DeleteServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteServiceResponse:
+        await self._admin.delete_service(request.id)
+        return pb.DeleteServiceResponse()
+
+    async def DeleteCategory(
+        self, request: pb.DeleteCategoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCategoryResponse:
+        await self._admin.delete_category(request.id)
+        return pb.DeleteCategoryResponse()
+
+    async def SetServiceProviders(
+        self, request: pb.SetServiceProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdminService:
+        primary = None
+        if request.HasField("provider"):
+            primary = (request.provider.provider_id, request.provider.upstream_service_id)
+        fallbacks = [(f.provider_id, f.upstream_service_id) for f in request.fallbacks]
+        view = await self._admin.set_providers(request.id, primary, fallbacks)
+        return admin_service_to_proto(view, self._currency)
+
+    async def AcceptServicePrice(
+        self, request: pb.AcceptServicePriceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdminService:
+        return admin_service_to_proto(await self._admin.accept_price(request.id), self._currency)
+
+    async def BulkUpdateServices(
+        self, request: pb.BulkUpdateServicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BulkUpdateServicesResponse:
+        rate = parse_micros(request.rate, field="rate") if request.rate else None
+        percent = (
+            parse_percent_bps(
+                request.percent, field="percent", minimum_bps=-9_900, maximum_bps=MAX_MARKUP_BPS
+            )
+            if request.percent
+            else None
+        )
+        updated = await self._admin.bulk(
+            list(request.service_ids), request.action, rate_micros=rate, percent_bps=percent
+        )
+        return pb.BulkUpdateServicesResponse(updated_count=updated)
+
+    async def ListPricingRules(
+        self, request: pb.ListPricingRulesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPricingRulesResponse:
+        return pb.ListPricingRulesResponse(
+            pricing_rules=[rule_to_proto(r) for r in await self._admin.rules()]
+        )
+
+    async def CreatePricingRule(
+        self, request: pb.CreatePricingRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PricingRule:
+        rule = request.pricing_rule
+        values = rule_values(rule)
+        fields = RuleFields(
+            category_id=rule.category_id or None,
+            service_id=rule.service_id or None,
+            markup_bps=values["markup_bps"],
+            fixed_micros=values["fixed_micros"],
+            round_to_micros=values["round_to_micros"],
+        )
+        return rule_to_proto(await self._admin.create_rule(fields))
+
+    async def UpdatePricingRule(
+        self, request: pb.UpdatePricingRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PricingRule:
+        rule = request.pricing_rule
+        if rule.id <= 0:
+            raise InvalidArgument.for_field("pricing_rule.id", "is required")
+        paths = mask_paths(request.update_mask, rule, allowed=RULE_FIELDS, prefix="pricing_rule")
+        return rule_to_proto(await self._admin.update_rule(rule.id, rule_values(rule, set(paths))))
+
+    async def DeletePricingRule(
+        self, request: pb.DeletePricingRuleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeletePricingRuleResponse:
+        await self._admin.delete_rule(request.id)
+        return pb.DeletePricingRuleResponse()

@@ -7,7 +7,7 @@ The only module that parses, formats or rounds money. No floats: ``Decimal`` for
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from server.common.errors import InvalidArgument
 
@@ -54,3 +54,59 @@ def mul_div_round(micros: int, numerator: int, denominator: int) -> int:
     if 2 * remainder >= denominator:
         quotient += 1
     return quotient if product >= 0 else -quotient
+
+
+# ---------------------------------------------------------------------------- exchange rates
+
+MAX_RATE_FRACTION_DIGITS = 10
+_RATE = re.compile(r"^\d{1,12}(\.\d{1,10})?$", re.ASCII)
+
+
+def parse_rate(value: str, *, field: str) -> Decimal:
+    """ "1.0825" -> Decimal("1.0825"): positive, at most 10 decimals (NUMERIC(24,10) in SQL)."""
+    text = value.strip()
+    if not _RATE.match(text) or Decimal(text) <= 0:
+        raise InvalidArgument.for_field(
+            field, f"must be a positive decimal string with at most {MAX_RATE_FRACTION_DIGITS} decimals"
+        )
+    return Decimal(text)
+
+
+def format_rate(rate: Decimal) -> str:
+    """Decimal("1.08250") -> "1.0825"; Decimal("2") -> "2"."""
+    return format(rate.normalize(), "f")
+
+
+def convert_micros(micros: int, rate: Decimal) -> int:
+    """An amount in another currency -> the panel's, at ``rate``, rounded half up to a micro-unit."""
+    return int((Decimal(micros) * rate).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def round_up_to(micros: int, step: int) -> int:
+    """The smallest multiple of ``step`` that is >= ``micros`` (prices never round below cost)."""
+    if step <= 0:
+        raise ValueError("step must be positive")
+    return -(-micros // step) * step
+
+
+# ---------------------------------------------------------------------------- percentages
+
+_PERCENT = re.compile(r"^-?\d{1,7}(\.\d{1,2})?$", re.ASCII)
+
+
+def parse_percent_bps(value: str, *, field: str, minimum_bps: int = 0, maximum_bps: int = 10_000) -> int:
+    """ "12.5" -> 1250 basis points; at most 2 decimals, within [minimum_bps, maximum_bps]."""
+    text = value.strip()
+    if not _PERCENT.match(text):
+        raise InvalidArgument.for_field(field, "must be a percentage like 5 or 12.5")
+    bps = int(Decimal(text) * 100)
+    if not minimum_bps <= bps <= maximum_bps:
+        raise InvalidArgument.for_field(
+            field, f"must be between {format_bps(minimum_bps)} and {format_bps(maximum_bps)}"
+        )
+    return bps
+
+
+def format_bps(bps: int) -> str:
+    """1250 -> "12.5"; 500 -> "5"; -1000 -> "-10"."""
+    return format((Decimal(bps) / 100).normalize(), "f")

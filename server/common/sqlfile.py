@@ -51,6 +51,12 @@ class Queries:
             found = await cur.fetchone()
             return None if found is None else found[0]
 
+    async def execute_many(self, conn: AsyncConnection[Any], name: str, rows: list[dict[str, Any]]) -> None:
+        """One statement for many parameter sets, pipelined by psycopg (one round trip per batch)."""
+        if rows:
+            async with conn.cursor() as cur:
+                await cur.executemany(self._sql[name], rows)
+
     async def execute(self, conn: AsyncConnection[Any], name: str, /, **params: Any) -> int:
         async with conn.cursor() as cur:
             await cur.execute(self._sql[name], params)

@@ -12,7 +12,7 @@ from server.common import idempotency
 from server.common.db import Pool
 from server.common.errors import InvalidArgument
 from server.common.sqlfile import load
-from server.system.jobs import ACTIONS
+from server.system.jobs import ACTIONS, JobAction
 
 QUERIES = load(__file__)
 
@@ -47,8 +47,10 @@ class AuditRow:
 
 
 class SystemLogic:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, extra_actions: dict[str, JobAction] | None = None) -> None:
+        """``extra_actions``: jobs whose work belongs to another service, wired in server/main.py."""
         self._pool = pool
+        self._actions = {**ACTIONS, **(extra_actions or {})}
 
     async def run_job(self, name: str, period_start: int) -> tuple[JobRunRow, bool]:
         try:
@@ -61,7 +63,7 @@ class SystemLogic:
         async with self._pool.connection() as conn, conn.transaction():
             claimed = await QUERIES.scalar(conn, "claim_job_run", job=name, period_start=start)
             if claimed is not None:
-                result = await ACTIONS[name](conn)
+                result = await self._actions[name](conn)
                 await QUERIES.execute(conn, "finish_job_run", job=name, period_start=start, result=result)
             row = await QUERIES.one(conn, "get_job_run", JobRunRow, job=name, period_start=start)
         assert row is not None

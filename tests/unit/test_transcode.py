@@ -159,7 +159,23 @@ def test_query_skips_fields_bound_by_body_or_path(
     routes: dict[str, Route], query: list[tuple[str, str]]
 ) -> None:
     request = decode(routes[UPDATE_SERVICE], b'{"name": "from-body"}', path={"p0": "1"}, query=query)
-    assert as_dict(request) == {"service": {"id": "1", "name": "from-body"}}
+    # The update mask comes from the body's keys (as in grpc-gateway), never from the query here.
+    assert as_dict(request) == {"service": {"id": "1", "name": "from-body"}, "update_mask": "name"}
+
+
+def test_patch_mask_from_body_keys_includes_false_values_and_skips_path_fields(
+    routes: dict[str, Route],
+) -> None:
+    request = decode(
+        routes[UPDATE_SERVICE],
+        b'{"id": "5", "enabled": false, "sort_order": 0, "bogus": 1}',
+        path={"p0": "1"},
+    )
+    assert list(request.update_mask.paths) == ["enabled", "sort_order"]
+    explicit = decode(
+        routes[UPDATE_SERVICE], b'{"enabled": false}', path={"p0": "1"}, query=[("updateMask", "name")]
+    )
+    assert list(explicit.update_mask.paths) == ["name"]
 
 
 def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route]) -> None:
@@ -396,6 +412,7 @@ def test_encode_prints_defaults_and_int64_as_strings(routes: dict[str, Route]) -
         "enabled": False,
         "sortOrder": 0,
         "currency": "",
+        "averageCompletionSeconds": "0",
     }
 
 

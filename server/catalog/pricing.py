@@ -1,0 +1,50 @@
+"""Pricing rules: our price per 1000 from the provider's cost, and which rule applies.
+
+price = round_up(cost + cost x markup + fixed, round_to). The most specific rule wins: the
+service's own, else its category's, else the default (the rule with neither id). Rounding is up,
+so a price never falls below cost plus markup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.common.money import mul_div_round, round_up_to
+
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class PricingRule:
+    id: int
+    category_id: int | None
+    service_id: int | None
+    markup_bps: int
+    fixed_micros: int
+    round_to_micros: int
+    update_time: datetime
+
+
+class Rules:
+    """The rules in force, indexed for lookups during a sync of thousands of services."""
+
+    def __init__(self, rules: list[PricingRule]) -> None:
+        self.default = next((r for r in rules if r.category_id is None and r.service_id is None), None)
+        self.by_service = {r.service_id: r for r in rules if r.service_id is not None}
+        self.by_category = {r.category_id: r for r in rules if r.category_id is not None}
+
+    def rule_for(self, service_id: int | None, category_id: int) -> PricingRule | None:
+        if service_id is not None and service_id in self.by_service:
+            return self.by_service[service_id]
+        return self.by_category.get(category_id, self.default)
+
+    def price(self, cost_micros: int, service_id: int | None, category_id: int) -> int:
+        return price_for(cost_micros, self.rule_for(service_id, category_id))
+
+
+def price_for(cost_micros: int, rule: PricingRule | None) -> int:
+    if rule is None:  # no default rule: sell at cost rather than guess a markup
+        return cost_micros
+    marked_up = cost_micros + mul_div_round(cost_micros, rule.markup_bps, BPS) + rule.fixed_micros
+    return round_up_to(marked_up, rule.round_to_micros)

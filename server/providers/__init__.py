@@ -1,0 +1,1 @@
+"""Upstream providers: the clients that place and track orders with other panels."""

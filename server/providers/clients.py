@@ -1,0 +1,56 @@
+"""One adapter per provider per process, built from its stored settings (the key decrypted only
+here, in memory), sharing one HTTP connection pool; rebuilt when the provider's settings change."""
+
+from __future__ import annotations
+
+import httpx
+
+from server.common.db import Pool
+from server.common.secretbox import SecretBox
+from server.providers.adapters import create_adapter
+from server.providers.adapters.base import ProviderAdapter, ProviderConnection
+from server.providers.adapters.breaker import BreakerPolicy
+from server.providers.health import HealthRecorder, SharedBreaker
+from server.providers.repo import ProviderRow, ProvidersRepo
+
+KEY_CONTEXT = "provider-api-key"
+
+
+class ProviderClients:
+    def __init__(
+        self, pool: Pool, repo: ProvidersRepo, box: SecretBox, http: httpx.AsyncClient, policy: BreakerPolicy
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._box = box
+        self._http = http
+        self._policy = policy
+        self._adapters: dict[int, tuple[object, ProviderAdapter]] = {}
+
+    def adapter(self, provider: ProviderRow) -> ProviderAdapter:
+        version = (provider.update_time, provider.api_key_ciphertext)
+        cached = self._adapters.get(provider.id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        connection = ProviderConnection(
+            api_url=provider.api_url,
+            api_key=self._box.decrypt(provider.api_key_ciphertext, context=KEY_CONTEXT),
+            timeout_s=provider.timeout_ms / 1000,
+            max_concurrency=provider.max_concurrency,
+            max_requests_per_s=float(provider.max_requests_per_s),
+        )
+        adapter = create_adapter(
+            provider.protocol,
+            connection,
+            http=self._http,
+            breaker=self.breaker(provider.id),
+            on_exchange=HealthRecorder(self._pool, self._repo, provider.id),
+        )
+        self._adapters[provider.id] = (version, adapter)
+        return adapter
+
+    def breaker(self, provider_id: int) -> SharedBreaker:
+        return SharedBreaker(self._pool, self._repo, provider_id, self._policy)
+
+    def encrypt_key(self, api_key: str) -> str:
+        return self._box.encrypt(api_key, context=KEY_CONTEXT)

@@ -1,0 +1,103 @@
+"""Provider health and the circuit breaker, kept in PostgreSQL so every server copy shares them.
+
+``SharedBreaker`` stores the breaker's state in ``provider_health`` and moves it with the pure
+``admit``/``observe`` functions of the adapters package, under ``SELECT ... FOR UPDATE``, with the
+wall clock (the same on every copy, unlike a monotonic one). ``HealthRecorder`` turns each exchange
+with the provider into the health figures staff see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from server.common.db import Pool
+from server.providers.adapters.base import Exchange
+from server.providers.adapters.breaker import BreakerPhase, BreakerPolicy, BreakerState, admit, observe
+from server.providers.repo import CircuitRow, Conn, ProvidersRepo
+
+
+class SharedBreaker:
+    def __init__(
+        self,
+        pool: Pool,
+        repo: ProvidersRepo,
+        provider_id: int,
+        policy: BreakerPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._provider_id = provider_id
+        self.policy = policy
+        self._clock = clock
+
+    async def state(self) -> BreakerState:
+        async with self._pool.connection() as conn:
+            row = await self._repo.lock_circuit(conn, self._provider_id)
+        return _state(row)
+
+    async def allow(self) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await self._repo.lock_circuit(conn, self._provider_id)
+            if row is None:
+                return True
+            current = _state(row)
+            allowed, after = admit(current, self.policy, self._clock())
+            if after != current:
+                await self._store(conn, after)
+            return allowed
+
+    async def record(self, ok: bool, latency_s: float) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await self._repo.lock_circuit(conn, self._provider_id)
+            if row is None:
+                return
+            current = _state(row)
+            after = observe(current, self.policy, self._clock(), ok)
+            if after != current:
+                await self._store(conn, after)
+
+    async def _store(self, conn: Conn, state: BreakerState) -> None:
+        await self._repo.store_circuit(
+            conn,
+            self._provider_id,
+            state.phase.value,
+            state.failures,
+            state.opened_at,
+            state.probe_at,
+        )
+
+
+def _state(row: CircuitRow | None) -> BreakerState:
+    if row is None:
+        return BreakerState()
+    return BreakerState(
+        BreakerPhase(row.circuit_phase),
+        failures=row.circuit_failures,
+        opened_at=row.opened_at,
+        probe_at=row.probe_at,
+    )
+
+
+class HealthRecorder:
+    """The adapter's exchange hook: one health update per request that went out."""
+
+    def __init__(self, pool: Pool, repo: ProvidersRepo, provider_id: int) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._provider_id = provider_id
+
+    async def __call__(self, exchange: Exchange) -> None:
+        if not exchange.sent:
+            return
+        failed = exchange.outcome == "unknown"
+        error = f"{exchange.action}: {exchange.reason}" if failed else ""
+        async with self._pool.connection() as conn:
+            await self._repo.record_call(
+                conn,
+                self._provider_id,
+                failed=failed,
+                latency_us=int(exchange.latency_s * 1_000_000),
+                error=error,
+            )

@@ -1,0 +1,220 @@
+"""Provider management: settings (the API key encrypted, never returned), connection tests,
+upstream service lists, exchange rates."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from server.common import audit
+from server.common.db import Pool
+from server.common.errors import (
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+    collect,
+)
+from server.providers.adapters import ADAPTERS
+from server.providers.adapters.base import Accepted, Balance, Rejected, Unknown, UpstreamService
+from server.providers.clients import ProviderClients
+from server.providers.errors import DOMAIN, no_exchange_rate, provider_not_found, sync_run_not_found
+from server.providers.repo import ExchangeRateRow, ProviderFields, ProviderRow, ProvidersRepo, SyncRunRow
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    outcome: str
+    message: str
+    balance: Balance | None
+    latency_ms: int
+
+
+def validate(fields: ProviderFields, *, api_key: str | None) -> None:
+    violations: list[FieldViolation] = []
+    if not 1 <= len(fields.name.strip()) <= 100:
+        violations.append(FieldViolation("provider.name", "must be 1 to 100 characters"))
+    if fields.protocol not in ADAPTERS:
+        violations.append(
+            FieldViolation("provider.protocol", "must be one of " + ", ".join(sorted(ADAPTERS)))
+        )
+    if len(fields.api_url) > 2000 or not URL.match(fields.api_url):
+        violations.append(FieldViolation("provider.api_url", "must be an http(s) URL"))
+    if api_key is not None and not 1 <= len(api_key.strip()) <= 500:
+        violations.append(FieldViolation("provider.api_key", "is required (at most 500 characters)"))
+    if not CURRENCY.match(fields.currency):
+        violations.append(FieldViolation("provider.currency", "must be an ISO 4217 code like USD"))
+    if not 100 <= fields.timeout_ms <= 120_000:
+        violations.append(FieldViolation("provider.timeout_ms", "must be 100 to 120000"))
+    if not 1 <= fields.max_concurrency <= 256:
+        violations.append(FieldViolation("provider.max_concurrency", "must be 1 to 256"))
+    if not 1 <= fields.max_requests_per_s <= 10_000:
+        violations.append(FieldViolation("provider.max_requests_per_s", "must be 1 to 10000"))
+    collect(violations, domain=DOMAIN)
+
+
+def visible(fields: ProviderFields) -> dict[str, Any]:
+    # What the audit trail keeps of a provider: never its key, not even encrypted.
+    shown = vars(fields).copy()
+    shown.pop("api_key_ciphertext")
+    return shown
+
+
+class ProvidersLogic:
+    def __init__(
+        self, pool: Pool, repo: ProvidersRepo, clients: ProviderClients, panel_currency: str
+    ) -> None:
+        self._pool = pool
+        self._repo = repo
+        self._clients = clients
+        self.panel_currency = panel_currency
+
+    async def create(self, fields: ProviderFields, api_key: str) -> ProviderRow:
+        validate(fields, api_key=api_key)
+        fields = replace(
+            fields, name=fields.name.strip(), api_key_ciphertext=self._clients.encrypt_key(api_key.strip())
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            provider_id = await self._repo.insert(conn, fields)
+            await audit.record(
+                conn, "provider.created", target=f"provider:{provider_id}", after=visible(fields)
+            )
+            row = await self._repo.get(conn, provider_id)
+        assert row is not None
+        return row
+
+    async def list_providers(self) -> list[ProviderRow]:
+        async with self._pool.connection() as conn:
+            return await self._repo.all(conn)
+
+    async def get(self, provider_id: int) -> ProviderRow:
+        async with self._pool.connection() as conn:
+            row = await self._repo.get(conn, provider_id)
+        if row is None:
+            raise provider_not_found(provider_id)
+        return row
+
+    async def update(self, provider_id: int, changes: dict[str, Any], api_key: str | None) -> ProviderRow:
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await self._repo.lock(conn, provider_id):
+                raise provider_not_found(provider_id)
+            current = await self._repo.get(conn, provider_id)
+            assert current is not None
+            before = current.fields()
+            after = replace(before, **changes)
+            validate(after, api_key=api_key)
+            if api_key is not None:
+                after = replace(after, api_key_ciphertext=self._clients.encrypt_key(api_key.strip()))
+            after = replace(after, name=after.name.strip())
+            await self._repo.update(conn, provider_id, after)
+            shown_after = {**visible(after), "api_key_changed": api_key is not None}
+            await audit.record(
+                conn,
+                "provider.updated",
+                target=f"provider:{provider_id}",
+                before=visible(before),
+                after=shown_after,
+            )
+            row = await self._repo.get(conn, provider_id)
+        assert row is not None
+        return row
+
+    async def delete(self, provider_id: int) -> ProviderRow:
+        # Orders do not exist yet; the orders issue refuses this while the provider has open ones.
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await self._repo.lock(conn, provider_id):
+                raise provider_not_found(provider_id)
+            current = await self._repo.get(conn, provider_id)
+            assert current is not None
+            deleted = replace(current.fields(), status="deleted")
+            await self._repo.update(conn, provider_id, deleted)
+            await audit.record(
+                conn, "provider.deleted", target=f"provider:{provider_id}", before=visible(current.fields())
+            )
+        return replace(current, status="deleted")
+
+    async def test_connection(self, provider_id: int) -> ConnectionTest:
+        provider = await self.get(provider_id)
+        started = time.monotonic()
+        reply = await self._clients.adapter(provider).balance(fresh=True)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        if isinstance(reply, Accepted):
+            async with self._pool.connection() as conn:
+                await self._repo.record_balance(
+                    conn, provider_id, reply.value.amount_micros, reply.value.currency
+                )
+            return ConnectionTest("accepted", "", reply.value, latency_ms)
+        if isinstance(reply, Rejected):
+            return ConnectionTest("rejected", reply.message, None, latency_ms)
+        return ConnectionTest("unknown", reply.reason, None, latency_ms)
+
+    async def upstream_services(self, provider_id: int, *, fresh: bool) -> tuple[list[UpstreamService], str]:
+        provider = await self.get(provider_id)
+        reply = await self._clients.adapter(provider).services(fresh=fresh)
+        if isinstance(reply, Accepted):
+            return reply.value, provider.currency
+        raise upstream_failed(reply)
+
+    async def sync_run(self, provider_id: int, run_id: int) -> SyncRunRow:
+        async with self._pool.connection() as conn:
+            run = await self._repo.sync_run(conn, run_id)
+        if run is None or run.provider_id != provider_id:
+            raise sync_run_not_found(run_id)
+        return run
+
+    async def sync_runs(self, provider_id: int, *, limit: int) -> list[SyncRunRow]:
+        await self.get(provider_id)
+        async with self._pool.connection() as conn:
+            return await self._repo.sync_runs(conn, provider_id, limit)
+
+    async def exchange_rates(self) -> list[ExchangeRateRow]:
+        async with self._pool.connection() as conn:
+            return await self._repo.exchange_rates(conn)
+
+    async def set_exchange_rate(self, currency: str, rate: Decimal) -> ExchangeRateRow:
+        if not CURRENCY.match(currency):
+            raise InvalidArgument.for_field("currency", "must be an ISO 4217 code like EUR")
+        if currency == self.panel_currency:
+            raise InvalidArgument.for_field("currency", f"{currency} is the panel's own currency (rate 1)")
+        async with self._pool.connection() as conn, conn.transaction():
+            before = await self._repo.exchange_rate(conn, currency)
+            row = await self._repo.set_exchange_rate(conn, currency, rate)
+            await audit.record(
+                conn,
+                "exchange_rate.set",
+                target=f"currency:{currency}",
+                before=None if before is None else {"rate": str(before)},
+                after={"rate": str(rate)},
+            )
+            return row
+
+    async def rate_for(self, conn: Any, currency: str) -> Decimal:
+        if currency == self.panel_currency:
+            return Decimal(1)
+        rate = await self._repo.exchange_rate(conn, currency)
+        if rate is None:
+            raise no_exchange_rate(currency, self.panel_currency)
+        return rate
+
+
+def upstream_failed(reply: Rejected | Unknown) -> DomainError:
+    if isinstance(reply, Rejected):  # e.g. a wrong key: staff must fix the provider's settings
+        return FailedPrecondition(
+            f"the provider refused: {reply.message}",
+            reason="PROVIDER_REJECTED",
+            domain=DOMAIN,
+            metadata={"detail": reply.message[:200]},
+        )
+    return Unavailable(
+        f"the provider did not answer usefully: {reply.reason}",
+        reason="PROVIDER_UNAVAILABLE",
+        domain=DOMAIN,
+        metadata={"detail": reply.reason[:200]},
+    )

@@ -1,0 +1,802 @@
+"""Lenient parsing of provider replies, the breaker's state machine and the adapter types (all pure)."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from server.providers import adapters
+from server.providers.adapters import (
+    ADAPTERS,
+    AddOrder,
+    Balance,
+    OrderStatus,
+    ProviderConnection,
+    RefillState,
+    Rejected,
+    Unknown,
+    UpstreamStatus,
+)
+from server.providers.adapters.base import SERVICE_TYPES
+from server.providers.adapters.breaker import BreakerPhase, BreakerPolicy, BreakerState, admit, observe
+from server.providers.adapters.parse import (
+    Body,
+    ParseError,
+    classify,
+    load_json,
+    normalise_refill_state,
+    normalise_status,
+    normalise_type,
+    parse_add,
+    parse_balance,
+    parse_cancel,
+    parse_refill,
+    parse_refill_status,
+    parse_refill_statuses,
+    parse_refills,
+    parse_services,
+    parse_status,
+    parse_statuses,
+    redact,
+    to_bool,
+    to_id,
+    to_int,
+    to_micros,
+)
+
+
+def j(text: str) -> object:
+    """JSON as the adapter loads it (decimals as Decimal)."""
+    return load_json(text)
+
+
+# --- scalars ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("157", 157),
+        (157, 157),
+        (" 157 ", 157),
+        ("157.0", 157),
+        (Decimal("3572"), 3572),
+        ("1,234", 1234),
+        ("-5", -5),  # over-delivery shows as negative remains
+        ("Unknown", None),
+        ("unknown", None),
+        ("", None),
+        ("N/A", None),
+        (None, None),
+        ("12.5", None),
+        ("abc", None),
+        (True, None),
+        ("NaN", None),
+        ("Infinity", None),
+        ("1e999999", None),
+        ([], None),
+    ],
+)
+def test_to_int(value: object, expected: int | None) -> None:
+    assert to_int(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.27819", 278_190),
+        ("0.90", 900_000),
+        ("8", 8_000_000),
+        (8, 8_000_000),
+        (Decimal("0.5"), 500_000),
+        (0.5, 500_000),  # only if someone parsed JSON with floats; no binary noise leaks in
+        ("100.84292", 100_842_920),
+        ("0.0000005", 1),  # half up
+        ("0.00000049", 0),
+        ("-0.0000005", -1),  # half away from zero
+        ("1e-3", 1_000),
+        (" 12.50 ", 12_500_000),
+        ("", None),
+        ("free", None),
+        ("NaN", None),
+        (None, None),
+        (False, None),
+        ("1e30", None),  # absurdly large: refused rather than overflowing BIGINT later
+        ("1e999999", None),
+        ("1000000001", None),  # over MAX_MICROS
+    ],
+)
+def test_to_micros(value: object, expected: int | None) -> None:
+    assert to_micros(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        ("true", True),
+        ("True", True),
+        (1, True),
+        ("1", True),
+        ("yes", True),
+        (False, False),
+        ("false", False),
+        (0, False),
+        ("0", False),
+        (None, False),
+        ("", False),
+        ("maybe", False),
+        (2, False),
+    ],
+)
+def test_to_bool(value: object, expected: bool) -> None:
+    assert to_bool(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (23501, "23501"),
+        ("23501", "23501"),
+        (" 23501 ", "23501"),
+        (Decimal("23501"), "23501"),
+        (Decimal("23501.0"), "23501"),
+        ("007", "7"),
+        ("a1b2-c3", "a1b2-c3"),  # opaque string ids are kept
+        (0, None),
+        ("0", None),
+        (-4, None),
+        ("", None),
+        ("12 34", None),
+        (Decimal("1.5"), None),
+        (True, None),
+        (None, None),
+        ("x" * 65, None),
+    ],
+)
+def test_to_id(value: object, expected: str | None) -> None:
+    assert to_id(value) == expected
+
+
+# --- words -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Default", "Default"),
+        ("default", "Default"),
+        ("DEFAULT", "Default"),
+        ("custom comments", "Custom Comments"),
+        ("custom_comments_package", "Custom Comments Package"),
+        ("Mentions  With   Hashtags", "Mentions with Hashtags"),
+        ("seo", "SEO"),
+        ("web-traffic", "Web Traffic"),
+        ("Subscription", "Subscriptions"),
+        ("Invites From Groups", "Invites from Groups"),
+        ("Something New", "Something New"),  # unknown kept as given
+        ("", "Default"),
+        (None, "Default"),
+    ],
+)
+def test_normalise_type(value: object, expected: str) -> None:
+    assert normalise_type(value) == expected
+
+
+def test_every_canonical_type_maps_to_itself() -> None:
+    assert [normalise_type(t) for t in SERVICE_TYPES] == list(SERVICE_TYPES)
+    assert [normalise_type(t.lower()) for t in SERVICE_TYPES] == list(SERVICE_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Pending", OrderStatus.PENDING),
+        ("pending", OrderStatus.PENDING),
+        ("Awaiting", OrderStatus.PENDING),
+        ("In progress", OrderStatus.IN_PROGRESS),
+        ("In Progress", OrderStatus.IN_PROGRESS),
+        ("in_progress", OrderStatus.IN_PROGRESS),
+        ("inprogress", OrderStatus.IN_PROGRESS),
+        ("Active", OrderStatus.IN_PROGRESS),
+        ("Paused", OrderStatus.IN_PROGRESS),
+        ("Processing", OrderStatus.PROCESSING),
+        ("processing", OrderStatus.PROCESSING),
+        ("Completed", OrderStatus.COMPLETED),
+        ("COMPLETED", OrderStatus.COMPLETED),
+        ("Complete", OrderStatus.COMPLETED),
+        ("Expired", OrderStatus.COMPLETED),
+        ("Partial", OrderStatus.PARTIAL),
+        ("partially completed", OrderStatus.PARTIAL),
+        ("Canceled", OrderStatus.CANCELED),
+        ("Cancelled", OrderStatus.CANCELED),
+        ("canceled", OrderStatus.CANCELED),
+        ("Refunded", OrderStatus.CANCELED),
+        ("refunds", OrderStatus.CANCELED),
+        ("Failed", None),
+        ("Error", None),
+        ("Unknown", None),
+        ("", None),
+        (None, None),
+        (3, None),
+    ],
+)
+def test_normalise_status(value: object, expected: OrderStatus | None) -> None:
+    assert normalise_status(value) is expected
+
+
+def test_order_statuses_are_the_six_pp_words() -> None:
+    assert [s.value for s in OrderStatus] == [
+        "Pending",
+        "In progress",
+        "Processing",
+        "Completed",
+        "Partial",
+        "Canceled",
+    ]
+    assert {s for s in OrderStatus if s.final} == {
+        OrderStatus.COMPLETED,
+        OrderStatus.PARTIAL,
+        OrderStatus.CANCELED,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Pending", RefillState.PENDING),
+        ("Awaiting", RefillState.PENDING),
+        ("In progress", RefillState.IN_PROGRESS),
+        ("Processing", RefillState.IN_PROGRESS),
+        ("Completed", RefillState.COMPLETED),
+        ("Processed", RefillState.COMPLETED),
+        ("Rejected", RefillState.REJECTED),
+        ("Failed", RefillState.REJECTED),
+        ("Error", RefillState.REJECTED),
+        ("Canceled", RefillState.REJECTED),
+        ("whatever", None),
+        (None, None),
+    ],
+)
+def test_normalise_refill_state(value: object, expected: RefillState | None) -> None:
+    assert normalise_refill_state(value) is expected
+
+
+# --- classification --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "kind", "detail"),
+    [
+        (200, '{"order": 23501}', "body", {"order": 23501}),
+        (200, '\ufeff{"order": 1}', "body", {"order": 1}),  # a BOM is tolerated
+        (201, '{"order": 1}', "body", {"order": 1}),
+        (200, '[{"service": 1}]', "body", [{"service": 1}]),
+        (200, '{"order": 1, "error": null}', "body", {"order": 1, "error": None}),
+        (200, '{"error": "Incorrect request"}', "rejected", "Incorrect request"),
+        (
+            200,
+            '{"order": 23501, "error": "Low balance warning"}',  # the order may exist: not a rejection
+            "unknown",
+            "HTTP 200: an order id and an error in one reply: Low balance warning",
+        ),
+        (200, '{"Error": "Invalid API key"}', "rejected", "Invalid API key"),
+        (200, '{"error": {"message": "Bad link"}}', "rejected", "Bad link"),
+        (200, '{"error": ["Bad link", "Try again"]}', "rejected", "Bad link; Try again"),
+        (422, '{"error": "Quantity less than minimal 50"}', "rejected", "Quantity less than minimal 50"),
+        (400, '{"message": "The link field is required."}', "rejected", "The link field is required."),
+        (403, '{"error": "API is Disable for this user"}', "rejected", "API is Disable for this user"),
+        (404, "<html>Not Found</html>", "unknown", "HTTP 404 without a JSON error"),
+        (400, '{"detail": "x"}', "unknown", "HTTP 400 without a JSON error"),
+        (429, '{"error": "Too many requests"}', "unknown-not-sent", "HTTP 429 Too Many Requests"),
+        (500, '{"error": "Incorrect request"}', "unknown", "HTTP 500"),  # a 5xx is never a rejection
+        (502, "<html>Bad gateway</html>", "unknown", "HTTP 502"),
+        (503, "", "unknown", "HTTP 503"),
+        (301, "", "unknown", "HTTP 301"),
+        (
+            200,
+            "<!DOCTYPE html><html><body>Just a moment...</body></html>",
+            "unknown",
+            "HTTP 200: HTML page instead of JSON",
+        ),
+        (200, '{"order": 12', "unknown", "HTTP 200: malformed JSON"),
+        (200, "", "unknown", "HTTP 200: empty body"),
+        (200, "   \n", "unknown", "HTTP 200: empty body"),
+        (200, "OK", "unknown", "HTTP 200: malformed JSON"),
+        (200, '{"balance": NaN}', "unknown", "HTTP 200: malformed JSON"),
+    ],
+)
+def test_classify(status: int, text: str, kind: str, detail: object) -> None:
+    result = classify(status, text)
+    if kind == "body":
+        assert isinstance(result, Body)
+        assert result.data == detail
+    elif kind == "rejected":
+        assert result == Rejected(str(detail))
+    elif kind == "unknown":
+        assert result == Unknown(str(detail), sent=True)
+    else:
+        assert result == Unknown(str(detail), sent=False)
+
+
+def test_json_decimals_never_become_floats() -> None:
+    data = load_json('{"charge": 0.1, "n": 3}')
+    assert isinstance(data, dict)
+    assert data["charge"] == Decimal("0.1")
+    assert isinstance(data["charge"], Decimal)
+    assert data["n"] == 3
+
+
+def test_redact_removes_the_key_in_every_spelling() -> None:
+    key = "s3cr3t+key/=="
+    text = f'{{"echo": "{key}", "url": "key=s3cr3t%2Bkey%2F%3D%3D", "plus": "s3cr3t%2Bkey%2F%3D%3D"}}'
+    redacted = redact(text, key)
+    assert key not in redacted
+    assert "s3cr3t" not in redacted
+    assert redact("nothing here", "") == "nothing here"
+
+
+# --- add -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"order": 23501}',
+        '{"order": "23501"}',
+        '{"status": "success", "order": 23501}',
+        '{"order": 23501, "charge": 0.50}',
+        '{"Order": "23501", "charge": "0.5", "currency": "USD"}',
+        '{"order_id": 23501}',
+    ],
+)
+def test_parse_add_variants(text: str) -> None:
+    assert parse_add(j(text)) == "23501"
+
+
+@pytest.mark.parametrize(
+    "text", ['{"status": "success"}', '{"order": 0}', '{"order": null}', "[]", '"23501"', '{"order": "  "}']
+)
+def test_parse_add_without_an_id_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_add(j(text))
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"charge": "0.27819", "start_count": "3572", "status": "Partial", "remains": "157", "currency": "USD"}',
+            UpstreamStatus(OrderStatus.PARTIAL, 278_190, 3572, 157, "USD"),
+        ),
+        (
+            '{"charge": 1.5, "start_count": 10, "status": "Cancelled", "remains": 0}',  # smmserver.life
+            UpstreamStatus(OrderStatus.CANCELED, 1_500_000, 10, 0, None),
+        ),
+        (
+            '{"charge": "0.1", "start_count": "0", "status": "processing", "remains": "Unknown", "currency": "USD"}',
+            UpstreamStatus(OrderStatus.PROCESSING, 100_000, 0, None, "USD"),
+        ),
+        (
+            '{"Charge": "2", "Start_Count": "55", "Status": "In Progress", "Remains": "7", "Currency": "EUR"}',  # lunasmm
+            UpstreamStatus(OrderStatus.IN_PROGRESS, 2_000_000, 55, 7, "EUR"),
+        ),
+        (
+            '{"status": "Completed", "order": 5, "runs": "3", "orders": [1, 2], "extra": {"x": 1}}',  # extra keys
+            UpstreamStatus(OrderStatus.COMPLETED, None, None, None, None),
+        ),
+        (
+            '{"status": "Refunded", "charge": "", "start_count": null, "remains": "-3"}',
+            UpstreamStatus(OrderStatus.CANCELED, None, None, -3, None),
+        ),
+    ],
+)
+def test_parse_status(text: str, expected: UpstreamStatus) -> None:
+    assert parse_status(j(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"charge": "1"}', '{"status": "Failed"}', '{"status": null}', "[]", '"Completed"', '{"status": 3}'],
+)
+def test_parse_status_without_a_known_status_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_status(j(text))
+
+
+def test_parse_statuses_canonical_object() -> None:
+    text = """{"1": {"charge": "0.27819", "start_count": "3572", "status": "Partial", "remains": "157", "currency": "USD"},
+               "10": {"error": "Incorrect order ID"},
+               "100": {"charge": "1.44219", "start_count": "234", "status": "In progress", "remains": "10", "currency": "USD"}}"""
+    result = parse_statuses(j(text), ["1", "10", "100"])
+    assert result == {
+        "1": UpstreamStatus(OrderStatus.PARTIAL, 278_190, 3572, 157, "USD"),
+        "10": Rejected("Incorrect order ID"),
+        "100": UpstreamStatus(OrderStatus.IN_PROGRESS, 1_442_190, 234, 10, "USD"),
+    }
+
+
+def test_parse_statuses_smartpanel_bare_string_and_unrecognised_entries() -> None:
+    text = """{"1": {"order": 1, "status": "Completed", "charge": "1"},
+               "2": "Incorrect order ID",
+               "3": {"status": "Failed"},
+               "4": {"unexpected": true},
+               "99": {"status": "Completed"}}"""
+    result = parse_statuses(j(text), ["1", "2", "3", "4", "5"])
+    assert result == {
+        "1": UpstreamStatus(OrderStatus.COMPLETED, 1_000_000),
+        "2": Rejected("Incorrect order ID"),
+    }  # 3 and 4 unrecognised, 5 missing, 99 not asked for: all left out (unknown)
+
+
+def test_parse_statuses_list_form() -> None:
+    text = """[{"order": 1, "status": "Completed", "charge": "0.5", "remains": "0"},
+               {"order": "2", "error": "Incorrect order ID"},
+               {"status": "Completed"}]"""
+    assert parse_statuses(j(text), ["1", "2"]) == {
+        "1": UpstreamStatus(OrderStatus.COMPLETED, 500_000, None, 0),
+        "2": Rejected("Incorrect order ID"),
+    }
+
+
+def test_parse_statuses_single_object_for_one_id() -> None:
+    assert parse_statuses(j('{"status": "Pending", "charge": "0"}'), ["7"]) == {
+        "7": UpstreamStatus(OrderStatus.PENDING, 0)
+    }
+
+
+@pytest.mark.parametrize("text", ['{"status": "ok"}', "[]", '"x"', '{"5": {"status": "Completed"}}'])
+def test_parse_statuses_with_nothing_about_the_ids_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_statuses(j(text), ["1", "2"])
+
+
+# --- refill, refill_status, cancel -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"refill": "1"}', "1"),
+        ('{"refill": 12345, "success": "Your order will be refill asap. Thank you for patience"}', "12345"),
+        ('{"status": "success", "message": "Refill queued"}', ""),
+        ('{"success": "ok"}', ""),
+        (
+            '{"refill": {"error": "Refill is disabled for this service"}}',
+            Rejected("Refill is disabled for this service"),
+        ),
+        ('{"refill": "Order not eligible for refill."}', Rejected("Order not eligible for refill.")),
+    ],
+)
+def test_parse_refill(text: str, expected: object) -> None:
+    assert parse_refill(j(text)) == expected
+
+
+@pytest.mark.parametrize("text", ['{"ok": 1}', "[]", '{"refill": null}'])
+def test_parse_refill_without_an_id_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_refill(j(text))
+
+
+def test_parse_refills_list_and_single() -> None:
+    text = '[{"order": 1, "refill": 1}, {"order": 2, "refill": 2}, {"order": 3, "refill": {"error": "Incorrect order ID"}}]'
+    assert parse_refills(j(text), ["1", "2", "3"]) == {
+        "1": "1",
+        "2": "2",
+        "3": Rejected("Incorrect order ID"),
+    }
+    assert parse_refills(j('{"refill": "9"}'), ["4"]) == {"4": "9"}
+    assert parse_refills(
+        j('{"1": {"refill": 5}, "2": {"error": "Order not eligible for refill."}}'), ["1", "2"]
+    ) == {
+        "1": "5",
+        "2": Rejected("Order not eligible for refill."),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"status": "Completed"}', RefillState.COMPLETED),
+        ('{"status": "Rejected"}', RefillState.REJECTED),
+        ('{"Status": "in progress"}', RefillState.IN_PROGRESS),
+        ('{"status": {"error": "Refill not found"}}', Rejected("Refill not found")),  # Laravel deviation
+    ],
+)
+def test_parse_refill_status(text: str, expected: object) -> None:
+    assert parse_refill_status(j(text)) == expected
+
+
+@pytest.mark.parametrize("text", ['{"status": "Sideways"}', '{"state": "Completed"}', '{"status": {"x": 1}}'])
+def test_parse_refill_status_unrecognised_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_refill_status(j(text))
+
+
+def test_parse_refill_statuses() -> None:
+    text = '[{"refill": 1, "status": "Completed"}, {"refill": 2, "status": "Rejected"}, {"refill": 3, "status": {"error": "Refill not found"}}, {"refill": 4, "status": "??"}]'
+    assert parse_refill_statuses(j(text), ["1", "2", "3", "4"]) == {
+        "1": RefillState.COMPLETED,
+        "2": RefillState.REJECTED,
+        "3": Rejected("Refill not found"),
+    }
+    assert parse_refill_statuses(j('{"1": "Pending", "2": {"status": "Processing"}}'), ["1", "2"]) == {
+        "1": RefillState.PENDING,
+        "2": RefillState.IN_PROGRESS,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "ids", "expected"),
+    [
+        (
+            '[{"order": 9, "cancel": {"error": "Incorrect order ID"}}, {"order": 2, "cancel": 1}]',
+            ["9", "2"],
+            {"9": Rejected("Incorrect order ID"), "2": True},
+        ),
+        (
+            '[{"order": 1, "cancel": "1"}, {"order": 2, "cancel": true}, {"order": 3, "cancel": "success"}, {"order": 4, "cancel": 0}]',
+            ["1", "2", "3", "4"],
+            {"1": True, "2": True, "3": True, "4": False},
+        ),
+        (
+            '[{"order": 5, "cancel": "Order can no longer be canceled"}]',
+            ["5"],
+            {"5": Rejected("Order can no longer be canceled")},
+        ),
+        ('{"cancel": "1"}', ["8"], {"8": True}),
+        ('{"success": "Order will be canceled"}', ["8"], {"8": True}),
+        (
+            '{"8": {"cancel": 1}, "9": {"error": "Order cannot be cancelled"}}',
+            ["8", "9"],
+            {"8": True, "9": Rejected("Order cannot be cancelled")},
+        ),
+    ],
+)
+def test_parse_cancel(text: str, ids: list[str], expected: dict[str, object]) -> None:
+    assert parse_cancel(j(text), ids) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"balance": "100.84292", "currency": "USD"}', Balance(100_842_920, "USD")),
+        ('{"status": "success", "balance": 12.3, "currency": "usd"}', Balance(12_300_000, "USD")),
+        ('{"Balance": "-5.5", "Currency": "EUR"}', Balance(-5_500_000, "EUR")),
+        ('{"balance": "7"}', Balance(7_000_000, "")),
+    ],
+)
+def test_parse_balance(text: str, expected: Balance) -> None:
+    assert parse_balance(j(text)) == expected
+
+
+@pytest.mark.parametrize("text", ['{"currency": "USD"}', '{"balance": "lots"}', "[]"])
+def test_parse_balance_without_an_amount_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_balance(j(text))
+
+
+# --- services --------------------------------------------------------------------------------------
+
+
+def test_parse_services_canonical_and_variants() -> None:
+    text = json.dumps(
+        [
+            {
+                "service": 1,
+                "name": "Followers",
+                "type": "Default",
+                "category": "First Category",
+                "rate": "0.90",
+                "min": "50",
+                "max": "10000",
+                "refill": True,
+                "cancel": True,
+            },
+            {
+                "service": "3331",
+                "name": "Comments",
+                "type": "custom comments",
+                "rate": "8",
+                "min": 10,
+                "max": 1500,
+                "dripfeed": False,
+                "desc": "Real comments",
+            },
+            {
+                "Service": "7",
+                "Name": "Auto",
+                "Type": "Subscriptions",
+                "Rate": 0.000_000_5,
+                "Min": "1",
+                "Max": "1",
+                "refill": "1",
+                "cancel": "yes",
+                "dripfeed": 1,
+                "description": "d",
+                "average_time": 35,
+                "extra": [1],
+            },
+            {
+                "service": 8,
+                "name": "Brand new",
+                "type": "Story Poll Votes",
+                "rate": "1.2345678",
+                "min": "1",
+                "max": "5",
+            },
+        ]
+    )
+    services, problems = parse_services(j(text))
+    assert problems == []
+    first, second, third, fourth = services
+    assert (first.service_id, first.name, first.type, first.category) == (
+        "1",
+        "Followers",
+        "Default",
+        "First Category",
+    )
+    assert (first.rate_micros, first.min, first.max) == (900_000, 50, 10000)
+    assert (first.refill, first.cancel, first.dripfeed, first.description, first.average_time) == (
+        True,
+        True,
+        False,
+        "",
+        None,
+    )
+    assert (second.service_id, second.type, second.rate_micros, second.description) == (
+        "3331",
+        "Custom Comments",
+        8_000_000,
+        "Real comments",
+    )
+    assert second.category == ""
+    assert (third.service_id, third.rate_micros, third.refill, third.cancel, third.dripfeed) == (
+        "7",
+        1,
+        True,
+        True,
+        True,
+    )
+    assert (third.description, third.average_time) == ("d", "35")
+    assert (fourth.type, fourth.rate_micros) == ("Story Poll Votes", 1_234_568)  # unknown type kept; half up
+
+
+def test_parse_services_skips_bad_entries_and_keeps_first_duplicate() -> None:
+    text = json.dumps(
+        [
+            {"service": 1, "name": "Good", "rate": "1", "min": "1", "max": "10"},
+            {"service": 1, "name": "Duplicate", "rate": "1", "min": "1", "max": "10"},
+            {"name": "No id", "rate": "1", "min": "1", "max": "10"},
+            {"service": 3, "name": "", "rate": "1", "min": "1", "max": "10"},
+            {"service": 4, "name": "Bad rate", "rate": "cheap", "min": "1", "max": "10"},
+            {"service": 5, "name": "Negative", "rate": "-1", "min": "1", "max": "10"},
+            {"service": 6, "name": "Upside down", "rate": "1", "min": "10", "max": "1"},
+            "not an object",
+        ]
+    )
+    services, problems = parse_services(j(text))
+    assert [(s.service_id, s.name, s.type) for s in services] == [("1", "Good", "Default")]
+    assert len(problems) == 7
+
+
+def test_parse_services_wrapped_and_empty() -> None:
+    services, _ = parse_services(
+        j('{"data": [{"service": 2, "name": "X", "rate": "1", "min": "1", "max": "2"}]}')
+    )
+    assert [s.service_id for s in services] == ["2"]
+    assert parse_services(j("[]")) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "text", ['{"services": "none"}', '"services"', '[{"service": 1}]', '{"status": "ok"}']
+)
+def test_parse_services_unusable_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_services(j(text))
+
+
+# --- types -----------------------------------------------------------------------------------------
+
+
+def test_add_order_sends_only_the_parameters_set() -> None:
+    order = AddOrder(service="17", username="someone", min=50, max=100, delay=30, expiry="31/12/2030")
+    assert order.params() == {
+        "service": "17",
+        "username": "someone",
+        "min": "50",
+        "max": "100",
+        "delay": "30",
+        "expiry": "31/12/2030",
+    }
+    assert list(AddOrder(service="1", link="https://x.com/a", quantity=100).params()) == [
+        "service",
+        "link",
+        "quantity",
+    ]
+
+
+def test_add_order_covers_every_parameter_of_protocol_md() -> None:
+    expected = {
+        "service", "link", "quantity", "runs", "interval", "keywords", "comments", "usernames", "hashtags", "hashtag",
+        "username", "media", "answer_number", "groups", "min", "max", "posts", "old_posts", "delay", "expiry",
+        "country", "device", "type_of_traffic", "google_keyword", "referring_url",
+    }  # fmt: skip
+    assert set(AddOrder.__dataclass_fields__) == expected
+
+
+def test_provider_connection_hides_the_key() -> None:
+    config = ProviderConnection("https://panel.example/api/v2", "sk-very-secret")
+    assert "sk-very-secret" not in repr(config)
+    assert "sk-very-secret" not in str(config)
+    assert (config.timeout_s, config.max_concurrency, config.max_requests_per_s) == (15.0, 8, 10.0)
+    with pytest.raises(ValueError, match="positive"):
+        ProviderConnection("https://panel.example/api/v2", "k", timeout_s=0)
+
+
+def test_standard_is_the_registered_default() -> None:
+    assert list(ADAPTERS) == ["standard"]
+
+
+def test_public_names_are_pinned() -> None:
+    assert adapters.__all__ == [
+        "ADAPTERS", "DEFAULT_PROTOCOL", "Accepted", "AdapterFactory", "AddOrder", "Balance", "Breaker", "Exchange",
+        "ExchangeHook", "InMemoryBreaker", "OrderStatus", "ProviderAdapter", "ProviderConnection", "RefillState",
+        "Rejected", "Reply", "Unknown", "UnknownProtocol", "UpstreamService", "UpstreamStatus", "create_adapter",
+    ]  # fmt: skip
+    assert all(hasattr(adapters, name) for name in adapters.__all__)
+
+
+# --- breaker state machine -------------------------------------------------------------------------
+
+POLICY = BreakerPolicy(failure_threshold=3, reset_after_s=10.0)
+
+
+def test_breaker_opens_after_consecutive_failures_only() -> None:
+    state = BreakerState()
+    state = observe(state, POLICY, 0.0, ok=False)
+    state = observe(state, POLICY, 1.0, ok=False)
+    state = observe(state, POLICY, 2.0, ok=True)  # a success resets the count
+    assert state == BreakerState()
+    for now in (3.0, 4.0):
+        state = observe(state, POLICY, now, ok=False)
+        assert state.phase is BreakerPhase.CLOSED
+    state = observe(state, POLICY, 5.0, ok=False)
+    assert (state.phase, state.failures, state.opened_at) == (BreakerPhase.OPEN, 3, 5.0)
+
+
+def test_breaker_refuses_while_open_then_lets_one_probe_through() -> None:
+    opened = BreakerState(BreakerPhase.OPEN, failures=3, opened_at=100.0)
+    allowed, same = admit(opened, POLICY, 109.9)
+    assert (allowed, same) == (False, opened)
+    allowed, probing = admit(opened, POLICY, 110.0)
+    assert allowed
+    assert (probing.phase, probing.probe_at) == (BreakerPhase.HALF_OPEN, 110.0)
+    allowed, still = admit(probing, POLICY, 111.0)  # one probe at a time
+    assert (allowed, still) == (False, probing)
+    allowed, replaced = admit(probing, POLICY, 120.5)  # the probe never reported: another one
+    assert allowed
+    assert replaced.probe_at == 120.5
+
+
+def test_breaker_half_open_closes_on_success_and_reopens_on_failure() -> None:
+    probing = BreakerState(BreakerPhase.HALF_OPEN, failures=3, opened_at=100.0, probe_at=110.0)
+    assert observe(probing, POLICY, 111.0, ok=True) == BreakerState()
+    reopened = observe(probing, POLICY, 111.0, ok=False)
+    assert (reopened.phase, reopened.opened_at) == (BreakerPhase.OPEN, 111.0)
+    assert admit(reopened, POLICY, 120.0)[0] is False  # the wait starts again
+    assert admit(reopened, POLICY, 121.0)[0] is True
+
+
+def test_breaker_closed_always_admits_and_open_ignores_late_reports() -> None:
+    assert admit(BreakerState(), POLICY, 0.0) == (True, BreakerState())
+    opened = BreakerState(BreakerPhase.OPEN, failures=3, opened_at=5.0)
+    assert observe(opened, POLICY, 6.0, ok=True) == opened
+    assert observe(opened, POLICY, 6.0, ok=False) == opened
+    with pytest.raises(ValueError, match="failure_threshold"):
+        BreakerPolicy(failure_threshold=0)
