@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     provider_failure_threshold: int = 5
     provider_circuit_reset_s: float = 30.0
 
+    # The demo provider (`smm demo-provider`; `smm dev` starts it and adds it as a provider).
+    # Empty: `smm dev` neither starts nor seeds it, and seeds a small catalog without a provider.
+    demo_provider_addr: str = "127.0.0.1:8090"
+    demo_provider_key: SecretStr = SecretStr("")
+    # Seconds between two status steps of a demo order (Pending -> In progress -> ...).
+    demo_provider_step_s: float = 5.0
+
     # Edge.
     trusted_proxies: str = ""
     # Browser origins allowed to call the API (comma-separated, exact, e.g. https://panel.example).

@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply pending migrations to SMM_DATABASE_URL")
 
+    demo = commands.add_parser("demo-provider", help="run the demo provider (the standard SMM panel API)")
+    demo.add_argument("--addr", default="", help="HOST:PORT (default SMM_DEMO_PROVIDER_ADDR)")
+    demo.add_argument("--step-s", type=float, default=0.0, help="seconds per order status step")
+
     worker = commands.add_parser("worker", help="run one worker (scheduler, analytics, maintenance, ...)")
     worker.add_argument("name")
 
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run(settings)
         return 0
+    if args.command == "demo-provider":
+        from ops.demo import run_demo_provider
+
+        return run_demo_provider(settings, addr=args.addr, step_s=args.step_s)
     if args.command == "migrate":
         from server.common.migrate import MigrationError, migrate
 

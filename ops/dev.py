@@ -39,7 +39,7 @@ from core.config import Settings
 from ops import embedded
 from ops.admin import SEED_ADMIN_EMAIL, seed_admin
 from ops.grpc_client import internal_metadata, wait_for_grpc
-from ops.seed import seed_catalog
+from ops.seed import seed_catalog, seed_demo_provider
 from server.common.migrate import MigrationError, migrate
 from server.common.secretbox import new_key_config
 
@@ -130,6 +130,8 @@ class Layout:
     edges: tuple[Address, ...]
     # What the edges and workers dial: the first gRPC server.
     grpc_target: str
+    # The demo provider, when SMM_DEMO_PROVIDER_ADDR is set.
+    demo: Address | None = None
 
 
 def plan_layout(settings: Settings, copies: int) -> Layout:
@@ -140,7 +142,12 @@ def plan_layout(settings: Settings, copies: int) -> Layout:
     edge_addrs = tuple(edge_base.shifted(i, "SMM_EDGE_ADDR") for i in range(copies))
     if {a.port for a in grpc_addrs} & {a.port for a in edge_addrs}:
         raise DevError("the ports of SMM_GRPC_ADDR and SMM_EDGE_ADDR (and their copies) overlap")
-    return Layout(grpc_addrs, edge_addrs, str(grpc_addrs[0].dial))
+    demo = None
+    if settings.demo_provider_addr:
+        demo = Address.parse(settings.demo_provider_addr, "SMM_DEMO_PROVIDER_ADDR")
+        if demo.port in {a.port for a in grpc_addrs + edge_addrs}:
+            raise DevError("SMM_DEMO_PROVIDER_ADDR's port overlaps the gRPC or edge ports")
+    return Layout(grpc_addrs, edge_addrs, str(grpc_addrs[0].dial), demo)
 
 
 def check_port_free(addr: Address, env_var: str) -> str | None:
@@ -165,6 +172,8 @@ def check_port_free(addr: Address, env_var: str) -> str | None:
 
 def _check_ports(layout: Layout) -> None:
     wanted = [(a, "SMM_GRPC_ADDR") for a in layout.grpc] + [(a, "SMM_EDGE_ADDR") for a in layout.edges]
+    if layout.demo is not None:
+        wanted.append((layout.demo, "SMM_DEMO_PROVIDER_ADDR"))
     for addr, env_var in wanted:
         problem = check_port_free(addr, env_var)
         if problem is not None:
@@ -187,6 +196,7 @@ def dev_secrets(var_dir: Path, settings: Settings) -> dict[str, str]:
         "SMM_INTERNAL_TOKEN": settings.internal_token.get_secret_value(),
         "SMM_PAGE_TOKEN_SECRET": settings.page_token_secret.get_secret_value(),
         "SMM_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "SMM_DEMO_PROVIDER_KEY": settings.demo_provider_key.get_secret_value(),
     }
     path = var_dir / SECRETS_FILE
     stored = _read_secrets(path)
@@ -286,7 +296,12 @@ class ChildSpec:
 
 
 def plan_children(layout: Layout, workers: Sequence[str], copies: int) -> list[ChildSpec]:
-    specs = [
+    specs = []
+    if layout.demo is not None:  # first: the seeding syncs it as soon as the server is up
+        specs.append(
+            ChildSpec("demo-provider", ("demo-provider",), {"SMM_DEMO_PROVIDER_ADDR": str(layout.demo)})
+        )
+    specs += [
         ChildSpec(f"grpc-{i}", ("serve", "grpc"), {"SMM_GRPC_ADDR": str(addr)})
         for i, addr in enumerate(layout.grpc, start=1)
     ]
@@ -360,7 +375,11 @@ async def _while_alive(children: _Children, work: Awaitable[T]) -> T:
 
 async def wait_for_edge(base_url: str, timeout_s: float) -> None:
     """Return once GET `base_url`/api/v1/public/health answers 200; TimeoutError otherwise."""
-    url = base_url + EDGE_HEALTH_PATH
+    await wait_for_http(base_url + EDGE_HEALTH_PATH, timeout_s, "the edge")
+
+
+async def wait_for_http(url: str, timeout_s: float, what: str) -> None:
+    """Return once GET `url` answers 200; TimeoutError naming `what` otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last = "no answer"
@@ -376,14 +395,20 @@ async def wait_for_edge(base_url: str, timeout_s: float) -> None:
                     return
                 last = f"HTTP {reply.status_code}"
             await asyncio.sleep(_POLL_S)
-    raise TimeoutError(f"the edge at {url} did not answer 200 within {timeout_s:g}s (last answer: {last})")
+    raise TimeoutError(f"{what} at {url} did not answer 200 within {timeout_s:g}s (last answer: {last})")
 
 
 async def _become_ready(settings: Settings, layout: Layout, children: _Children) -> None:
     metadata = internal_metadata(settings, TOOL)
     for addr in layout.grpc:
         await _while_alive(children, wait_for_grpc(str(addr.dial), GRPC_READY_TIMEOUT_S, metadata=metadata))
-    if await _while_alive(children, seed_catalog(layout.grpc_target, settings)):
+    if layout.demo is not None:
+        api_url = f"http://{layout.demo.dial}/api/v2"
+        await _while_alive(children, wait_for_http(api_url, EDGE_READY_TIMEOUT_S, "the demo provider"))
+        synced = await _while_alive(children, seed_demo_provider(layout.grpc_target, settings, api_url))
+        if synced is not None:
+            _say(f"no providers yet: added the demo provider at {api_url} and synced {synced} services")
+    elif await _while_alive(children, seed_catalog(layout.grpc_target, settings)):
         _say("the catalog was empty: seeded demo categories and services")
     password = await _while_alive(children, seed_admin(layout.grpc_target, settings))
     if password:
@@ -407,6 +432,7 @@ def _print_urls(layout: Layout, database_url: str, nats_url: str) -> None:
         ("Swagger UI", f"{edges[0]}/api/v1/docs"),
         ("OpenAPI", f"{edges[0]}/api/v1/openapi.json"),
         ("gRPC", ", ".join(str(a.dial) for a in layout.grpc)),
+        *([("demo provider", f"http://{layout.demo.dial}/api/v2")] if layout.demo else []),
         ("PostgreSQL", redact_url(database_url)),
         ("NATS", redact_url(nats_url)),
     ]
@@ -491,6 +517,7 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
             "internal_token": SecretStr(shared_secrets["SMM_INTERNAL_TOKEN"]),
             "page_token_secret": SecretStr(shared_secrets["SMM_PAGE_TOKEN_SECRET"]),
             "encryption_keys": SecretStr(shared_secrets["SMM_ENCRYPTION_KEYS"]),
+            "demo_provider_key": SecretStr(shared_secrets["SMM_DEMO_PROVIDER_KEY"]),
         }
     )
     asyncio.run(_become_ready(ready_settings, layout, children))

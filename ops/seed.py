@@ -1,4 +1,5 @@
-"""A demo catalog for an empty panel, created through CatalogService like an admin would (no SQL).
+"""What an empty panel starts with, created through the gRPC API like an admin would (no SQL): the
+demo provider with its services synced, or (without a demo provider) a small catalog.
 
 Every create carries a fixed request_id, so a run interrupted halfway and started again gets the
 rows the first run made instead of duplicates (AIP-155).
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 import grpc
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
+from smm.v1 import providers_service_pb2 as providers_pb
+from smm.v1 import providers_service_pb2_grpc as providers_pb_grpc
 
 if TYPE_CHECKING:
     # Only in the .pyi: what CatalogServiceStub(<aio channel>) is.
@@ -20,7 +23,14 @@ if TYPE_CHECKING:
 from core.config import Settings
 from ops.grpc_client import Metadata, internal_metadata
 
-__all__ = ["CATEGORIES", "SERVICES", "SeedService", "seed_catalog"]
+__all__ = [
+    "CATEGORIES",
+    "DEMO_PROVIDER_NAME",
+    "SERVICES",
+    "SeedService",
+    "seed_catalog",
+    "seed_demo_provider",
+]
 
 TOOL = "seed"
 _CALL_TIMEOUT_S = 10.0
@@ -147,3 +157,37 @@ async def _create_services(
         service.sort_order = position
         request = pb.CreateServiceRequest(service=service, request_id=f"seed:service:{spec.key}")
         await stub.CreateService(request, metadata=metadata, timeout=_CALL_TIMEOUT_S)
+
+
+DEMO_PROVIDER_NAME = "Demo provider"
+
+
+async def seed_demo_provider(target: str, settings: Settings, api_url: str) -> int | None:
+    """Add the demo provider at `target` if there is no provider yet, and sync its services now (so
+    the catalog is on sale when `smm dev` says it is up). The number of services synced, or None
+    when a provider existed. The create carries a fixed request_id: a rerun does not add a second."""
+    metadata = internal_metadata(settings, TOOL)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = providers_pb_grpc.ProvidersServiceStub(channel)
+        listed = await stub.ListProviders(
+            providers_pb.ListProvidersRequest(), metadata=metadata, timeout=_CALL_TIMEOUT_S
+        )
+        if listed.providers:
+            return None
+        provider = providers_pb.Provider(
+            name=DEMO_PROVIDER_NAME,
+            api_url=api_url,
+            api_key=settings.demo_provider_key.get_secret_value() or "demo-key",
+            currency="USD",
+            enabled=True,
+            enable_new_services=True,
+        )
+        request = providers_pb.CreateProviderRequest(provider=provider, request_id="seed:provider:demo")
+        created = await stub.CreateProvider(request, metadata=metadata, timeout=_CALL_TIMEOUT_S)
+        queued = await stub.SyncProvider(
+            providers_pb.SyncProviderRequest(id=created.id), metadata=metadata, timeout=_CALL_TIMEOUT_S
+        )
+        run = await stub.RunSync(providers_pb.RunSyncRequest(id=queued.id), metadata=metadata, timeout=120)
+        if run.status != "succeeded":
+            raise RuntimeError(f"the demo provider's sync failed: {run.error}")
+        return run.created

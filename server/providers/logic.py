@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from server.common import audit
+from server.common import audit, idempotency
 from server.common.db import Pool
 from server.common.errors import (
     DomainError,
@@ -76,16 +76,23 @@ class ProvidersLogic:
         self._clients = clients
         self.panel_currency = panel_currency
 
-    async def create(self, fields: ProviderFields, api_key: str) -> ProviderRow:
+    async def create(
+        self, fields: ProviderFields, api_key: str, key: idempotency.RequestKey | None = None
+    ) -> ProviderRow:
         validate(fields, api_key=api_key)
         fields = replace(
             fields, name=fields.name.strip(), api_key_ciphertext=self._clients.encrypt_key(api_key.strip())
         )
         async with self._pool.connection() as conn, conn.transaction():
-            provider_id = await self._repo.insert(conn, fields)
-            await audit.record(
-                conn, "provider.created", target=f"provider:{provider_id}", after=visible(fields)
-            )
+            if key and (stored := await idempotency.claim(conn, key)) is not None:
+                provider_id = int(stored)  # the same request again (AIP-155): the first answer
+            else:
+                provider_id = await self._repo.insert(conn, fields)
+                await audit.record(
+                    conn, "provider.created", target=f"provider:{provider_id}", after=visible(fields)
+                )
+                if key:
+                    await idempotency.remember(conn, key, str(provider_id).encode())
             row = await self._repo.get(conn, provider_id)
         assert row is not None
         return row

@@ -9,6 +9,7 @@ from smm.v1 import providers_service_pb2 as pb
 from smm.v1 import providers_service_pb2_grpc as pb_grpc
 
 from server.catalog.importer import Change
+from server.common import auth, idempotency
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
 from server.common.money import format_micros, format_rate, parse_rate
@@ -126,7 +127,8 @@ class ProvidersServicer(pb_grpc.ProvidersServiceServicer):
         self, request: pb.CreateProviderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Provider:
         fields = provider_fields(request.provider)
-        return provider_to_proto(await self._logic.create(fields, request.provider.api_key))
+        key = idempotency.request_key("CreateProvider", auth.principal().actor, request.request_id, request)
+        return provider_to_proto(await self._logic.create(fields, request.provider.api_key, key))
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext

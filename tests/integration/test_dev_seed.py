@@ -23,9 +23,11 @@ from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
+from demo.provider.catalog import CATALOG as DEMO_CATALOG
 from ops.dev import (
     SECRETS_FILE,
     Address,
+    DevError,
     check_port_free,
     dev_secrets,
     plan_children,
@@ -36,15 +38,16 @@ from ops.dev import (
 )
 from ops.embedded import free_port
 from ops.grpc_client import internal_metadata, wait_for_grpc
-from ops.seed import CATEGORIES, SERVICES, seed_catalog
+from ops.seed import CATEGORIES, SERVICES, seed_catalog, seed_demo_provider
 from server.common.secretbox import SecretBox
 from server.main import ServerHandle
+from tests.fix_demo import DemoHandle
 from tests.fix_grpc import anonymous_metadata
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_VARS = ("SMM_INTERNAL_TOKEN", "SMM_PAGE_TOKEN_SECRET", "SMM_ENCRYPTION_KEYS")
+SECRET_VARS = ("SMM_INTERNAL_TOKEN", "SMM_PAGE_TOKEN_SECRET", "SMM_ENCRYPTION_KEYS", "SMM_DEMO_PROVIDER_KEY")
 
 
 def _bare_settings(var_dir: Path, **overrides: object) -> Settings:
@@ -135,7 +138,9 @@ def test_run_dev_refuses_a_taken_port_in_one_line(
 
 
 def test_copies_listen_on_consecutive_ports_and_dial_the_first_grpc_server(tmp_path: Path) -> None:
-    settings = _bare_settings(tmp_path, grpc_addr="0.0.0.0:50051", edge_addr="127.0.0.1:8080")
+    settings = _bare_settings(
+        tmp_path, grpc_addr="0.0.0.0:50051", edge_addr="127.0.0.1:8080", demo_provider_addr="127.0.0.1:8090"
+    )
     layout = plan_layout(settings, 2)
     assert [str(a) for a in layout.grpc] == ["0.0.0.0:50051", "0.0.0.0:50052"]
     assert [str(a) for a in layout.edges] == ["127.0.0.1:8080", "127.0.0.1:8081"]
@@ -143,6 +148,7 @@ def test_copies_listen_on_consecutive_ports_and_dial_the_first_grpc_server(tmp_p
 
     specs = plan_children(layout, ["dispatch"], 2)
     assert [(s.name, s.args) for s in specs] == [
+        ("demo-provider", ("demo-provider",)),
         ("grpc-1", ("serve", "grpc")),
         ("grpc-2", ("serve", "grpc")),
         ("edge-1", ("serve", "edge")),
@@ -150,8 +156,16 @@ def test_copies_listen_on_consecutive_ports_and_dial_the_first_grpc_server(tmp_p
         ("worker-dispatch-1", ("worker", "dispatch")),
         ("worker-dispatch-2", ("worker", "dispatch")),
     ]
-    assert specs[1].env == {"SMM_GRPC_ADDR": "0.0.0.0:50052"}
-    assert specs[3].env == {"SMM_EDGE_ADDR": "127.0.0.1:8081"}
+    assert specs[0].env == {"SMM_DEMO_PROVIDER_ADDR": "127.0.0.1:8090"}
+    assert specs[2].env == {"SMM_GRPC_ADDR": "0.0.0.0:50052"}
+    assert specs[4].env == {"SMM_EDGE_ADDR": "127.0.0.1:8081"}
+    without_demo = plan_layout(_bare_settings(tmp_path, demo_provider_addr=""), 1)
+    assert without_demo.demo is None
+    assert [s.name for s in plan_children(without_demo, [], 1)] == ["grpc-1", "edge-1"]
+    with pytest.raises(DevError, match="overlaps"):
+        plan_layout(
+            _bare_settings(tmp_path, edge_addr="127.0.0.1:8090", demo_provider_addr="127.0.0.1:8090"), 1
+        )
 
 
 @pytest.mark.parametrize(
@@ -252,6 +266,17 @@ async def test_seed_runs_that_overlap_create_everything_once(
     assert len(services) == len(SERVICES)
 
 
+async def test_seed_adds_the_demo_provider_once_and_sells_its_services(
+    grpc_server: ServerHandle, channel: grpc.aio.Channel, settings: Settings, demo_provider: DemoHandle
+) -> None:
+    target = f"127.0.0.1:{grpc_server.port}"
+    keyed = settings.model_copy(update={"demo_provider_key": SecretStr(demo_provider.api_key)})
+    assert await seed_demo_provider(target, keyed, demo_provider.api_url) == len(DEMO_CATALOG)
+    _, services = await _on_sale(channel)
+    assert len(services) == len(DEMO_CATALOG)
+    assert await seed_demo_provider(target, keyed, demo_provider.api_url) is None  # a provider exists
+
+
 # --------------------------------------------------------------------------- the whole supervisor
 
 
@@ -281,6 +306,7 @@ def smm_dev(db_url: str, tmp_path: Path) -> Iterator[_Dev]:
         SMM_VAR_DIR=str(tmp_path / "var"),
         SMM_EDGE_ADDR=edge,
         SMM_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        SMM_DEMO_PROVIDER_ADDR=f"127.0.0.1:{free_port()}",
     )
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     with out.open("wb") as out_fh, err.open("wb") as err_fh:
@@ -309,7 +335,7 @@ def _child_pid(parent: int, *command: str) -> int:
 def test_smm_dev_serves_the_seeded_catalog_and_stops_on_sigterm(smm_dev: _Dev, tmp_path: Path) -> None:
     reply = httpx.get(f"http://{smm_dev.edge}/api/v1/public/services", trust_env=False)
     assert reply.status_code == 200
-    assert len(reply.json()["services"]) == len(SERVICES)
+    assert len(reply.json()["services"]) == len(DEMO_CATALOG)  # the demo provider's, synced
     printed = smm_dev.out.read_text()
     assert f"http://{smm_dev.edge}/api/v1/docs" in printed
     generated = json.loads((tmp_path / "var" / SECRETS_FILE).read_text())
