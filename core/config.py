@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Money.
     currency: str = "USD"
 
+    # Orders.
+    # Orders not finished after this many hours raise an alert event (once each).
+    order_stuck_after_h: int = 24
+
     # Providers.
     # A provider cost rise of more than this (percent) quarantines the service until staff accept it.
     sync_price_jump_percent: int = 20

@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", default="user", choices=["user", "support", "admin"])
     create.add_argument("--name", default="")
 
+    ledger = commands.add_parser("ledger", help="the wallet ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_commands.add_parser("verify", help="check every ledger invariant (exit 1 when one is broken)")
+
     dlq = commands.add_parser("dlq", help="inspect and re-drive dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_commands.add_parser("list", help="list dead letters")
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"created user {user_id} ({args.role})")
         return 0
+    if args.command == "ledger":
+        from ops.ledger import verify_ledger
+
+        return asyncio.run(verify_ledger(settings.grpc_dial_target, settings))
     if args.command == "dlq":
         from ops.dlq_cli import run_dlq
 

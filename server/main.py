@@ -23,10 +23,14 @@ from smm.v1 import (
     accounts_service_pb2_grpc,
     catalog_service_pb2,
     catalog_service_pb2_grpc,
+    orders_service_pb2,
+    orders_service_pb2_grpc,
     providers_service_pb2,
     providers_service_pb2_grpc,
     system_service_pb2,
     system_service_pb2_grpc,
+    wallet_service_pb2,
+    wallet_service_pb2_grpc,
 )
 
 from core.config import Settings
@@ -57,6 +61,10 @@ from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
 from server.common.secretbox import SecretBox
+from server.orders.dispatch import Dispatcher
+from server.orders.logic import OrdersLogic
+from server.orders.rpc import OrdersServicer
+from server.orders.tracking import Tracker
 from server.providers.adapters.breaker import BreakerPolicy
 from server.providers.clients import ProviderClients
 from server.providers.logic import ProvidersLogic
@@ -65,6 +73,8 @@ from server.providers.rpc import ProvidersServicer
 from server.providers.sync import ProviderSync
 from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
+from server.wallet.logic import WalletLogic
+from server.wallet.rpc import WalletServicer
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -189,7 +199,21 @@ async def create_server(
     providers_service_pb2_grpc.add_ProvidersServiceServicer_to_server(
         ProvidersServicer(providers, sync), server
     )
-    system = SystemLogic(pool, {"provider-sync": sync.enqueue_all})
+    wallet = WalletLogic(pool)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(
+        WalletServicer(wallet, tokens, settings.currency), server
+    )
+    tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
+    orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
+        OrdersServicer(OrdersLogic(pool), Dispatcher(pool, clients), tracker, tokens, settings.currency),
+        server,
+    )
+    jobs = {
+        "provider-sync": sync.enqueue_all,
+        "order-poll": tracker.request_poll,
+        "ledger-verify": wallet.verify_job,
+    }
+    system = SystemLogic(pool, jobs)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(checks, system, tokens, VERSION), server
     )
@@ -200,6 +224,8 @@ async def create_server(
         accounts_service_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name,
         catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         providers_service_pb2.DESCRIPTOR.services_by_name["ProvidersService"].full_name,
+        wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+        orders_service_pb2.DESCRIPTOR.services_by_name["OrdersService"].full_name,
         system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
@@ -210,7 +236,7 @@ async def create_server(
     if port == 0:
         raise OSError(f"cannot listen on {address or settings.grpc_addr}: the port is in use")
     await server.start()
-    for name in ["", *names[:4]]:
+    for name in ["", *names[:6]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     handle = ServerHandle(server, port, health, checks, relay, usage, provider_http)
     handle.background.append(asyncio.create_task(usage.run(), name="api-key-usage"))

@@ -54,3 +54,11 @@ class ProviderClients:
 
     def encrypt_key(self, api_key: str) -> str:
         return self._box.encrypt(api_key, context=KEY_CONTEXT)
+
+    async def adapter_for(self, provider_id: int) -> ProviderAdapter | None:
+        """The adapter of an enabled provider, or None (disabled, deleted or unknown)."""
+        async with self._pool.connection() as conn:
+            row = await self._repo.get(conn, provider_id)
+        if row is None or row.status != "enabled":
+            return None
+        return self.adapter(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -47,7 +48,7 @@ class AuditRow:
 
 
 class SystemLogic:
-    def __init__(self, pool: Pool, extra_actions: dict[str, JobAction] | None = None) -> None:
+    def __init__(self, pool: Pool, extra_actions: Mapping[str, JobAction] | None = None) -> None:
         """``extra_actions``: jobs whose work belongs to another service, wired in server/main.py."""
         self._pool = pool
         self._actions = {**ACTIONS, **(extra_actions or {})}

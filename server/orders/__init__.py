@@ -1,0 +1,1 @@
+"""Orders: validation, pricing and placement of the orders users buy."""

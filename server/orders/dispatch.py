@@ -1,0 +1,163 @@
+"""Sending an order to its provider, without ever placing it twice.
+
+1. In a short transaction the order moves pending -> submitting and an ``order_submissions`` row
+   records that a submission to this provider is starting: **before** the provider is called.
+2. The provider is called once (``add`` is never retried).
+3. The outcome is recorded:
+   - accepted: the upstream order id is stored and the order is in progress;
+   - rejected (a definite error): the next fallback provider is tried; with none left the order
+     fails and its hold is released in full;
+   - unknown but certainly not sent (circuit open, connection refused): back to pending, and the
+     worker retries later;
+   - unknown (timeout, 5xx, garbage, or this process dying mid-call): needs review. It is never
+     resubmitted blindly: staff, or a later reconciliation, decide whether it exists upstream.
+A submit that finds the order already ``submitting`` (the previous attempt died between 1 and 3)
+moves it to needs review for the same reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.common.db import Pool
+from server.common.errors import Unavailable
+from server.orders import states
+from server.orders.errors import DOMAIN, order_not_found
+from server.orders.repo import QUERIES, Candidate, Conn, OrderRow
+from server.orders.tracking import finish, record
+from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
+from server.providers.clients import ProviderClients
+
+ADD_FIELDS = frozenset(AddOrder.__dataclass_fields__) - {"service"}
+INT_FIELDS = frozenset(
+    {"quantity", "runs", "interval", "answer_number", "min", "max", "posts", "old_posts", "delay", "device",
+     "type_of_traffic"}
+)  # fmt: skip
+
+
+def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
+    """The stored upstream parameters (validated when the order was placed) as an ``add`` call."""
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in INT_FIELDS:
+            values[name] = int(value)
+        elif name in ADD_FIELDS:
+            values[name] = value
+    return AddOrder(service=upstream_service_id, **values)
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, clients: ProviderClients) -> None:
+        self._pool = pool
+        self._clients = clients
+
+    async def submit(self, order_id: int) -> OrderRow:
+        while True:
+            claimed = await self._claim(order_id)
+            if claimed is None:
+                return await self._order(order_id)
+            order, candidate, submission_id = claimed
+            if not await self._send(order, candidate, submission_id):
+                return await self._order(order_id)
+
+    async def _order(self, order_id: int) -> OrderRow:
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+        if row is None:
+            raise order_not_found(order_id)
+        return row
+
+    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | None:
+        """Pending -> submitting with a 'starting' submission; None when there is nothing to send."""
+        async with self._pool.connection() as conn, conn.transaction():
+            order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+            if order is None:
+                raise order_not_found(order_id)
+            if order.status == states.SUBMITTING:
+                await self._review(conn, order, "a submission was interrupted; the order may exist upstream")
+                return None
+            if order.status != states.PENDING:
+                return None  # already sent (a redelivered event), or finished
+            candidates = await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
+            if order.attempt >= len(candidates):
+                await finish(conn, order, states.FAILED, note="no provider accepted the order")
+                return None
+            candidate = candidates[order.attempt]
+            submission_id = await QUERIES.scalar(
+                conn,
+                "insert_submission",
+                order_id=order.id,
+                provider_id=candidate.provider_id,
+                upstream_service_id=candidate.upstream_service_id,
+            )
+            await QUERIES.execute(conn, "set_status", id=order.id, status=states.SUBMITTING, note="")
+            return order, candidate, int(submission_id)
+
+    async def _send(self, order: OrderRow, candidate: Candidate, submission_id: int) -> bool:
+        """Calls the provider once and records the outcome; True when the next candidate should be tried."""
+        adapter = await self._clients.adapter_for(candidate.provider_id)
+        if adapter is None:
+            reply: Reply[str] = Rejected("the provider is disabled")
+        else:
+            reply = await adapter.add(add_order(candidate.upstream_service_id, order.upstream_params))
+        async with self._pool.connection() as conn, conn.transaction():
+            current = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
+            assert current is not None
+            if isinstance(reply, Accepted):
+                upstream_id = str(reply.value)
+                await self._finish_submission(conn, submission_id, "accepted", upstream_id, "")
+                await QUERIES.execute(
+                    conn,
+                    "mark_submitted",
+                    id=order.id,
+                    provider_id=candidate.provider_id,
+                    upstream_service_id=candidate.upstream_service_id,
+                    upstream_order_id=upstream_id,
+                )
+                await record(conn, current, states.IN_PROGRESS, f"sent to provider {candidate.provider_id}")
+                return False
+            if isinstance(reply, Rejected):
+                await self._finish_submission(conn, submission_id, "rejected", "", reply.message)
+                await QUERIES.execute(conn, "next_attempt", id=order.id)
+                await QUERIES.execute(
+                    conn,
+                    "add_event",
+                    order_id=order.id,
+                    status=states.PENDING,
+                    note=f"provider {candidate.provider_id} refused: {reply.message}"[:500],
+                )
+                return True
+            assert isinstance(reply, Unknown)
+            if not reply.sent:
+                await self._finish_submission(conn, submission_id, "not_sent", "", reply.reason)
+                await QUERIES.execute(
+                    conn, "set_status", id=order.id, status=states.PENDING, note=reply.reason[:500]
+                )
+            else:
+                await self._finish_submission(conn, submission_id, "unknown", "", reply.reason)
+                await self._review(conn, current, f"the provider's answer is unknown: {reply.reason}")
+                return False
+        assert isinstance(reply, Unknown)
+        raise Unavailable(
+            f"the provider could not be reached ({reply.reason}); the order is still pending",
+            reason="PROVIDER_UNAVAILABLE",
+            domain=DOMAIN,
+            metadata={"order_id": str(order.id)},
+        )
+
+    async def _finish_submission(
+        self, conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
+    ) -> None:
+        await QUERIES.execute(
+            conn,
+            "finish_submission",
+            id=submission_id,
+            state=state,
+            upstream_order_id=upstream_id,
+            message=message[:1000],
+        )
+
+    async def _review(self, conn: Conn, order: OrderRow, note: str) -> None:
+        states.check_move(order.status, states.NEEDS_REVIEW)
+        await QUERIES.execute(conn, "set_status", id=order.id, status=states.NEEDS_REVIEW, note=note[:500])
+        await record(conn, order, states.NEEDS_REVIEW, note)

@@ -1,0 +1,229 @@
+"""Placing orders and reading them back.
+
+One unit of work per order: the order row, the hold on the user's wallet (``server/wallet/ledger``)
+and the ``smm.orders.order.created`` outbox event commit together or not at all.
+
+Price rule (one rounding, half up, in micro-units): ``price = rate_per_1000 x billable / 1000 x
+(1 - discount)``, computed as ``mul_div_round(rate x billable, 10000 - discount_bps, 10_000_000)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from smm.v1 import events_pb2
+
+from server.common.db import Pool
+from server.common.errors import DomainError, FieldViolation, InvalidArgument, collect
+from server.common.money import MAX_MICROS, mul_div_round
+from server.common.outbox import add_event
+from server.orders import states
+from server.orders.errors import (
+    DOMAIN,
+    active_order_for_link,
+    idempotency_key_reused,
+    order_not_found,
+    service_not_on_sale,
+)
+from server.orders.repo import QUERIES, Conn, OrderEventRow, OrderRow, ServiceForOrder
+from server.orders.validation import OrderInput, ServiceTerms, validate_order
+from server.wallet import ledger
+
+ORDER_CREATED = "smm.orders.order.created"
+MAX_MASS_LINES = 500
+PERIODS = ("day", "week", "month")
+
+
+@dataclass(frozen=True)
+class Placement:
+    user_id: int
+    service_id: int
+    order: OrderInput
+    source: str = "web"
+    api_key_id: int | None = None
+    idempotency_key: str | None = None
+    request_hash: bytes | None = None
+
+
+@dataclass(frozen=True)
+class MassLine:
+    line: int
+    order_id: int = 0
+    error: str = ""
+
+
+def price_of(rate_micros: int, billable: int, discount_bps: int) -> int:
+    return mul_div_round(rate_micros * billable, 10_000 - discount_bps, 10_000_000)
+
+
+class OrdersLogic:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def place(self, placement: Placement) -> OrderRow:
+        async with self._pool.connection() as conn:
+            service = await QUERIES.one(conn, "service_for_order", ServiceForOrder, id=placement.service_id)
+        if service is None or not service.on_sale:
+            if placement.service_id <= 0:
+                raise InvalidArgument.for_field("service_id", "is required", domain=DOMAIN)
+            raise service_not_on_sale(placement.service_id)
+        terms = ServiceTerms(service.type, service.min_quantity, service.max_quantity, service.dripfeed)
+        valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
+        async with self._pool.connection() as conn, conn.transaction():
+            if placement.idempotency_key:
+                existing = await self._existing(conn, placement)
+                if existing is not None:
+                    return existing
+            if service.one_active_order_per_link and await QUERIES.scalar(
+                conn,
+                "active_order_for_link",
+                user_id=placement.user_id,
+                service_id=service.id,
+                link=valid.link,
+            ):
+                raise active_order_for_link()
+            discount = int(await QUERIES.scalar(conn, "user_discount", id=placement.user_id) or 0)
+            price = price_of(service.rate_micros, valid.billable, discount)
+            if price > MAX_MICROS:
+                raise InvalidArgument.for_field(
+                    "quantity", "makes the order larger than any wallet", domain=DOMAIN
+                )
+            order_id = await QUERIES.scalar(
+                conn,
+                "insert_order",
+                user_id=placement.user_id,
+                service_id=service.id,
+                link=valid.link,
+                quantity=valid.quantity,
+                runs=valid.runs,
+                interval_minutes=valid.interval,
+                upstream_params=Jsonb(valid.upstream),
+                billable=valid.billable,
+                rate_micros=service.rate_micros,
+                discount_bps=discount,
+                price_micros=price,
+                provider_id=service.provider_id,
+                upstream_service_id=service.upstream_service_id,
+                provider_rate_micros=service.provider_rate_micros,
+                provider_currency=service.provider_currency,
+                exchange_rate=service.exchange_rate,
+                source=placement.source,
+                api_key_id=placement.api_key_id,
+                idempotency_key=placement.idempotency_key,
+                request_hash=placement.request_hash,
+            )
+            if order_id is None:  # the same key committed in the meantime
+                existing = await self._existing(conn, placement)
+                assert existing is not None
+                return existing
+            if price > 0:
+                await ledger.hold(
+                    conn,
+                    user_id=placement.user_id,
+                    amount=price,
+                    key=f"order:{order_id}:hold",
+                    reference=f"order:{order_id}",
+                    actor=f"user:{placement.user_id}",
+                )
+            await QUERIES.execute(conn, "add_event", order_id=order_id, status=states.PENDING, note="placed")
+            await add_event(
+                conn, ORDER_CREATED, events_pb2.OrderCreated(order_id=order_id, user_id=placement.user_id)
+            )
+            row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+        assert row is not None
+        return row
+
+    async def _existing(self, conn: Conn, placement: Placement) -> OrderRow | None:
+        found = await conn.execute(
+            QUERIES.sql("order_by_key"),
+            {"user_id": placement.user_id, "idempotency_key": placement.idempotency_key},
+        )
+        match = await found.fetchone()
+        if match is None:
+            return None
+        order_id, stored_hash = match
+        if stored_hash is not None and bytes(stored_hash) != placement.request_hash:
+            raise idempotency_key_reused()
+        return await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+
+    async def place_mass(
+        self, user_id: int, text: str, *, source: str, api_key_id: int | None
+    ) -> list[MassLine]:
+        lines = [line for line in text.replace("\r\n", "\n").split("\n")]
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines or len(lines) > MAX_MASS_LINES:
+            collect([FieldViolation("lines", f"must hold 1 to {MAX_MASS_LINES} lines")], domain=DOMAIN)
+        results = []
+        for number, line in enumerate(lines, start=1):
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+                results.append(MassLine(number, error="expected: service | link | quantity"))
+                continue
+            placement = Placement(
+                user_id,
+                int(parts[0]),
+                OrderInput(link=parts[1], quantity=int(parts[2][:15])),
+                source,
+                api_key_id,
+            )
+            try:
+                order = await self.place(placement)
+            except DomainError as exc:  # each line succeeds or fails on its own, with its reason
+                results.append(MassLine(number, error=_line_error(exc)))
+            else:
+                results.append(MassLine(number, order_id=order.id))
+        return results
+
+    async def get(self, user_id: int | None, order_id: int) -> tuple[OrderRow, list[OrderEventRow]]:
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+            if row is None or (user_id is not None and row.user_id != user_id):
+                raise order_not_found(order_id)
+            events = await QUERIES.all(conn, "list_events", OrderEventRow, order_id=order_id)
+        return row, events
+
+    async def list_orders(
+        self, user_id: int, *, status: str, query: str, service_id: int, before_id: int, limit: int
+    ) -> list[OrderRow]:
+        if status and status not in states.ALL:
+            collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
+        query = query.strip()[:300]
+        query_id = int(query) if query.isdigit() and len(query) < 18 else 0
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(
+                conn,
+                "list_orders",
+                OrderRow,
+                user_id=user_id,
+                status=status,
+                query=query,
+                query_id=query_id,
+                service_id=service_id,
+                before_id=before_id,
+                limit=limit,
+            )
+
+    async def stats(self, user_id: int, period: str, periods: int) -> tuple[list[tuple[str, int]], list[Any]]:
+        if period not in PERIODS or not 1 <= periods <= 366:
+            collect(
+                [FieldViolation("period", "must be day, week or month, and periods 1 to 366")], domain=DOMAIN
+            )
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(QUERIES.sql("stats_by_status"), {"user_id": user_id})
+            by_status = [(status, int(count)) for status, count in await cur.fetchall()]
+            await cur.execute(
+                QUERIES.sql("stats_spend"), {"user_id": user_id, "period": period, "periods": periods}
+            )
+            spend = [(start, int(orders), int(spent or 0)) for start, orders, spent in await cur.fetchall()]
+        return by_status, spend
+
+
+def _line_error(exc: DomainError) -> str:
+    violations = getattr(exc, "violations", None)
+    if violations:
+        return "; ".join(f"{v.field} {v.description}" for v in violations)
+    return exc.message

@@ -1,0 +1,149 @@
+-- name: service_for_order(id)^
+-- What an order needs to know about its service (the catalog's table, read-only here).
+SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.rate_micros,
+       s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
+       s.one_active_order_per_link,
+       (s.enabled AND NOT s.quarantined AND c.enabled
+        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
+FROM services s JOIN categories c ON c.id = s.category_id
+WHERE s.id = :id;
+
+-- name: user_discount(id)$
+SELECT discount_bps FROM users WHERE id = :id;
+
+-- name: active_order_for_link(user_id, service_id, link)$
+SELECT EXISTS (
+    SELECT 1 FROM orders
+    WHERE user_id = :user_id AND service_id = :service_id AND link = :link
+      AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired'));
+
+-- name: insert_order(user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash)$
+INSERT INTO orders (user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable,
+                    rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
+                    provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
+                    idempotency_key, request_hash)
+VALUES (:user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :upstream_params, :billable,
+        :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
+        :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
+        :idempotency_key, :request_hash)
+ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
+RETURNING id;
+
+-- name: order_by_key(user_id, idempotency_key)^
+SELECT id, request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
+
+-- name: add_event(order_id, status, note)!
+INSERT INTO order_events (order_id, status, note) VALUES (:order_id, :status, :note);
+
+-- name: get_order(id)^
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE o.id = :id;
+
+-- name: lock_order(id)^
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE o.id = :id
+FOR UPDATE OF o;
+
+-- name: list_orders(user_id, status, query, query_id, service_id, before_id, limit)
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE o.user_id = :user_id
+  AND (:status = '' OR o.status = :status)
+  AND (:service_id = 0 OR o.service_id = :service_id)
+  AND (:query = '' OR o.id = :query_id OR o.link ILIKE '%%' || :query || '%%')
+  AND o.id < :before_id
+ORDER BY o.id DESC
+LIMIT :limit;
+
+-- name: list_events(order_id)
+SELECT status, note, create_time FROM order_events WHERE order_id = :order_id ORDER BY id;
+
+-- name: list_candidates(service_id)
+-- Where an order for the service may go, in order: the primary provider, then the fallbacks.
+SELECT provider_id, upstream_service_id FROM (
+    SELECT 0 AS position, provider_id, upstream_service_id FROM services
+    WHERE id = :service_id AND provider_id IS NOT NULL
+    UNION ALL
+    SELECT position + 1, provider_id, upstream_service_id FROM service_fallbacks WHERE service_id = :service_id
+) c ORDER BY position;
+
+-- name: insert_submission(order_id, provider_id, upstream_service_id)$
+INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)
+VALUES (:order_id, :provider_id, :upstream_service_id)
+RETURNING id;
+
+-- name: finish_submission(id, state, upstream_order_id, message)!
+UPDATE order_submissions SET state = :state, upstream_order_id = :upstream_order_id, message = :message,
+                             finish_time = now()
+WHERE id = :id;
+
+-- name: set_status(id, status, note)!
+UPDATE orders SET status = :status, status_note = :note, update_time = now() WHERE id = :id;
+
+-- name: mark_submitted(id, provider_id, upstream_service_id, upstream_order_id)!
+UPDATE orders
+SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
+    next_poll_time = now() + interval '15 seconds'
+WHERE id = :id;
+
+-- name: next_attempt(id)!
+UPDATE orders SET attempt = attempt + 1, status = 'pending', update_time = now() WHERE id = :id;
+
+-- name: finish_money(id, status, charged_micros, released_micros, remains, note)!
+UPDATE orders
+SET status = :status, charged_micros = :charged_micros, released_micros = :released_micros, status_note = :note,
+    remains = coalesce(:remains, remains),
+    finish_time = now(), update_time = now(), next_poll_time = NULL
+WHERE id = :id;
+
+-- name: due_for_poll(limit)
+SELECT id, provider_id, upstream_order_id FROM orders
+WHERE status IN ('in_progress', 'processing', 'active', 'paused') AND next_poll_time <= now()
+  AND provider_id IS NOT NULL AND upstream_order_id <> ''
+ORDER BY next_poll_time
+LIMIT :limit;
+
+-- name: track(id, status, start_count, remains, upstream_charge_micros, next_poll_s)!
+-- A tracked order's latest state upstream; polled again later, less often as it ages.
+UPDATE orders
+SET status = :status, start_count = :start_count, remains = :remains,
+    upstream_charge_micros = :upstream_charge_micros, update_time = now(),
+    next_poll_time = now() + make_interval(secs => :next_poll_s)
+WHERE id = :id;
+
+-- name: postpone_poll(ids, next_poll_s)!
+UPDATE orders SET next_poll_time = now() + make_interval(secs => :next_poll_s) WHERE id = ANY(:ids);
+
+-- name: stats_by_status(user_id)
+SELECT status, count(*) AS count FROM orders WHERE user_id = :user_id GROUP BY status ORDER BY status;
+
+-- name: stats_spend(user_id, period, periods)
+-- Per period (UTC): orders placed, and what they cost (held for open orders, charged for finished ones).
+SELECT date_trunc(:period, create_time AT TIME ZONE 'UTC')::date AS start, count(*) AS orders,
+       sum(CASE WHEN status IN ('completed', 'partial', 'canceled', 'failed', 'expired') THEN charged_micros
+                ELSE price_micros - released_micros END)::bigint AS spent_micros
+FROM orders
+WHERE user_id = :user_id
+  AND create_time >= date_trunc(:period, now() AT TIME ZONE 'UTC') - (:periods::int - 1) * ('1 ' || :period)::interval
+GROUP BY 1 ORDER BY 1 DESC;
+
+-- name: stuck_orders(older_than_h)
+SELECT id FROM orders
+WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AND stuck_alert_time IS NULL
+  AND create_time < now() - make_interval(hours => :older_than_h)
+ORDER BY id LIMIT 1000;
+
+-- name: mark_stuck_alerted(ids)!
+UPDATE orders SET stuck_alert_time = now() WHERE id = ANY(:ids);

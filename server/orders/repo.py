@@ -1,0 +1,87 @@
+"""Orders persistence: rows as frozen dataclasses; the named queries are in queries.sql."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from server.common.sqlfile import load
+
+QUERIES = load(__file__)
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class ServiceForOrder:
+    id: int
+    name: str
+    type: str
+    min_quantity: int
+    max_quantity: int
+    dripfeed: bool
+    rate_micros: int
+    provider_id: int | None
+    upstream_service_id: str
+    provider_rate_micros: int | None
+    provider_currency: str
+    exchange_rate: Decimal | None
+    one_active_order_per_link: bool
+    on_sale: bool
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: int
+    user_id: int
+    service_id: int
+    service_name: str
+    service_type: str
+    status: str
+    link: str
+    quantity: int
+    runs: int
+    interval_minutes: int
+    upstream_params: dict[str, str]
+    billable: int
+    price_micros: int
+    charged_micros: int
+    released_micros: int
+    provider_id: int | None
+    upstream_service_id: str
+    upstream_order_id: str
+    attempt: int
+    start_count: int | None
+    remains: int | None
+    source: str
+    status_note: str
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def units(self) -> int:
+        """What the provider counts in ``remains``: the whole quantity (all runs)."""
+        return self.quantity * max(1, self.runs)
+
+
+@dataclass(frozen=True)
+class OrderEventRow:
+    status: str
+    note: str
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    provider_id: int
+    upstream_service_id: str
+
+
+@dataclass(frozen=True)
+class DueOrder:
+    id: int
+    provider_id: int
+    upstream_order_id: str

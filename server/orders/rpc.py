@@ -1,0 +1,202 @@
+"""OrdersService servicer: proto <-> domain, nothing else."""
+
+from __future__ import annotations
+
+import grpc
+from smm.v1 import orders_service_pb2 as pb
+from smm.v1 import orders_service_pb2_grpc as pb_grpc
+
+from server.common import auth, idempotency
+from server.common.convert import timestamp
+from server.common.errors import InvalidArgument, NotFound
+from server.common.money import format_micros
+from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
+from server.orders.dispatch import Dispatcher
+from server.orders.errors import DOMAIN
+from server.orders.logic import OrdersLogic, Placement
+from server.orders.repo import OrderEventRow, OrderRow
+from server.orders.tracking import Tracker
+from server.orders.validation import OrderInput
+
+_PREFIX = "ORDER_STATUS_"
+
+
+def status_enum(status: str) -> pb.OrderStatus.ValueType:
+    return pb.OrderStatus.Value(_PREFIX + status.upper())
+
+
+def status_name(value: int) -> str:
+    if value == pb.ORDER_STATUS_UNSPECIFIED:
+        return ""
+    if value not in pb.OrderStatus.values():
+        raise InvalidArgument.for_field("status", "must be an order status", domain=DOMAIN)
+    return pb.OrderStatus.Name(pb.OrderStatus.ValueType(value)).removeprefix(_PREFIX).lower()
+
+
+def order_to_proto(row: OrderRow, currency: str, events: list[OrderEventRow] | None = None) -> pb.Order:
+    return pb.Order(
+        id=row.id,
+        service_id=row.service_id,
+        service_name=row.service_name,
+        status=status_enum(row.status),
+        link=row.link,
+        quantity=row.quantity,
+        runs=row.runs,
+        interval=row.interval_minutes,
+        price=format_micros(row.price_micros),
+        charged=format_micros(row.charged_micros),
+        released=format_micros(row.released_micros),
+        currency=currency,
+        start_count=row.start_count or 0,
+        remains=row.remains or 0,
+        source=row.source,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+        timeline=[
+            pb.OrderEvent(status=status_enum(e.status), note=e.note, create_time=timestamp(e.create_time))
+            for e in events or []
+        ],
+        parameters=row.upstream_params,
+        status_note=row.status_note,
+    )
+
+
+def order_input(request: pb.CreateOrderRequest) -> OrderInput:
+    return OrderInput(
+        link=request.link,
+        quantity=request.quantity,
+        runs=request.runs,
+        interval=request.interval,
+        comments=request.comments,
+        usernames=request.usernames,
+        hashtags=request.hashtags,
+        hashtag=request.hashtag,
+        username=request.username,
+        media=request.media,
+        keywords=request.keywords,
+        answer_number=request.answer_number,
+        groups=request.groups,
+        min=request.min,
+        max=request.max,
+        posts=request.posts,
+        old_posts=request.old_posts,
+        delay=request.delay,
+        expiry=request.expiry,
+        country=request.country,
+        device=request.device,
+        type_of_traffic=request.type_of_traffic,
+        google_keyword=request.google_keyword,
+        referring_url=request.referring_url,
+    )
+
+
+def _user(who: auth.Principal) -> int:
+    if who.user_id is None:
+        raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
+    return who.user_id
+
+
+def _source(who: auth.Principal) -> str:
+    return "api" if who.api_key_id is not None else "web"
+
+
+class OrdersServicer(pb_grpc.OrdersServiceServicer):
+    def __init__(
+        self,
+        logic: OrdersLogic,
+        dispatcher: Dispatcher,
+        tracker: Tracker,
+        tokens: PageTokenCodec,
+        currency: str,
+    ) -> None:
+        self._logic = logic
+        self._dispatcher = dispatcher
+        self._tracker = tracker
+        self._tokens = tokens
+        self._currency = currency
+
+    async def CreateOrder(
+        self, request: pb.CreateOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        who = auth.principal()
+        placement = Placement(
+            user_id=_user(who),
+            service_id=request.service_id,
+            order=order_input(request),
+            source=_source(who),
+            api_key_id=who.api_key_id,
+            idempotency_key=request.request_id[:200] or None,
+            request_hash=idempotency.request_hash(request) if request.request_id else None,
+        )
+        return order_to_proto(await self._logic.place(placement), self._currency)
+
+    async def CreateMassOrder(
+        self, request: pb.CreateMassOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateMassOrderResponse:
+        who = auth.principal()
+        results = await self._logic.place_mass(
+            _user(who), request.lines, source=_source(who), api_key_id=who.api_key_id
+        )
+        lines = [pb.MassOrderLine(line=r.line, order_id=r.order_id, error=r.error) for r in results]
+        placed = sum(1 for r in results if r.order_id)
+        return pb.CreateMassOrderResponse(lines=lines, placed=placed, refused=len(results) - placed)
+
+    async def ListOrders(
+        self, request: pb.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrdersResponse:
+        user_id = _user(auth.principal())
+        size = page_size(request.page_size, default=50, maximum=500)
+        status = status_name(request.status)
+        filters = {
+            "user": user_id,
+            "status": status,
+            "query": request.query,
+            "service_id": request.service_id,
+        }
+        rows, token = await newest_first_page(
+            self._tokens,
+            request.page_token,
+            filters,
+            size,
+            lambda before_id, limit: self._logic.list_orders(
+                user_id,
+                status=status,
+                query=request.query,
+                service_id=request.service_id,
+                before_id=before_id,
+                limit=limit,
+            ),
+        )
+        return pb.ListOrdersResponse(
+            orders=[order_to_proto(r, self._currency) for r in rows], next_page_token=token
+        )
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.Order:
+        row, events = await self._logic.get(_user(auth.principal()), request.id)
+        return order_to_proto(row, self._currency, events)
+
+    async def GetOrderStats(
+        self, request: pb.GetOrderStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OrderStats:
+        by_status, spend = await self._logic.stats(
+            _user(auth.principal()), request.period or "day", request.periods or 30
+        )
+        return pb.OrderStats(
+            by_status=[pb.StatusCount(status=status_enum(s), count=c) for s, c in by_status],
+            spend=[
+                pb.SpendPeriod(start=start.isoformat(), orders=n, spent=format_micros(spent))
+                for start, n, spent in spend
+            ],
+            currency=self._currency,
+        )
+
+    async def SubmitOrder(
+        self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        return order_to_proto(await self._dispatcher.submit(request.id), self._currency)
+
+    async def PollOrders(
+        self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PollOrdersResponse:
+        checked, changed = await self._tracker.poll(request.limit or 1000)
+        return pb.PollOrdersResponse(checked=checked, changed=changed)

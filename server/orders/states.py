@@ -1,0 +1,76 @@
+"""The order state machine: every status and every allowed move, in one place.
+
+    pending ──▶ submitting ──▶ in_progress ──▶ processing ──▶ completed | partial | canceled
+       │            │  ▲            │                              (final; funds settled/released)
+       │            │  └─ (not sent: back to pending)
+       │            ├──▶ failed (no provider took it; released in full)
+       │            └──▶ needs_review (the provider's answer was lost; never resubmitted blindly)
+       └──▶ canceled (before it went out)
+    needs_review ──▶ in_progress (found upstream) | pending (certainly not placed) | failed | canceled
+    subscriptions: in_progress ──▶ active ⇄ paused ──▶ completed | expired | canceled
+
+Money: a final status settles what was delivered and releases the rest, exactly once (ledger keys
+``order:<id>:settle`` and ``order:<id>:release``).
+"""
+
+from __future__ import annotations
+
+from server.common.errors import FailedPrecondition
+
+PENDING = "pending"
+SUBMITTING = "submitting"
+IN_PROGRESS = "in_progress"
+PROCESSING = "processing"
+COMPLETED = "completed"
+PARTIAL = "partial"
+CANCELED = "canceled"
+FAILED = "failed"
+NEEDS_REVIEW = "needs_review"
+ACTIVE = "active"
+PAUSED = "paused"
+EXPIRED = "expired"
+
+FINAL = frozenset({COMPLETED, PARTIAL, CANCELED, FAILED, EXPIRED})
+# States in which an order is with a provider and gets polled.
+TRACKED = frozenset({IN_PROGRESS, PROCESSING, ACTIVE, PAUSED})
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({SUBMITTING, CANCELED, FAILED}),
+    SUBMITTING: frozenset({IN_PROGRESS, PENDING, FAILED, NEEDS_REVIEW}),
+    IN_PROGRESS: frozenset({PROCESSING, COMPLETED, PARTIAL, CANCELED, ACTIVE, PAUSED, EXPIRED}),
+    PROCESSING: frozenset({IN_PROGRESS, COMPLETED, PARTIAL, CANCELED}),
+    NEEDS_REVIEW: frozenset({IN_PROGRESS, PENDING, FAILED, CANCELED}),
+    ACTIVE: frozenset({PAUSED, COMPLETED, EXPIRED, CANCELED}),
+    PAUSED: frozenset({ACTIVE, COMPLETED, EXPIRED, CANCELED}),
+    COMPLETED: frozenset(),
+    PARTIAL: frozenset(),
+    CANCELED: frozenset(),
+    FAILED: frozenset(),
+    EXPIRED: frozenset(),
+}
+ALL = frozenset(TRANSITIONS)
+
+
+def can_move(current: str, target: str) -> bool:
+    return target == current or target in TRANSITIONS[current]
+
+
+def check_move(current: str, target: str) -> None:
+    if not can_move(current, target):
+        raise FailedPrecondition(
+            f"an order cannot go from {current} to {target}",
+            reason="ORDER_STATE_CONFLICT",
+            domain="orders.smm",
+            metadata={"from": current, "to": target},
+        )
+
+
+# The provider's six words (and subscription words) -> ours, for a tracked order.
+UPSTREAM: dict[str, str] = {
+    "Pending": IN_PROGRESS,
+    "In progress": IN_PROGRESS,
+    "Processing": PROCESSING,
+    "Completed": COMPLETED,
+    "Partial": PARTIAL,
+    "Canceled": CANCELED,
+}

@@ -1,0 +1,209 @@
+"""Following orders upstream and closing them: the poller, and the money of a final status.
+
+A final status settles what was delivered and releases the rest, exactly once: the ledger keys
+``order:<id>:settle`` and ``order:<id>:release`` are unique, and the order row is locked while it
+changes. A partial releases ``remains x price / units`` (half up), never more than was held; an
+over-delivery never charges more than the hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from smm.v1 import events_pb2
+
+from server.common.db import Pool
+from server.common.money import format_micros, mul_div_round
+from server.common.outbox import add_event
+from server.orders import states
+from server.orders.repo import QUERIES, Conn, DueOrder, OrderRow
+from server.providers.adapters.base import Accepted, Rejected, UpstreamStatus
+from server.providers.clients import ProviderClients
+from server.wallet import ledger
+
+log = logging.getLogger(__name__)
+ORDER_CHANGED = "smm.orders.order.changed"
+ORDERS_STUCK = "smm.orders.alert.stuck"
+ORDER_POLL = "smm.orders.poll.requested"
+
+
+def poll_interval_s(age_s: float) -> int:
+    """Young orders are looked at often, old ones rarely."""
+    if age_s < 600:
+        return 15
+    if age_s < 3600:
+        return 60
+    if age_s < 86_400:
+        return 300
+    return 1800
+
+
+def split_money(order: OrderRow, status: str, remains: int | None) -> tuple[int, int]:
+    """(charged, released) for a final status."""
+    price = order.price_micros
+    if status in (states.CANCELED, states.FAILED):
+        return 0, price
+    if status == states.COMPLETED:
+        return price, 0
+    units = order.units
+    left = max(0, min(remains or 0, units)) if units else 0
+    released = min(price, mul_div_round(price, left, units)) if units else 0
+    return price - released, released
+
+
+async def finish(
+    conn: Conn, order: OrderRow, status: str, *, remains: int | None = None, note: str = ""
+) -> int:
+    """Moves a locked order to a final status and settles/releases its funds; returns the release."""
+    states.check_move(order.status, status)
+    charged, released = split_money(order, status, remains)
+    reference = f"order:{order.id}"
+    if charged:
+        await ledger.settle(
+            conn, user_id=order.user_id, amount=charged, key=f"{reference}:settle", reference=reference
+        )
+    if released:
+        await ledger.release(
+            conn, user_id=order.user_id, amount=released, key=f"{reference}:release", reference=reference
+        )
+    await QUERIES.execute(
+        conn,
+        "finish_money",
+        id=order.id,
+        status=status,
+        charged_micros=charged,
+        released_micros=released,
+        remains=remains,
+        note=note,
+    )
+    await record(
+        conn,
+        order,
+        status,
+        note or f"charged {format_micros(charged)}, released {format_micros(released)}",
+        released,
+    )
+    return released
+
+
+async def record(conn: Conn, order: OrderRow, status: str, note: str, released: int = 0) -> None:
+    await QUERIES.execute(conn, "add_event", order_id=order.id, status=status, note=note[:500])
+    event = events_pb2.OrderChanged(
+        order_id=order.id, user_id=order.user_id, status=status, released=format_micros(released)
+    )
+    await add_event(conn, ORDER_CHANGED, event)
+
+
+class Tracker:
+    def __init__(self, pool: Pool, clients: ProviderClients, *, stuck_after_h: int) -> None:
+        self._pool = pool
+        self._clients = clients
+        self._stuck_after_h = stuck_after_h
+
+    async def poll(self, limit: int) -> tuple[int, int]:
+        """Asks each provider about its due orders (in batches of 100); returns (checked, changed)."""
+        async with self._pool.connection() as conn:
+            due = await QUERIES.all(conn, "due_for_poll", DueOrder, limit=limit)
+        by_provider: dict[int, list[DueOrder]] = defaultdict(list)
+        for order in due:
+            by_provider[order.provider_id].append(order)
+        changed = 0
+        for provider_id, orders in by_provider.items():
+            changed += await self._poll_provider(provider_id, orders)
+        return len(due), changed
+
+    async def _poll_provider(self, provider_id: int, orders: list[DueOrder]) -> int:
+        adapter = await self._clients.adapter_for(provider_id)
+        ids = [o.id for o in orders]
+        if adapter is None:
+            await self._postpone(ids, 300)
+            return 0
+        reply = await adapter.statuses([o.upstream_order_id for o in orders])
+        if not isinstance(reply, Accepted):
+            await self._postpone(ids, 60)  # the provider did not answer usefully: ask again later
+            return 0
+        changed = 0
+        for order in orders:
+            found = reply.value.get(order.upstream_order_id)
+            if isinstance(found, UpstreamStatus):
+                changed += await self.apply(order.id, found)
+            elif isinstance(found, Rejected):
+                changed += await self._lost_upstream(order.id, found.message)
+            else:
+                await self._postpone([order.id], 60)
+        return changed
+
+    async def _postpone(self, ids: list[int], seconds: int) -> None:
+        async with self._pool.connection() as conn:
+            await QUERIES.execute(conn, "postpone_poll", ids=ids, next_poll_s=seconds)
+
+    async def apply(self, order_id: int, upstream: UpstreamStatus) -> int:
+        """One upstream status for a tracked order; 1 when its status changed."""
+        async with self._pool.connection() as conn, conn.transaction():
+            order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+            if order is None or order.status not in states.TRACKED:
+                return 0
+            target = upstream_target(order, upstream.status.value)
+            if not states.can_move(order.status, target):
+                log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
+                return 0
+            if target in states.FINAL:
+                await finish(conn, order, target, remains=upstream.remains)
+                return 1
+            age = (datetime.now(UTC) - order.create_time).total_seconds()
+            await QUERIES.execute(
+                conn,
+                "track",
+                id=order_id,
+                status=target,
+                start_count=upstream.start_count,
+                remains=upstream.remains,
+                upstream_charge_micros=upstream.charge_micros,
+                next_poll_s=poll_interval_s(age),
+            )
+            if target != order.status:
+                await record(conn, order, target, f"provider says {upstream.status.value}")
+                return 1
+            return 0
+
+    async def _lost_upstream(self, order_id: int, message: str) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+            if order is None or order.status not in states.TRACKED:
+                return 0
+            # Not a state the machine allows from tracking: staff look at it, polling stops.
+            await QUERIES.execute(
+                conn,
+                "set_status",
+                id=order_id,
+                status=order.status,
+                note=f"the provider does not know the order: {message}"[:500],
+            )
+            await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=3600)
+            return 0
+
+    async def alert_stuck(self, conn: Conn) -> str:
+        """The scheduled check (inside the job's transaction): an alert for orders not done in time."""
+        async with conn.cursor() as cur:
+            await cur.execute(QUERIES.sql("stuck_orders"), {"older_than_h": self._stuck_after_h})
+            ids = [row[0] for row in await cur.fetchall()]
+        if ids:
+            await QUERIES.execute(conn, "mark_stuck_alerted", ids=ids)
+            await add_event(conn, ORDERS_STUCK, events_pb2.OrdersStuck(order_ids=ids))
+        return f"{len(ids)} stuck order(s) reported"
+
+    async def request_poll(self, conn: Conn) -> str:
+        """The scheduled tick: the dispatch worker runs the poll outside the job's transaction."""
+        await add_event(conn, ORDER_POLL, events_pb2.OrderPollRequested())
+        return (await self.alert_stuck(conn)) + "; poll requested"
+
+
+def upstream_target(order: OrderRow, word: str) -> str:
+    target = states.UPSTREAM.get(word, order.status)
+    if order.service_type == "SUBSCRIPTIONS" and target == states.IN_PROGRESS:
+        return states.ACTIVE if order.status in (states.IN_PROGRESS, states.ACTIVE) else order.status
+    if order.service_type == "SUBSCRIPTIONS" and target == states.PARTIAL:
+        return states.EXPIRED
+    return target

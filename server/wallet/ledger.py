@@ -1,0 +1,187 @@
+"""The ledger seam: every balance change, on the caller's connection and in its transaction.
+
+Other services import this module (and only this one) from ``server/wallet``, so that an order's
+hold, the order row and its outbox event commit together. Each movement:
+
+1. inserts a ``ledger_transactions`` row under a unique idempotency key; a key used before means
+   the movement already happened, and nothing more is done (exactly once, under retries and
+   duplicate events);
+2. moves the cached balance with one conditional UPDATE (never read-check-write): a hold or a
+   debit that the available balance does not cover changes no row, and raises
+   ``INSUFFICIENT_FUNDS``; the row lock serialises concurrent movements of one wallet;
+3. appends two entries that sum to zero (a deferred constraint trigger checks this at commit).
+
+Accounts: ``user:<id>:available``, ``user:<id>:held``, ``funding`` (money from outside) and
+``revenue`` (what delivered orders earned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from server.common.errors import FailedPrecondition, Internal
+from server.common.money import format_micros
+from server.common.sqlfile import load
+
+QUERIES = load(__file__)
+DOMAIN = "wallet.smm"
+FUNDING = "funding"
+REVENUE = "revenue"
+Conn = AsyncConnection[Any]
+
+
+def available(user_id: int) -> str:
+    return f"user:{user_id}:available"
+
+
+def held(user_id: int) -> str:
+    return f"user:{user_id}:held"
+
+
+class LedgerInvariantBroken(Internal):
+    """A movement that would break the ledger: a bug, never bad input. The transaction rolls
+    back; the caller sees INTERNAL and the log has the details."""
+
+    def __init__(self, what: str, user_id: int) -> None:
+        super().__init__()
+        self.detail = f"the ledger would {what} (user {user_id})"
+
+
+@dataclass(frozen=True)
+class Movement:
+    transaction_id: int
+    applied: bool  # False: the idempotency key was used before; nothing changed now
+
+
+def insufficient_funds(available_micros: int, required_micros: int) -> FailedPrecondition:
+    have, need = format_micros(available_micros), format_micros(required_micros)
+    return FailedPrecondition(
+        f"Insufficient funds: {have} available, {need} required.",
+        reason="INSUFFICIENT_FUNDS",
+        domain=DOMAIN,
+        metadata={"available": have, "required": need},
+    )
+
+
+async def _begin(
+    conn: Conn, kind: str, key: str, reference: str, user_id: int, amount: int, memo: str, actor: str
+) -> int | None:
+    transaction_id: int | None = await QUERIES.scalar(
+        conn,
+        "insert_transaction",
+        kind=kind,
+        idempotency_key=key,
+        reference=reference,
+        user_id=user_id,
+        amount_micros=amount,
+        memo=memo[:500],
+        actor=actor,
+    )
+    return transaction_id
+
+
+async def _existing(conn: Conn, key: str) -> Movement:
+    found = await QUERIES.scalar(conn, "transaction_by_key", idempotency_key=key)
+    return Movement(int(found), applied=False)
+
+
+async def _entries(conn: Conn, transaction_id: int, debit: str, credit: str, amount: int) -> None:
+    await QUERIES.execute(
+        conn,
+        "insert_entries",
+        transaction_id=transaction_id,
+        debit_account=debit,
+        credit_account=credit,
+        amount_micros=amount,
+    )
+
+
+def _positive(amount: int) -> None:
+    if amount <= 0:
+        raise ValueError("ledger movements are positive amounts")
+
+
+async def hold(
+    conn: Conn, *, user_id: int, amount: int, key: str, reference: str, actor: str = ""
+) -> Movement:
+    """Available -> held (an order's funds), or INSUFFICIENT_FUNDS."""
+    _positive(amount)
+    transaction_id = await _begin(conn, "hold", key, reference, user_id, -amount, "", actor)
+    if transaction_id is None:
+        return await _existing(conn, key)
+    moved = await QUERIES.one(
+        conn, "move_available_to_held", _Balances, user_id=user_id, amount_micros=amount
+    )
+    if moved is None:
+        current = await QUERIES.one(conn, "get_wallet", _Balances, user_id=user_id)
+        raise insufficient_funds(current.available_micros if current else 0, amount)
+    await _entries(conn, transaction_id, available(user_id), held(user_id), amount)
+    return Movement(transaction_id, applied=True)
+
+
+async def settle(
+    conn: Conn, *, user_id: int, amount: int, key: str, reference: str, actor: str = ""
+) -> Movement:
+    """Held -> revenue: the part of an order's funds that paid for what was delivered."""
+    _positive(amount)
+    transaction_id = await _begin(conn, "settle", key, reference, user_id, 0, "", actor)
+    if transaction_id is None:
+        return await _existing(conn, key)
+    if await QUERIES.one(conn, "take_from_held", _Balances, user_id=user_id, amount_micros=amount) is None:
+        raise LedgerInvariantBroken("settle more than is held", user_id)
+    await _entries(conn, transaction_id, held(user_id), REVENUE, amount)
+    return Movement(transaction_id, applied=True)
+
+
+async def release(
+    conn: Conn, *, user_id: int, amount: int, key: str, reference: str, actor: str = ""
+) -> Movement:
+    """Held -> available: funds of an order that were not used (undelivered, canceled, failed)."""
+    _positive(amount)
+    transaction_id = await _begin(conn, "release", key, reference, user_id, amount, "", actor)
+    if transaction_id is None:
+        return await _existing(conn, key)
+    if (
+        await QUERIES.one(conn, "move_held_to_available", _Balances, user_id=user_id, amount_micros=amount)
+        is None
+    ):
+        raise LedgerInvariantBroken("release more than is held", user_id)
+    await _entries(conn, transaction_id, held(user_id), available(user_id), amount)
+    return Movement(transaction_id, applied=True)
+
+
+async def adjust(
+    conn: Conn,
+    *,
+    user_id: int,
+    amount: int,
+    key: str,
+    reference: str,
+    memo: str,
+    actor: str,
+    kind: str = "adjustment",
+) -> Movement:
+    """Funding <-> available: a staff adjustment or a payment (signed; a debit needs the funds)."""
+    if amount == 0:
+        raise ValueError("an adjustment moves money")
+    transaction_id = await _begin(conn, kind, key, reference, user_id, amount, memo, actor)
+    if transaction_id is None:
+        return await _existing(conn, key)
+    await QUERIES.execute(conn, "ensure_wallet", user_id=user_id)
+    if await QUERIES.one(conn, "change_available", _Balances, user_id=user_id, amount_micros=amount) is None:
+        current = await QUERIES.one(conn, "get_wallet", _Balances, user_id=user_id)
+        raise insufficient_funds(current.available_micros if current else 0, -amount)
+    if amount > 0:
+        await _entries(conn, transaction_id, FUNDING, available(user_id), amount)
+    else:
+        await _entries(conn, transaction_id, available(user_id), FUNDING, -amount)
+    return Movement(transaction_id, applied=True)
+
+
+@dataclass(frozen=True)
+class _Balances:
+    available_micros: int
+    held_micros: int

@@ -1,0 +1,153 @@
+"""Wallet rules: balances, statements, staff adjustments and the ledger check."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from smm.v1 import events_pb2
+
+from server.common import audit, idempotency
+from server.common.db import Pool
+from server.common.errors import FieldViolation, NotFound, collect
+from server.common.money import format_micros
+from server.common.outbox import add_event
+from server.wallet import ledger
+from server.wallet.ledger import DOMAIN, QUERIES, Conn
+
+MAX_REASON = 500
+LEDGER_ALERT = "smm.wallet.ledger.alert"
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    available_micros: int
+    held_micros: int
+
+
+@dataclass(frozen=True)
+class TransactionRow:
+    id: int
+    kind: str
+    reference: str
+    user_id: int
+    amount_micros: int
+    memo: str
+    actor: str
+    create_time: datetime
+
+
+def user_not_found(user_id: int) -> NotFound:
+    return NotFound("user not found", reason="USER_NOT_FOUND", domain=DOMAIN, metadata={"id": str(user_id)})
+
+
+class WalletLogic:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def balance(self, user_id: int) -> BalanceRow:
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
+        return row or BalanceRow(0, 0)
+
+    async def transactions(self, user_id: int, before_id: int, limit: int) -> list[TransactionRow]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(
+                conn, "list_transactions", TransactionRow, user_id=user_id, before_id=before_id, limit=limit
+            )
+
+    async def adjust(
+        self, *, user_id: int, amount: int, reason: str, actor: str, key: idempotency.RequestKey | None
+    ) -> TransactionRow:
+        violations = []
+        if amount == 0:
+            violations.append(FieldViolation("amount", "must not be zero"))
+        if not 1 <= len(reason.strip()) <= MAX_REASON:
+            violations.append(FieldViolation("reason", f"is required (at most {MAX_REASON} characters)"))
+        collect(violations, domain=DOMAIN)
+        request_id = key.request_id if key else uuid.uuid4().hex
+        ledger_key = f"adjustment:{user_id}:{request_id}"
+        async with self._pool.connection() as conn, conn.transaction():
+            if key and await idempotency.claim(conn, key) is not None:
+                return await _by_key(conn, ledger_key)
+            if not await QUERIES.scalar(conn, "user_exists", id=user_id):
+                raise user_not_found(user_id)
+            before = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
+            await ledger.adjust(
+                conn,
+                user_id=user_id,
+                amount=amount,
+                key=ledger_key,
+                reference=f"adjustment:{request_id}",
+                memo=reason.strip(),
+                actor=actor,
+            )
+            after = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
+            await audit.record(
+                conn,
+                "wallet.adjusted",
+                target=f"user:{user_id}",
+                before={"available": format_micros((before or BalanceRow(0, 0)).available_micros)},
+                after={
+                    "available": format_micros(after.available_micros if after else 0),
+                    "amount": format_micros(amount),
+                    "reason": reason.strip(),
+                },
+            )
+            if key:
+                await idempotency.remember(conn, key, b"1")
+            return await _by_key(conn, ledger_key)
+
+    async def verify(self) -> tuple[list[str], int]:
+        async with self._pool.connection() as conn:
+            return await check(conn)
+
+    async def verify_job(self, conn: Conn) -> str:
+        """The scheduled check: an alert event when an invariant is broken."""
+        problems, checked = await check(conn)
+        if problems:
+            await add_event(conn, LEDGER_ALERT, events_pb2.LedgerAlert(problems=problems[:100]))
+            return f"LEDGER BROKEN: {len(problems)} problem(s) in {checked} transactions; alert raised"
+        return f"ledger ok ({checked} transactions)"
+
+
+async def _by_key(conn: Conn, key: str) -> TransactionRow:
+    row = await QUERIES.one(conn, "transaction_by_key", TransactionRow, idempotency_key=key)
+    assert row is not None
+    return row
+
+
+async def check(conn: Conn) -> tuple[list[str], int]:
+    """Every invariant: entries sum to zero per transaction (and overall), cached balances equal
+    their entries and are never negative, and each order's money adds up."""
+    problems: list[str] = []
+    async with conn.cursor() as cur:
+        await cur.execute(QUERIES.sql("unbalanced_transactions"))
+        for transaction_id, total, entries in await cur.fetchall():
+            problems.append(
+                f"transaction {transaction_id}: {entries} entries summing to {format_micros(total)}"
+            )
+        await cur.execute(QUERIES.sql("wallet_mismatches"))
+        for user_id, cached_available, cached_held, ledger_available, ledger_held in await cur.fetchall():
+            problems.append(
+                f"user {user_id}: cached available {format_micros(cached_available)} / held "
+                f"{format_micros(cached_held)}, ledger says {format_micros(ledger_available)} / "
+                f"{format_micros(ledger_held)}"
+            )
+        await cur.execute(QUERIES.sql("order_money_mismatches"))
+        for row in await cur.fetchall():
+            order_id, status, price, charged, released, l_held, l_charged, l_released = row
+            problems.append(
+                f"order {order_id} ({status}): price {format_micros(price)} charged {format_micros(charged)} "
+                f"released {format_micros(released)}; ledger held {format_micros(l_held)} charged "
+                f"{format_micros(l_charged)} released {format_micros(l_released)}"
+            )
+        await cur.execute(QUERIES.sql("ledger_totals"))
+        total_row: Any = await cur.fetchone()
+        if total_row and total_row[0] != 0:
+            problems.append(f"all entries sum to {format_micros(total_row[0])}, not 0")
+        await cur.execute(QUERIES.sql("count_transactions"))
+        count_row: Any = await cur.fetchone()
+    return problems, int(count_row[0]) if count_row else 0

@@ -1,0 +1,115 @@
+-- name: insert_transaction(kind, idempotency_key, reference, user_id, amount_micros, memo, actor)$
+-- A movement, once per idempotency key: nothing is returned when the key was used before.
+INSERT INTO ledger_transactions (kind, idempotency_key, reference, user_id, amount_micros, memo, actor)
+VALUES (:kind, :idempotency_key, :reference, :user_id, :amount_micros, :memo, :actor)
+ON CONFLICT ON CONSTRAINT ledger_transactions_idempotency_key_key DO NOTHING
+RETURNING id;
+
+-- name: transaction_by_key(idempotency_key)^
+SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
+FROM ledger_transactions WHERE idempotency_key = :idempotency_key;
+
+-- name: insert_entries(transaction_id, debit_account, credit_account, amount_micros)!
+-- Double entry: what leaves one account enters the other.
+INSERT INTO ledger_entries (transaction_id, account, amount_micros)
+VALUES (:transaction_id, :debit_account, -:amount_micros), (:transaction_id, :credit_account, :amount_micros);
+
+-- name: ensure_wallet(user_id)!
+INSERT INTO wallets (user_id) VALUES (:user_id) ON CONFLICT ON CONSTRAINT wallets_pkey DO NOTHING;
+
+-- name: move_available_to_held(user_id, amount_micros)^
+-- The hold: only when the available balance covers it (the row lock serialises concurrent holds).
+UPDATE wallets SET available_micros = available_micros - :amount_micros, held_micros = held_micros + :amount_micros,
+                   update_time = now()
+WHERE user_id = :user_id AND available_micros >= :amount_micros
+RETURNING available_micros, held_micros;
+
+-- name: move_held_to_available(user_id, amount_micros)^
+UPDATE wallets SET held_micros = held_micros - :amount_micros, available_micros = available_micros + :amount_micros,
+                   update_time = now()
+WHERE user_id = :user_id AND held_micros >= :amount_micros
+RETURNING available_micros, held_micros;
+
+-- name: take_from_held(user_id, amount_micros)^
+UPDATE wallets SET held_micros = held_micros - :amount_micros, update_time = now()
+WHERE user_id = :user_id AND held_micros >= :amount_micros
+RETURNING available_micros, held_micros;
+
+-- name: change_available(user_id, amount_micros)^
+-- A credit, or a debit that the available balance covers.
+UPDATE wallets SET available_micros = available_micros + :amount_micros, update_time = now()
+WHERE user_id = :user_id AND available_micros + :amount_micros >= 0
+RETURNING available_micros, held_micros;
+
+-- name: get_wallet(user_id)^
+SELECT available_micros, held_micros FROM wallets WHERE user_id = :user_id;
+
+-- name: list_transactions(user_id, before_id, limit)
+SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
+FROM ledger_transactions
+WHERE user_id = :user_id AND id < :before_id
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: user_exists(id)$
+SELECT EXISTS (SELECT 1 FROM users WHERE id = :id AND status <> 'deleted');
+
+-- name: unbalanced_transactions()
+SELECT t.id, coalesce(sum(e.amount_micros), 0)::bigint AS total, count(e.id) AS entries
+FROM ledger_transactions t LEFT JOIN ledger_entries e ON e.transaction_id = t.id
+GROUP BY t.id
+HAVING coalesce(sum(e.amount_micros), 0) <> 0 OR count(e.id) < 2
+ORDER BY t.id
+LIMIT 100;
+
+-- name: wallet_mismatches()
+-- Cached balances that differ from the sum of their entries, or that are negative.
+WITH sums AS (
+    SELECT split_part(account, ':', 2)::bigint AS user_id,
+           sum(amount_micros) FILTER (WHERE account LIKE '%%:available')::bigint AS available,
+           sum(amount_micros) FILTER (WHERE account LIKE '%%:held')::bigint AS held
+    FROM ledger_entries WHERE account LIKE 'user:%%'
+    GROUP BY 1
+)
+SELECT coalesce(w.user_id, s.user_id) AS user_id, coalesce(w.available_micros, 0) AS cached_available,
+       coalesce(w.held_micros, 0) AS cached_held, coalesce(s.available, 0) AS ledger_available,
+       coalesce(s.held, 0) AS ledger_held
+FROM wallets w FULL JOIN sums s ON s.user_id = w.user_id
+WHERE coalesce(w.available_micros, 0) <> coalesce(s.available, 0)
+   OR coalesce(w.held_micros, 0) <> coalesce(s.held, 0)
+   OR coalesce(w.available_micros, 0) < 0 OR coalesce(w.held_micros, 0) < 0
+ORDER BY 1
+LIMIT 100;
+
+-- name: order_money_mismatches()
+-- Orders whose charged or released amounts differ from their ledger movements, or (when final)
+-- do not add up to what was held.
+WITH moved AS (
+    SELECT split_part(reference, ':', 2)::bigint AS order_id,
+           coalesce(sum(-amount_micros) FILTER (WHERE kind = 'hold'), 0)::bigint AS held,
+           coalesce(sum(amount_micros) FILTER (WHERE kind = 'release'), 0)::bigint AS released
+    FROM ledger_transactions WHERE reference LIKE 'order:%%'
+    GROUP BY 1
+), settled AS (
+    SELECT split_part(t.reference, ':', 2)::bigint AS order_id, sum(e.amount_micros)::bigint AS charged
+    FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id AND e.account = 'revenue'
+    WHERE t.kind = 'settle' AND t.reference LIKE 'order:%%'
+    GROUP BY 1
+)
+SELECT o.id, o.status, o.price_micros, o.charged_micros, o.released_micros,
+       coalesce(m.held, 0) AS ledger_held, coalesce(s.charged, 0) AS ledger_charged,
+       coalesce(m.released, 0) AS ledger_released
+FROM orders o LEFT JOIN moved m ON m.order_id = o.id LEFT JOIN settled s ON s.order_id = o.id
+WHERE coalesce(m.held, 0) <> o.price_micros
+   OR coalesce(s.charged, 0) <> o.charged_micros
+   OR coalesce(m.released, 0) <> o.released_micros
+   OR (o.status IN ('completed', 'partial', 'canceled', 'failed', 'expired')
+       AND o.charged_micros + o.released_micros <> o.price_micros)
+ORDER BY o.id
+LIMIT 100;
+
+-- name: ledger_totals()$
+SELECT coalesce(sum(amount_micros), 0)::bigint FROM ledger_entries;
+
+-- name: count_transactions()$
+SELECT count(*) FROM ledger_transactions;

@@ -1,0 +1,437 @@
+"""Orders and the wallet through the edge and the dispatch path, against the demo provider over
+loopback HTTP: money exact to the micro-unit, never negative, never charged twice, under
+concurrency, retries, duplicates and lost answers."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import orders_service_pb2_grpc as opb_grpc
+from smm.v1 import wallet_service_pb2 as wpb
+from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
+
+from core.config import Settings
+from ops.ledger import verify_ledger
+from server.common.db import Pool
+from server.main import ServerHandle
+from tests.fix_demo import DemoHandle
+from tests.fix_grpc import system_metadata
+from tests.fix_nats import running_worker
+from tests.integration.test_accounts import bearer, register
+from tests.integration.test_admin_users import admin_token
+from tests.integration.test_edge_http import assert_error
+from tests.integration.test_providers import add_provider, admin_services, run_sync
+
+pytestmark = pytest.mark.integration
+
+
+class Shop:
+    """A panel with the demo provider synced, an admin, and helpers."""
+
+    pool: Pool
+
+    def __init__(self, http: httpx.AsyncClient, channel: grpc.aio.Channel, admin: dict[str, str]) -> None:
+        self.http = http
+        self.channel = channel
+        self.admin = admin
+        self.services: dict[str, dict[str, Any]] = {}
+        self.orders = opb_grpc.OrdersServiceStub(channel)
+        self.wallet = wpb_grpc.WalletServiceStub(channel)
+
+    def service_id(self, upstream: str) -> str:
+        return str(self.services[upstream]["service"]["id"])
+
+    async def user(self, email: str, funds: str = "0") -> dict[str, str]:
+        account = await register(self.http, email)
+        if funds != "0":
+            await self.fund(account["user"]["id"], funds)
+        return bearer(account["token"])
+
+    async def fund(self, user_id: str, amount: str, reason: str = "test funds") -> httpx.Response:
+        response = await self.http.post(
+            f"/api/v1/admin/users/{user_id}/balance-adjustments",
+            json={"amount": amount, "reason": reason},
+            headers=self.admin,
+        )
+        assert response.status_code == 200, response.text
+        return response
+
+    async def balance(self, user: dict[str, str]) -> tuple[str, str]:
+        body = (await self.http.get("/api/v1/dashboard/wallet", headers=user)).json()
+        return body["available"], body["held"]
+
+    async def order(self, user: dict[str, str], **body: Any) -> httpx.Response:
+        return await self.http.post("/api/v1/dashboard/orders", json=body, headers=user)
+
+    async def submit(self, order_id: str) -> opb.Order:
+        request = opb.SubmitOrderRequest(id=int(order_id))
+        order: opb.Order = await self.orders.SubmitOrder(request, metadata=system_metadata())
+        return order
+
+    async def settle(self, order_id: str, user: dict[str, str], timeout_s: float = 10.0) -> dict[str, Any]:
+        """Polls (as the poller would) until the order is final."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await _ready_to_poll(self.pool)  # no waiting for the adaptive interval in tests
+                await self.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+                order: dict[str, Any] = (
+                    await self.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)
+                ).json()
+                if order["status"] in FINAL:
+                    return order
+                await asyncio.sleep(0.1)
+
+    async def verify(self) -> wpb.VerifyLedgerResponse:
+        result: wpb.VerifyLedgerResponse = await self.wallet.VerifyLedger(
+            wpb.VerifyLedgerRequest(), metadata=system_metadata()
+        )
+        return result
+
+
+FINAL = {"ORDER_STATUS_COMPLETED", "ORDER_STATUS_PARTIAL", "ORDER_STATUS_CANCELED", "ORDER_STATUS_FAILED"}
+
+
+@pytest.fixture
+async def shop(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: Settings, channel: grpc.aio.Channel,
+    demo_provider: DemoHandle, pool: Pool,
+) -> Shop:  # fmt: skip
+    admin = bearer(await admin_token(http, grpc_server, settings))
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    # Polls answer at once in tests (production waits 15 s before the first look).
+    shop = Shop(http, channel, admin)
+    shop.pool = pool
+    shop.services = await admin_services(http, admin)
+    shop.provider_id = provider["id"]  # type: ignore[attr-defined]
+    return shop
+
+
+async def _ready_to_poll(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE orders SET next_poll_time = now() WHERE next_poll_time IS NOT NULL")
+
+
+async def test_staff_adjust_balances_once_per_request_id_and_never_below_zero(shop: Shop, pool: Pool) -> None:
+    account = await register(shop.http, "ann@example.com")
+    user_id, ann = account["user"]["id"], bearer(account["token"])
+    url = f"/api/v1/admin/users/{user_id}/balance-adjustments"
+    body = {"amount": "25.00", "reason": "welcome bonus"}
+    first, second = await asyncio.gather(
+        shop.http.post(url, json=body, headers={**shop.admin, "Idempotency-Key": "adj-1"}),
+        shop.http.post(url, json=body, headers={**shop.admin, "Idempotency-Key": "adj-1"}),
+    )
+    assert first.status_code == second.status_code == 200, first.text + second.text
+    assert first.json()["id"] == second.json()["id"]
+    assert await shop.balance(ann) == ("25.00", "0.00")
+    no_reason = await shop.http.post(url, json={"amount": "5"}, headers=shop.admin)
+    assert_error(no_reason, 400, "INVALID_ARGUMENT")
+    too_much = await shop.http.post(
+        url, json={"amount": "-25.01", "reason": "chargeback"}, headers=shop.admin
+    )
+    error = assert_error(too_much, 400, "FAILED_PRECONDITION", "INSUFFICIENT_FUNDS")
+    assert error["details"][0]["metadata"] == {"available": "25.00", "required": "25.01"}
+    float_like = await shop.http.post(url, json={"amount": "1e3", "reason": "x"}, headers=shop.admin)
+    assert_error(float_like, 400, "INVALID_ARGUMENT")
+    taken = await shop.http.post(url, json={"amount": "-5.50", "reason": "correction"}, headers=shop.admin)
+    assert taken.json()["amount"] == "-5.50"
+    assert await shop.balance(ann) == ("19.50", "0.00")
+    statement = (await shop.http.get("/api/v1/dashboard/wallet/transactions", headers=ann)).json()
+    assert [(t["kind"], t["amount"], t["memo"]) for t in statement["transactions"]] == [
+        ("adjustment", "-5.50", "correction"),
+        ("adjustment", "25.00", "welcome bonus"),
+    ]
+    audit = (
+        await shop.http.get("/api/v1/admin/audit", params={"action": "wallet.adjusted"}, headers=shop.admin)
+    ).json()
+    assert len(audit["events"]) == 2
+    assert (await shop.verify()).ok
+
+
+async def test_an_order_holds_then_settles_exactly(shop: Shop, pool: Pool, worker_settings: Settings) -> None:
+    ann = await shop.user("ann@example.com", "10.00")
+    likes = shop.service_id("2")  # 0.25 upstream, 0.325 per 1000 here
+    async with running_worker(worker_settings, "dispatch"):
+        placed = await shop.order(ann, serviceId=likes, link="https://instagram.com/p/abc", quantity=1000)
+        assert placed.status_code == 200, placed.text
+        order = placed.json()
+        assert (order["price"], order["status"], order["source"]) == ("0.325", "ORDER_STATUS_PENDING", "web")
+        assert await shop.balance(ann) == ("9.675", "0.325")
+        async with asyncio.timeout(10):  # the dispatch worker sends it
+            while True:
+                current = await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)
+                if current.json()["status"] != "ORDER_STATUS_PENDING":
+                    break
+                await asyncio.sleep(0.05)
+        await _ready_to_poll(pool)
+        done = await shop.settle(order["id"], ann)
+    assert done["status"] == "ORDER_STATUS_COMPLETED"
+    assert (done["charged"], done["released"]) == ("0.325", "0.00")
+    assert await shop.balance(ann) == ("9.675", "0.00")
+    steps = [e["status"] for e in done["timeline"]]
+    assert steps[0] == "ORDER_STATUS_PENDING"
+    assert steps[-1] == "ORDER_STATUS_COMPLETED"
+    assert "ORDER_STATUS_IN_PROGRESS" in steps
+    [upstream] = await shop_orders(shop)
+    assert upstream["link"] == "https://instagram.com/p/abc"
+    assert (await shop.verify()).ok
+
+
+async def shop_orders(shop: Shop) -> list[dict[str, Any]]:
+    demo: DemoHandle = shop.demo  # type: ignore[attr-defined]
+    return await demo.orders()
+
+
+@pytest.fixture(autouse=True)
+def _demo_on_shop(request: pytest.FixtureRequest) -> None:
+    if "shop" in request.fixturenames:
+        request.getfixturevalue("shop").demo = request.getfixturevalue("demo_provider")
+
+
+@pytest.mark.parametrize(
+    ("link", "status"), [("https://x.com/partial", "PARTIAL"), ("https://x.com/cancel", "CANCELED")]
+)
+async def test_partial_and_cancel_release_exactly(shop: Shop, pool: Pool, link: str, status: str) -> None:
+    ann = await shop.user("ann@example.com", "10.00")
+    followers = shop.service_id("1")  # 1.17 per 1000
+    order = (await shop.order(ann, serviceId=followers, link=link, quantity=333)).json()
+    price = Decimal(order["price"])
+    assert price == Decimal("0.38961")  # 1.17 x 333 / 1000 = 0.38961, exact in micro-units
+    await shop.submit(order["id"])
+    await _ready_to_poll(pool)
+    done = await shop.settle(order["id"], ann)
+    assert done["status"] == f"ORDER_STATUS_{status}"
+    charged, released = Decimal(done["charged"]), Decimal(done["released"])
+    assert charged + released == price
+    if status == "CANCELED":
+        assert released == price
+    else:
+        remains = int(done["remains"])
+        assert 0 < remains < 333, done
+        expected = (price * remains / 333).quantize(Decimal("0.000001"), rounding="ROUND_HALF_UP")
+        assert released == expected
+    available, held = await shop.balance(ann)
+    assert (Decimal(available), held) == (Decimal("10") - charged, "0.00")
+    assert (await shop.verify()).ok
+
+
+async def test_fifty_concurrent_orders_against_funds_for_ten(shop: Shop, pool: Pool) -> None:
+    ann = await shop.user("ann@example.com", "3.25")  # ten orders of 0.325
+    likes = shop.service_id("2")
+    replies = await asyncio.gather(
+        *(shop.order(ann, serviceId=likes, link=f"https://x.com/{i}", quantity=1000) for i in range(50))
+    )
+    placed = [r for r in replies if r.status_code == 200]
+    refused = [r for r in replies if r.status_code != 200]
+    assert len(placed) == 10
+    for reply in refused:
+        assert_error(reply, 400, "FAILED_PRECONDITION", "INSUFFICIENT_FUNDS")
+    assert await shop.balance(ann) == ("0.00", "3.25")
+    assert (await shop.verify()).ok
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM orders")
+        assert (await cursor.fetchone()) == (10,)
+
+
+async def test_the_same_idempotency_key_gives_one_order(shop: Shop) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    body = {"serviceId": likes, "link": "https://x.com/once", "quantity": 1000}
+    headers = {**ann, "Idempotency-Key": "order-key-1"}
+    first, second = await asyncio.gather(
+        shop.http.post("/api/v1/dashboard/orders", json=body, headers=headers),
+        shop.http.post("/api/v1/dashboard/orders", json=body, headers=headers),
+    )
+    assert first.status_code == second.status_code == 200, first.text + second.text
+    assert first.json()["id"] == second.json()["id"]
+    assert await shop.balance(ann) == ("4.675", "0.325")
+    other = await shop.http.post("/api/v1/dashboard/orders", json={**body, "quantity": 2000}, headers=headers)
+    assert_error(other, 400, "FAILED_PRECONDITION", "REQUEST_ID_REUSED")
+    assert (await shop.verify()).ok
+
+
+async def test_a_rejected_order_goes_to_the_fallback_and_fails_when_none_is_left(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
+        headers=shop.admin,
+    )  # fmt: skip
+    assert mapped.status_code == 200, mapped.text
+    await demo_provider.fault("error_body", count=1, actions=["add"])
+    order = (await shop.order(ann, serviceId=likes, link="https://x.com/fallback", quantity=1000)).json()
+    sent = await shop.submit(order["id"])
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert len(await demo_provider.orders()) == 1  # placed once, by the second provider
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT state FROM order_submissions ORDER BY id")
+        assert [r[0] for r in await cursor.fetchall()] == ["rejected", "accepted"]
+
+    await demo_provider.fault("error_body", count=2, actions=["add"])
+    doomed = (await shop.order(ann, serviceId=likes, link="https://x.com/doomed", quantity=1000)).json()
+    failed = await shop.submit(doomed["id"])
+    assert failed.status == opb.ORDER_STATUS_FAILED
+    assert (failed.charged, failed.released) == ("0.00", "0.325")
+    assert await shop.balance(ann) == ("4.675", "0.325")  # only the first order's hold remains
+    assert (await shop.verify()).ok
+
+
+async def test_an_unknown_answer_is_never_resubmitted(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # processed upstream, answer lost
+    async with pool.connection() as conn:  # a short provider timeout keeps the test fast
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    order = (await shop.order(ann, serviceId=likes, link="https://x.com/lost", quantity=1000)).json()
+    reviewed = await shop.submit(order["id"])
+    assert reviewed.status == opb.ORDER_STATUS_NEEDS_REVIEW
+    assert "unknown" in reviewed.status_note
+    again = await shop.submit(order["id"])  # a redelivered event
+    assert again.status == opb.ORDER_STATUS_NEEDS_REVIEW
+    assert len(await demo_provider.orders()) == 1  # it exists upstream exactly once
+    assert await shop.balance(ann) == ("4.675", "0.325")  # the hold stays until staff resolve it
+    assert (await shop.verify()).ok
+
+
+async def test_a_submission_interrupted_mid_call_goes_to_review_not_to_the_provider_again(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/crash", quantity=1000)
+    ).json()
+    # The state a server killed between "submission starting" and storing the provider's answer leaves.
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE orders SET status = 'submitting' WHERE id = %s", (int(order["id"]),))
+        await conn.execute(
+            "INSERT INTO order_submissions (order_id, provider_id, upstream_service_id) VALUES (%s, %s, '2')",
+            (int(order["id"]), int(shop.provider_id)),  # type: ignore[attr-defined]
+        )
+    after = await shop.submit(order["id"])
+    assert after.status == opb.ORDER_STATUS_NEEDS_REVIEW
+    assert await demo_provider.orders() == []
+
+
+async def test_an_order_not_sent_stays_pending_and_is_retried(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/later", quantity=1000)
+    ).json()
+    async with pool.connection() as conn:  # the circuit is open: nothing goes out
+        await conn.execute("UPDATE provider_health SET circuit_phase = 'open', circuit_opened_time = now()")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await shop.submit(order["id"])
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)).json()[
+        "status"
+    ] == "ORDER_STATUS_PENDING"
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE provider_health SET circuit_phase = 'closed', circuit_failures = 0")
+    retried = await shop.submit(order["id"])
+    assert retried.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert len(await demo_provider.orders()) == 1
+
+
+async def test_order_input_is_validated_field_by_field_and_mass_orders_line_by_line(shop: Shop) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    followers = shop.service_id("1")  # min 50, max 10000, drip-feed allowed
+    bad = await shop.order(ann, serviceId=followers, link="not a url", quantity=10)
+    error = assert_error(bad, 400, "INVALID_ARGUMENT")
+    [details] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    assert {v["field"] for v in details["fieldViolations"]} == {"link", "quantity"}
+    comments = shop.service_id("5")
+    mismatch = await shop.order(ann, serviceId=comments, link="https://x.com/c", quantity=3, comments="a\nb")
+    assert_error(mismatch, 400, "INVALID_ARGUMENT")
+    missing = await shop.order(ann, serviceId="999999", link="https://x.com/c", quantity=100)
+    assert_error(missing, 400, "FAILED_PRECONDITION", "SERVICE_NOT_ON_SALE")
+    drip = await shop.order(
+        ann, serviceId=followers, link="https://x.com/d", quantity=100, runs=3, interval=10
+    )
+    assert drip.status_code == 200, drip.text
+    assert (drip.json()["price"], drip.json()["runs"]) == ("0.351", 3)  # 1.17 x 300 / 1000
+
+    mass = await shop.http.post(
+        "/api/v1/dashboard/orders/mass",
+        json={
+            "lines": f"{followers} | https://x.com/m1 | 100\nnonsense\n{followers} | https://x.com/m2 | 5\n"
+        },
+        headers=ann,
+    )
+    assert mass.status_code == 200, mass.text
+    lines = mass.json()["lines"]
+    assert (mass.json()["placed"], mass.json()["refused"]) == (1, 2)
+    assert lines[0]["orderId"] != "0"
+    assert lines[0]["error"] == ""
+    assert lines[1]["error"] == "expected: service | link | quantity"
+    assert "quantity" in lines[2]["error"]
+
+
+async def test_users_see_only_their_orders_with_search_filters_and_stats(shop: Shop) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    bob = await shop.user("bob@example.com", "5.00")
+    likes = shop.service_id("2")
+    first = (await shop.order(ann, serviceId=likes, link="https://x.com/first", quantity=1000)).json()
+    await shop.order(ann, serviceId=likes, link="https://x.com/second", quantity=2000)
+    theirs = await shop.http.get(f"/api/v1/dashboard/orders/{first['id']}", headers=bob)
+    assert_error(theirs, 404, "NOT_FOUND", "ORDER_NOT_FOUND")
+    assert (await shop.http.get("/api/v1/dashboard/orders", headers=bob)).json()["orders"] == []
+    listed = (await shop.http.get("/api/v1/dashboard/orders", params={"query": "first"}, headers=ann)).json()
+    assert [o["id"] for o in listed["orders"]] == [first["id"]]
+    by_id = (
+        await shop.http.get("/api/v1/dashboard/orders", params={"query": first["id"]}, headers=ann)
+    ).json()
+    assert [o["id"] for o in by_id["orders"]] == [first["id"]]
+    pending = (
+        await shop.http.get(
+            "/api/v1/dashboard/orders",
+            params={"status": "ORDER_STATUS_PENDING", "pageSize": "1"},
+            headers=ann,
+        )
+    ).json()
+    assert len(pending["orders"]) == 1
+    assert pending["nextPageToken"]
+    page_two = (
+        await shop.http.get(
+            "/api/v1/dashboard/orders",
+            params={"status": "ORDER_STATUS_PENDING", "pageSize": "1", "pageToken": pending["nextPageToken"]},
+            headers=ann,
+        )
+    ).json()
+    assert [o["id"] for o in page_two["orders"]] == [first["id"]]
+    stats = (await shop.http.get("/api/v1/dashboard/orders/stats", headers=ann)).json()
+    assert stats["byStatus"] == [{"status": "ORDER_STATUS_PENDING", "count": "2"}]
+    assert [(s["orders"], s["spent"]) for s in stats["spend"]] == [("2", "0.975")]
+
+
+async def test_ledger_verify_command_passes_then_names_a_broken_invariant(
+    shop: Shop, grpc_server: ServerHandle, settings: Settings, pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/v", quantity=1000)
+    target = f"127.0.0.1:{grpc_server.port}"
+    assert await verify_ledger(target, settings) == 0
+    assert "ledger ok" in capsys.readouterr().out
+    async with pool.connection() as conn:  # a cached balance that no longer matches its entries
+        await conn.execute("UPDATE wallets SET available_micros = available_micros + 1")
+    assert await verify_ledger(target, settings) == 1
+    err = capsys.readouterr().err
+    assert "LEDGER BROKEN" in err
+    assert "cached available 4.675001" in err
+    async with pool.connection() as conn:  # and the ledger itself refuses edits
+        with pytest.raises(Exception, match="append-only"):
+            await conn.execute("UPDATE ledger_entries SET amount_micros = 1")

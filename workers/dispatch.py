@@ -1,0 +1,51 @@
+"""Dispatch worker: each new order -> OrdersService.SubmitOrder; each poll tick -> PollOrders.
+
+No domain logic: the server decides what to send where and records it before calling a provider.
+An UNAVAILABLE answer (the provider could not be reached, nothing was sent) is retried with
+back-off; the RPC is idempotent on the order's state, so a redelivered event sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.message import DecodeError
+from smm.v1 import events_pb2
+from smm.v1 import orders_service_pb2 as pb
+from smm.v1 import orders_service_pb2_grpc as pb_grpc
+
+from core.config import Settings
+from core.events import Durable
+from workers.rpc import RpcContext
+from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, outcome_of_rpc_error
+
+ORDER_CREATED = Durable("dispatch-order-created", "ORDERS", "smm.orders.order.created", ack_wait_s=120.0)
+POLL_REQUESTED = Durable("dispatch-poll-requested", "ORDERS", "smm.orders.poll.requested", ack_wait_s=300.0)
+# A provider call has its own timeout; the RPC's deadline covers it and the bookkeeping.
+SUBMIT_DEADLINE_S = 90.0
+POLL_DEADLINE_S = 240.0
+
+
+def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
+    stub = pb_grpc.OrdersServiceStub(rpc.channel)
+
+    async def submit(event: Event, progress: Progress) -> Outcome:
+        try:
+            created = events_pb2.OrderCreated.FromString(event.payload)
+        except DecodeError:
+            return Permanent("the event is not an OrderCreated")
+        request = pb.SubmitOrderRequest(id=created.order_id, request_id=event.id)
+        try:
+            await stub.SubmitOrder(request, metadata=rpc.metadata, timeout=SUBMIT_DEADLINE_S)
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)
+        return Ok()
+
+    async def poll(event: Event, progress: Progress) -> Outcome:
+        request = pb.PollOrdersRequest(request_id=event.id)
+        try:
+            await stub.PollOrders(request, metadata=rpc.metadata, timeout=POLL_DEADLINE_S)
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)
+        return Ok()
+
+    return [Consumer(ORDER_CREATED, submit), Consumer(POLL_REQUESTED, poll)]
