@@ -115,7 +115,7 @@ WHERE status IN ('in_progress', 'processing', 'active', 'paused') AND next_poll_
 ORDER BY next_poll_time
 LIMIT :limit;
 
--- name: track(id, status, start_count, remains, upstream_charge_micros, next_poll_s)!
+-- name: track_order(id, status, start_count, remains, upstream_charge_micros, next_poll_s)!
 -- A tracked order's latest state upstream; polled again later, less often as it ages.
 UPDATE orders
 SET status = :status, start_count = :start_count, remains = :remains,

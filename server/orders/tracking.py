@@ -155,7 +155,7 @@ class Tracker:
             age = (datetime.now(UTC) - order.create_time).total_seconds()
             await QUERIES.execute(
                 conn,
-                "track",
+                "track_order",
                 id=order_id,
                 status=target,
                 start_count=upstream.start_count,
