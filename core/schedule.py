@@ -32,6 +32,8 @@ JOBS: tuple[Job, ...] = (
     Job("order-poll", 30),
     # Checks every ledger invariant; a broken one raises an alert event.
     Job("ledger-verify", HOUR_S),
+    # Each service's average completion time, from its recent completed orders.
+    Job("service-stats", HOUR_S),
 )
 
 

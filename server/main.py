@@ -44,7 +44,7 @@ from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
 from server.accounts.totp import TwoFactor
-from server.catalog.admin import CatalogAdmin
+from server.catalog.admin import CatalogAdmin, refresh_completion_times
 from server.catalog.logic import CatalogLogic
 from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
@@ -212,6 +212,7 @@ async def create_server(
         "provider-sync": sync.enqueue_all,
         "order-poll": tracker.request_poll,
         "ledger-verify": wallet.verify_job,
+        "service-stats": refresh_completion_times,
     }
     system = SystemLogic(pool, jobs)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(

@@ -444,3 +444,11 @@ def _rule(rule: PricingRule | None) -> dict[str, object] | None:
         return None
     return {"category_id": rule.category_id, "service_id": rule.service_id, "markup_bps": rule.markup_bps,
             "fixed_micros": rule.fixed_micros, "round_to_micros": rule.round_to_micros}  # fmt: skip
+
+
+async def refresh_completion_times(conn: Conn) -> str:
+    """The hourly job: each service's average completion time from its recent orders."""
+    changed = await QUERIES.execute(conn, "refresh_completion_times")
+    if changed:
+        await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged())
+    return f"average completion time updated on {changed} service(s)"

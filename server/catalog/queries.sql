@@ -209,3 +209,15 @@ DELETE FROM pricing_rules WHERE id = :id AND (category_id IS NOT NULL OR service
 -- name: lock_pricing_rules()!
 -- Rule changes and the repricing they cause happen one at a time.
 LOCK TABLE pricing_rules IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: refresh_completion_times()!
+-- Average time from order to completion over the last 30 days' completed orders (the orders table
+-- is read here, never written), shown on the catalog as average_completion_seconds.
+UPDATE services s SET average_completion_s = recent.seconds
+FROM (
+    SELECT service_id, avg(extract(epoch FROM finish_time - create_time))::bigint AS seconds
+    FROM orders
+    WHERE status = 'completed' AND finish_time > now() - interval '30 days'
+    GROUP BY service_id
+) recent
+WHERE s.id = recent.service_id AND s.average_completion_s IS DISTINCT FROM recent.seconds;

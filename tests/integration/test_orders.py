@@ -181,6 +181,15 @@ async def test_an_order_holds_then_settles_exactly(shop: Shop, pool: Pool, worke
     [upstream] = await shop_orders(shop)
     assert upstream["link"] == "https://instagram.com/p/abc"
     assert (await shop.verify()).ok
+    # The hourly job turns completed orders into the catalog's average completion time.
+    run = await shop.http.post("/api/v1/admin/jobs/service-stats/runs", json={}, headers=shop.admin)
+    assert run.status_code == 200, run.text
+    assert "updated on 1 service" in run.json()["result"]
+    listed = (await shop.http.get(f"/api/v1/public/services/{likes}")).json()
+    assert int(listed["averageCompletionSeconds"]) >= 0
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT average_completion_s FROM services WHERE id = %s", (int(likes),))
+        assert (await cursor.fetchone()) is not None
 
 
 async def shop_orders(shop: Shop) -> list[dict[str, Any]]:
