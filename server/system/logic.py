@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from core.schedule import JOBS
 from core.schedule import job as scheduled_job
 from server.common import idempotency
 from server.common.db import Pool
@@ -52,6 +53,9 @@ class SystemLogic:
         """``extra_actions``: jobs whose work belongs to another service, wired in server/main.py."""
         self._pool = pool
         self._actions = {**ACTIONS, **(extra_actions or {})}
+        missing = sorted({job.name for job in JOBS} - set(self._actions))
+        if missing:  # fail at start-up, not at the first tick
+            raise ValueError(f"scheduled jobs without an action: {', '.join(missing)}")
 
     async def run_job(self, name: str, period_start: int) -> tuple[JobRunRow, bool]:
         try:
