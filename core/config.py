@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     max_body_bytes: int = 1_048_576
     rpc_timeout_s: float = 10.0
+    # Serve the reseller endpoint at /api/v2 as well, for panels migrating from elsewhere.
+    reseller_v2_alias: bool = False
 
     # Observability.
     log_level: str = "INFO"

@@ -30,6 +30,7 @@ from edge.cache import connection_callbacks, listen
 from edge.context import EdgeContext, parse_proxies
 from edge.errors import FALLBACK_BODY, error_info, http_status, render_error, status_from_rpc_error
 from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
+from edge.reseller import add_reseller_routes
 from edge.routes import Route, compile_routes
 from edge.transcode import TranscodeError, decode_request, encode_response
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
         )
     _add_preflight_routes(app, compiled)
     _add_docs_routes(app)
+    add_reseller_routes(app, ctx)
     app.before_server_start(_open_channel)
     app.after_server_stop(_close_channel)
     # One response middleware and no request middleware: every handler is on the hot path.

@@ -61,10 +61,13 @@ from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
 from server.common.secretbox import SecretBox
+from server.orders.admin import OrdersAdmin
+from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
 from server.orders.logic import OrdersLogic
 from server.orders.rpc import OrdersServicer
 from server.orders.tracking import Tracker
+from server.orders.webhooks import ProviderWebhooks
 from server.providers.adapters.breaker import BreakerPolicy
 from server.providers.clients import ProviderClients
 from server.providers.logic import ProvidersLogic
@@ -205,7 +208,16 @@ async def create_server(
     )
     tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
-        OrdersServicer(OrdersLogic(pool), Dispatcher(pool, clients), tracker, tokens, settings.currency),
+        OrdersServicer(
+            OrdersLogic(pool),
+            Dispatcher(pool, clients),
+            tracker,
+            tokens,
+            settings.currency,
+            aftercare=Aftercare(pool, clients),
+            admin=OrdersAdmin(pool),
+            webhooks=ProviderWebhooks(clients, tracker, pool),
+        ),
         server,
     )
     jobs = {

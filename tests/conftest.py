@@ -8,7 +8,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from core.tracing import setup_tracing
 
-pytest_plugins = ["tests.fix_db", "tests.fix_nats", "tests.fix_grpc", "tests.fix_edge", "tests.fix_demo"]
+pytest_plugins = [
+    "tests.fix_db",
+    "tests.fix_nats",
+    "tests.fix_grpc",
+    "tests.fix_edge",
+    "tests.fix_demo",
+    "tests.fix_shop",
+]
 
 SPANS = InMemorySpanExporter()
 setup_tracing("smm-tests", exporter=SPANS)

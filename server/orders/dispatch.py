@@ -27,6 +27,7 @@ from server.orders.repo import QUERIES, Candidate, Conn, OrderRow
 from server.orders.tracking import finish, record
 from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
 from server.providers.clients import ProviderClients
+from server.providers.health import about_orders
 
 ADD_FIELDS = frozenset(AddOrder.__dataclass_fields__) - {"service"}
 INT_FIELDS = frozenset(
@@ -78,7 +79,12 @@ class Dispatcher:
                 return None
             if order.status != states.PENDING:
                 return None  # already sent (a redelivered event), or finished
-            candidates = await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
+            if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
+                candidates = [Candidate(order.provider_id, order.upstream_service_id)]
+            else:
+                candidates = await QUERIES.all(
+                    conn, "list_candidates", Candidate, service_id=order.service_id
+                )
             if order.attempt >= len(candidates):
                 await finish(conn, order, states.FAILED, note="no provider accepted the order")
                 return None
@@ -99,7 +105,8 @@ class Dispatcher:
         if adapter is None:
             reply: Reply[str] = Rejected("the provider is disabled")
         else:
-            reply = await adapter.add(add_order(candidate.upstream_service_id, order.upstream_params))
+            with about_orders([order.id]):
+                reply = await adapter.add(add_order(candidate.upstream_service_id, order.upstream_params))
         async with self._pool.connection() as conn, conn.transaction():
             current = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
             assert current is not None

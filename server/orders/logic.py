@@ -28,7 +28,7 @@ from server.orders.errors import (
     order_not_found,
     service_not_on_sale,
 )
-from server.orders.repo import QUERIES, Conn, OrderEventRow, OrderRow, ServiceForOrder
+from server.orders.repo import QUERIES, Conn, OrderEventRow, OrderRow, RefillRow, ServiceForOrder
 from server.orders.validation import OrderInput, ServiceTerms, validate_order
 from server.wallet import ledger
 
@@ -178,13 +178,20 @@ class OrdersLogic:
                 results.append(MassLine(number, order_id=order.id))
         return results
 
-    async def get(self, user_id: int | None, order_id: int) -> tuple[OrderRow, list[OrderEventRow]]:
+    async def get(
+        self, user_id: int | None, order_id: int
+    ) -> tuple[OrderRow, list[OrderEventRow], list[RefillRow]]:
         async with self._pool.connection() as conn:
             row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
             if row is None or (user_id is not None and row.user_id != user_id):
                 raise order_not_found(order_id)
             events = await QUERIES.all(conn, "list_events", OrderEventRow, order_id=order_id)
-        return row, events
+            refills = await QUERIES.all(conn, "list_refills", RefillRow, order_ids=[order_id])
+        return row, events, refills
+
+    async def batch(self, user_id: int, ids: list[int]) -> list[OrderRow]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(conn, "batch_get_orders", OrderRow, user_id=user_id, ids=ids)
 
     async def list_orders(
         self, user_id: int, *, status: str, query: str, service_id: int, before_id: int, limit: int

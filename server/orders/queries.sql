@@ -39,7 +39,9 @@ INSERT INTO order_events (order_id, status, note) VALUES (:order_id, :status, :n
 SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id;
 
@@ -47,7 +49,9 @@ WHERE o.id = :id;
 SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id
 FOR UPDATE OF o;
@@ -56,7 +60,9 @@ FOR UPDATE OF o;
 SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.user_id = :user_id
   AND (:status = '' OR o.status = :status)
@@ -147,3 +153,84 @@ ORDER BY id LIMIT 1000;
 
 -- name: mark_stuck_alerted(ids)!
 UPDATE orders SET stuck_alert_time = now() WHERE id = ANY(:ids);
+
+-- name: batch_get_orders(user_id, ids)
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE o.user_id = :user_id AND o.id = ANY(:ids);
+
+-- name: list_all_orders(status, user_id, service_id, provider_id, created_from, created_to, before_id, limit)
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE (:status = '' OR o.status = :status)
+  AND (:user_id = 0 OR o.user_id = :user_id)
+  AND (:service_id = 0 OR o.service_id = :service_id)
+  AND (:provider_id = 0 OR o.provider_id = :provider_id)
+  AND o.create_time >= :created_from AND o.create_time < :created_to
+  AND o.id < :before_id
+ORDER BY o.id DESC
+LIMIT :limit;
+
+-- name: list_refills(order_ids)
+SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
+FROM order_refills WHERE order_id = ANY(:order_ids) ORDER BY id;
+
+-- name: batch_get_refills(user_id, ids)
+SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
+FROM order_refills WHERE user_id = :user_id AND id = ANY(:ids) ORDER BY id;
+
+-- name: open_refill(order_id)$
+SELECT id FROM order_refills WHERE order_id = :order_id AND status IN ('pending', 'in_progress');
+
+-- name: insert_refill(order_id, user_id, provider_id, status, upstream_refill_id, message)^
+INSERT INTO order_refills (order_id, user_id, provider_id, status, upstream_refill_id, message, next_poll_time)
+VALUES (:order_id, :user_id, :provider_id, :status, :upstream_refill_id, :message,
+        CASE WHEN :status IN ('pending', 'in_progress') THEN now() + interval '15 seconds' END)
+RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
+
+-- name: due_refills(limit)
+SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
+FROM order_refills
+WHERE status IN ('pending', 'in_progress') AND next_poll_time <= now() AND upstream_refill_id <> ''
+ORDER BY next_poll_time LIMIT :limit;
+
+-- name: update_refill(id, status, next_poll_s)!
+UPDATE order_refills
+SET status = :status, update_time = now(),
+    next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + make_interval(secs => :next_poll_s) END
+WHERE id = :id;
+
+-- name: set_cancel_state(id, cancel_state, cancel_message)!
+UPDATE orders SET cancel_state = :cancel_state, cancel_message = :cancel_message, update_time = now(),
+                  next_poll_time = CASE WHEN :cancel_state = 'requested' THEN now() + interval '5 seconds'
+                                        ELSE next_poll_time END
+WHERE id = :id;
+
+-- name: found_upstream(id, upstream_order_id)!
+UPDATE orders SET status = 'in_progress', upstream_order_id = :upstream_order_id, status_note = '',
+                  submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
+WHERE id = :id;
+
+-- name: retarget(id, provider_id, upstream_service_id)!
+-- Staff send an order to another provider: it becomes pending again with that provider first.
+UPDATE orders SET status = 'pending', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+                  attempt = 0, upstream_order_id = '', status_note = '', pinned_provider = true, update_time = now()
+WHERE id = :id;
+
+-- name: list_provider_log(order_id)
+SELECT provider_id, action, params, http_status, body, outcome, reason, latency_ms, create_time
+FROM provider_exchanges WHERE :order_id = ANY(order_ids) ORDER BY id;
+
+-- name: order_by_upstream(provider_id, upstream_order_id)$
+SELECT id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id
+ORDER BY id DESC LIMIT 1;

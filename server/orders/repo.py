@@ -60,6 +60,13 @@ class OrderRow:
     status_note: str
     create_time: datetime
     update_time: datetime
+    cancel_state: str
+    cancel_message: str
+    finish_time: datetime | None
+    service_refill: bool
+    refill_days: int
+    service_cancel: bool
+    pinned_provider: bool
 
     @property
     def units(self) -> int:
@@ -85,3 +92,29 @@ class DueOrder:
     id: int
     provider_id: int
     upstream_order_id: str
+
+
+@dataclass(frozen=True)
+class RefillRow:
+    id: int
+    order_id: int
+    user_id: int
+    provider_id: int
+    status: str
+    upstream_refill_id: str
+    message: str
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class ExchangeRow:
+    provider_id: int
+    action: str
+    params: dict[str, str]
+    http_status: int | None
+    body: str
+    outcome: str
+    reason: str
+    latency_ms: int
+    create_time: datetime

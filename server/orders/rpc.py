@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
 import grpc
 from smm.v1 import orders_service_pb2 as pb
 from smm.v1 import orders_service_pb2_grpc as pb_grpc
@@ -11,12 +14,15 @@ from server.common.convert import timestamp
 from server.common.errors import InvalidArgument, NotFound
 from server.common.money import format_micros
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
+from server.orders.admin import OrdersAdmin
+from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
 from server.orders.errors import DOMAIN
 from server.orders.logic import OrdersLogic, Placement
-from server.orders.repo import OrderEventRow, OrderRow
+from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
 from server.orders.tracking import Tracker
 from server.orders.validation import OrderInput
+from server.orders.webhooks import ProviderWebhooks
 
 _PREFIX = "ORDER_STATUS_"
 
@@ -33,7 +39,23 @@ def status_name(value: int) -> str:
     return pb.OrderStatus.Name(pb.OrderStatus.ValueType(value)).removeprefix(_PREFIX).lower()
 
 
-def order_to_proto(row: OrderRow, currency: str, events: list[OrderEventRow] | None = None) -> pb.Order:
+def refill_to_proto(row: RefillRow) -> pb.Refill:
+    return pb.Refill(
+        id=row.id,
+        order_id=row.order_id,
+        status=row.status,
+        message=row.message,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def order_to_proto(
+    row: OrderRow,
+    currency: str,
+    events: list[OrderEventRow] | None = None,
+    refills: list[RefillRow] | None = None,
+) -> pb.Order:
     return pb.Order(
         id=row.id,
         service_id=row.service_id,
@@ -58,6 +80,12 @@ def order_to_proto(row: OrderRow, currency: str, events: list[OrderEventRow] | N
         ],
         parameters=row.upstream_params,
         status_note=row.status_note,
+        refills=[refill_to_proto(r) for r in refills or []],
+        cancel_state=row.cancel_state,
+        cancel_message=row.cancel_message,
+        user_id=row.user_id,
+        provider_id=row.provider_id or 0,
+        upstream_order_id=row.upstream_order_id,
     )
 
 
@@ -96,8 +124,12 @@ def _user(who: auth.Principal) -> int:
     return who.user_id
 
 
-def _source(who: auth.Principal) -> str:
-    return "api" if who.api_key_id is not None else "web"
+def _source(who: auth.Principal, context: grpc.aio.ServicerContext) -> str:
+    if who.api_key_id is None:
+        return "web"
+    # The edge (trusted through the internal token) says when a key came through the reseller endpoint.
+    sent = dict(context.invocation_metadata() or ())
+    return "reseller" if sent.get("x-smm-source") == "reseller" else "api"
 
 
 class OrdersServicer(pb_grpc.OrdersServiceServicer):
@@ -108,7 +140,14 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         tracker: Tracker,
         tokens: PageTokenCodec,
         currency: str,
+        *,
+        aftercare: Aftercare,
+        admin: OrdersAdmin,
+        webhooks: ProviderWebhooks,
     ) -> None:
+        self._aftercare = aftercare
+        self._admin = admin
+        self._webhooks = webhooks
         self._logic = logic
         self._dispatcher = dispatcher
         self._tracker = tracker
@@ -123,7 +162,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             user_id=_user(who),
             service_id=request.service_id,
             order=order_input(request),
-            source=_source(who),
+            source=_source(who, context),
             api_key_id=who.api_key_id,
             idempotency_key=request.request_id[:200] or None,
             request_hash=idempotency.request_hash(request) if request.request_id else None,
@@ -135,7 +174,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.CreateMassOrderResponse:
         who = auth.principal()
         results = await self._logic.place_mass(
-            _user(who), request.lines, source=_source(who), api_key_id=who.api_key_id
+            _user(who), request.lines, source=_source(who, context), api_key_id=who.api_key_id
         )
         lines = [pb.MassOrderLine(line=r.line, order_id=r.order_id, error=r.error) for r in results]
         placed = sum(1 for r in results if r.order_id)
@@ -172,8 +211,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.Order:
-        row, events = await self._logic.get(_user(auth.principal()), request.id)
-        return order_to_proto(row, self._currency, events)
+        row, events, refills = await self._logic.get(_user(auth.principal()), request.id)
+        return order_to_proto(row, self._currency, events, refills)
 
     async def GetOrderStats(
         self, request: pb.GetOrderStatsRequest, context: grpc.aio.ServicerContext
@@ -199,4 +238,140 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.PollOrdersResponse:
         checked, changed = await self._tracker.poll(request.limit or 1000)
+        changed += await self._aftercare.poll_refills(request.limit or 1000)
         return pb.PollOrdersResponse(checked=checked, changed=changed)
+
+    async def BatchGetOrders(
+        self, request: pb.BatchGetOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetOrdersResponse:
+        ids = _ids(request.ids)
+        rows = await self._logic.batch(_user(auth.principal()), ids)
+        by_id = {r.id: r for r in rows}
+        return pb.BatchGetOrdersResponse(
+            orders=[order_to_proto(by_id[i], self._currency) for i in dict.fromkeys(ids) if i in by_id]
+        )
+
+    async def RefillOrder(
+        self, request: pb.RefillOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Refill:
+        return refill_to_proto(await self._aftercare.refill(_user(auth.principal()), request.id))
+
+    async def BatchGetRefills(
+        self, request: pb.BatchGetRefillsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchGetRefillsResponse:
+        rows = await self._aftercare.refills(_user(auth.principal()), _ids(request.ids))
+        return pb.BatchGetRefillsResponse(refills=[refill_to_proto(r) for r in rows])
+
+    async def CancelOrder(
+        self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        return order_to_proto(
+            await self._aftercare.cancel(_user(auth.principal()), request.id), self._currency
+        )
+
+    async def ListAllOrders(
+        self, request: pb.ListAllOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrdersResponse:
+        size = page_size(request.page_size, default=100, maximum=1000)
+        status = status_name(request.status)
+        created_from = (
+            request.create_time_from.ToDatetime(UTC) if request.HasField("create_time_from") else EPOCH
+        )
+        created_to = (
+            request.create_time_to.ToDatetime(UTC) if request.HasField("create_time_to") else FAR_FUTURE
+        )
+        filters = {
+            "status": status,
+            "user_id": request.user_id,
+            "service_id": request.service_id,
+            "provider_id": request.provider_id,
+            "from": created_from.isoformat(),
+            "to": created_to.isoformat(),
+        }
+        rows, token = await newest_first_page(
+            self._tokens,
+            request.page_token,
+            filters,
+            size,
+            lambda before_id, limit: self._admin.list_orders(
+                status=status,
+                user_id=request.user_id,
+                service_id=request.service_id,
+                provider_id=request.provider_id,
+                created_from=created_from,
+                created_to=created_to,
+                before_id=before_id,
+                limit=limit,
+            ),
+        )
+        return pb.ListOrdersResponse(
+            orders=[order_to_proto(r, self._currency) for r in rows], next_page_token=token
+        )
+
+    async def GetAnyOrder(
+        self, request: pb.GetAnyOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        row, events, refills = await self._logic.get(None, request.id)
+        return order_to_proto(row, self._currency, events, refills)
+
+    async def ListOrderProviderLog(
+        self, request: pb.ListOrderProviderLogRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListOrderProviderLogResponse:
+        rows = await self._admin.provider_log(request.id)
+        return pb.ListOrderProviderLogResponse(exchanges=[exchange_to_proto(r) for r in rows])
+
+    async def SetOrderStatus(
+        self, request: pb.SetOrderStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        status = status_name(request.status)
+        if not status:
+            raise InvalidArgument.for_field("status", "is required", domain=DOMAIN)
+        await self._admin.set_status(request.id, status, request.remains, request.reason)
+        return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.id), context)
+
+    async def ResolveOrder(
+        self, request: pb.ResolveOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        await self._admin.resolve(request.id, request.resolution, request.upstream_order_id, request.reason)
+        return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.id), context)
+
+    async def ResubmitOrder(
+        self, request: pb.ResubmitOrderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Order:
+        await self._admin.resubmit(
+            request.id, request.provider_id, request.upstream_service_id, request.reason
+        )
+        return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.id), context)
+
+    async def ReceiveProviderWebhook(
+        self, request: pb.ReceiveProviderWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveProviderWebhookResponse:
+        signature = dict(context.invocation_metadata() or ()).get("x-smm-signature", "")
+        applied = await self._webhooks.receive(request.provider_id, request.http_body.data, str(signature))
+        return pb.ReceiveProviderWebhookResponse(applied=applied)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+MAX_BATCH = 100
+
+
+def _ids(values: Iterable[int]) -> list[int]:
+    ids = list(values)
+    if len(ids) > MAX_BATCH:
+        raise InvalidArgument.for_field("ids", f"at most {MAX_BATCH}", domain=DOMAIN)
+    return ids
+
+
+def exchange_to_proto(row: ExchangeRow) -> pb.ProviderExchange:
+    return pb.ProviderExchange(
+        provider_id=row.provider_id,
+        action=row.action,
+        params={k: str(v) for k, v in row.params.items()},
+        http_status=row.http_status or 0,
+        body=row.body,
+        outcome=row.outcome,
+        reason=row.reason,
+        latency_ms=row.latency_ms,
+        create_time=timestamp(row.create_time),
+    )

@@ -21,6 +21,7 @@ from server.orders import states
 from server.orders.repo import QUERIES, Conn, DueOrder, OrderRow
 from server.providers.adapters.base import Accepted, Rejected, UpstreamStatus
 from server.providers.clients import ProviderClients
+from server.providers.health import about_orders
 from server.wallet import ledger
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ class Tracker:
         if adapter is None:
             await self._postpone(ids, 300)
             return 0
-        reply = await adapter.statuses([o.upstream_order_id for o in orders])
+        with about_orders(ids):
+            reply = await adapter.statuses([o.upstream_order_id for o in orders])
         if not isinstance(reply, Accepted):
             await self._postpone(ids, 60)  # the provider did not answer usefully: ask again later
             return 0

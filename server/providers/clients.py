@@ -14,6 +14,7 @@ from server.providers.health import HealthRecorder, SharedBreaker
 from server.providers.repo import ProviderRow, ProvidersRepo
 
 KEY_CONTEXT = "provider-api-key"
+WEBHOOK_CONTEXT = "provider-webhook-secret"
 
 
 class ProviderClients:
@@ -62,3 +63,14 @@ class ProviderClients:
         if row is None or row.status != "enabled":
             return None
         return self.adapter(row)
+
+    def encrypt_webhook_secret(self, secret: str) -> str:
+        return self._box.encrypt(secret, context=WEBHOOK_CONTEXT) if secret else ""
+
+    async def webhook_secret(self, provider_id: int) -> str | None:
+        """The secret an enabled provider signs its webhooks with, or None (no webhooks)."""
+        async with self._pool.connection() as conn:
+            ciphertext = await self._repo.webhook_secret(conn, provider_id)
+        if not ciphertext:
+            return None
+        return self._box.decrypt(ciphertext, context=WEBHOOK_CONTEXT)

@@ -8,8 +8,10 @@ with the provider into the health figures staff see.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from server.common.db import Pool
 from server.providers.adapters.base import Exchange
@@ -80,8 +82,25 @@ def _state(row: CircuitRow | None) -> BreakerState:
     )
 
 
+# The orders a provider call is about, set by whoever makes the call (orders dispatch and
+# tracking); their exchanges are kept for the admin's per-order provider log.
+exchange_orders: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+    "exchange_orders", default=()
+)
+
+
+@contextlib.contextmanager
+def about_orders(order_ids: list[int]) -> Iterator[None]:
+    token = exchange_orders.set(tuple(order_ids))
+    try:
+        yield
+    finally:
+        exchange_orders.reset(token)
+
+
 class HealthRecorder:
-    """The adapter's exchange hook: one health update per request that went out."""
+    """The adapter's exchange hook: one health update per request that went out, and the
+    exchange itself in the per-order log when the call is about orders."""
 
     def __init__(self, pool: Pool, repo: ProvidersRepo, provider_id: int) -> None:
         self._pool = pool
@@ -89,6 +108,10 @@ class HealthRecorder:
         self._provider_id = provider_id
 
     async def __call__(self, exchange: Exchange) -> None:
+        orders = exchange_orders.get()
+        if orders:
+            async with self._pool.connection() as conn:
+                await self._repo.record_exchange(conn, self._provider_id, list(orders), exchange)
         if not exchange.sent:
             return
         failed = exchange.outcome == "unknown"

@@ -77,7 +77,11 @@ class ProvidersLogic:
         self.panel_currency = panel_currency
 
     async def create(
-        self, fields: ProviderFields, api_key: str, key: idempotency.RequestKey | None = None
+        self,
+        fields: ProviderFields,
+        api_key: str,
+        key: idempotency.RequestKey | None = None,
+        webhook_secret: str = "",
     ) -> ProviderRow:
         validate(fields, api_key=api_key)
         fields = replace(
@@ -88,6 +92,10 @@ class ProvidersLogic:
                 provider_id = int(stored)  # the same request again (AIP-155): the first answer
             else:
                 provider_id = await self._repo.insert(conn, fields)
+                if webhook_secret:
+                    await self._repo.set_webhook_secret(
+                        conn, provider_id, self._clients.encrypt_webhook_secret(webhook_secret.strip())
+                    )
                 await audit.record(
                     conn, "provider.created", target=f"provider:{provider_id}", after=visible(fields)
                 )
@@ -108,7 +116,13 @@ class ProvidersLogic:
             raise provider_not_found(provider_id)
         return row
 
-    async def update(self, provider_id: int, changes: dict[str, Any], api_key: str | None) -> ProviderRow:
+    async def update(
+        self,
+        provider_id: int,
+        changes: dict[str, Any],
+        api_key: str | None,
+        webhook_secret: str | None = None,
+    ) -> ProviderRow:
         async with self._pool.connection() as conn, conn.transaction():
             if not await self._repo.lock(conn, provider_id):
                 raise provider_not_found(provider_id)
@@ -121,7 +135,15 @@ class ProvidersLogic:
                 after = replace(after, api_key_ciphertext=self._clients.encrypt_key(api_key.strip()))
             after = replace(after, name=after.name.strip())
             await self._repo.update(conn, provider_id, after)
-            shown_after = {**visible(after), "api_key_changed": api_key is not None}
+            if webhook_secret is not None:
+                await self._repo.set_webhook_secret(
+                    conn, provider_id, self._clients.encrypt_webhook_secret(webhook_secret.strip())
+                )
+            shown_after = {
+                **visible(after),
+                "api_key_changed": api_key is not None,
+                "webhook_secret_changed": webhook_secret is not None,
+            }
             await audit.record(
                 conn,
                 "provider.updated",

@@ -13,7 +13,7 @@ SELECT p.id, p.name, p.protocol, p.api_url, p.api_key_ciphertext, p.currency, p.
        p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.balance_micros, p.balance_currency,
        p.balance_time, p.create_time, p.update_time,
        h.circuit_phase, h.calls, h.failures, h.recent_error_ppm, h.recent_latency_us, h.last_error,
-       h.last_call_time, h.last_failure_time
+       h.last_call_time, h.last_failure_time, p.webhook_secret_ciphertext <> '' AS webhooks_enabled
 FROM providers p JOIN provider_health h ON h.provider_id = p.id
 WHERE p.status <> 'deleted'
 ORDER BY p.id;
@@ -23,7 +23,7 @@ SELECT p.id, p.name, p.protocol, p.api_url, p.api_key_ciphertext, p.currency, p.
        p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.balance_micros, p.balance_currency,
        p.balance_time, p.create_time, p.update_time,
        h.circuit_phase, h.calls, h.failures, h.recent_error_ppm, h.recent_latency_us, h.last_error,
-       h.last_call_time, h.last_failure_time
+       h.last_call_time, h.last_failure_time, p.webhook_secret_ciphertext <> '' AS webhooks_enabled
 FROM providers p JOIN provider_health h ON h.provider_id = p.id
 WHERE p.id = :id AND p.status <> 'deleted';
 
@@ -121,3 +121,13 @@ WHERE provider_id = :provider_id AND status = 'running' AND start_time < now() -
 
 -- name: enabled_provider_ids()
 SELECT id FROM providers WHERE status = 'enabled' ORDER BY id;
+
+-- name: insert_exchange(provider_id, order_ids, action, params, http_status, body, outcome, reason, latency_ms)!
+INSERT INTO provider_exchanges (provider_id, order_ids, action, params, http_status, body, outcome, reason, latency_ms)
+VALUES (:provider_id, :order_ids, :action, :params, :http_status, :body, :outcome, :reason, :latency_ms);
+
+-- name: webhook_secret(id)$
+SELECT webhook_secret_ciphertext FROM providers WHERE id = :id AND status = 'enabled';
+
+-- name: set_webhook_secret(id, ciphertext)!
+UPDATE providers SET webhook_secret_ciphertext = :ciphertext, update_time = now() WHERE id = :id;

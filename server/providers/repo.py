@@ -8,9 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from server.common.db import map_db_errors
 from server.common.sqlfile import load
+from server.providers.adapters.base import Exchange
 from server.providers.errors import provider_name_taken
 
 QUERIES = load(__file__)
@@ -60,6 +62,7 @@ class ProviderRow:
     last_error: str
     last_call_time: datetime | None
     last_failure_time: datetime | None
+    webhooks_enabled: bool
 
     def fields(self) -> ProviderFields:
         return ProviderFields(**{name: getattr(self, name) for name in ProviderFields.__dataclass_fields__})
@@ -200,3 +203,27 @@ class ProvidersRepo:
         async with conn.cursor() as cur:
             await cur.execute(QUERIES.sql("enabled_provider_ids"))
             return [row[0] for row in await cur.fetchall()]
+
+    async def record_exchange(
+        self, conn: Conn, provider_id: int, order_ids: list[int], exchange: Exchange
+    ) -> None:
+        await QUERIES.execute(
+            conn,
+            "insert_exchange",
+            provider_id=provider_id,
+            order_ids=order_ids,
+            action=exchange.action,
+            params=Jsonb(dict(exchange.params)),
+            http_status=exchange.http_status,
+            body=exchange.body[:2000],
+            outcome=exchange.outcome,
+            reason=exchange.reason[:500],
+            latency_ms=int(exchange.latency_s * 1000),
+        )
+
+    async def webhook_secret(self, conn: Conn, provider_id: int) -> str | None:
+        found: str | None = await QUERIES.scalar(conn, "webhook_secret", id=provider_id)
+        return found
+
+    async def set_webhook_secret(self, conn: Conn, provider_id: int, ciphertext: str) -> None:
+        await QUERIES.execute(conn, "set_webhook_secret", id=provider_id, ciphertext=ciphertext)

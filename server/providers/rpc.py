@@ -20,7 +20,7 @@ from server.providers.sync import ProviderSync
 PROVIDER_FIELDS = frozenset(
     {
         "name", "protocol", "api_url", "api_key", "currency", "enabled", "timeout_ms", "max_concurrency",
-        "max_requests_per_s", "enable_new_services",
+        "max_requests_per_s", "enable_new_services", "webhook_secret",
     }
 )  # fmt: skip
 MAX_PREVIEW_CHANGES = 1000
@@ -52,6 +52,7 @@ def provider_to_proto(row: ProviderRow) -> pb.Provider:
             last_failure_time=timestamp(row.last_failure_time),
         ),
         status=row.status,
+        webhooks_enabled=row.webhooks_enabled,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
     )
@@ -128,7 +129,10 @@ class ProvidersServicer(pb_grpc.ProvidersServiceServicer):
     ) -> pb.Provider:
         fields = provider_fields(request.provider)
         key = idempotency.request_key("CreateProvider", auth.principal().actor, request.request_id, request)
-        return provider_to_proto(await self._logic.create(fields, request.provider.api_key, key))
+        created = await self._logic.create(
+            fields, request.provider.api_key, key, webhook_secret=request.provider.webhook_secret
+        )
+        return provider_to_proto(created)
 
     async def ListProviders(
         self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
@@ -151,16 +155,19 @@ class ProvidersServicer(pb_grpc.ProvidersServiceServicer):
         paths = mask_paths(request.update_mask, provider, allowed=PROVIDER_FIELDS, prefix="provider")
         changes: dict[str, object] = {}
         api_key = None
+        webhook_secret = None
         for path in paths:
             if path == "api_key":
                 api_key = provider.api_key
+            elif path == "webhook_secret":
+                webhook_secret = provider.webhook_secret
             elif path == "enabled":
                 changes["status"] = "enabled" if provider.enabled else "disabled"
             elif path == "currency":
                 changes["currency"] = provider.currency.strip().upper()
             else:
                 changes[path] = getattr(provider, path)
-        return provider_to_proto(await self._logic.update(provider.id, changes, api_key))
+        return provider_to_proto(await self._logic.update(provider.id, changes, api_key, webhook_secret))
 
     async def DeleteProvider(
         self, request: pb.DeleteProviderRequest, context: grpc.aio.ServicerContext

@@ -22,6 +22,8 @@ def order(
         runs=runs, interval_minutes=0, upstream_params={}, billable=quantity * runs, price_micros=price,
         charged_micros=0, released_micros=0, provider_id=1, upstream_service_id="1", upstream_order_id="9",
         attempt=0, start_count=None, remains=None, source="web", status_note="", create_time=now, update_time=now,
+        cancel_state="", cancel_message="", finish_time=None, service_refill=False, refill_days=0, service_cancel=False,
+        pinned_provider=False,
     )  # fmt: skip
 
 

@@ -1,0 +1,422 @@
+"""The standard SMM panel API (../shared/PROTOCOL.md) at ``/api/v1/reseller``, for the panels,
+bots and scripts that already speak it, authenticated by our users' API keys (the ``key``
+parameter) and served by the same gRPC services as everything else.
+
+Its conventions are the protocol's, not the rest of /api/v1's: one path (with or without a
+trailing slash, never a redirect; ``/api/v2`` too when ``SMM_RESELLER_V2_ALIAS`` is on), GET or
+POST, form-encoded, JSON or query parameters; HTTP 200 always; errors as ``{"error": "..."}`` and
+never an ``error`` key on success; money and counts as strings, order ids as integers where the
+canonical shapes have them. smm's order states map onto the six standard words in ``STATUS``;
+error messages come from the (reason, field) of the gRPC error through ``_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import grpc
+from google.rpc import error_details_pb2
+from sanic import HTTPResponse, Request
+from smm.v1 import catalog_service_pb2 as cpb
+from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import wallet_service_pb2 as wpb
+
+from edge.context import EdgeContext
+from edge.errors import status_from_rpc_error
+from edge.headers import CLIENT_IP_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_HEADER, client_ip, request_id
+
+JSON = "application/json; charset=utf-8"
+MAX_IDS = 100
+SOURCE_KEY = "x-smm-source"
+
+# smm's states -> the six standard words (PROTOCOL.md §4), in one place.
+STATUS: dict[int, str] = {
+    opb.ORDER_STATUS_PENDING: "Pending",
+    opb.ORDER_STATUS_SUBMITTING: "Pending",
+    opb.ORDER_STATUS_NEEDS_REVIEW: "Pending",
+    opb.ORDER_STATUS_IN_PROGRESS: "In progress",
+    opb.ORDER_STATUS_ACTIVE: "In progress",
+    opb.ORDER_STATUS_PAUSED: "In progress",
+    opb.ORDER_STATUS_PROCESSING: "Processing",
+    opb.ORDER_STATUS_COMPLETED: "Completed",
+    opb.ORDER_STATUS_EXPIRED: "Completed",
+    opb.ORDER_STATUS_PARTIAL: "Partial",
+    opb.ORDER_STATUS_CANCELED: "Canceled",
+    opb.ORDER_STATUS_FAILED: "Canceled",
+}
+FINAL = {
+    opb.ORDER_STATUS_COMPLETED,
+    opb.ORDER_STATUS_EXPIRED,
+    opb.ORDER_STATUS_PARTIAL,
+    opb.ORDER_STATUS_CANCELED,
+    opb.ORDER_STATUS_FAILED,
+}
+REFILL_STATUS = {
+    "pending": "Pending",
+    "in_progress": "In progress",
+    "completed": "Completed",
+    "rejected": "Rejected",
+}
+TYPE_NAMES = {
+    "DEFAULT": "Default",
+    "PACKAGE": "Package",
+    "SEO": "SEO",
+    "CUSTOM_COMMENTS": "Custom Comments",
+    "CUSTOM_COMMENTS_PACKAGE": "Custom Comments Package",
+    "MENTIONS": "Mentions",
+    "MENTIONS_WITH_HASHTAGS": "Mentions with Hashtags",
+    "MENTIONS_CUSTOM_LIST": "Mentions Custom List",
+    "MENTIONS_HASHTAG": "Mentions Hashtag",
+    "MENTIONS_USER_FOLLOWERS": "Mentions User Followers",
+    "MENTIONS_MEDIA_LIKERS": "Mentions Media Likers",
+    "COMMENT_LIKES": "Comment Likes",
+    "COMMENT_REPLIES": "Comment Replies",
+    "POLL": "Poll",
+    "INVITES_FROM_GROUPS": "Invites from Groups",
+    "SUBSCRIPTIONS": "Subscriptions",
+    "WEB_TRAFFIC": "Web Traffic",
+}
+# reason -> the wording clients in the wild compare against (PROTOCOL.md §5).
+MESSAGES = {
+    "INVALID_CREDENTIAL": "Invalid API key",
+    "SIGN_IN_REQUIRED": "Invalid API key",
+    "ACCOUNT_SUSPENDED": "Your account has been suspended.",
+    "IP_NOT_ALLOWED": "This API key may not be used from this IP address",
+    "RATE_LIMITED": "Too many requests, please slow down",
+    "INSUFFICIENT_FUNDS": "Not enough funds on balance",
+    "SERVICE_NOT_ON_SALE": "Incorrect service ID",
+    "ORDER_NOT_FOUND": "Incorrect order ID",
+}
+_BETWEEN = re.compile(r"between (\d+) and (\d+)")
+INT_FIELDS = ("quantity", "runs", "interval", "min", "max", "posts", "old_posts", "delay")
+TEXT_FIELDS = (
+    "link",
+    "comments",
+    "usernames",
+    "hashtags",
+    "hashtag",
+    "username",
+    "media",
+    "keywords",
+    "answer_number",
+    "groups",
+    "expiry",
+    "country",
+    "device",
+    "type_of_traffic",
+    "google_keyword",
+    "referring_url",
+)
+
+
+class ResellerError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def paths(v2_alias: bool) -> tuple[str, ...]:
+    return ("/api/v1/reseller", "/api/v2") if v2_alias else ("/api/v1/reseller",)
+
+
+def _reply(body: object) -> HTTPResponse:
+    return HTTPResponse(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(), content_type=JSON
+    )
+
+
+def _error(message: str) -> dict[str, str]:
+    return {"error": message}
+
+
+def request_params(request: Request) -> dict[str, str]:
+    """Query parameters, then the body's (form or JSON) over them, as PHP's $_REQUEST does."""
+    params = {k: v for k, v in request.query_args}
+    body = request.body or b""
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if body.strip():
+        if content_type == "application/json" or body.lstrip()[:1] == b"{":
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                parsed = None
+            if isinstance(parsed, dict):
+                params.update({str(k): _text(v) for k, v in parsed.items()})
+        else:
+            params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
+    return params
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value)
+
+
+def _message(error: grpc.aio.AioRpcError, params: Mapping[str, str] | None = None) -> str:
+    _, text, details = status_from_rpc_error(error)
+    reason, fields = "", []
+    for detail in details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields = [(v.field, v.description) for v in bad.field_violations]
+    if reason in MESSAGES:
+        return MESSAGES[reason]
+    if fields:
+        field, description = fields[0]
+        if field == "link":
+            return "Incorrect link"
+        if field in ("service", "service_id"):
+            return "Incorrect service ID"
+        if field == "quantity" and (bounds := _BETWEEN.search(description)):
+            asked = (params or {}).get("quantity", "").strip()
+            low, high = bounds.group(1), bounds.group(2)
+            if asked.isdigit() and int(asked) > int(high):
+                return f"Quantity more than maximum {high}"
+            return f"Quantity less than minimal {low}"
+        return f"{field.capitalize()} {description}"
+    return text or "Incorrect request"
+
+
+def _ids(value: str) -> list[int]:
+    ids = [part.strip() for part in value.split(",") if part.strip()]
+    if len(ids) > MAX_IDS:
+        raise ResellerError(f"Too many IDs: at most {MAX_IDS} per request")
+    return [int(i) if i.isdigit() and len(i) < 19 else -1 for i in ids]
+
+
+def _number(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+class Reseller:
+    def __init__(self, ctx: EdgeContext) -> None:
+        self._ctx = ctx
+
+    def _call(self, rpc: str) -> Callable[..., Awaitable[Any]]:
+        return cast(Callable[..., Awaitable[Any]], self._ctx.calls[rpc])
+
+    async def handle(self, request: Request) -> HTTPResponse:
+        params = request_params(request)
+        key = params.get("key", "").strip()
+        action = params.get("action", "").strip().lower()
+        if not key:
+            return _reply(_error("Invalid API key"))
+        metadata = (
+            (INTERNAL_TOKEN_KEY, self._ctx.settings.internal_token.get_secret_value()),
+            (REQUEST_ID_HEADER, request_id(request)),
+            (CLIENT_IP_KEY, client_ip(request, self._ctx)),
+            ("authorization", f"Bearer {''.join(ch for ch in key if ' ' < ch <= '~')}"),
+            (SOURCE_KEY, "reseller"),
+        )
+        actions: dict[str, Callable[[Mapping[str, str], tuple[tuple[str, str], ...]], Awaitable[object]]] = {
+            "services": self._services,
+            "add": self._add,
+            "status": self._status,
+            "refill": self._refill,
+            "refill_status": self._refill_status,
+            "cancel": self._cancel,
+            "balance": self._balance,
+        }
+        handler = actions.get(action)
+        if handler is None:
+            return _reply(_error("Incorrect request"))
+        try:
+            return _reply(await handler(params, metadata))
+        except ResellerError as exc:
+            return _reply(_error(exc.message))
+        except grpc.aio.AioRpcError as exc:
+            return _reply(_error(_message(exc, params)))
+
+    async def _services(self, params: Mapping[str, str], metadata: Any) -> object:
+        listed: list[dict[str, object]] = []
+        token = ""
+        while True:
+            page = await self._call("/smm.v1.CatalogService/ListServices")(
+                cpb.ListServicesRequest(page_size=5000, page_token=token), metadata=metadata, timeout=30
+            )
+            for s in page.services:
+                type_name = cpb.ServiceType.Name(s.type).removeprefix("SERVICE_TYPE_")
+                listed.append(
+                    {
+                        "service": s.id,
+                        "name": s.name,
+                        "type": TYPE_NAMES.get(type_name, "Default"),
+                        "category": s.category_name,
+                        "rate": s.rate,
+                        "min": str(s.min_quantity),
+                        "max": str(s.max_quantity),
+                        "dripfeed": s.dripfeed,
+                        "refill": s.refill,
+                        "cancel": s.cancel,
+                    }
+                )
+            token = page.next_page_token
+            if not token:
+                return listed
+
+    async def _add(self, params: Mapping[str, str], metadata: Any) -> object:
+        service = params.get("service", "").strip()
+        if not service.isdigit() or len(service) > 18:
+            raise ResellerError("Incorrect service ID")
+        request = opb.CreateOrderRequest(service_id=int(service))
+        for name in INT_FIELDS:
+            value = params.get(name, "").strip()
+            if value:
+                if not value.lstrip("-").isdigit() or len(value) > 15:
+                    raise ResellerError(f"Incorrect {name}")
+                setattr(request, name, int(value))
+        for name in TEXT_FIELDS:
+            if name in params:
+                setattr(request, name, params[name])
+        order = await self._call("/smm.v1.OrdersService/CreateOrder")(request, metadata=metadata, timeout=30)
+        return {"order": order.id}
+
+    async def _orders(self, ids: list[int], metadata: Any) -> dict[int, Any]:
+        wanted = [i for i in ids if i > 0]
+        if not wanted:
+            return {}
+        found = await self._call("/smm.v1.OrdersService/BatchGetOrders")(
+            opb.BatchGetOrdersRequest(ids=wanted), metadata=metadata, timeout=30
+        )
+        return {o.id: o for o in found.orders}
+
+    @staticmethod
+    def _status_entry(order: Any) -> dict[str, str]:
+        if order.status == opb.ORDER_STATUS_FAILED:
+            charge = "0"
+        elif order.status in FINAL:
+            charge = order.charged
+        else:
+            charge = order.price
+        return {
+            "charge": charge,
+            "start_count": str(order.start_count),
+            "status": STATUS.get(order.status, "Pending"),
+            "remains": str(order.remains if order.status != opb.ORDER_STATUS_COMPLETED else 0),
+            "currency": order.currency,
+        }
+
+    async def _status(self, params: Mapping[str, str], metadata: Any) -> object:
+        if "orders" in params:
+            ids_text = [p.strip() for p in params["orders"].split(",") if p.strip()]
+            found = await self._orders(_ids(params["orders"]), metadata)
+            result: dict[str, object] = {}
+            for text in ids_text:
+                order = found.get(int(text)) if text.isdigit() and len(text) < 19 else None
+                result[text] = self._status_entry(order) if order else _error("Incorrect order ID")
+            return result
+        order_id = params.get("order", "").strip()
+        found = await self._orders(_ids(order_id), metadata) if order_id else {}
+        order = found.get(int(order_id)) if order_id.isdigit() and len(order_id) < 19 else None
+        if order is None:
+            raise ResellerError("Incorrect order ID")
+        return self._status_entry(order)
+
+    async def _one(self, rpc: str, request: Any, metadata: Any) -> Any:
+        try:
+            return await self._call(rpc)(request, metadata=metadata, timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            return _error(_message(exc))
+
+    async def _refill(self, params: Mapping[str, str], metadata: Any) -> object:
+        rpc = "/smm.v1.OrdersService/RefillOrder"
+        if "orders" in params:
+            ids = _ids(params["orders"])
+            replies = await asyncio.gather(
+                *(self._one(rpc, opb.RefillOrderRequest(id=i), metadata) for i in ids)
+            )
+            return [
+                {"order": i, "refill": r if isinstance(r, dict) else r.id}
+                for i, r in zip(ids, replies, strict=True)
+            ]
+        order_id = params.get("order", "").strip()
+        if not order_id.isdigit():
+            raise ResellerError("Incorrect order ID")
+        refill = await self._call(rpc)(
+            opb.RefillOrderRequest(id=int(order_id)), metadata=metadata, timeout=60
+        )
+        return {"refill": str(refill.id)}
+
+    async def _refill_status(self, params: Mapping[str, str], metadata: Any) -> object:
+        rpc = "/smm.v1.OrdersService/BatchGetRefills"
+        if "refills" in params:
+            ids = _ids(params["refills"])
+            found = await self._call(rpc)(
+                opb.BatchGetRefillsRequest(ids=[i for i in ids if i > 0]), metadata=metadata, timeout=30
+            )
+            by_id = {r.id: r for r in found.refills}
+            return [
+                {
+                    "refill": i,
+                    "status": REFILL_STATUS[by_id[i].status] if i in by_id else _error("Refill not found"),
+                }
+                for i in ids
+            ]
+        refill_id = params.get("refill", "").strip()
+        if not refill_id.isdigit() or len(refill_id) > 18:
+            raise ResellerError("Refill not found")
+        found = await self._call(rpc)(
+            opb.BatchGetRefillsRequest(ids=[int(refill_id)]), metadata=metadata, timeout=30
+        )
+        if not found.refills:
+            raise ResellerError("Refill not found")
+        return {"status": REFILL_STATUS[found.refills[0].status]}
+
+    async def _cancel(self, params: Mapping[str, str], metadata: Any) -> object:
+        rpc = "/smm.v1.OrdersService/CancelOrder"
+        if "orders" in params:
+            ids = _ids(params["orders"])
+            replies = await asyncio.gather(
+                *(self._one(rpc, opb.CancelOrderRequest(id=i), metadata) for i in ids)
+            )
+            return [
+                {"order": i, "cancel": r if isinstance(r, dict) else _cancel_value(r)}
+                for i, r in zip(ids, replies, strict=True)
+            ]
+        order_id = params.get("order", "").strip()
+        if not order_id.isdigit():
+            raise ResellerError("Incorrect order ID")
+        reply = await self._one(rpc, opb.CancelOrderRequest(id=int(order_id)), metadata)
+        if isinstance(reply, dict):
+            raise ResellerError(reply["error"])
+        value = _cancel_value(reply)
+        if isinstance(value, dict):
+            raise ResellerError(value["error"])
+        return {"cancel": "1"}
+
+    async def _balance(self, params: Mapping[str, str], metadata: Any) -> object:
+        balance = await self._call("/smm.v1.WalletService/GetBalance")(
+            wpb.GetBalanceRequest(), metadata=metadata, timeout=30
+        )
+        return {"balance": balance.available, "currency": balance.currency}
+
+
+def _cancel_value(order: Any) -> int | dict[str, str]:
+    if order.cancel_state == "rejected":
+        return _error(order.cancel_message or "Order cannot be cancelled")
+    return 1
+
+
+def add_reseller_routes(app: Any, ctx: EdgeContext) -> None:
+    reseller = Reseller(ctx)
+
+    async def handle(request: Request) -> HTTPResponse:
+        return await reseller.handle(request)
+
+    for index, path in enumerate(paths(ctx.settings.reseller_v2_alias)):
+        app.add_route(handle, path, methods=["GET", "POST"], name=f"reseller{index}", strict_slashes=False)

@@ -1,0 +1,174 @@
+"""After an order went out: refills and cancels, asked of the provider and tracked.
+
+A refill is possible on a completed order of a refill service within its window, one at a time;
+its status (pending, in progress, completed, rejected) is polled like orders. A cancel is at once
+for an order not yet sent (full release); for one with a provider it is asked upstream where the
+service allows it, and the provider's confirmation, seen by the poller or a webhook, settles and
+releases exactly once through the same path as every final status.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from server.common.db import Pool
+from server.common.errors import FailedPrecondition
+from server.orders import states
+from server.orders.errors import DOMAIN, order_not_found
+from server.orders.repo import QUERIES, OrderRow, RefillRow
+from server.orders.tracking import finish, record
+from server.providers.adapters.base import Accepted, RefillState, Rejected
+from server.providers.clients import ProviderClients
+from server.providers.health import about_orders
+
+REFILL_STATES = {
+    RefillState.PENDING: "pending",
+    RefillState.IN_PROGRESS: "in_progress",
+    RefillState.COMPLETED: "completed",
+    RefillState.REJECTED: "rejected",
+}
+
+
+def not_refillable(message: str) -> FailedPrecondition:
+    return FailedPrecondition(message, reason="ORDER_NOT_REFILLABLE", domain=DOMAIN)
+
+
+def not_cancellable(message: str) -> FailedPrecondition:
+    return FailedPrecondition(message, reason="ORDER_NOT_CANCELLABLE", domain=DOMAIN)
+
+
+class Aftercare:
+    def __init__(self, pool: Pool, clients: ProviderClients) -> None:
+        self._pool = pool
+        self._clients = clients
+
+    async def _own(self, user_id: int | None, order_id: int) -> OrderRow:
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+        if row is None or (user_id is not None and row.user_id != user_id):
+            raise order_not_found(order_id)
+        return row
+
+    async def refill(self, user_id: int | None, order_id: int) -> RefillRow:
+        order = await self._own(user_id, order_id)
+        if not order.service_refill:
+            raise not_refillable("Refill is disabled for this service")
+        if order.status != states.COMPLETED or order.finish_time is None or order.provider_id is None:
+            raise not_refillable("The order is not completed")
+        if datetime.now(UTC) > order.finish_time + timedelta(days=order.refill_days):
+            raise not_refillable("Order not eligible for refill.")
+        async with self._pool.connection() as conn:
+            if await QUERIES.scalar(conn, "open_refill", order_id=order_id) is not None:
+                raise not_refillable("A refill of this order is already in progress")
+        adapter = await self._clients.adapter_for(order.provider_id)
+        if adapter is None:
+            raise not_refillable("The order's provider is not available")
+        with about_orders([order.id]):
+            reply = await adapter.refill(order.upstream_order_id)
+        if isinstance(reply, Accepted):
+            status, upstream_id, message = "pending", str(reply.value), ""
+        elif isinstance(reply, Rejected):
+            status, upstream_id, message = "rejected", "", reply.message
+        else:  # a refill asked twice costs nobody money: the user may simply ask again
+            status, upstream_id, message = (
+                "rejected",
+                "",
+                f"the provider did not answer ({reply.reason}); try again",
+            )
+        async with self._pool.connection() as conn, conn.transaction():
+            refill = await QUERIES.one(
+                conn,
+                "insert_refill",
+                RefillRow,
+                order_id=order.id,
+                user_id=order.user_id,
+                provider_id=order.provider_id,
+                status=status,
+                upstream_refill_id=upstream_id,
+                message=message[:500],
+            )
+            await QUERIES.execute(
+                conn,
+                "add_event",
+                order_id=order.id,
+                status=order.status,
+                note=f"refill {status}" + (f": {message}" if message else ""),
+            )
+        assert refill is not None
+        return refill
+
+    async def refills(self, user_id: int, ids: list[int]) -> list[RefillRow]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(conn, "batch_get_refills", RefillRow, user_id=user_id, ids=ids)
+
+    async def poll_refills(self, limit: int) -> int:
+        async with self._pool.connection() as conn:
+            due = await QUERIES.all(conn, "due_refills", RefillRow, limit=limit)
+        by_provider: dict[int, list[RefillRow]] = {}
+        for refill in due:
+            by_provider.setdefault(refill.provider_id, []).append(refill)
+        changed = 0
+        for provider_id, refills in by_provider.items():
+            adapter = await self._clients.adapter_for(provider_id)
+            if adapter is None:
+                continue
+            with about_orders([r.order_id for r in refills]):
+                reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
+            if not isinstance(reply, Accepted):
+                continue
+            async with self._pool.connection() as conn:
+                for refill in refills:
+                    found = reply.value.get(refill.upstream_refill_id)
+                    status = (
+                        REFILL_STATES.get(found, refill.status)
+                        if isinstance(found, RefillState)
+                        else refill.status
+                    )
+                    await QUERIES.execute(conn, "update_refill", id=refill.id, status=status, next_poll_s=30)
+                    changed += status != refill.status
+        return changed
+
+    async def cancel(self, user_id: int | None, order_id: int) -> OrderRow:
+        order = await self._own(user_id, order_id)
+        if order.status == states.PENDING:
+            async with self._pool.connection() as conn, conn.transaction():
+                locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+                assert locked is not None
+                if locked.status == states.PENDING:  # not picked up by the dispatcher meanwhile
+                    await finish(conn, locked, states.CANCELED, note="canceled before it was sent")
+                    return await self._own(None, order_id)
+            order = await self._own(user_id, order_id)
+        if order.status in states.FINAL:
+            raise not_cancellable(
+                "Order is already completed"
+                if order.status == states.COMPLETED
+                else "Order can no longer be canceled"
+            )
+        if not order.service_cancel:
+            raise not_cancellable("Order cannot be cancelled")
+        if order.status not in states.TRACKED or order.provider_id is None:
+            raise not_cancellable("Order cannot be cancelled now; try again in a moment")
+        if order.cancel_state == "requested":
+            return order
+        adapter = await self._clients.adapter_for(order.provider_id)
+        if adapter is None:
+            raise not_cancellable("The order's provider is not available")
+        with about_orders([order.id]):
+            reply = await adapter.cancel([order.upstream_order_id])
+        accepted = isinstance(reply, Accepted) and reply.value.get(order.upstream_order_id) is True
+        if accepted:
+            state, message = "requested", ""
+        elif isinstance(reply, Accepted):
+            refused = reply.value.get(order.upstream_order_id)
+            state, message = "rejected", refused.message if isinstance(refused, Rejected) else "refused"
+        elif isinstance(reply, Rejected):
+            state, message = "rejected", reply.message
+        else:
+            # The cancel may have reached the provider: polling shows the outcome either way.
+            state, message = "requested", f"the provider's answer is unknown ({reply.reason})"
+        async with self._pool.connection() as conn, conn.transaction():
+            await QUERIES.execute(
+                conn, "set_cancel_state", id=order.id, cancel_state=state, cancel_message=message[:500]
+            )
+            await record(conn, order, order.status, f"cancel {state}" + (f": {message}" if message else ""))
+        return await self._own(None, order_id)

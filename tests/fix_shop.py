@@ -1,0 +1,121 @@
+"""A shop for order tests: the demo provider synced, an admin, funded users, and helpers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import orders_service_pb2_grpc as opb_grpc
+from smm.v1 import wallet_service_pb2 as wpb
+from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
+
+from core.config import Settings
+from server.common.db import Pool
+from server.main import ServerHandle
+from tests.fix_demo import DemoHandle
+from tests.fix_grpc import system_metadata
+from tests.integration.test_accounts import bearer, register
+from tests.integration.test_admin_users import admin_token
+from tests.integration.test_providers import add_provider, admin_services, run_sync
+
+
+class Shop:
+    """A panel with the demo provider synced, an admin, and helpers."""
+
+    pool: Pool
+
+    def __init__(self, http: httpx.AsyncClient, channel: grpc.aio.Channel, admin: dict[str, str]) -> None:
+        self.http = http
+        self.channel = channel
+        self.admin = admin
+        self.services: dict[str, dict[str, Any]] = {}
+        self.orders = opb_grpc.OrdersServiceStub(channel)
+        self.wallet = wpb_grpc.WalletServiceStub(channel)
+
+    def service_id(self, upstream: str) -> str:
+        return str(self.services[upstream]["service"]["id"])
+
+    async def user(self, email: str, funds: str = "0") -> dict[str, str]:
+        account = await register(self.http, email)
+        if funds != "0":
+            await self.fund(account["user"]["id"], funds)
+        return bearer(account["token"])
+
+    async def fund(self, user_id: str, amount: str, reason: str = "test funds") -> httpx.Response:
+        response = await self.http.post(
+            f"/api/v1/admin/users/{user_id}/balance-adjustments",
+            json={"amount": amount, "reason": reason},
+            headers=self.admin,
+        )
+        assert response.status_code == 200, response.text
+        return response
+
+    async def balance(self, user: dict[str, str]) -> tuple[str, str]:
+        body = (await self.http.get("/api/v1/dashboard/wallet", headers=user)).json()
+        return body["available"], body["held"]
+
+    async def order(self, user: dict[str, str], **body: Any) -> httpx.Response:
+        return await self.http.post("/api/v1/dashboard/orders", json=body, headers=user)
+
+    async def submit(self, order_id: str) -> opb.Order:
+        request = opb.SubmitOrderRequest(id=int(order_id))
+        order: opb.Order = await self.orders.SubmitOrder(request, metadata=system_metadata())
+        return order
+
+    async def settle(self, order_id: str, user: dict[str, str], timeout_s: float = 10.0) -> dict[str, Any]:
+        """Polls (as the poller would) until the order is final."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                await ready_to_poll(self.pool)  # no waiting for the adaptive interval in tests
+                await self.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+                order: dict[str, Any] = (
+                    await self.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)
+                ).json()
+                if order["status"] in FINAL:
+                    return order
+                await asyncio.sleep(0.1)
+
+    async def verify(self) -> wpb.VerifyLedgerResponse:
+        result: wpb.VerifyLedgerResponse = await self.wallet.VerifyLedger(
+            wpb.VerifyLedgerRequest(), metadata=system_metadata()
+        )
+        return result
+
+
+FINAL = {"ORDER_STATUS_COMPLETED", "ORDER_STATUS_PARTIAL", "ORDER_STATUS_CANCELED", "ORDER_STATUS_FAILED"}
+
+
+@pytest.fixture
+async def shop(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: Settings, channel: grpc.aio.Channel,
+    demo_provider: DemoHandle, pool: Pool,
+) -> Shop:  # fmt: skip
+    admin = bearer(await admin_token(http, grpc_server, settings))
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    # Polls answer at once in tests (production waits 15 s before the first look).
+    shop = Shop(http, channel, admin)
+    shop.pool = pool
+    shop.services = await admin_services(http, admin)
+    shop.provider_id = provider["id"]  # type: ignore[attr-defined]
+    return shop
+
+
+async def ready_to_poll(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE orders SET next_poll_time = now() WHERE next_poll_time IS NOT NULL")
+
+
+async def shop_orders(shop: Shop) -> list[dict[str, Any]]:
+    demo: DemoHandle = shop.demo  # type: ignore[attr-defined]
+    return await demo.orders()
+
+
+@pytest.fixture(autouse=True)
+def _demo_on_shop(request: pytest.FixtureRequest) -> None:
+    if "shop" in request.fixturenames:
+        request.getfixturevalue("shop").demo = request.getfixturevalue("demo_provider")

@@ -1,0 +1,328 @@
+"""The reseller endpoint (the standard SMM panel API) over real HTTP: every action, every request
+encoding, the exact shapes and JSON types of PROTOCOL.md, its error convention, refills, cancels,
+provider webhooks and the staff tools for orders."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from smm.v1 import orders_service_pb2 as opb
+
+from server.common.db import Pool
+from tests.fix_demo import DemoFactory, DemoHandle
+from tests.fix_grpc import system_metadata
+from tests.fix_shop import Shop, ready_to_poll
+from tests.integration.test_accounts import bearer, register
+from tests.integration.test_edge_http import assert_error
+from tests.integration.test_providers import add_provider
+
+pytestmark = pytest.mark.integration
+URL = "/api/v1/reseller"
+
+
+async def reseller_key(shop: Shop, email: str, funds: str) -> tuple[str, dict[str, str]]:
+    user = await shop.user(email, funds)
+    created = (
+        await shop.http.post("/api/v1/dashboard/api-keys", json={"name": "reseller"}, headers=user)
+    ).json()
+    return str(created["secret"]), user
+
+
+async def call(http: httpx.AsyncClient, key: str, path: str = URL, **params: Any) -> Any:
+    response = await http.post(path, data={"key": key, **{k: str(v) for k, v in params.items()}})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    assert not response.content.startswith(b"\xef\xbb\xbf")
+    return response.json()
+
+
+async def test_services_in_the_canonical_shape_and_every_encoding(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "1.00")
+    listed = await call(shop.http, key, action="services")
+    assert len(listed) == 18
+    first = next(s for s in listed if s["name"] == "Instagram Followers [Refill 30 days]")
+    assert first == {
+        "service": int(shop.service_id("1")), "name": "Instagram Followers [Refill 30 days]", "type": "Default",
+        "category": "Instagram", "rate": "1.17", "min": "50", "max": "10000", "dripfeed": True, "refill": True,
+        "cancel": True,
+    }  # fmt: skip
+    assert {s["type"] for s in listed} >= {
+        "Package",
+        "Custom Comments",
+        "Mentions with Hashtags",
+        "Subscriptions",
+    }
+    # GET with a query string, a JSON body, a trailing slash: the same answer, never a redirect.
+    by_get = (await shop.http.get(URL, params={"key": key, "action": "services"})).json()
+    by_json = (await shop.http.post(URL + "/", json={"key": key, "action": "services"})).json()
+    assert by_get == by_json == listed
+    assert (await call(shop.http, "wrong-key", action="services")) == {"error": "Invalid API key"}
+    assert (await call(shop.http, "", action="services")) == {"error": "Invalid API key"}
+    assert (await call(shop.http, key, action="fly")) == {"error": "Incorrect request"}
+    v2 = await shop.http.post("/api/v2", data={"key": key, "action": "balance"})
+    assert v2.status_code == 404  # the /api/v2 alias is off by default
+
+
+async def test_add_status_and_balance_with_the_protocols_types(shop: Shop, pool: Pool) -> None:
+    key, user = await reseller_key(shop, "ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    added = await call(
+        shop.http, key, action="add", service=likes, link="https://x.com/r1", quantity=1000, extra="x"
+    )
+    assert set(added) == {"order"}
+    assert isinstance(added["order"], int)
+    balance = await call(shop.http, key, action="balance")
+    assert balance == {"balance": "4.675", "currency": "USD"}
+    status = await call(shop.http, key, action="status", order=added["order"])
+    assert status == {
+        "charge": "0.325",
+        "start_count": "0",
+        "status": "Pending",
+        "remains": "0",
+        "currency": "USD",
+    }
+    listed = (await shop.http.get("/api/v1/dashboard/orders", headers=user)).json()["orders"]
+    assert listed[0]["source"] == "reseller"
+
+    await shop.submit(str(added["order"]))
+    await ready_to_poll(pool)
+    await shop.settle(str(added["order"]), user)
+    multi = await call(shop.http, key, action="status", orders=f"{added['order']},999999,abc")
+    assert multi[str(added["order"])]["status"] == "Completed"
+    assert multi[str(added["order"])]["charge"] == "0.325"
+    assert multi["999999"] == {"error": "Incorrect order ID"}
+    assert multi["abc"] == {"error": "Incorrect order ID"}
+    assert (await call(shop.http, key, action="status", order="424242")) == {"error": "Incorrect order ID"}
+
+
+async def test_add_errors_use_the_wording_clients_expect(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "0.10")
+    followers = shop.service_id("1")
+    cases = [
+        ({"service": "999999", "link": "https://x.com/a", "quantity": 100}, "Incorrect service ID"),
+        ({"service": "abc", "link": "https://x.com/a", "quantity": 100}, "Incorrect service ID"),
+        ({"service": followers, "link": "https://x.com/a", "quantity": 10}, "Quantity less than minimal 50"),
+        (
+            {"service": followers, "link": "https://x.com/a", "quantity": 20000},
+            "Quantity more than maximum 10000",
+        ),
+        ({"service": followers, "link": "not a link", "quantity": 100}, "Incorrect link"),
+        ({"service": followers, "link": "https://x.com/a", "quantity": 1000}, "Not enough funds on balance"),
+    ]
+    for params, message in cases:
+        assert (await call(shop.http, key, action="add", **params)) == {"error": message}, params
+
+
+async def test_a_suspended_user_and_a_revoked_key_are_refused(shop: Shop) -> None:
+    key, user = await reseller_key(shop, "ann@example.com", "1.00")
+    me = (await shop.http.get("/api/v1/auth/me", headers=user)).json()
+    await shop.http.post(f"/api/v1/admin/users/{me['id']}/suspend", json={}, headers=shop.admin)
+    assert (await call(shop.http, key, action="balance")) == {"error": "Invalid API key"}
+
+
+async def test_refill_and_cancel_round_trips(shop: Shop, pool: Pool, demo_provider: DemoHandle) -> None:
+    key, user = await reseller_key(shop, "ann@example.com", "10.00")
+    followers = shop.service_id("1")  # refill and cancel
+    done = (
+        await call(shop.http, key, action="add", service=followers, link="https://x.com/refill", quantity=100)
+    )["order"]
+    await shop.submit(str(done))
+    await ready_to_poll(pool)
+    await shop.settle(str(done), user)
+    refill = await call(shop.http, key, action="refill", order=done)
+    assert set(refill) == {"refill"}
+    assert isinstance(refill["refill"], str)
+    assert (await call(shop.http, key, action="refill_status", refill=refill["refill"]))["status"] in (
+        "Pending",
+        "In progress",
+    )
+    async with asyncio.timeout(10):
+        while True:
+            async with pool.connection() as conn:
+                await conn.execute("UPDATE order_refills SET next_poll_time = now()")
+            await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+            state = await call(shop.http, key, action="refill_status", refills=f"{refill['refill']},777")
+            if state[0]["status"] == "Completed":
+                break
+            await asyncio.sleep(0.1)
+    assert state == [
+        {"refill": int(refill["refill"]), "status": "Completed"},
+        {"refill": 777, "status": {"error": "Refill not found"}},
+    ]
+    again = await call(shop.http, key, action="refill", orders=f"{done},888888")
+    assert again[1] == {"order": 888888, "refill": {"error": "Incorrect order ID"}}
+    assert isinstance(again[0]["refill"], int)  # a second refill once the first is completed
+    likes_refill = (
+        await call(
+            shop.http, key, action="add", service=shop.service_id("2"), link="https://x.com/nr", quantity=1000
+        )
+    )["order"]
+    assert (await call(shop.http, key, action="refill", order=likes_refill)) == {
+        "error": "Refill is disabled for this service"
+    }
+
+    # Cancel: before it goes out (at once), and through the provider (released when confirmed).
+    pending = (
+        await call(shop.http, key, action="add", service=followers, link="https://x.com/p1", quantity=100)
+    )["order"]
+    assert (await call(shop.http, key, action="cancel", orders=f"{pending}")) == [
+        {"order": pending, "cancel": 1}
+    ]
+    assert (await call(shop.http, key, action="status", order=pending))["status"] == "Canceled"
+    running = (
+        await call(shop.http, key, action="add", service=followers, link="https://x.com/p2", quantity=300)
+    )["order"]
+    await shop.submit(str(running))
+    before = Decimal((await call(shop.http, key, action="balance"))["balance"])
+    assert (await call(shop.http, key, action="cancel", order=running)) == {"cancel": "1"}
+    await ready_to_poll(pool)
+    final = await shop.settle(str(running), user)
+    assert final["status"] in ("ORDER_STATUS_CANCELED", "ORDER_STATUS_PARTIAL")
+    after = Decimal((await call(shop.http, key, action="balance"))["balance"])
+    assert after - before == Decimal(final["released"])  # released once, exactly
+    await ready_to_poll(pool)
+    await shop.settle(str(running), user)  # polling again moves nothing
+    assert Decimal((await call(shop.http, key, action="balance"))["balance"]) == after
+    no_cancel = shop.service_id("3")  # the package has no cancel
+    package = (await call(shop.http, key, action="add", service=no_cancel, link="https://x.com/pk"))["order"]
+    await shop.submit(str(package))
+    assert (await call(shop.http, key, action="cancel", orders=f"{package}")) == [
+        {"order": package, "cancel": {"error": "Order cannot be cancelled"}}
+    ]
+    assert (await shop.verify()).ok
+
+
+def signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
+    at = at or int(time.time())
+    digest = hmac.new(secret.encode(), str(at).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Smm-Signature": f"t={at},v1={digest}", "Content-Type": "application/json"}
+
+
+async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_refused(
+    shop: Shop, pool: Pool, demo_provider_factory: DemoFactory
+) -> None:
+    secret = "whsec-test-provider"
+    pushing = await demo_provider_factory(step_s=0.05)
+    provider = await add_provider(shop.http, shop.admin, pushing, name="Pushing", webhookSecret=secret)
+    assert provider["webhooksEnabled"] is True
+    assert "webhookSecret" not in provider
+    hook = f"/api/v1/webhooks/provider/{provider['id']}"
+    user = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        headers=shop.admin,
+        json={"provider": {"providerId": provider["id"], "upstreamServiceId": "2"}},
+    )
+    assert mapped.status_code == 200, mapped.text
+    order = (await shop.order(user, serviceId=likes, link="https://x.com/hook", quantity=1000)).json()
+    sent = await shop.submit(order["id"])
+    upstream_id = sent.upstream_order_id
+    body = json.dumps({"order": int(upstream_id), "status": "Completed", "start_count": "10", "remains": "0",
+                       "charge": "0.25"}).encode()  # fmt: skip
+    forged = await shop.http.post(hook, content=body, headers=signed("wrong-secret", body))
+    assert_error(forged, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
+    stale = await shop.http.post(hook, content=body, headers=signed(secret, body, int(time.time()) - 3600))
+    assert_error(stale, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
+    applied = await shop.http.post(hook, content=body, headers=signed(secret, body))
+    assert applied.status_code == 200, applied.text
+    assert applied.json() == {"applied": True}
+    duplicate = await shop.http.post(hook, content=body, headers=signed(secret, body))
+    assert duplicate.json() == {"applied": False}  # the same news twice changes nothing
+    done = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()
+    assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    no_hooks = await shop.http.post(f"/api/v1/webhooks/provider/{shop.provider_id}", content=body,  # type: ignore[attr-defined]
+                                    headers=signed(secret, body))  # fmt: skip
+    assert_error(no_hooks, 404, "NOT_FOUND", "WEBHOOKS_OFF")
+    assert (await shop.verify()).ok
+
+
+async def test_staff_resolve_set_status_resubmit_and_read_the_provider_log(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    user = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    await demo_provider.fault("timeout", count=1, actions=["add"])
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    lost = (await shop.order(user, serviceId=likes, link="https://x.com/lost", quantity=1000)).json()
+    assert (await shop.submit(lost["id"])).status == 9  # needs review
+    [upstream] = await demo_provider.orders()
+    staff = shop.admin
+    listed = (
+        await shop.http.get(
+            "/api/v1/admin/orders", params={"status": "ORDER_STATUS_NEEDS_REVIEW"}, headers=staff
+        )
+    ).json()
+    assert [o["id"] for o in listed["orders"]] == [lost["id"]]
+    log = (await shop.http.get(f"/api/v1/admin/orders/{lost['id']}/provider-log", headers=staff)).json()[
+        "exchanges"
+    ]
+    assert [(e["action"], e["outcome"]) for e in log] == [("add", "unknown")]
+    assert demo_provider.api_key not in json.dumps(log)
+    assert log[0]["params"]["link"] == "https://x.com/lost"
+    bad = await shop.http.post(
+        f"/api/v1/admin/orders/{lost['id']}/resolve",
+        json={"resolution": "found", "reason": "x"},
+        headers=staff,
+    )
+    assert_error(bad, 400, "INVALID_ARGUMENT")
+    found = await shop.http.post(
+        f"/api/v1/admin/orders/{lost['id']}/resolve",
+        json={
+            "resolution": "found",
+            "upstreamOrderId": str(upstream["order"]),
+            "reason": "seen in the provider panel",
+        },
+        headers=staff,
+    )
+    assert found.status_code == 200, found.text
+    assert found.json()["status"] == "ORDER_STATUS_IN_PROGRESS"
+    await ready_to_poll(pool)
+    assert (await shop.settle(lost["id"], user))["status"] == "ORDER_STATUS_COMPLETED"
+    assert len(await demo_provider.orders()) == 1  # never placed twice
+
+    by_hand = (await shop.order(user, serviceId=likes, link="https://x.com/hand", quantity=1000)).json()
+    await shop.submit(by_hand["id"])
+    partial = await shop.http.post(
+        f"/api/v1/admin/orders/{by_hand['id']}/status",
+        json={"status": "ORDER_STATUS_PARTIAL", "remains": "250", "reason": "provider refunded a quarter"},
+        headers=staff,
+    )
+    assert partial.status_code == 200, partial.text
+    assert (partial.json()["charged"], partial.json()["released"]) == (
+        "0.24375",
+        "0.08125",
+    )  # 0.325 x 250/1000
+    again = await shop.http.post(f"/api/v1/admin/orders/{by_hand['id']}/status",
+                                 json={"status": "ORDER_STATUS_CANCELED", "reason": "x"}, headers=staff)  # fmt: skip
+    assert_error(again, 400, "FAILED_PRECONDITION", "ORDER_STATE_CONFLICT")
+
+    backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
+    stuck = (await shop.order(user, serviceId=likes, link="https://x.com/elsewhere", quantity=1000)).json()
+    resubmitted = await shop.http.post(
+        f"/api/v1/admin/orders/{stuck['id']}/resubmit",
+        json={"providerId": backup["id"], "upstreamServiceId": "2", "reason": "the first provider is down"},
+        headers=staff,
+    )
+    assert resubmitted.status_code == 200, resubmitted.text
+    sent = await shop.submit(stuck["id"])
+    assert (sent.status, sent.provider_id) == (3, int(backup["id"]))  # in progress, at the backup
+    audit = (
+        await shop.http.get("/api/v1/admin/audit", params={"target": f"order:{stuck['id']}"}, headers=staff)
+    ).json()
+    assert [e["action"] for e in audit["events"]] == ["order.resubmitted"]
+    support = await shop.http.post(
+        f"/api/v1/admin/orders/{stuck['id']}/status", json={"status": "ORDER_STATUS_FAILED", "reason": "x"},
+        headers=bearer((await register(shop.http, "someone@example.com"))["token"]),
+    )  # fmt: skip
+    assert_error(support, 403, "PERMISSION_DENIED")
+    assert (await shop.verify()).ok
