@@ -124,3 +124,38 @@ async def test_password_reset_requests_are_limited_per_address_and_per_ip(
         assert_limited(
             await a.post("/api/v1/auth/password/reset", json={"token": "x", "newPassword": "y" * 12})
         )
+
+
+async def test_a_rate_limited_key_gets_the_reseller_error_convention(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    _, edges = tight
+    async with httpx.AsyncClient(base_url=edges[0].base_url) as http:
+        token = (await register(http))["token"]
+        key = (
+            await http.post("/api/v1/dashboard/api-keys", json={"name": "r"}, headers=bearer(token))
+        ).json()
+        replies = [
+            (await http.post("/api/v1/reseller", data={"key": key["secret"], "action": "balance"}))
+            for _ in range(4)
+        ]
+    assert [r.status_code for r in replies] == [200, 200, 200, 200]  # the protocol's errors are HTTP 200
+    assert replies[0].json() == {"balance": "0.00", "currency": "USD"}
+    assert replies[3].json() == {"error": "Too many requests, please slow down"}
+
+
+async def test_the_v2_alias_serves_the_same_endpoint_when_turned_on(
+    settings: Settings, grpc_server: ServerHandle
+) -> None:
+    edge = await start_edge(
+        settings.model_copy(
+            update={"grpc_target": f"127.0.0.1:{grpc_server.port}", "reseller_v2_alias": True}
+        )
+    )
+    try:
+        async with httpx.AsyncClient(base_url=edge.base_url) as http:
+            for path in ("/api/v2", "/api/v2/", "/api/v1/reseller"):
+                reply = await http.get(path, params={"key": "nope", "action": "balance"})
+                assert (reply.status_code, reply.json()) == (200, {"error": "Invalid API key"}), path
+    finally:
+        await edge.stop()
