@@ -198,6 +198,8 @@ class PgbenchRun:
     failed: int
     p50_ms: float
     p99_ms: float
+    ours_cores: float  # PostgreSQL and pgbench
+    other_cores: float  # everything else on the machine
 
 
 @dataclass
@@ -612,7 +614,7 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
 
 
 def run_pgbench(
-    url: str, script: Path, clients: int, seconds: int, log_dir: Path, *, log: bool
+    url: str, script: Path, clients: int, seconds: int, log_dir: Path, *, log: bool, postmaster: int
 ) -> PgbenchRun:
     pgbench = postgres_bin_dir() / "pgbench"
     for old in log_dir.glob("pgbench_log.*"):
@@ -633,7 +635,12 @@ def run_pgbench(
         *(["-l"] if log else []),
         url,
     ]
+    meter = CpuMeter({"postgres": postmaster})
+    children_before = sum(os.times()[2:4])
+    meter.start()
     done = subprocess.run(argv, cwd=log_dir, capture_output=True, text=True, check=False)
+    used, wall, busy = meter.stop()
+    ours = (sum(s for _, s in used) + sum(os.times()[2:4]) - children_before) / wall
     out = done.stdout + done.stderr
     tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     processed = re.search(r"number of transactions actually processed: (\d+)", out)
@@ -655,6 +662,8 @@ def run_pgbench(
         int(failed.group(1)) if failed else 0,
         pct(0.50),
         pct(0.99),
+        ours,
+        max(0.0, busy * (os.cpu_count() or 1) - ours),
     )
 
 
@@ -859,9 +868,19 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
     )
     if args.show_script:
         print(text)
-    run_pgbench(stack.database_url, pg_script, args.pgbench_clients, PGBENCH_WARMUP_S, log_dir, log=False)
+    postmaster = _postmaster_pid(stack)
+    clients = args.pgbench_clients
+    run_pgbench(
+        stack.database_url, pg_script, clients, PGBENCH_WARMUP_S, log_dir, log=False, postmaster=postmaster
+    )
     outcome.pgbench = run_pgbench(
-        stack.database_url, pg_script, args.pgbench_clients, args.pgbench_duration, log_dir, log=True
+        stack.database_url,
+        pg_script,
+        clients,
+        args.pgbench_duration,
+        log_dir,
+        log=True,
+        postmaster=postmaster,
     )
     return outcome
 
@@ -994,6 +1013,10 @@ def report(o: Outcome) -> None:
     p = o.pgbench
     print(f"  {'pgbench':<10} {'tx/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'tx':>9} {'failed':>7}")
     print(f"  {'':<10} {p.tps:>9,.0f} {p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.transactions:>9,} {p.failed:>7}")
+    print(f"    CPU: PostgreSQL and pgbench {p.ours_cores:.2f} cores", end="")
+    print(
+        f"; other programs about {p.other_cores:.2f} cores (figures are low)" if p.other_cores > 0.1 else ""
+    )
     ratio = o.run.rps / p.tps if p.tps else 0.0
     print(f"  HTTP orders/s / pgbench tx/s: {o.run.rps:,.0f} / {p.tps:,.0f} = {ratio:.0%}")
     print(f"  {'figure':<26} {'measured':>10} {'target':>10}  result")

@@ -55,6 +55,22 @@ class Settings(BaseSettings):
     web_url: str = "http://127.0.0.1:8080"
 
     # Email.
+    # "eml" (files under mail_dir), "smtp" or "resend".
+    mail_transport: str = "eml"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    resend_api_key: SecretStr = SecretStr("")
+    resend_api_url: str = "https://api.resend.com"
+    # Svix secret of Resend's webhooks ("whsec_..."); empty turns the webhook off.
+    resend_webhook_secret: SecretStr = SecretStr("")
+    # The colour of the email layout, and the public URL of this API (unsubscribe links).
+    brand_color: str = "#4f46e5"
+    api_url: str = "http://127.0.0.1:8080"
+    # Default low-balance threshold for the email ("0" = off); users set their own.
+    low_balance_threshold: str = "5.00"
     panel_name: str = "smm"
     mail_from: str = "smm <no-reply@localhost>"
     # The local transport's folder; empty means <var_dir>/mail.

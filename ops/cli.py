@@ -38,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", default="user", choices=["user", "support", "admin"])
     create.add_argument("--name", default="")
 
+    email = commands.add_parser("email", help="email templates")
+    email_commands = email.add_subparsers(dest="email_command", required=True)
+    email_preview = email_commands.add_parser("preview", help="render one email with sample data")
+    email_preview.add_argument("name", help="the email (verify_email, order_completed, ...)")
+    email_preview.add_argument("--html", action="store_true", help="print the HTML part instead of the text")
+
     ledger = commands.add_parser("ledger", help="the wallet ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     ledger_commands.add_parser("verify", help="check every ledger invariant (exit 1 when one is broken)")
@@ -110,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"created user {user_id} ({args.role})")
         return 0
+    if args.command == "email":
+        from ops.email_preview import preview
+
+        return preview(settings, args.name, html=args.html)
     if args.command == "ledger":
         from ops.ledger import verify_ledger
 

@@ -23,6 +23,8 @@ from smm.v1 import (
     accounts_service_pb2_grpc,
     catalog_service_pb2,
     catalog_service_pb2_grpc,
+    notifications_service_pb2,
+    notifications_service_pb2_grpc,
     orders_service_pb2,
     orders_service_pb2_grpc,
     providers_service_pb2,
@@ -61,6 +63,8 @@ from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
 from server.common.secretbox import SecretBox
+from server.notifications.logic import Notifications
+from server.notifications.rpc import NotificationsServicer
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
@@ -220,6 +224,18 @@ async def create_server(
         ),
         server,
     )
+    notifications = Notifications(
+        pool,
+        tokens,
+        api_url=settings.api_url,
+        web_url=settings.web_url,
+        currency=settings.currency,
+        low_balance_default=settings.low_balance_threshold,
+        resend_webhook_secret=settings.resend_webhook_secret.get_secret_value(),
+    )
+    notifications_service_pb2_grpc.add_NotificationsServiceServicer_to_server(
+        NotificationsServicer(notifications), server
+    )
     jobs = {
         "provider-sync": sync.enqueue_all,
         "order-poll": tracker.request_poll,
@@ -239,6 +255,7 @@ async def create_server(
         providers_service_pb2.DESCRIPTOR.services_by_name["ProvidersService"].full_name,
         wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
         orders_service_pb2.DESCRIPTOR.services_by_name["OrdersService"].full_name,
+        notifications_service_pb2.DESCRIPTOR.services_by_name["NotificationsService"].full_name,
         system_service_pb2.DESCRIPTOR.services_by_name["SystemService"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
@@ -249,7 +266,7 @@ async def create_server(
     if port == 0:
         raise OSError(f"cannot listen on {address or settings.grpc_addr}: the port is in use")
     await server.start()
-    for name in ["", *names[:6]]:
+    for name in ["", *names[:7]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     handle = ServerHandle(server, port, health, checks, relay, usage, provider_http)
     handle.background.append(asyncio.create_task(usage.run(), name="api-key-usage"))

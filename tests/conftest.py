@@ -15,6 +15,8 @@ pytest_plugins = [
     "tests.fix_edge",
     "tests.fix_demo",
     "tests.fix_shop",
+    "tests.fakes.smtp_server",
+    "tests.fakes.resend_api",
 ]
 
 SPANS = InMemorySpanExporter()

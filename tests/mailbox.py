@@ -41,7 +41,7 @@ class Mail:
 
     @property
     def link(self) -> str:
-        found = _LINK.findall(self.text)
+        found = [link for link in _LINK.findall(self.text) if "token=" in link]
         assert len(found) == 1, self.text
         return str(found[0])
 
@@ -64,4 +64,14 @@ async def wait_for_mail(folder: Path, to: str, count: int = 1, timeout_s: float 
             found = [m for m in read_mail(folder) if m.to == to]
             if len(found) >= count:
                 return found
+            await asyncio.sleep(0.05)
+
+
+async def wait_for_subject(folder: Path, to: str, subject: str, timeout_s: float = 10.0) -> Mail:
+    """The first message to ``to`` whose subject contains ``subject``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            for mail in read_mail(folder):
+                if mail.to == to and subject in mail.subject:
+                    return mail
             await asyncio.sleep(0.05)

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg_pool import PoolTimeout
+from smm.v1 import events_pb2
 
 from server.accounts.errors import DOMAIN, invalid_credential
 from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey, UsageDay
@@ -21,6 +22,7 @@ from server.accounts.tokens import token_hash
 from server.common import audit, auth
 from server.common.db import Pool
 from server.common.errors import FieldViolation, NotFound, PermissionDenied, collect
+from server.common.outbox import add_event
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "smm_k_"
@@ -129,6 +131,10 @@ class ApiKeys:
             await audit.record(
                 conn, "api_key.created", target=f"api_key:{issued.key.id}", after=_shown(issued.key)
             )
+            created = events_pb2.ApiKeyCreated(
+                user_id=user_id, name=issued.key.name, prefix=issued.key.prefix
+            )
+            await add_event(conn, "smm.accounts.api_key.created", created)
             return issued
 
     async def _issue(self, conn: object, user_id: int, name: str, networks: list[str]) -> IssuedKey:

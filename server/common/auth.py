@@ -151,6 +151,12 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.OrdersService/ReceiveProviderWebhook": EVERYONE,
     "/smm.v1.OrdersService/SubmitOrder": SYSTEM_ONLY,
     "/smm.v1.OrdersService/PollOrders": SYSTEM_ONLY,
+    "/smm.v1.NotificationsService/PlanNotifications": SYSTEM_ONLY,
+    "/smm.v1.NotificationsService/RecordDelivery": SYSTEM_ONLY,
+    # Machines and mail clients: the Svix signature or the signed token is the credential.
+    "/smm.v1.NotificationsService/ReceiveResendWebhook": EVERYONE,
+    "/smm.v1.NotificationsService/Unsubscribe": EVERYONE,
+    "/smm.v1.NotificationsService/ListUserNotifications": STAFF_READ,
     "/smm.v1.ProvidersService/CreateProvider": STAFF_WRITE,
     "/smm.v1.ProvidersService/ListProviders": STAFF_READ,
     "/smm.v1.ProvidersService/GetProvider": STAFF_READ,

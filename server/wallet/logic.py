@@ -19,6 +19,7 @@ from server.wallet.ledger import DOMAIN, QUERIES, Conn
 
 MAX_REASON = 500
 LEDGER_ALERT = "smm.wallet.ledger.alert"
+BALANCE_ADJUSTED = "smm.wallet.balance.adjusted"
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class WalletLogic:
                     "reason": reason.strip(),
                 },
             )
+            event = events_pb2.BalanceAdjusted(
+                user_id=user_id, amount=format_micros(amount), reason=reason.strip()
+            )
+            await add_event(conn, BALANCE_ADJUSTED, event)
             if key:
                 await idempotency.remember(conn, key, b"1")
             return await _by_key(conn, ledger_key)

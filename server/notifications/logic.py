@@ -1,0 +1,348 @@
+"""Deciding, per event, user and channel, whether and where to send; tracking what was sent.
+
+Preferences live in the profile's ``notification_preferences`` map (the schema is here):
+
+    {"email": {"order_placed": bool, "order_finished": bool, "refill_done": bool,
+               "low_balance": bool, "balance_adjusted": bool},
+     "api_order_emails": bool,          # order emails for orders placed with API keys / the reseller endpoint
+     "low_balance_threshold": "5.00"}   # a decimal string; "0" turns the low-balance email off
+
+Anything missing takes the operator's default (``DEFAULTS``; order emails for API and reseller
+orders default to off: resellers place thousands). Transactional mail (verification, reset, key
+created, receipts) ignores preferences; everything else carries a one-click unsubscribe link.
+Addresses that hard-bounced or complained are suppressed until the user changes address.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import svix
+from google.protobuf.message import DecodeError
+from smm.v1 import events_pb2
+
+from server.common.db import Pool
+from server.common.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated, collect
+from server.common.money import format_micros, parse_micros
+from server.common.pagetoken import PageTokenCodec
+from server.common.sqlfile import load
+
+QUERIES = load(__file__)
+DOMAIN = "notifications.smm"
+TOPICS = ("order_placed", "order_finished", "refill_done", "low_balance", "balance_adjusted")
+DEFAULTS: dict[str, bool] = {t: True for t in TOPICS}
+FINISHED = {"completed": "order_completed", "partial": "order_partial", "canceled": "order_canceled"}
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: int
+    email: str
+    name: str
+    status: str
+    notification_preferences: dict[str, Any]
+
+    def wants(self, topic: str) -> bool:
+        email = self.notification_preferences.get("email")
+        chosen = email.get(topic) if isinstance(email, dict) else None
+        return chosen if isinstance(chosen, bool) else DEFAULTS.get(topic, True)
+
+    def threshold_micros(self, default: str) -> int:
+        value = self.notification_preferences.get("low_balance_threshold", default)
+        try:
+            return parse_micros(str(value), field="low_balance_threshold")
+        except InvalidArgument:
+            return parse_micros(default, field="low_balance_threshold")
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    id: int
+    user_id: int
+    status: str
+    source: str
+    link: str
+    quantity: int
+    price_micros: int
+    charged_micros: int
+    released_micros: int
+    remains: int | None
+    service_name: str
+
+
+@dataclass(frozen=True)
+class Planned:
+    message_id: int
+    to: str
+    template: str
+    context: dict[str, Any]
+    unsubscribe_url: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    contact: Contact
+    template: str
+    context: dict[str, Any]
+    topic: str = ""  # "" for transactional mail
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    to_address: str
+    template: str
+    status: str
+    transport: str
+    error: str
+    create_time: Any
+    update_time: Any
+
+
+class Notifications:
+    def __init__(
+        self,
+        pool: Pool,
+        tokens: PageTokenCodec,
+        *,
+        api_url: str,
+        web_url: str,
+        currency: str,
+        low_balance_default: str,
+        resend_webhook_secret: str,
+    ) -> None:
+        self._pool = pool
+        self._tokens = tokens
+        self._api_url = api_url.rstrip("/")
+        self._web_url = web_url.rstrip("/")
+        self._currency = currency
+        self._low_default = low_balance_default
+        self._resend_secret = resend_webhook_secret
+
+    async def plan(self, event_id: str, subject: str, payload: bytes) -> list[Planned]:
+        try:
+            drafts = await self._drafts(subject, payload)
+        except DecodeError as exc:
+            raise InvalidArgument("the event payload does not match its subject", domain=DOMAIN) from exc
+        planned = []
+        async with self._pool.connection() as conn, conn.transaction():
+            for draft in drafts:
+                address = draft.contact.email
+                suppressed = await QUERIES.scalar(conn, "is_suppressed", address=address)
+                await QUERIES.execute(
+                    conn,
+                    "plan_message",
+                    event_id=event_id,
+                    user_id=draft.contact.id,
+                    to_address=address,
+                    template=draft.template,
+                    status="suppressed" if suppressed else "queued",
+                )
+                row = await (
+                    await conn.execute(
+                        QUERIES.sql("planned_message"), {"event_id": event_id, "to_address": address}
+                    )
+                ).fetchone()
+                assert row is not None
+                message_id, status = row
+                if status == "suppressed":
+                    continue
+                planned.append(
+                    Planned(
+                        message_id,
+                        address,
+                        draft.template,
+                        draft.context,
+                        self._unsubscribe_url(draft),
+                        status,
+                    )
+                )
+        return planned
+
+    def _unsubscribe_url(self, draft: Draft) -> str:
+        if not draft.topic:
+            return ""
+        token = self._tokens.encode(
+            {"user": draft.contact.id, "topic": draft.topic}, filters={"use": "unsubscribe"}
+        )
+        return f"{self._api_url}/api/v1/public/unsubscribe?{urlencode({'token': token})}"
+
+    async def _drafts(self, subject: str, payload: bytes) -> list[Draft]:
+        if subject == "smm.orders.order.created":
+            created = events_pb2.OrderCreated.FromString(payload)
+            return await self._order_drafts(created.order_id, "order_placed", "order_placed")
+        if subject == "smm.orders.order.changed":
+            changed = events_pb2.OrderChanged.FromString(payload)
+            if changed.status in FINISHED:
+                return await self._order_drafts(changed.order_id, FINISHED[changed.status], "order_finished")
+            if changed.status == "needs_review":
+                return await self._admin_alert(
+                    "An order needs review", [f"Order {changed.order_id}: the provider's answer is unknown"]
+                )
+            return []
+        if subject == "smm.wallet.balance.adjusted":
+            adjusted = events_pb2.BalanceAdjusted.FromString(payload)
+            contact = await self._contact(adjusted.user_id)
+            if contact is None or not contact.wants("balance_adjusted"):
+                return []
+            context = {
+                "name": contact.name,
+                "amount": adjusted.amount,
+                "reason": adjusted.reason,
+                "balance": format_micros(await self._available(adjusted.user_id)),
+                "currency": self._currency,
+                "wallet_url": f"{self._web_url}/wallet",
+            }
+            return [Draft(contact, "balance_adjusted", context, "balance_adjusted")]
+        if subject == "smm.accounts.api_key.created":
+            key = events_pb2.ApiKeyCreated.FromString(payload)
+            contact = await self._contact(key.user_id)
+            if contact is None:
+                return []
+            context = {
+                "name": contact.name,
+                "key_name": key.name,
+                "key_prefix": key.prefix,
+                "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            }
+            return [Draft(contact, "api_key_created", context)]
+        if subject == "smm.orders.alert.stuck":
+            stuck = events_pb2.OrdersStuck.FromString(payload)
+            return await self._admin_alert("Orders are stuck", [f"Order {i}" for i in stuck.order_ids[:50]])
+        if subject == "smm.wallet.ledger.alert":
+            alert = events_pb2.LedgerAlert.FromString(payload)
+            return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))
+        return []
+
+    async def _available(self, user_id: int) -> int:
+        async with self._pool.connection() as conn:
+            return int(await QUERIES.scalar(conn, "wallet_available", user_id=user_id))
+
+    async def _contact(self, user_id: int) -> Contact | None:
+        async with self._pool.connection() as conn:
+            contact = await QUERIES.one(conn, "user_contact", Contact, id=user_id)
+        return contact if contact is not None and contact.status == "active" else None
+
+    async def _order_drafts(self, order_id: int, template: str, topic: str) -> list[Draft]:
+        async with self._pool.connection() as conn:
+            order = await QUERIES.one(conn, "order_facts", OrderFacts, id=order_id)
+            if order is None:
+                return []
+            contact = await QUERIES.one(conn, "user_contact", Contact, id=order.user_id)
+            available = int(await QUERIES.scalar(conn, "wallet_available", user_id=order.user_id))
+        if contact is None or contact.status != "active":
+            return []
+        drafts = []
+        api_order = order.source in ("api", "reseller")
+        wants_api = contact.notification_preferences.get("api_order_emails") is True
+        if contact.wants(topic) and (not api_order or wants_api):
+            drafts.append(Draft(contact, template, self._order_context(order, contact), topic))
+        threshold = contact.threshold_micros(self._low_default)
+        if (
+            template == "order_placed"
+            and threshold > 0
+            and available < threshold
+            and contact.wants("low_balance")
+        ):
+            context = {
+                "name": contact.name,
+                "balance": format_micros(available),
+                "threshold": format_micros(threshold),
+                "currency": self._currency,
+                "wallet_url": f"{self._web_url}/wallet",
+            }
+            drafts.append(Draft(contact, "low_balance", context, "low_balance"))
+        return drafts
+
+    def _order_context(self, order: OrderFacts, contact: Contact) -> dict[str, Any]:
+        return {
+            "name": contact.name,
+            "order_id": str(order.id),
+            "service_name": order.service_name,
+            "link": order.link,
+            "quantity": str(order.quantity),
+            "price": format_micros(order.price_micros),
+            "charged": format_micros(order.charged_micros),
+            "released": format_micros(order.released_micros),
+            "currency": self._currency,
+            "order_url": f"{self._web_url}/orders/{order.id}",
+        }
+
+    async def _admin_alert(self, title: str, lines: list[str]) -> list[Draft]:
+        async with self._pool.connection() as conn:
+            admins = await QUERIES.all(conn, "admin_contacts", Contact)
+        context = {"title": title, "lines": lines, "admin_url": f"{self._web_url}/admin"}
+        return [Draft(a, "admin_alert", context) for a in admins]
+
+    async def record(
+        self, message_id: int, status: str, transport: str, transport_id: str, error: str
+    ) -> None:
+        if status not in ("sent", "failed"):
+            collect([FieldViolation("status", "must be sent or failed")], domain=DOMAIN)
+        async with self._pool.connection() as conn:
+            await QUERIES.scalar(
+                conn,
+                "record_delivery",
+                id=message_id,
+                status=status,
+                transport=transport,
+                transport_message_id=transport_id[:200],
+                error=error[:1000],
+            )
+
+    async def resend_webhook(self, body: bytes, headers: dict[str, str]) -> bool:
+        if not self._resend_secret:
+            raise NotFound("Resend webhooks are not configured", reason="WEBHOOKS_OFF", domain=DOMAIN)
+        try:
+            svix.Webhook(self._resend_secret).verify(body, headers)
+        except svix.WebhookVerificationError as exc:
+            raise Unauthenticated(
+                "the Svix signature does not match", reason="INVALID_SIGNATURE", domain=DOMAIN
+            ) from exc
+        try:
+            event = json.loads(body)
+            kind, email_id = str(event["type"]), str(event["data"]["email_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument("not a Resend event", reason="BAD_WEBHOOK", domain=DOMAIN) from exc
+        status = {
+            "email.delivered": "delivered",
+            "email.bounced": "bounced",
+            "email.complained": "complained",
+        }.get(kind)
+        if status is None:
+            return False
+        bounce_type = str(event.get("data", {}).get("bounce", {}).get("type", "Permanent"))
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await (
+                await conn.execute(
+                    QUERIES.sql("delivery_event"), {"transport_message_id": email_id, "status": status}
+                )
+            ).fetchone()
+            if row is None:
+                return False
+            if status == "complained" or (status == "bounced" and bounce_type.lower() != "transient"):
+                await QUERIES.execute(conn, "suppress", address=row[1], reason=status)
+        return True
+
+    async def unsubscribe(self, token: str) -> str:
+        try:
+            values = self._tokens.decode(token, filters={"use": "unsubscribe"})
+            user_id, topic = int(values["user"]), str(values["topic"])
+        except (InvalidArgument, KeyError, ValueError, TypeError) as exc:
+            raise InvalidArgument.for_field(
+                "token", "is not a valid unsubscribe link", domain=DOMAIN
+            ) from exc
+        if topic not in TOPICS:
+            raise InvalidArgument.for_field("token", "is not a valid unsubscribe link", domain=DOMAIN)
+        async with self._pool.connection() as conn:
+            await QUERIES.scalar(conn, "set_preference", id=user_id, topic=topic, enabled=False)
+        return topic
+
+    async def history(self, user_id: int, limit: int) -> list[Record]:
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(conn, "list_user_messages", Record, user_id=user_id, limit=limit)

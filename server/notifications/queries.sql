@@ -1,0 +1,56 @@
+-- name: user_contact(id)^
+SELECT id, email, name, status, notification_preferences FROM users WHERE id = :id;
+
+-- name: admin_contacts()
+SELECT id, email, name, status, notification_preferences FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id;
+
+-- name: order_facts(id)^
+-- What an order email says (orders and services are read here, never written).
+SELECT o.id, o.user_id, o.status, o.source, o.link, o.quantity, o.price_micros, o.charged_micros,
+       o.released_micros, o.remains, s.name AS service_name
+FROM orders o JOIN services s ON s.id = o.service_id
+WHERE o.id = :id;
+
+-- name: wallet_available(user_id)$
+SELECT coalesce((SELECT available_micros FROM wallets WHERE user_id = :user_id), 0);
+
+-- name: is_suppressed(address)$
+SELECT EXISTS (SELECT 1 FROM email_suppressions WHERE lower(address) = lower(:address));
+
+-- name: plan_message(event_id, user_id, to_address, template, status)!
+INSERT INTO email_messages (event_id, user_id, to_address, template, status)
+VALUES (:event_id, :user_id, :to_address, :template, :status)
+ON CONFLICT ON CONSTRAINT email_messages_event_recipient_key DO NOTHING;
+
+-- name: planned_message(event_id, to_address)^
+SELECT id, status FROM email_messages WHERE event_id = :event_id AND to_address = :to_address;
+
+-- name: record_delivery(id, status, transport, transport_message_id, error)$
+UPDATE email_messages
+SET status = :status, transport = :transport, transport_message_id = :transport_message_id, error = :error,
+    update_time = now()
+WHERE id = :id AND status IN ('queued', 'failed')
+RETURNING id;
+
+-- name: delivery_event(transport_message_id, status)^
+-- A provider's delivery news; a later 'delivered' never hides an earlier bounce or complaint.
+UPDATE email_messages SET status = :status, update_time = now()
+WHERE transport_message_id = :transport_message_id AND status NOT IN ('bounced', 'complained')
+RETURNING id, to_address;
+
+-- name: suppress(address, reason)!
+INSERT INTO email_suppressions (address, reason) VALUES (:address, :reason)
+ON CONFLICT (lower(address)) DO NOTHING;
+
+-- name: set_preference(id, topic, enabled)$
+UPDATE users
+SET notification_preferences = jsonb_set(
+        coalesce(notification_preferences, '{}'::jsonb) || jsonb_build_object('email', coalesce(notification_preferences -> 'email', '{}'::jsonb)),
+        ARRAY['email', :topic::text], to_jsonb(:enabled::boolean)),
+    update_time = now()
+WHERE id = :id
+RETURNING id;
+
+-- name: list_user_messages(user_id, limit)
+SELECT id, to_address, template, status, transport, error, create_time, update_time
+FROM email_messages WHERE user_id = :user_id ORDER BY id DESC LIMIT :limit;

@@ -1,0 +1,1 @@
+"""Loopback fakes of outside services (an SMTP relay, the Resend API) that speak the real protocols."""

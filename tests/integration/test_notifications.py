@@ -1,0 +1,218 @@
+"""Notification emails: the right messages for order, wallet and key events, preferences and the
+API-order default, one-click unsubscribe, Resend with idempotency keys across a crash, retries and
+dead letters, Svix-signed bounces that suppress an address, and the admin's history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from core.config import Settings
+from server.common.db import Pool
+from server.main import create_server
+from tests.fakes.resend_api import FakeResend, new_webhook_secret, svix_headers
+from tests.fix_edge import start_edge
+from tests.fix_nats import running_worker
+from tests.fix_shop import Shop, ready_to_poll
+from tests.integration.test_edge_http import assert_error
+from tests.mailbox import read_mail, wait_for_subject
+from workers.notify import consumers as notification_consumers
+from workers.rpc import open_channel
+from workers.runner import Event, Ok, Permanent, Retry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def mail_dir(tmp_path: Path, worker_settings: Settings) -> AsyncIterator[Path]:
+    folder = tmp_path / "mail"
+    async with running_worker(worker_settings.model_copy(update={"mail_dir": str(folder)}), "email"):
+        yield folder
+
+
+async def test_order_emails_follow_preferences_and_the_api_order_default(
+    shop: Shop, pool: Pool, mail_dir: Path
+) -> None:
+    user = await shop.user("ann@example.com", "20.00")
+    adjusted = await wait_for_subject(mail_dir, "ann@example.com", "Your balance was adjusted")
+    assert "20.00" in adjusted.text
+    assert "test funds" in adjusted.text
+    likes = shop.service_id("2")
+    order = (await shop.order(user, serviceId=likes, link="https://x.com/mail", quantity=1000)).json()
+    placed = await wait_for_subject(mail_dir, "ann@example.com", f"Order #{order['id']} placed")
+    assert "0.325" in placed.text
+    assert "https://x.com/mail" in placed.text
+    await shop.submit(order["id"])
+    await ready_to_poll(pool)
+    await shop.settle(order["id"], user)
+    done = await wait_for_subject(mail_dir, "ann@example.com", f"Order #{order['id']} completed")
+    unsubscribe = str(done.message["List-Unsubscribe"]).strip("<>")
+    assert done.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert unsubscribe.startswith("http://127.0.0.1:8080/api/v1/public/unsubscribe?token=")
+
+    # Orders placed with an API key (resellers place thousands) send no order email by default.
+    key = (await shop.http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=user)).json()
+    keyed = {"Authorization": f"Bearer {key['secret']}"}
+    quiet = (await shop.order(keyed, serviceId=likes, link="https://x.com/api", quantity=1000)).json()
+    await wait_for_subject(mail_dir, "ann@example.com", "New API key: bot")  # transactional, always sent
+    prefs = await shop.http.patch(
+        "/api/v1/dashboard/profile",
+        json={"notificationPreferences": {"api_order_emails": True}},
+        headers=user,
+    )
+    assert prefs.status_code == 200, prefs.text
+    loud = (await shop.order(keyed, serviceId=likes, link="https://x.com/api2", quantity=1000)).json()
+    await wait_for_subject(mail_dir, "ann@example.com", f"Order #{loud['id']} placed")
+    assert not [m for m in read_mail(mail_dir) if f"Order #{quiet['id']} placed" in m.subject]
+
+    # One-click unsubscribe (RFC 8058 POST) from order-finished mail; the next completion is silent.
+    token = unsubscribe.split("token=", 1)[1]
+    off = await shop.http.post("/api/v1/public/unsubscribe", json={"token": token})
+    assert off.json() == {"topic": "order_finished"}
+    forged = await shop.http.post("/api/v1/public/unsubscribe", json={"token": token[:-4] + "AAAA"})
+    assert_error(forged, 400, "INVALID_ARGUMENT")
+    await shop.submit(loud["id"])
+    await ready_to_poll(pool)
+    await shop.settle(loud["id"], user)
+    me = (await shop.http.get("/api/v1/auth/me", headers=user)).json()
+    history = await shop.http.get(f"/api/v1/admin/users/{me['id']}/notifications", headers=shop.admin)
+    templates = [n["template"] for n in history.json()["notifications"]]
+    assert "order_completed" in templates
+    assert templates.count("order_completed") == 1  # not for the order finished after unsubscribing
+
+
+async def test_low_balance_and_admin_alerts(
+    shop: Shop, pool: Pool, mail_dir: Path, demo_provider: object
+) -> None:
+    user = await shop.user("ann@example.com", "1.00")  # under the default 5.00 threshold after an order
+    await shop.order(user, serviceId=shop.service_id("2"), link="https://x.com/low", quantity=1000)
+    low = await wait_for_subject(mail_dir, "ann@example.com", "Your balance is low")
+    assert "0.675" in low.text
+    assert "5.00" in low.text
+    async with pool.connection() as conn:  # an order whose answer is lost needs staff
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # type: ignore[attr-defined]
+    lost = (
+        await shop.order(user, serviceId=shop.service_id("2"), link="https://x.com/lost", quantity=1000)
+    ).json()
+    await shop.submit(lost["id"])
+    alert = await wait_for_subject(mail_dir, "admin-staff@example.com", "Alert: An order needs review")
+    assert f"Order {lost['id']}" in alert.text
+
+
+async def _event(pool: Pool, subject: str) -> Event:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT event_id::text, subject, payload FROM outbox_events WHERE subject = %s ORDER BY id DESC LIMIT 1",
+            (subject,),
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return Event(id=row[0], subject=row[1], payload=bytes(row[2]), headers={}, delivery=1)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_resend_never_sends_twice_across_a_crash_and_dead_letters_refusals(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    settings = worker_settings.model_copy(
+        update={"mail_transport": "resend", "resend_api_url": resend_api.base_url,
+                "resend_api_key": SecretStr(resend_api.api_key)}
+    )  # fmt: skip
+    rpc = open_channel(settings, "tests")
+    [orders_consumer, wallet_consumer, _] = notification_consumers(rpc, settings)
+    try:
+        await shop.user("ann@example.com", "5.00")
+        adjusted = await _event(pool, "smm.wallet.balance.adjusted")
+        assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
+        assert len(resend_api.emails) == 1
+        # The worker died after Resend accepted the email and before it wrote that down and acked:
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE email_messages SET status = 'queued', transport_message_id = ''")
+        assert await wallet_consumer.handle(adjusted, _nothing) == Ok()  # the redelivery
+        assert len(resend_api.emails) == 1  # Resend deduplicated on the idempotency key
+        keys = {r.headers.get("idempotency-key") for r in resend_api.requests}
+        assert len(keys) == 1
+        assert None not in keys
+        # Delivered once: a third delivery does not even call Resend.
+        calls = len(resend_api.requests)
+        assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
+        assert len(resend_api.requests) == calls
+
+        # Transient failures are retried; a refusal is recorded and dead-lettered with the reason.
+        await shop.fund((await shop.http.get("/api/v1/auth/me", headers=shop.admin)).json()["id"], "1.00")
+        second = await _event(pool, "smm.wallet.balance.adjusted")
+        resend_api.fail_next(1, 500)
+        assert isinstance(await wallet_consumer.handle(second, _nothing), Retry)
+        resend_api.fail_next(1, 422)
+        refused = await wallet_consumer.handle(second, _nothing)
+        assert isinstance(refused, Permanent)
+        assert "refused" in refused.reason
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT status, error <> '' FROM email_messages ORDER BY id")
+            assert await cursor.fetchall() == [("sent", False), ("failed", True)]
+    finally:
+        await rpc.channel.close()
+        assert orders_consumer.durable.name == "email-orders"
+
+
+async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refused(
+    shop: Shop, pool: Pool, worker_settings: Settings, settings: Settings, resend_api: FakeResend
+) -> None:
+    secret = new_webhook_secret()
+    # The server reads the webhook secret at start: a server and edge of this test's own have it.
+    with_secret = settings.model_copy(update={"resend_webhook_secret": SecretStr(secret)})
+    server = await create_server(with_secret, pool, address="127.0.0.1:0")
+    edge = await start_edge(with_secret.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}"}))
+    try:
+        rpc = open_channel(worker_settings, "tests")
+        eml = worker_settings.model_copy(
+            update={"mail_dir": str(Path(worker_settings.var_dir) / "bounce-mail")}
+        )
+        [orders_consumer, wallet_consumer, _] = notification_consumers(rpc, eml)
+        async with httpx.AsyncClient(base_url=edge.base_url) as hooks:
+            user = await shop.user("ann@example.com", "5.00")
+            assert (
+                await wallet_consumer.handle(await _event(pool, "smm.wallet.balance.adjusted"), _nothing)
+                == Ok()
+            )
+            async with pool.connection() as conn:  # as Resend would have named it
+                await conn.execute("UPDATE email_messages SET transport_message_id = 'em_1'")
+            body = json.dumps(
+                {"type": "email.bounced", "data": {"email_id": "em_1", "bounce": {"type": "Permanent"}}}
+            ).encode()
+            json_type = {"content-type": "application/json"}
+            forged = await hooks.post(
+                "/api/v1/webhooks/email/resend",
+                content=body,
+                headers={**svix_headers(new_webhook_secret(), body), **json_type},
+            )
+            assert_error(forged, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
+            signed = await hooks.post(
+                "/api/v1/webhooks/email/resend",
+                content=body,
+                headers={**svix_headers(secret, body), **json_type},
+            )
+            assert signed.status_code == 200, signed.text
+            assert signed.json() == {"applied": True}
+            await shop.order(user, serviceId=shop.service_id("2"), link="https://x.com/b", quantity=1000)
+            assert (
+                await orders_consumer.handle(await _event(pool, "smm.orders.order.created"), _nothing) == Ok()
+            )
+        await rpc.channel.close()
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT template, status FROM email_messages ORDER BY id")
+            statuses = await cursor.fetchall()
+        assert ("order_placed", "suppressed") in statuses
+        assert ("balance_adjusted", "bounced") in statuses
+    finally:
+        await edge.stop()
+        await server.stop(None)

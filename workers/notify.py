@@ -1,0 +1,142 @@
+"""Notification email: each domain event -> NotificationsService.PlanNotifications -> render ->
+the configured transport -> RecordDelivery.
+
+No domain logic here: the server decides who gets what (preferences, suppressions, defaults) and
+records each message once per event and recipient; this worker renders and sends. The transport
+gets an idempotency key made of the event id and the message id, so a redelivered event (a crash
+after the send and before the ack) never sends twice through Resend. Transient transport errors
+are retried with back-off; permanent ones are recorded and dead-lettered with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf import json_format
+from smm.v1 import notifications_service_pb2 as pb
+from smm.v1 import notifications_service_pb2_grpc as pb_grpc
+
+from core.config import Settings
+from core.events import Durable
+from workers.mail.render import Brand, render
+from workers.mail.transport import Transport
+from workers.mail.transports import (
+    IdempotencyConflictError,
+    PermanentMailError,
+    TransientMailError,
+    make_transport,
+)
+from workers.rpc import RpcContext
+from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
+
+if TYPE_CHECKING:  # only in the .pyi: what the stub is on an aio channel
+    from smm.v1.notifications_service_pb2_grpc import NotificationsServiceAsyncStub
+
+log = logging.getLogger(__name__)
+DURABLES = (
+    Durable("email-orders", "ORDERS", "smm.orders.>"),
+    Durable("email-wallet", "WALLET", "smm.wallet.>"),
+    Durable("email-api-keys", "ACCOUNTS", "smm.accounts.api_key.created"),
+)
+
+
+def transport_from(settings: Settings) -> Transport:
+    return make_transport(
+        settings.mail_transport,
+        mail_dir=settings.mail_path,
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        smtp_username=settings.smtp_username,
+        smtp_password=settings.smtp_password.get_secret_value(),
+        smtp_starttls=settings.smtp_starttls,
+        resend_api_key=settings.resend_api_key.get_secret_value(),
+        resend_api_url=settings.resend_api_url,
+        from_address=settings.mail_from,
+    )
+
+
+def brand_from(settings: Settings) -> Brand:
+    return Brand(panel_name=settings.panel_name, primary_color=settings.brand_color, web_url=settings.web_url)
+
+
+def message_for(planned: pb.PlannedMessage, brand: Brand, sender: str, key: str) -> EmailMessage:
+    context = json_format.MessageToDict(planned.context)
+    rendered = render(
+        planned.template,
+        context,
+        brand,
+        locale=planned.locale or "en",
+        unsubscribe_url=planned.unsubscribe_url,
+    )
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = planned.to
+    message["Subject"] = rendered.subject
+    # Derived from the idempotency key: a resend is recognisably the same message.
+    message["Message-ID"] = make_msgid(idstring=key.replace(":", "."), domain="smm.local")
+    if planned.unsubscribe_url:
+        message["List-Unsubscribe"] = f"<{planned.unsubscribe_url}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None = None) -> list[Consumer]:
+    stub = pb_grpc.NotificationsServiceStub(rpc.channel)
+    carrier = transport or transport_from(settings)
+    brand = brand_from(settings)
+
+    async def handle(event: Event, progress: Progress) -> Outcome:
+        request = pb.PlanNotificationsRequest(
+            request_id=event.id, subject=event.subject, payload=event.payload
+        )
+        try:
+            plan = await stub.PlanNotifications(request, metadata=rpc.metadata, timeout=rpc.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)
+        for planned in plan.messages:
+            if planned.status != "queued":
+                continue  # sent on an earlier delivery of this event
+            key = f"{event.id}:{planned.message_id}"
+            try:
+                sent_id = await carrier.send(
+                    message_for(planned, brand, settings.mail_from, key), idempotency_key=key
+                )
+            except IdempotencyConflictError:
+                sent_id = ""  # an earlier attempt under this key was delivered (then we crashed)
+            except TransientMailError as exc:
+                return Retry(f"the mail transport failed for now: {exc}")
+            except PermanentMailError as exc:
+                await _record(stub, rpc, planned.message_id, "failed", "", str(exc), settings.mail_transport)
+                return Permanent(f"the mail transport refused message {planned.message_id}: {exc}")
+            try:
+                await _record(stub, rpc, planned.message_id, "sent", sent_id, "", settings.mail_transport)
+            except grpc.aio.AioRpcError as exc:
+                return outcome_of_rpc_error(exc)  # sent; the redelivery is deduplicated by the key
+        return Ok()
+
+    return [Consumer(durable, handle) for durable in DURABLES]
+
+
+async def _record(
+    stub: NotificationsServiceAsyncStub,
+    rpc: RpcContext,
+    message_id: int,
+    status: str,
+    sent_id: str,
+    error: str,
+    transport: str,
+) -> None:
+    request = pb.RecordDeliveryRequest(
+        message_id=message_id,
+        status=status,
+        transport=transport,
+        transport_message_id=sent_id,
+        error=error[:1000],
+    )
+    await stub.RecordDelivery(request, metadata=rpc.metadata, timeout=rpc.timeout_s)
