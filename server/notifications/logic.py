@@ -326,7 +326,7 @@ class Notifications:
             if row is None:
                 return False
             if status == "complained" or (status == "bounced" and bounce_type.lower() != "transient"):
-                await QUERIES.execute(conn, "suppress", address=row[1], reason=status)
+                await QUERIES.execute(conn, "suppress_address", address=row[1], reason=status)
         return True
 
     async def unsubscribe(self, token: str) -> str:

@@ -38,7 +38,7 @@ UPDATE email_messages SET status = :status, update_time = now()
 WHERE transport_message_id = :transport_message_id AND status NOT IN ('bounced', 'complained')
 RETURNING id, to_address;
 
--- name: suppress(address, reason)!
+-- name: suppress_address(address, reason)!
 INSERT INTO email_suppressions (address, reason) VALUES (:address, :reason)
 ON CONFLICT (lower(address)) DO NOTHING;
 
