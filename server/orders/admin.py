@@ -154,7 +154,7 @@ class OrdersAdmin:
                 )
             await QUERIES.execute(
                 conn,
-                "retarget",
+                "retarget_order",
                 id=order_id,
                 provider_id=provider_id,
                 upstream_service_id=upstream_service_id.strip(),

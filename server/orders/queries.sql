@@ -221,7 +221,7 @@ UPDATE orders SET status = 'in_progress', upstream_order_id = :upstream_order_id
                   submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
 WHERE id = :id;
 
--- name: retarget(id, provider_id, upstream_service_id)!
+-- name: retarget_order(id, provider_id, upstream_service_id)!
 -- Staff send an order to another provider: it becomes pending again with that provider first.
 UPDATE orders SET status = 'pending', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
                   attempt = 0, upstream_order_id = '', status_note = '', pinned_provider = true, update_time = now()
