@@ -156,10 +156,17 @@ class ProvidersLogic:
         return row
 
     async def delete(self, provider_id: int) -> ProviderRow:
-        # Orders do not exist yet; the orders issue refuses this while the provider has open ones.
         async with self._pool.connection() as conn, conn.transaction():
             if not await self._repo.lock(conn, provider_id):
                 raise provider_not_found(provider_id)
+            open_orders = await self._repo.open_orders(conn, provider_id)
+            if open_orders:
+                raise FailedPrecondition(
+                    f"the provider has {open_orders} open order(s): disable it and let them finish first",
+                    reason="PROVIDER_HAS_OPEN_ORDERS",
+                    domain=DOMAIN,
+                    metadata={"open_orders": str(open_orders)},
+                )
             current = await self._repo.get(conn, provider_id)
             assert current is not None
             deleted = replace(current.fields(), status="deleted")

@@ -131,3 +131,8 @@ SELECT webhook_secret_ciphertext FROM providers WHERE id = :id AND status = 'ena
 
 -- name: set_webhook_secret(id, ciphertext)!
 UPDATE providers SET webhook_secret_ciphertext = :ciphertext, update_time = now() WHERE id = :id;
+
+-- name: open_orders(provider_id)$
+-- Orders with this provider that are not finished (the orders table is read here, never written).
+SELECT count(*) FROM orders
+WHERE provider_id = :provider_id AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired');

@@ -227,3 +227,6 @@ class ProvidersRepo:
 
     async def set_webhook_secret(self, conn: Conn, provider_id: int, ciphertext: str) -> None:
         await QUERIES.execute(conn, "set_webhook_secret", id=provider_id, ciphertext=ciphertext)
+
+    async def open_orders(self, conn: Conn, provider_id: int) -> int:
+        return int(await QUERIES.scalar(conn, "open_orders", provider_id=provider_id))

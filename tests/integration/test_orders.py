@@ -340,3 +340,19 @@ async def test_ledger_verify_command_passes_then_names_a_broken_invariant(
     async with pool.connection() as conn:  # and the ledger itself refuses edits
         with pytest.raises(Exception, match="append-only"):
             await conn.execute("UPDATE ledger_entries SET amount_micros = 1")
+
+
+async def test_a_provider_with_open_orders_cannot_be_deleted(shop: Shop, pool: Pool) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/open", quantity=1000)
+    ).json()
+    await shop.submit(order["id"])
+    provider_id = shop.provider_id  # type: ignore[attr-defined]
+    refused = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
+    error = assert_error(refused, 400, "FAILED_PRECONDITION", "PROVIDER_HAS_OPEN_ORDERS")
+    assert error["details"][0]["metadata"] == {"open_orders": "1"}
+    await ready_to_poll(pool)
+    await shop.settle(order["id"], ann)
+    deleted = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
+    assert deleted.json()["status"] == "deleted"

@@ -326,3 +326,57 @@ async def test_staff_resolve_set_status_resubmit_and_read_the_provider_log(
     )  # fmt: skip
     assert_error(support, 403, "PERMISSION_DENIED")
     assert (await shop.verify()).ok
+
+
+LINK = "https://instagram.com/p/every-type"
+TEN = "\n".join(f"line {i}" for i in range(10))
+EVERY_TYPE: dict[str, dict[str, Any]] = {
+    "1": {"link": LINK, "quantity": 100},  # Default
+    "3": {"link": LINK},  # Package
+    "4": {"link": LINK, "quantity": 100, "keywords": "smm panel\nbuy followers"},  # SEO
+    "5": {"link": LINK, "comments": TEN},  # Custom Comments
+    "6": {"link": LINK, "comments": "nice\ngreat"},  # Custom Comments Package
+    "7": {"link": LINK, "quantity": 100, "usernames": "alice\nbob"},  # Mentions
+    "8": {"link": LINK, "quantity": 100, "usernames": "alice\nbob", "hashtags": "#smm\n#growth"},
+    "9": {"link": LINK, "usernames": "\n".join(f"user{i}" for i in range(10))},  # Mentions Custom List
+    "10": {"link": LINK, "quantity": 100, "hashtag": "travel"},  # Mentions Hashtag
+    "11": {"link": LINK, "quantity": 100, "username": "natgeo"},  # Mentions User Followers
+    "12": {"link": LINK, "quantity": 100, "media": "https://instagram.com/p/media"},  # Media Likers
+    "13": {"link": LINK, "quantity": 20, "username": "owner"},  # Comment Likes
+    "14": {"link": LINK, "username": "owner", "comments": TEN},  # Comment Replies
+    "15": {"link": LINK, "quantity": 100, "answer_number": "2"},  # Poll
+    "16": {"link": LINK, "quantity": 100, "groups": "group one\ngroup two"},  # Invites from Groups
+    "17": {"username": "autolikes", "min": 50, "max": 100, "posts": 5, "delay": 30},  # Subscriptions
+    "18": {
+        "link": LINK,
+        "quantity": 500,
+        "country": "us",
+        "device": "1",
+        "type_of_traffic": "3",
+    },  # Web Traffic
+}
+
+
+async def test_every_service_type_through_the_endpoint_and_on_to_the_provider(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "1000.00")
+    types = {s["service"]: s["type"] for s in await call(shop.http, key, action="services")}
+    placed: dict[str, int] = {}
+    for upstream, params in EVERY_TYPE.items():
+        service = shop.service_id(upstream)
+        added = await call(shop.http, key, action="add", service=service, **params)
+        assert set(added) == {"order"}, (types[int(service)], added)
+        placed[upstream] = added["order"]
+        sent = await shop.submit(str(added["order"]))
+        assert sent.status == 3, (types[int(service)], sent.status_note)  # accepted upstream: in progress
+    assert len({types[int(shop.service_id(u))] for u in EVERY_TYPE}) == 17  # every type of PROTOCOL.md
+    upstream_orders = {o["service"]: o for o in await demo_provider.orders()}
+    assert upstream_orders[17]["type"] == "Subscriptions"
+    assert upstream_orders[5]["quantity"] == 10  # comments counted, as the provider expects
+    statuses = await call(shop.http, key, action="status", orders=",".join(str(i) for i in placed.values()))
+    assert {entry["status"] for entry in statuses.values()} <= {"In progress", "Pending", "Completed"}
+    assert all(
+        set(entry) == {"charge", "start_count", "status", "remains", "currency"}
+        for entry in statuses.values()
+    )
