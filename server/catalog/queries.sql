@@ -13,6 +13,7 @@ ORDER BY c.sort_order, c.id;
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
        s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
        s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
+       s.one_active_order_per_link,
        (s.enabled AND NOT s.quarantined AND c.enabled
         AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
 FROM services s
@@ -29,6 +30,7 @@ LIMIT :limit;
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
        s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
        s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
+       s.one_active_order_per_link,
        (s.enabled AND NOT s.quarantined AND c.enabled
         AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
 FROM services s
@@ -54,19 +56,20 @@ RETURNING id, name, sort_order, enabled, create_time, update_time;
 -- name: lock_service(id)^
 SELECT id FROM services WHERE id = :id FOR UPDATE;
 
--- name: insert_service(category_id, name, description, type, rate_micros, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, sort_order)^
+-- name: insert_service(category_id, name, description, type, rate_micros, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, sort_order, one_active_order_per_link)^
 INSERT INTO services (category_id, name, description, type, rate_micros, min_quantity, max_quantity,
-                      refill, refill_days, cancel, dripfeed, enabled, sort_order)
+                      refill, refill_days, cancel, dripfeed, enabled, sort_order, one_active_order_per_link)
 VALUES (:category_id, :name, :description, :type, :rate_micros, :min_quantity, :max_quantity,
-        :refill, :refill_days, :cancel, :dripfeed, :enabled, :sort_order)
+        :refill, :refill_days, :cancel, :dripfeed, :enabled, :sort_order, :one_active_order_per_link)
 RETURNING id;
 
--- name: update_service(id, category_id, name, description, type, rate_micros, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, sort_order)!
+-- name: update_service(id, category_id, name, description, type, rate_micros, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, sort_order, one_active_order_per_link)!
 UPDATE services
 SET category_id = :category_id, name = :name, description = :description, type = :type,
     rate_micros = :rate_micros, min_quantity = :min_quantity, max_quantity = :max_quantity,
     refill = :refill, refill_days = :refill_days, cancel = :cancel, dripfeed = :dripfeed,
-    enabled = :enabled, sort_order = :sort_order, update_time = now()
+    enabled = :enabled, sort_order = :sort_order, one_active_order_per_link = :one_active_order_per_link,
+    update_time = now()
 WHERE id = :id;
 
 -- name: lock_synced_services(provider_id)

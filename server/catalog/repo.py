@@ -54,6 +54,7 @@ class ServiceRow:
     create_time: datetime
     update_time: datetime
     average_completion_s: int
+    one_active_order_per_link: bool
     on_sale: bool
 
 
@@ -74,6 +75,7 @@ class ServiceFields:
     dripfeed: bool
     enabled: bool
     sort_order: int
+    one_active_order_per_link: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ CATEGORY_FIELDS = frozenset({"name", "sort_order", "enabled"})
 SERVICE_FIELDS = frozenset(
     {
         "name", "description", "type", "category_id", "rate", "min_quantity", "max_quantity", "refill",
-        "refill_days", "cancel", "dripfeed", "enabled", "sort_order",
+        "refill_days", "cancel", "dripfeed", "enabled", "sort_order", "one_active_order_per_link",
     }
 )  # fmt: skip
 _PREFIX = "SERVICE_TYPE_"
@@ -58,6 +58,7 @@ def service_to_proto(row: ServiceRow, currency: str) -> pb.Service:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         average_completion_seconds=row.average_completion_s,
+        one_active_order_per_link=row.one_active_order_per_link,
     )
 
 
@@ -144,6 +145,7 @@ def service_fields(service: pb.Service) -> ServiceFields:
         dripfeed=service.dripfeed,
         enabled=service.enabled,
         sort_order=service.sort_order,
+        one_active_order_per_link=service.one_active_order_per_link,
     )
 
 

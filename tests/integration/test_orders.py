@@ -356,3 +356,19 @@ async def test_a_provider_with_open_orders_cannot_be_deleted(shop: Shop, pool: P
     await shop.settle(order["id"], ann)
     deleted = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
     assert deleted.json()["status"] == "deleted"
+
+
+async def test_a_service_can_refuse_a_second_active_order_for_the_same_link(shop: Shop) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    turned_on = await shop.http.patch(
+        f"/api/v1/admin/services/{likes}", json={"oneActiveOrderPerLink": True}, headers=shop.admin
+    )
+    assert turned_on.json()["oneActiveOrderPerLink"] is True
+    first = await shop.order(ann, serviceId=likes, link="https://x.com/same", quantity=1000)
+    assert first.status_code == 200
+    second = await shop.order(ann, serviceId=likes, link="https://x.com/same", quantity=1000)
+    error = assert_error(second, 400, "FAILED_PRECONDITION", "ACTIVE_ORDER_FOR_LINK")
+    assert error["message"].startswith("You have active order with this link")
+    other = await shop.order(ann, serviceId=likes, link="https://x.com/other", quantity=1000)
+    assert other.status_code == 200
