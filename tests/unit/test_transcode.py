@@ -413,6 +413,7 @@ def test_encode_prints_defaults_and_int64_as_strings(routes: dict[str, Route]) -
         "sortOrder": 0,
         "currency": "",
         "averageCompletionSeconds": "0",
+        "oneActiveOrderPerLink": False,
     }
 
 
