@@ -230,7 +230,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far) for every process we may read."""
+    """pid -> (parent pid, CPU seconds used so far, by it and its reaped children) for every process
+    we may read (PostgreSQL's backends that came and went count towards the postmaster)."""
     table: dict[int, tuple[int, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -240,7 +241,8 @@ def _proc_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = text[text.rfind(")") + 2 :].split()
-        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        table[int(entry.name)] = (int(fields[1]), ticks / CLOCK_TICKS)
     return table
 
 
