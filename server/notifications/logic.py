@@ -16,7 +16,7 @@ Addresses that hard-bounced or complained are suppressed until the user changes 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -185,6 +185,10 @@ class Notifications:
                     "An order needs review", [f"Order {changed.order_id}: the provider's answer is unknown"]
                 )
             return []
+        if subject == "smm.orders.refill.completed":
+            refill = events_pb2.RefillCompleted.FromString(payload)
+            drafts = await self._order_drafts(refill.order_id, "refill_done", "refill_done")
+            return [replace(d, context={**d.context, "refill_id": str(refill.refill_id)}) for d in drafts]
         if subject == "smm.wallet.balance.adjusted":
             adjusted = events_pb2.BalanceAdjusted.FromString(payload)
             contact = await self._contact(adjusted.user_id)

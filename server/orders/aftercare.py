@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from smm.v1 import events_pb2
+
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition
+from server.common.outbox import add_event
 from server.orders import states
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.repo import QUERIES, OrderRow, RefillRow
@@ -21,6 +24,7 @@ from server.providers.adapters.base import Accepted, RefillState, Rejected
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
+REFILL_COMPLETED = "smm.orders.refill.completed"
 REFILL_STATES = {
     RefillState.PENDING: "pending",
     RefillState.IN_PROGRESS: "in_progress",
@@ -116,16 +120,21 @@ class Aftercare:
                 reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
             if not isinstance(reply, Accepted):
                 continue
-            async with self._pool.connection() as conn:
-                for refill in refills:
-                    found = reply.value.get(refill.upstream_refill_id)
-                    status = (
-                        REFILL_STATES.get(found, refill.status)
-                        if isinstance(found, RefillState)
-                        else refill.status
-                    )
+            for refill in refills:
+                found = reply.value.get(refill.upstream_refill_id)
+                status = (
+                    REFILL_STATES.get(found, refill.status)
+                    if isinstance(found, RefillState)
+                    else refill.status
+                )
+                async with self._pool.connection() as conn, conn.transaction():
                     await QUERIES.execute(conn, "update_refill", id=refill.id, status=status, next_poll_s=30)
-                    changed += status != refill.status
+                    if status == "completed" and refill.status != "completed":
+                        done = events_pb2.RefillCompleted(
+                            order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id
+                        )
+                        await add_event(conn, REFILL_COMPLETED, done)
+                changed += status != refill.status
         return changed
 
     async def cancel(self, user_id: int | None, order_id: int) -> OrderRow:

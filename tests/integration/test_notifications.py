@@ -216,3 +216,26 @@ async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refuse
     finally:
         await edge.stop()
         await server.stop(None)
+
+
+async def test_a_finished_refill_is_emailed(shop: Shop, pool: Pool, mail_dir: Path) -> None:
+    user = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(user, serviceId=shop.service_id("1"), link="https://x.com/r", quantity=100)
+    ).json()
+    await shop.submit(order["id"])
+    await ready_to_poll(pool)
+    await shop.settle(order["id"], user)
+    refill = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/refill", json={}, headers=user)
+    assert refill.status_code == 200, refill.text
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE order_refills SET next_poll_time = now()")
+    for _ in range(100):
+        await shop.settle(order["id"], user)  # polls orders and refills
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT status FROM order_refills")
+            if (await cursor.fetchone()) == ("completed",):
+                break
+            await conn.execute("UPDATE order_refills SET next_poll_time = now()")
+    mail = await wait_for_subject(mail_dir, "ann@example.com", f"Refill of order #{order['id']} completed")
+    assert "https://x.com/r" in mail.text
