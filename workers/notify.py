@@ -41,6 +41,7 @@ DURABLES = (
     Durable("email-orders", "ORDERS", "smm.orders.>"),
     Durable("email-wallet", "WALLET", "smm.wallet.>"),
     Durable("email-api-keys", "ACCOUNTS", "smm.accounts.api_key.created"),
+    Durable("email-dlq", "DLQ", "smm.dlq.>"),
 )
 
 
@@ -93,7 +94,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
 
     async def handle(event: Event, progress: Progress) -> Outcome:
         request = pb.PlanNotificationsRequest(
-            request_id=event.id, subject=event.subject, payload=event.payload
+            request_id=event.id, subject=event.subject, payload=event.payload, headers=event.headers
         )
         try:
             plan = await stub.PlanNotifications(request, metadata=rpc.metadata, timeout=rpc.timeout_s)

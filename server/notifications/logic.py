@@ -25,6 +25,7 @@ import svix
 from google.protobuf.message import DecodeError
 from smm.v1 import events_pb2
 
+from core.events import DLQ_DELIVERIES, DLQ_REASON, DLQ_SUBJECT
 from server.common.db import Pool
 from server.common.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated, collect
 from server.common.money import format_micros, parse_micros
@@ -35,6 +36,9 @@ QUERIES = load(__file__)
 DOMAIN = "notifications.smm"
 TOPICS = ("order_placed", "order_finished", "refill_done", "low_balance", "balance_adjusted")
 DEFAULTS: dict[str, bool] = {t: True for t in TOPICS}
+DLQ_PREFIX = "smm.dlq."
+# The email worker's own durables: a dead letter of theirs raises no email (it could loop).
+OWN_DURABLES = frozenset({"email-orders", "email-wallet", "email-api-keys", "email-account", "email-dlq"})
 FINISHED = {"completed": "order_completed", "partial": "order_partial", "canceled": "order_canceled"}
 
 
@@ -124,9 +128,11 @@ class Notifications:
         self._low_default = low_balance_default
         self._resend_secret = resend_webhook_secret
 
-    async def plan(self, event_id: str, subject: str, payload: bytes) -> list[Planned]:
+    async def plan(
+        self, event_id: str, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> list[Planned]:
         try:
-            drafts = await self._drafts(subject, payload)
+            drafts = await self._drafts(subject, payload, headers or {})
         except DecodeError as exc:
             raise InvalidArgument("the event payload does not match its subject", domain=DOMAIN) from exc
         planned = []
@@ -172,7 +178,19 @@ class Notifications:
         )
         return f"{self._api_url}/api/v1/public/unsubscribe?{urlencode({'token': token})}"
 
-    async def _drafts(self, subject: str, payload: bytes) -> list[Draft]:
+    async def _drafts(self, subject: str, payload: bytes, headers: dict[str, str]) -> list[Draft]:
+        if subject.startswith(DLQ_PREFIX):
+            durable = subject.removeprefix(DLQ_PREFIX)
+            if durable in OWN_DURABLES:  # never an alert about the alerts themselves (no loop)
+                return []
+            lines = [
+                f"Consumer: {durable}",
+                f"Event: {headers.get(DLQ_SUBJECT, '?')}",
+                f"Reason: {headers.get(DLQ_REASON, '?')}",
+                f"Deliveries: {headers.get(DLQ_DELIVERIES, '?')}",
+                "Re-drive it with: smm dlq list / smm dlq replay",
+            ]
+            return await self._admin_alert("A message was dead-lettered", lines)
         if subject == "smm.orders.order.created":
             created = events_pb2.OrderCreated.FromString(payload)
             return await self._order_drafts(created.order_id, "order_placed", "order_placed")

@@ -47,7 +47,9 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
     async def PlanNotifications(
         self, request: pb.PlanNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.PlanNotificationsResponse:
-        planned = await self._logic.plan(request.request_id, request.subject, request.payload)
+        planned = await self._logic.plan(
+            request.request_id, request.subject, request.payload, dict(request.headers)
+        )
         return pb.PlanNotificationsResponse(messages=[planned_to_proto(p) for p in planned])
 
     async def RecordDelivery(

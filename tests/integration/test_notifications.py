@@ -124,11 +124,14 @@ async def test_resend_never_sends_twice_across_a_crash_and_dead_letters_refusals
     shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
 ) -> None:
     settings = worker_settings.model_copy(
-        update={"mail_transport": "resend", "resend_api_url": resend_api.base_url,
-                "resend_api_key": SecretStr(resend_api.api_key)}
-    )  # fmt: skip
+        update={
+            "mail_transport": "resend",
+            "resend_api_url": resend_api.base_url,
+            "resend_api_key": SecretStr(resend_api.api_key),
+        }
+    )
     rpc = open_channel(settings, "tests")
-    [orders_consumer, wallet_consumer, _] = notification_consumers(rpc, settings)
+    [orders_consumer, wallet_consumer, *_] = notification_consumers(rpc, settings)
     try:
         await shop.user("ann@example.com", "5.00")
         adjusted = await _event(pool, "smm.wallet.balance.adjusted")
@@ -177,7 +180,7 @@ async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refuse
         eml = worker_settings.model_copy(
             update={"mail_dir": str(Path(worker_settings.var_dir) / "bounce-mail")}
         )
-        [orders_consumer, wallet_consumer, _] = notification_consumers(rpc, eml)
+        [orders_consumer, wallet_consumer, *_] = notification_consumers(rpc, eml)
         async with httpx.AsyncClient(base_url=edge.base_url) as hooks:
             user = await shop.user("ann@example.com", "5.00")
             assert (
@@ -239,3 +242,32 @@ async def test_a_finished_refill_is_emailed(shop: Shop, pool: Pool, mail_dir: Pa
             await conn.execute("UPDATE order_refills SET next_poll_time = now()")
     mail = await wait_for_subject(mail_dir, "ann@example.com", f"Refill of order #{order['id']} completed")
     assert "https://x.com/r" in mail.text
+
+
+async def test_a_dead_letter_alerts_the_admins_but_never_about_the_mailer_itself(
+    shop: Shop, pool: Pool, worker_settings: Settings, tmp_path: Path
+) -> None:
+    settings = worker_settings.model_copy(update={"mail_dir": str(tmp_path / "dlq-mail")})
+    rpc = open_channel(settings, "tests")
+    try:
+        dlq_consumer = notification_consumers(rpc, settings)[-1]
+        assert dlq_consumer.durable.name == "email-dlq"
+        headers = {
+            "Smm-Dlq-Reason": "INTERNAL: boom",
+            "Smm-Dlq-Deliveries": "5",
+            "Smm-Original-Subject": "smm.orders.order.created",
+        }
+        dead = Event(
+            id="dlq-1", subject="smm.dlq.dispatch-order-created", payload=b"", headers=headers, delivery=1
+        )
+        assert await dlq_consumer.handle(dead, _nothing) == Ok()
+        alert = await wait_for_subject(tmp_path / "dlq-mail", "admin-staff@example.com", "dead-lettered")
+        assert "dispatch-order-created" in alert.text
+        assert "INTERNAL: boom" in alert.text
+        own = Event(id="dlq-2", subject="smm.dlq.email-orders", payload=b"", headers=headers, delivery=1)
+        assert await dlq_consumer.handle(own, _nothing) == Ok()
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT count(*) FROM email_messages WHERE event_id = 'dlq-2'")
+            assert await cursor.fetchone() == (0,)
+    finally:
+        await rpc.channel.close()
