@@ -8,14 +8,17 @@ and an API key of its own. Rate limits are raised for the run (SMM_RATE_*), and 
 provider's call limits, so that orders go on to the demo provider while the load runs.
 
 wrk POSTs /api/v1/dashboard/orders with the keys in turn (a Lua script: each request takes the
-next key; wrk cannot pin a key to a connection), first a warm-up, then the measured run, while
-this process samples the order count every second and the CPU time of every process. Afterwards:
-the orders in the database must match the 2xx answers (requests cut off when wrk stopped may or may
-not have committed) and WalletService.VerifyLedger must pass; otherwise exit 1. Then everything
-but PostgreSQL stops and pgbench runs the order's own transaction (the statements of
-OrdersLogic.place, taken from the project's queries.sql files) on the same database, for the
-ratio HTTP orders/s / pgbench tx/s. Speed targets are reported (PASS/MISS), never asserted.
-"""
+next key; wrk cannot pin a key to a connection): a warm-up, then the measured run, while this
+process samples the committed orders every second and the CPU time of every process (the table
+says where each order's CPU goes). Then: how far dispatch got, and correctness: the orders in the
+database must match the 2xx answers (requests cut off when wrk stopped may or may not have
+committed) and WalletService.VerifyLedger must pass, or the exit code is 1. Last, everything but
+PostgreSQL stops and pgbench runs the order's own transaction (the statements of
+OrdersLogic.place, read from the project's queries.sql files) on the same database, for the ratio
+HTTP orders/s / pgbench tx/s. Speed targets are reported (PASS/MISS), never asserted.
+
+`--profile DIR` samples every Python process with py-spy (not a project dependency) during the
+measured run and prints the hot spots."""
 
 from __future__ import annotations
 
@@ -206,7 +209,6 @@ class PgbenchRun:
 class Outcome:
     service_id: int = 0
     service_name: str = ""
-    price: str = ""
     warmup: WrkRun | None = None
     run: WrkRun | None = None
     per_second: list[float] = field(default_factory=list)
@@ -217,7 +219,7 @@ class Outcome:
     wal_bytes_per_order: float = 0.0
     dispatched_in_run: int = 0
     placed_in_run: int = 0
-    drain_s: float | None = None
+    drain: tuple[float, int, int] = (0.0, 0, 0)
     statuses: dict[str, int] = field(default_factory=dict)
     pgbench: PgbenchRun | None = None
     pgbench_statements: int = 0
@@ -755,18 +757,22 @@ def _check(url: str, outcome: Outcome, runs: list[WrkRun], verify: wallet_pb.Ver
     print(f"  ledger verify: ok ({verify.transactions_checked:,} transactions, every invariant holds)")
 
 
-def _drain(url: str, timeout_s: float) -> float | None:
-    """Seconds until no order is pending any more (dispatch caught up), or None on timeout."""
+def _drain(url: str, timeout_s: float) -> tuple[float, int, int]:
+    """Wait (at most timeout_s) until dispatch has sent every order: (seconds waited, orders sent
+    meanwhile, orders still waiting)."""
+    query = "SELECT count(*) FROM orders WHERE status IN ('pending', 'submitting')"
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        while time.perf_counter() - started < timeout_s:
-            row = conn.execute(
-                "SELECT count(*) FROM orders WHERE status IN ('pending', 'submitting')"
-            ).fetchone()
-            if row is not None and int(row[0]) == 0:
-                return time.perf_counter() - started
+        first = left = int(_one(conn.execute(query).fetchone()))
+        while left and time.perf_counter() - started < timeout_s:
             time.sleep(0.5)
-    return None
+            left = int(_one(conn.execute(query).fetchone()))
+    return time.perf_counter() - started, first - left, left
+
+
+def _one(row: tuple[Any, ...] | None) -> Any:
+    assert row is not None
+    return row[0]
 
 
 def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
@@ -797,9 +803,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
                 children,
             )
         )  # fmt: skip
-        wrk = ensure_wrk()
-        if wrk is None:
-            raise RuntimeError("this benchmark needs wrk (apt-get install -y wrk)")
+        wrk: str = args.wrk
         script = stack.root / "orders.lua"
         write_wrk_script(script, [u.api_key for u in users], outcome.service_id, args.quantity)
         url = edge_url + PATH
@@ -844,7 +848,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         outcome.commits_per_order = (commits1 - commits0) / placed
         outcome.wal_bytes_per_order = (wal1 - wal0) / placed
 
-        outcome.drain_s = _drain(stack.database_url, args.drain_timeout)
+        outcome.drain = _drain(stack.database_url, args.drain_timeout if workers else 0.0)
         children.check()
         report_http(outcome)
         verify = asyncio.run(_verify_with_channel(grpc_addr, settings))
@@ -979,14 +983,13 @@ def report_http(o: Outcome) -> None:
             f"  committed per second (sampled): min {rates[0]:,.0f}, median {statistics.median(rates):,.0f},"
             f" max {rates[-1]:,.0f} orders/s over {len(rates)} s"
         )
+    waited, sent, left = o.drain
     print(
-        f"  dispatch during the run: {o.dispatched_in_run:,} of {o.placed_in_run:,} placed orders left"
-        f" 'pending' ({o.dispatched_in_run / max(1.0, o.cpu_wall_s):,.0f}/s);"
-        + (
-            f" the rest were sent {o.drain_s:.1f} s after the load"
-            if o.drain_s is not None
-            else " still pending after the drain timeout"
-        )
+        f"  dispatch to the demo provider: {o.dispatched_in_run:,} orders sent during the run"
+        f" ({o.dispatched_in_run / max(1.0, o.cpu_wall_s):,.0f}/s, while {o.placed_in_run:,} were placed);"
+        f" after it, {sent:,} more in"
+        f" {waited:.1f} s ({sent / max(waited, 1e-9):,.0f}/s)"
+        + (f", {left:,} still waiting" if left else ", none left waiting")
     )
     print(
         f"  per order: {o.commits_per_order:.1f} PostgreSQL commits, {o.wal_bytes_per_order / 1024:.1f} KiB"
@@ -1092,12 +1095,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup, --pgbench-clients and --pgbench-duration must be positive")
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads")
+    if args.profile is not None and shutil.which(args.py_spy) is None:
+        parser.error(
+            f"--profile needs py-spy ({args.py_spy} not found; pip install py-spy, or give --py-spy)"
+        )
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("wrk") is None and ensure_wrk() is None:
+    args.wrk = ensure_wrk()
+    if args.wrk is None:
         print("this benchmark needs wrk (apt-get install -y wrk)", file=sys.stderr)
         return 2
     print(
