@@ -107,10 +107,10 @@ WHERE id = :id;
 -- name: next_attempt(id)!
 UPDATE orders SET attempt = attempt + 1, status = 'pending', update_time = now() WHERE id = :id;
 
--- name: finish_money(id, status, charged_micros, released_micros, remains, note)!
+-- name: finish_money(id, status, charged_micros, released_micros, remains, start_count, note)!
 UPDATE orders
 SET status = :status, charged_micros = :charged_micros, released_micros = :released_micros, status_note = :note,
-    remains = coalesce(:remains, remains),
+    remains = coalesce(:remains, remains), start_count = coalesce(:start_count, start_count),
     finish_time = now(), update_time = now(), next_poll_time = NULL
 WHERE id = :id;
 

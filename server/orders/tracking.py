@@ -55,7 +55,13 @@ def split_money(order: OrderRow, status: str, remains: int | None) -> tuple[int,
 
 
 async def finish(
-    conn: Conn, order: OrderRow, status: str, *, remains: int | None = None, note: str = ""
+    conn: Conn,
+    order: OrderRow,
+    status: str,
+    *,
+    remains: int | None = None,
+    start_count: int | None = None,
+    note: str = "",
 ) -> int:
     """Moves a locked order to a final status and settles/releases its funds; returns the release."""
     states.check_move(order.status, status)
@@ -77,6 +83,7 @@ async def finish(
         charged_micros=charged,
         released_micros=released,
         remains=remains,
+        start_count=start_count,
         note=note,
     )
     await record(
@@ -152,7 +159,7 @@ class Tracker:
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
             if target in states.FINAL:
-                await finish(conn, order, target, remains=upstream.remains)
+                await finish(conn, order, target, remains=upstream.remains, start_count=upstream.start_count)
                 return 1
             age = (datetime.now(UTC) - order.create_time).total_seconds()
             await QUERIES.execute(

@@ -98,6 +98,9 @@ async def test_add_status_and_balance_with_the_protocols_types(shop: Shop, pool:
     multi = await call(shop.http, key, action="status", orders=f"{added['order']},999999,abc")
     assert multi[str(added["order"])]["status"] == "Completed"
     assert multi[str(added["order"])]["charge"] == "0.325"
+    assert (
+        int(multi[str(added["order"])]["start_count"]) > 0
+    )  # the provider's start count, kept when it finished
     assert multi["999999"] == {"error": "Incorrect order ID"}
     assert multi["abc"] == {"error": "Incorrect order ID"}
     assert (await call(shop.http, key, action="status", order="424242")) == {"error": "Incorrect order ID"}
