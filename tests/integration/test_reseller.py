@@ -235,11 +235,21 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
     assert_error(forged, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
     stale = await shop.http.post(hook, content=body, headers=signed(secret, body, int(time.time()) - 3600))
     assert_error(stale, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
-    applied = await shop.http.post(hook, content=body, headers=signed(secret, body))
-    assert applied.status_code == 200, applied.text
-    assert applied.json() == {"applied": True}
-    duplicate = await shop.http.post(hook, content=body, headers=signed(secret, body))
-    assert duplicate.json() == {"applied": False}  # the same news twice changes nothing
+    # The same news twice at once, racing a poll: the order finishes and is settled exactly once.
+    await ready_to_poll(pool)
+    first, second, _ = await asyncio.gather(
+        shop.http.post(hook, content=body, headers=signed(secret, body)),
+        shop.http.post(hook, content=body, headers=signed(secret, body)),
+        shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata()),
+    )
+    assert first.status_code == second.status_code == 200, first.text + second.text
+    assert sorted([first.json()["applied"], second.json()["applied"]]) in ([False, True], [False, False])
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM ledger_transactions WHERE reference = %s AND kind = 'settle'",
+            (f"order:{order['id']}",),
+        )
+        assert await cursor.fetchone() == (1,)
     done = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()
     assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
     no_hooks = await shop.http.post(f"/api/v1/webhooks/provider/{shop.provider_id}", content=body,  # type: ignore[attr-defined]
