@@ -199,10 +199,6 @@ def _ids(value: str) -> list[int]:
     return [int(i) if i.isdigit() and len(i) < 19 else -1 for i in ids]
 
 
-def _number(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
-
-
 class Reseller:
     def __init__(self, ctx: EdgeContext) -> None:
         self._ctx = ctx

@@ -36,13 +36,7 @@ SELECT id, request_hash FROM orders WHERE user_id = :user_id AND idempotency_key
 INSERT INTO order_events (order_id, status, note) VALUES (:order_id, :status, :note);
 
 -- name: get_order(id)^
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
-       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
-       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
-       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
-FROM orders o JOIN services s ON s.id = o.service_id
+SELECT * FROM order_details o
 WHERE o.id = :id;
 
 -- name: lock_order(id)^
@@ -57,13 +51,7 @@ WHERE o.id = :id
 FOR UPDATE OF o;
 
 -- name: list_orders(user_id, status, query, query_id, service_id, before_id, limit)
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
-       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
-       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
-       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
-FROM orders o JOIN services s ON s.id = o.service_id
+SELECT * FROM order_details o
 WHERE o.user_id = :user_id
   AND (:status = '' OR o.status = :status)
   AND (:service_id = 0 OR o.service_id = :service_id)
@@ -155,23 +143,11 @@ ORDER BY id LIMIT 1000;
 UPDATE orders SET stuck_alert_time = now() WHERE id = ANY(:ids);
 
 -- name: batch_get_orders(user_id, ids)
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
-       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
-       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
-       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
-FROM orders o JOIN services s ON s.id = o.service_id
+SELECT * FROM order_details o
 WHERE o.user_id = :user_id AND o.id = ANY(:ids);
 
 -- name: list_all_orders(status, user_id, service_id, provider_id, created_from, created_to, before_id, limit)
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
-       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
-       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
-       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
-       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
-FROM orders o JOIN services s ON s.id = o.service_id
+SELECT * FROM order_details o
 WHERE (:status = '' OR o.status = :status)
   AND (:user_id = 0 OR o.user_id = :user_id)
   AND (:service_id = 0 OR o.service_id = :service_id)
