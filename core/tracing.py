@@ -1,8 +1,12 @@
 """OpenTelemetry set-up shared by every process.
 
-Spans go to OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; tests pass their own
-exporter. W3C trace context is the propagator (the SDK default), so context travels in gRPC
-metadata (``traceparent``) and NATS headers alike.
+Tracing records only when there is somewhere to send the spans: ``OTEL_EXPORTER_OTLP_ENDPOINT``
+(OTLP/HTTP), or an exporter that tests pass in. Otherwise the API's no-op tracer stays in place
+and ``enabled()`` is false, so the processes leave out the gRPC and psycopg instrumentation too:
+recording spans that nobody exports roughly tripled the cost of every query (issue #6). Sampling
+follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (the SDK reads them; parent-based
+always-on by default). W3C trace context is the propagator (the SDK default), so context travels
+in gRPC metadata (``traceparent``) and NATS headers alike.
 """
 
 from __future__ import annotations
@@ -11,32 +15,47 @@ import os
 from collections.abc import Mapping, MutableMapping
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 _configured = False
+_enabled = False
 
 
-def setup_tracing(service_name: str, exporter: SpanExporter | None = None) -> None:
-    """Install the global tracer provider once per process (OpenTelemetry allows only one)."""
-    global _configured
+def setup_tracing(service_name: str, exporter: SpanExporter | None = None) -> bool:
+    """Install a recording tracer provider once per process (OpenTelemetry allows only one) when
+    spans have somewhere to go; return whether tracing is on."""
+    global _configured, _enabled
     if _configured:
-        return
+        return _enabled
+    _configured = True
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    if exporter is None and not endpoint:
+        return False  # the no-op tracer: spans cost next to nothing and go nowhere
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    _configured = True
+    _enabled = True
+    return True
+
+
+def enabled() -> bool:
+    """Whether this process records spans (then the gRPC and psycopg instrumentation is on)."""
+    return _enabled
 
 
 def inject(carrier: MutableMapping[str, str]) -> MutableMapping[str, str]:
     """Write the current trace context into headers / metadata."""
-    propagate.inject(carrier)
+    if _enabled:
+        propagate.inject(carrier)
     return carrier
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
 import grpc
@@ -24,6 +25,7 @@ from sanic.response import raw
 
 from core.config import Settings
 from core.events import Namespace, connect
+from core import tracing
 from core.tracing import extract, tracer
 from edge import docs_page, openapi
 from edge.cache import connection_callbacks, listen
@@ -74,7 +76,7 @@ async def _open_channel(app: EdgeApp) -> None:
     ctx = app.ctx
     ctx.channel = grpc.aio.insecure_channel(
         ctx.settings.grpc_dial_target,
-        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
+        interceptors=aio_client_interceptors() if tracing.enabled() else None,  # type: ignore[no-untyped-call]
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     for route in ctx.routes:
@@ -148,10 +150,7 @@ def _rpc_handler(route: Route) -> Any:
             if cached is not None:
                 return raw(cached, content_type=JSON)
             generation = ctx.cache.generation(route.cache_group)
-        span_name = f"{route.http_method} {route.template}"
-        with _tracer.start_as_current_span(
-            span_name, kind=trace.SpanKind.SERVER, context=extract(dict(request.headers))
-        ) as span:
+        with _server_span(request, route) as span:
             span.set_attribute("http.request.method", route.http_method)
             span.set_attribute("http.route", route.template)
             span.set_attribute("smm.request_id", rid)
@@ -186,6 +185,17 @@ def _rpc_handler(route: Route) -> Any:
 
     handle.__name__ = f"rpc_{route.method.containing_service.name}_{route.method.name}"
     return handle
+
+
+def _server_span(request: Request, route: Route) -> AbstractContextManager[trace.Span]:
+    """The request's SERVER span, or (tracing off) a no-op stand-in that costs nothing."""
+    if not tracing.enabled():
+        return nullcontext(trace.INVALID_SPAN)
+    return _tracer.start_as_current_span(
+        f"{route.http_method} {route.template}",
+        kind=trace.SpanKind.SERVER,
+        context=extract(dict(request.headers)),
+    )
 
 
 def _apply_idempotency_key(request: Request, message: Any) -> None:

@@ -38,7 +38,7 @@ from smm.v1 import (
 from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
-from core.tracing import setup_tracing
+from core import tracing
 from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, UsageCounter
 from server.accounts.emails import AccountEmails, LinkSettings
@@ -136,8 +136,8 @@ async def create_server(
     requirements = auth.Requirements(
         email_verification=settings.require_email_verification, staff_totp=settings.require_staff_totp
     )
-    interceptors = [
-        aio_server_interceptor(),  # type: ignore[no-untyped-call]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        *([aio_server_interceptor()] if tracing.enabled() else []),  # type: ignore[no-untyped-call]
         RequestIdInterceptor(),
         ErrorMappingInterceptor(),
         IpRateLimitInterceptor(limiter),
@@ -285,8 +285,8 @@ def nats_check(relay: Relay) -> Callable[[], Awaitable[None]]:
 
 async def serve(settings: Settings) -> None:
     setup_logging("grpc", settings.log_level)
-    setup_tracing(f"{settings.service_name}-grpc")
-    PsycopgInstrumentor().instrument(enable_commenter=False)
+    if tracing.setup_tracing(f"{settings.service_name}-grpc"):
+        PsycopgInstrumentor().instrument(enable_commenter=False)
     if not settings.database_url:
         raise SystemExit("SMM_DATABASE_URL is not set (smm dev sets it for you)")
     pool = await open_pool(settings)

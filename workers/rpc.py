@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from core import tracing
 from core.config import Settings
 
 
@@ -20,7 +21,7 @@ class RpcContext:
 def open_channel(settings: Settings, worker: str) -> RpcContext:
     channel = grpc.aio.insecure_channel(
         settings.grpc_dial_target,
-        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
+        interceptors=aio_client_interceptors() if tracing.enabled() else None,  # type: ignore[no-untyped-call]
     )
     metadata = (
         ("x-smm-internal-token", settings.internal_token.get_secret_value()),

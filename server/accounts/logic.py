@@ -206,7 +206,7 @@ class Profiles:
             return await self._repo.live_sessions(conn, _user_id(who))
 
     async def revoke_session(self, who: auth.Principal, session_id: int) -> None:
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if await self._repo.revoke_user_session(conn, session_id, _user_id(who)):
                 await audit.record(conn, "auth.session_revoked", target=f"session:{session_id}")
             else:
