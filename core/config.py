@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     api_key_rotation_grace_h: int = 24
     # How often each server copy adds its in-memory API key call counts to the database.
     api_key_usage_flush_s: float = 10.0
+    # How long each server copy may keep a live API key in memory before asking PostgreSQL again
+    # (0: every call asks). The copy that revokes a key, or changes its user, forgets it at once;
+    # other copies within this many seconds (docs/DECISIONS.md).
+    api_key_cache_s: float = 5.0
     # An unverified address blocks nothing unless this is on (then only the account itself works).
     require_email_verification: bool = False
     # Staff (support, admin) must turn on two-factor sign-in before they can do anything else.
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     rate_auth_failures_before_penalty: int = 20
     rate_reset_per_ip_per_min: int = 10
     rate_reset_per_account_per_min: int = 3
+    # How often each server copy shares its per-IP, per-user and per-key counts with the others
+    # (they count in memory in between; server/common/ratelimit.py).
+    rate_sync_s: float = 0.5
 
     # Money.
     currency: str = "USD"

@@ -23,9 +23,9 @@ from sanic.config import Config
 from sanic.handlers import ErrorHandler
 from sanic.response import raw
 
+from core import tracing
 from core.config import Settings
 from core.events import Namespace, connect
-from core import tracing
 from core.tracing import extract, tracer
 from edge import docs_page, openapi
 from edge.cache import connection_callbacks, listen

@@ -35,13 +35,14 @@ from smm.v1 import (
     wallet_service_pb2_grpc,
 )
 
+from core import tracing
 from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
-from core import tracing
 from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, UsageCounter
 from server.accounts.emails import AccountEmails, LinkSettings
+from server.accounts.keycache import ApiKeyCache
 from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
@@ -96,6 +97,8 @@ class ServerHandle:
     checks: HealthChecks
     relay: Relay | None = None
     usage: UsageCounter | None = None
+    key_cache: ApiKeyCache | None = None
+    limiter: RateLimiter | None = None
     provider_http: httpx.AsyncClient | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -111,6 +114,8 @@ class ServerHandle:
             self.relay.stop()
         if self.usage is not None:
             self.usage.stop()
+        if self.limiter is not None:
+            self.limiter.stop()
         await asyncio.gather(*self.background, return_exceptions=True)
 
 
@@ -124,13 +129,15 @@ async def create_server(
 ) -> ServerHandle:
     """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
     accounts_repo = AccountsRepo()
-    limiter = RateLimiter(pool, Limits.from_settings(settings))
+    limiter = RateLimiter(pool, Limits.from_settings(settings), sync_s=settings.rate_sync_s)
     usage = UsageCounter(pool, accounts_repo, flush_every_s=settings.api_key_usage_flush_s)
+    key_cache = ApiKeyCache(settings.api_key_cache_s)
     api_keys = ApiKeys(
         pool,
         accounts_repo,
         rotation_grace=timedelta(hours=settings.api_key_rotation_grace_h),
         usage=usage,
+        cache=key_cache,
     )
     box = SecretBox.from_config(settings.encryption_keys.get_secret_value())
     requirements = auth.Requirements(
@@ -168,7 +175,7 @@ async def create_server(
         CatalogLogic(pool, PostgresCatalogRepo()), CatalogAdmin(pool), tokens, settings.currency
     )
     catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(catalog, server)
-    two_factor = TwoFactor(pool, accounts_repo, box, issuer=settings.panel_name)
+    two_factor = TwoFactor(pool, accounts_repo, box, issuer=settings.panel_name, keys=key_cache)
     accounts = AccountsLogic(
         pool, accounts_repo, session_ttl=timedelta(hours=settings.session_ttl_h), two_factor=two_factor
     )
@@ -183,9 +190,9 @@ async def create_server(
             accounts,
             api_keys,
             Profiles(pool, accounts_repo, accounts),
-            UserAdmin(pool, accounts_repo),
+            UserAdmin(pool, accounts_repo, keys=key_cache),
             tokens,
-            AccountEmails(pool, accounts_repo, links),
+            AccountEmails(pool, accounts_repo, links, keys=key_cache),
             two_factor,
         ),
         server,
@@ -268,8 +275,19 @@ async def create_server(
     await server.start()
     for name in ["", *names[:7]]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    handle = ServerHandle(server, port, health, checks, relay, usage, provider_http)
+    handle = ServerHandle(
+        server,
+        port,
+        health,
+        checks,
+        relay,
+        usage,
+        key_cache=key_cache,
+        limiter=limiter,
+        provider_http=provider_http,
+    )
     handle.background.append(asyncio.create_task(usage.run(), name="api-key-usage"))
+    handle.background.append(asyncio.create_task(limiter.run(), name="rate-limit-sync"))
     if relay is not None:
         handle.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     return handle

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from server.accounts.errors import DOMAIN
+from server.accounts.keycache import ApiKeyCache
 from server.accounts.logic import EMAIL_PATTERN, ROLES
 from server.accounts.repo import AccountsRepo, UserRow
 from server.common import audit
@@ -26,9 +27,10 @@ def _visible(row: UserRow) -> dict[str, Any]:
 
 
 class UserAdmin:
-    def __init__(self, pool: Pool, repo: AccountsRepo) -> None:
+    def __init__(self, pool: Pool, repo: AccountsRepo, *, keys: ApiKeyCache | None = None) -> None:
         self._pool = pool
         self._repo = repo
+        self._keys = keys or ApiKeyCache(0)
 
     async def list(self, *, query: str, role: str, status: str, before_id: int, limit: int) -> list[UserRow]:
         violations = []
@@ -81,11 +83,14 @@ class UserAdmin:
                 raise FailedPrecondition("the account is deleted", reason="USER_DELETED", domain=DOMAIN)
             updated = await self._repo.update_user(conn, replace(current, **changes))
             if updated.status != "active":
-                # A suspended or deleted account's credentials stop at once (they are checked per call
-                # anyway); revoking them also keeps a reactivation from reviving old secrets.
+                # A suspended or deleted account's credentials stop (sessions at once, API keys as
+                # server/accounts/keycache.py says); revoking them also keeps a reactivation from
+                # reviving old secrets.
                 await self._repo.revoke_all_sessions(conn, user_id)
                 await self._repo.revoke_all_api_keys(conn, user_id)
             await audit.record(
                 conn, action, target=f"user:{user_id}", before=_visible(current), after=_visible(updated)
             )
-            return updated
+        # Committed: this copy stops using the user's cached keys at once (role, status, email).
+        self._keys.forget_user(user_id)
+        return updated

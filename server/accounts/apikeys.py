@@ -17,7 +17,8 @@ from psycopg_pool import PoolTimeout
 from smm.v1 import events_pb2
 
 from server.accounts.errors import DOMAIN, invalid_credential
-from server.accounts.repo import AccountsRepo, ApiKeyRow, LiveApiKey, UsageDay
+from server.accounts.keycache import ApiKeyCache
+from server.accounts.repo import AccountsRepo, ApiKeyRow, UsageDay
 from server.accounts.tokens import token_hash
 from server.common import audit, auth
 from server.common.db import Pool
@@ -112,12 +113,19 @@ def key_not_found(key_id: int) -> NotFound:
 
 class ApiKeys:
     def __init__(
-        self, pool: Pool, repo: AccountsRepo, *, rotation_grace: timedelta, usage: UsageCounter
+        self,
+        pool: Pool,
+        repo: AccountsRepo,
+        *,
+        rotation_grace: timedelta,
+        usage: UsageCounter,
+        cache: ApiKeyCache | None = None,
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._grace = rotation_grace
         self.usage = usage
+        self.cache = cache if cache is not None else ApiKeyCache(0)
 
     async def create(self, who: auth.Principal, name: str, allowed_ips: list[str]) -> IssuedKey:
         user_id = _user_id(who)
@@ -150,6 +158,7 @@ class ApiKeys:
         return IssuedKey(key, secret)
 
     async def list(self, who: auth.Principal) -> list[ApiKeyRow]:
+        await self.usage.flush()  # this copy's latest calls stamp the keys' last-used times
         async with self._pool.connection() as conn:
             return await self._repo.api_keys(conn, _user_id(who))
 
@@ -168,7 +177,8 @@ class ApiKeys:
                 before=_shown(old),
                 after=_shown(issued.key),
             )
-            return issued
+        self.cache.forget_user(user_id)
+        return issued
 
     async def revoke(self, who: auth.Principal, key_id: int) -> ApiKeyRow:
         user_id = _user_id(who)
@@ -177,19 +187,26 @@ class ApiKeys:
                 raise key_not_found(key_id)
             revoked = await self._repo.revoke_api_key(conn, key_id)
             await audit.record(conn, "api_key.revoked", target=f"api_key:{key_id}")
+        self.cache.forget_user(user_id)  # committed: this copy refuses the key from now on
         assert revoked is not None
         return revoked
 
     async def resolve(self, token_hash: bytes, client_ip: str) -> auth.Principal:
-        async with self._pool.connection() as conn:
-            live: LiveApiKey | None = await self._repo.live_api_key(conn, token_hash)
+        """The key's principal: from the cache (server/accounts/keycache.py) or one query."""
+        live = self.cache.get(token_hash)
+        if live is None:
+            generation = self.cache.generation
+            async with self._pool.connection() as conn:
+                live = await self._repo.live_api_key(conn, token_hash)
             if live is None:
                 raise invalid_credential()
-            if not ip_allowed(client_ip, live.allowed_ips):
-                raise PermissionDenied(
-                    "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
-                )
-            await self._repo.touch_api_key(conn, live.key_id)
+            self.cache.put(token_hash, live, generation)
+        if self.cache.expired(live):
+            raise invalid_credential()
+        if not ip_allowed(client_ip, live.allowed_ips):
+            raise PermissionDenied(
+                "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
+            )
         self.usage.count(live.key_id)
         return auth.Principal(
             auth.Role(live.role),

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from smm.v1 import accounts_service_pb2 as accounts_pb
 
 from server.accounts.errors import DOMAIN, email_taken
+from server.accounts.keycache import ApiKeyCache
 from server.accounts.logic import EMAIL_PATTERN, MAX_PASSWORD, MIN_PASSWORD, request_email
 from server.accounts.passwords import hash_password, verify_password
 from server.accounts.repo import AccountsRepo, Conn, UserRow
@@ -61,10 +62,13 @@ def invalid_link() -> FailedPrecondition:
 
 
 class AccountEmails:
-    def __init__(self, pool: Pool, repo: AccountsRepo, links: LinkSettings) -> None:
+    def __init__(
+        self, pool: Pool, repo: AccountsRepo, links: LinkSettings, *, keys: ApiKeyCache | None = None
+    ) -> None:
         self._pool = pool
         self._repo = repo
         self._links = links
+        self._keys = keys or ApiKeyCache(0)
 
     async def request_password_reset(self, email: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():
@@ -94,6 +98,7 @@ class AccountEmails:
             # The link reached this inbox, which proves the address as a verification link would.
             await self._repo.mark_email_verified(conn, user.id, used.email)
             await audit.record(conn, "auth.password_reset", actor=f"user:{user.id}", target=f"user:{user.id}")
+        self._keys.forget_user(user.id)  # the user's API keys carry the verification
 
     async def verify_email(self, token: str) -> str:
         async with self._pool.connection() as conn, conn.transaction():
@@ -117,7 +122,8 @@ class AccountEmails:
                 target=f"user:{used.user_id}",
                 after={"email": confirmed},
             )
-            return confirmed
+        self._keys.forget_user(used.user_id)  # the user's API keys carry the address
+        return confirmed
 
     async def send_verification(self, who: auth.Principal) -> None:
         async with self._pool.connection() as conn, conn.transaction():

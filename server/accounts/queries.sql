@@ -57,16 +57,11 @@ UPDATE api_keys SET revoke_time = coalesce(revoke_time, now()) WHERE id = :id
 RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time;
 
 -- name: get_live_api_key(token_hash)^
-SELECT k.id AS key_id, k.allowed_ips, u.id AS user_id, u.email, u.role,
+SELECT k.id AS key_id, k.allowed_ips, k.expire_time, u.id AS user_id, u.email, u.role,
        u.email_verified_at IS NOT NULL AS email_verified, u.totp_enabled_at IS NOT NULL AS totp_enabled
 FROM api_keys k JOIN users u ON u.id = k.user_id
 WHERE k.token_hash = :token_hash AND k.revoke_time IS NULL
   AND (k.expire_time IS NULL OR k.expire_time > now()) AND u.status = 'active';
-
--- name: touch_api_key(id)!
--- At most one write a minute per key: last-used time without a durable write per request.
-UPDATE api_keys SET last_used_time = now()
-WHERE id = :id AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute');
 
 -- name: get_profile(id)^
 SELECT email, name, timezone, notification_preferences FROM users WHERE id = :id;
@@ -184,11 +179,17 @@ WHERE user_id = :user_id AND code_hash = :code_hash AND used_time IS NULL
 RETURNING id;
 
 -- name: add_api_key_usage(api_key_ids, days, calls)!
--- One statement for a whole flush of in-memory counters.
-INSERT INTO api_key_usage_days (api_key_id, day, calls)
-SELECT * FROM unnest(:api_key_ids::bigint[], :days::date[], :calls::bigint[])
-ON CONFLICT ON CONSTRAINT api_key_usage_days_pkey
-DO UPDATE SET calls = api_key_usage_days.calls + excluded.calls;
+-- One statement for a whole flush of in-memory counters; it also stamps the keys' last-used time
+-- (at most one write a minute per key).
+WITH counted AS (
+    INSERT INTO api_key_usage_days (api_key_id, day, calls)
+    SELECT * FROM unnest(:api_key_ids::bigint[], :days::date[], :calls::bigint[])
+    ON CONFLICT ON CONSTRAINT api_key_usage_days_pkey
+    DO UPDATE SET calls = api_key_usage_days.calls + excluded.calls
+)
+UPDATE api_keys SET last_used_time = now()
+WHERE id = ANY(:api_key_ids::bigint[])
+  AND (last_used_time IS NULL OR last_used_time < now() - interval '1 minute');
 
 -- name: list_api_key_usage(api_key_id, days)
 SELECT day, calls FROM api_key_usage_days

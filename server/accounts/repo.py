@@ -61,6 +61,7 @@ class ApiKeyRow:
 class LiveApiKey:
     key_id: int
     allowed_ips: list[str]
+    expire_time: datetime | None
     user_id: int
     email: str
     role: str
@@ -197,9 +198,6 @@ class AccountsRepo:
 
     async def live_api_key(self, conn: Conn, token_hash: bytes) -> LiveApiKey | None:
         return await QUERIES.one(conn, "get_live_api_key", LiveApiKey, token_hash=token_hash)
-
-    async def touch_api_key(self, conn: Conn, key_id: int) -> None:
-        await QUERIES.execute(conn, "touch_api_key", id=key_id)
 
     async def profile(self, conn: Conn, user_id: int) -> ProfileRow | None:
         return await QUERIES.one(conn, "get_profile", ProfileRow, id=user_id)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pyotp
 
 from server.accounts.errors import DOMAIN
+from server.accounts.keycache import ApiKeyCache
 from server.accounts.passwords import verify_password
 from server.accounts.repo import AccountsRepo, Conn, TotpState
 from server.accounts.tokens import token_hash
@@ -69,12 +70,14 @@ class TwoFactor:
         *,
         issuer: str,
         clock: Callable[[], float] = time.time,
+        keys: ApiKeyCache | None = None,
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._box = box
         self._issuer = issuer
         self._clock = clock
+        self._keys = keys or ApiKeyCache(0)
 
     async def check(self, conn: Conn, user_id: int, code: str) -> None:
         """Inside the caller's transaction: accept a current code or an unused recovery code, once."""
@@ -127,7 +130,8 @@ class TwoFactor:
             await self._repo.enable_totp(conn, user_id, step)
             codes = await self._new_recovery_codes(conn, user_id)
             await audit.record(conn, "auth.totp_enabled", target=f"user:{user_id}")
-            return codes
+        self._keys.forget_user(user_id)  # the user's API keys carry the two-factor state
+        return codes
 
     async def disable(self, who: auth.Principal, password: str, code: str) -> None:
         user_id = _user_id(who)
@@ -145,6 +149,7 @@ class TwoFactor:
             await self._check_code(conn, user_id, code)
             await self._repo.disable_totp(conn, user_id)
             await audit.record(conn, "auth.totp_disabled", target=f"user:{user_id}")
+        self._keys.forget_user(user_id)
 
     async def regenerate(self, who: auth.Principal, code: str) -> list[str]:
         user_id = _user_id(who)

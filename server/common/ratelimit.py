@@ -1,13 +1,28 @@
 """Rate limits that hold across every edge and server copy.
 
-Fixed one-minute windows counted in an UNLOGGED PostgreSQL table (one upsert per check, no
-WAL). Buckets: every call by client IP; login and registration by IP and by account, tighter;
-signed-in calls by user or API key. An IP whose credentials failed repeatedly in the window gets a
-tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
+Fixed one-minute windows counted in an UNLOGGED PostgreSQL table (no WAL). Buckets: every call by
+client IP; login and registration by IP and by account, tighter; mail-sending calls by IP and by
+address; signed-in calls by user or API key. An IP whose credentials failed repeatedly in the
+window gets a tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
+
+Two ways of counting, by how hot and how sensitive a bucket is:
+
+- **Exact** (``hit``): one upsert per check, for the login, mail and credential-failure buckets:
+  rare calls whose budgets are a handful per minute and guard passwords and inboxes.
+- **Counted here, shared in batches** (``take``): the per-IP, per-user and per-key buckets that
+  every call touches. Each copy counts in memory and checks ``shared + own unsent <= limit``; a
+  background task (``run``) adds every bucket's unsent hits to the table in one statement every
+  ``sync_s`` seconds and reads back the totals of all copies (and the IPs' credential failures).
+  One copy alone is exact; several may together let through up to about
+  ``sync_s x their combined rate`` more than the limit within a window before each sees the
+  others' counts (docs/DECISIONS.md). Before, every call paid three upserts, and every call from
+  one address queued on the same row lock (issue #6).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,8 +47,25 @@ INSERT INTO rate_limit_windows (key, window_start, hits) VALUES (%(key)s, to_tim
 ON CONFLICT ON CONSTRAINT rate_limit_windows_pkey DO UPDATE SET hits = rate_limit_windows.hits + %(n)s
 RETURNING hits
 """
-PEEK = "SELECT hits FROM rate_limit_windows WHERE key = %(key)s AND window_start = to_timestamp(%(window)s)"
-PURGE = "DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes'"
+# One statement per sync: every bucket's unsent hits added, and the totals of all copies read back
+# for those buckets and for the IPs' credential failures (the penalty).
+SYNC = """
+WITH added AS (
+    INSERT INTO rate_limit_windows (key, window_start, hits)
+    SELECT key, to_timestamp(win), n
+    FROM unnest(%(keys)s::text[], %(windows)s::bigint[], %(hits)s::int[]) AS t(key, win, n)
+    ORDER BY key, win  -- one lock order for every copy: concurrent syncs never deadlock
+    ON CONFLICT ON CONSTRAINT rate_limit_windows_pkey
+    DO UPDATE SET hits = rate_limit_windows.hits + excluded.hits
+    RETURNING key, extract(epoch FROM window_start)::bigint AS win, hits
+)
+SELECT key, win, hits FROM added
+UNION ALL
+SELECT r.key, extract(epoch FROM r.window_start)::bigint, r.hits
+FROM rate_limit_windows r
+JOIN unnest(%(peek_keys)s::text[], %(peek_windows)s::bigint[]) AS p(key, win)
+  ON r.key = p.key AND r.window_start = to_timestamp(p.win)
+"""
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
 # Calls that send mail or spend a link: tighter still, per IP and per address.
 RESET_RPCS = tuple(
@@ -78,11 +110,30 @@ class Limits:
         )
 
 
+@dataclass
+class _Bucket:
+    shared: int = 0  # every copy's hits in the table, as of the last sync (ours included)
+    unsent: int = 0  # our hits since then
+    sending: int = 0  # our hits in the sync under way
+
+
 class RateLimiter:
-    def __init__(self, pool: Pool, limits: Limits, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+        *,
+        sync_s: float = 0.5,
+    ) -> None:
         self._pool = pool
         self.limits = limits
         self._clock = clock
+        self._sync_s = sync_s
+        self._buckets: dict[tuple[str, int], _Bucket] = {}
+        self._failures: dict[tuple[str, int], int] = {}  # credential failures per IP, all copies
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def _window(self) -> int:
         return int(self._clock() // WINDOW_S) * WINDOW_S
@@ -99,18 +150,90 @@ class RateLimiter:
         return None if row is None else int(row[0])
 
     async def hit(self, key: str, limit: int) -> None:
+        """Exact: count the call in the shared table now, and refuse it past ``limit``."""
         window = self._window()
         hits = await self._upsert(HIT, {"key": key, "window": window, "n": 1})
         if hits is not None and hits > limit:
-            retry_after = max(1, window + WINDOW_S - int(self._clock()))
-            raise too_many(retry_after, key.split(":", 1)[0])
+            raise self._too_many(window, key)
 
-    async def penalised(self, ip: str) -> bool:
-        failures = await self._upsert(PEEK, {"key": f"authfail:{ip}", "window": self._window()})
-        return failures is not None and failures >= self.limits.auth_failures_before_penalty
+    def take(self, key: str, limit: int) -> None:
+        """Count the call here (shared with the other copies at the next sync), and refuse it when
+        every copy's hits known so far pass ``limit``."""
+        window = self._window()
+        bucket = self._buckets.get((key, window))
+        if bucket is None:
+            bucket = self._buckets[(key, window)] = _Bucket()
+        bucket.unsent += 1
+        if bucket.shared + bucket.unsent + bucket.sending > limit:
+            raise self._too_many(window, key)
+
+    def _too_many(self, window: int, key: str) -> ResourceExhausted:
+        retry_after = max(1, window + WINDOW_S - int(self._clock()))
+        return too_many(retry_after, key.split(":", 1)[0])
+
+    def penalised(self, ip: str) -> bool:
+        failures = self._failures.get((f"authfail:{ip}", self._window()), 0)
+        return failures >= self.limits.auth_failures_before_penalty
 
     async def count_failure(self, ip: str) -> None:
-        await self._upsert(HIT, {"key": f"authfail:{ip}", "window": self._window(), "n": 1})
+        key, window = f"authfail:{ip}", self._window()
+        failures = await self._upsert(HIT, {"key": key, "window": window, "n": 1})
+        if failures is not None:
+            self._failures[(key, window)] = max(failures, self._failures.get((key, window), 0))
+
+    async def sync(self) -> None:
+        """Send every bucket's unsent hits and read back every copy's totals, in one statement."""
+        async with self._lock:
+            current = self._window()
+            sending = [(k, b) for k, b in self._buckets.items() if b.unsent]
+            peek = [k for k, b in self._buckets.items() if not b.unsent and k[1] == current]
+            ips = {key[3:] for key, win in self._buckets if key.startswith("ip:") and win == current}
+            peek += [(f"authfail:{ip}", current) for ip in sorted(ips)]
+            if not sending and not peek:
+                return
+            for _, bucket in sending:
+                bucket.sending, bucket.unsent = bucket.unsent, 0
+            params = {
+                "keys": [k for (k, _), _ in sending],
+                "windows": [w for (_, w), _ in sending],
+                "hits": [b.sending for _, b in sending],
+                "peek_keys": [k for k, _ in peek],
+                "peek_windows": [w for _, w in peek],
+            }
+            try:
+                async with self._pool.connection(timeout=STORE_TIMEOUT_S) as conn:
+                    rows = await (await conn.execute(SYNC, params)).fetchall()
+            except BaseException as exc:
+                for _, bucket in sending:  # not counted there: keep them for the next sync
+                    bucket.unsent, bucket.sending = bucket.unsent + bucket.sending, 0
+                if isinstance(exc, PoolTimeout | psycopg.OperationalError):
+                    log.warning("rate-limit store unavailable; counting in this copy only")
+                    return
+                raise
+            for _, bucket in sending:
+                bucket.sending = 0
+            for key, window, hits in rows:
+                if key.startswith("authfail:"):
+                    self._failures[(key, int(window))] = int(hits)
+                elif (found := self._buckets.get((key, int(window)))) is not None:
+                    found.shared = int(hits)
+            # Past windows are done with once their hits are sent.
+            self._buckets = {k: b for k, b in self._buckets.items() if k[1] >= current or b.unsent}
+            self._failures = {k: n for k, n in self._failures.items() if k[1] >= current}
+
+    async def run(self) -> None:
+        """Sync every ``sync_s`` seconds until ``stop``, and once more then."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._sync_s):
+                    await self._stop.wait()
+            try:
+                await self.sync()
+            except Exception:  # never let the limiter's bookkeeping end the task
+                log.exception("rate-limit sync failed")
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def too_many(retry_after_s: int, bucket: str) -> ResourceExhausted:
@@ -135,9 +258,9 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
     ) -> Any:
         ip = current_request.get().client_ip
         if ip and call.metadata.get("x-smm-actor", "") == "" and call.method not in EXEMPT_RPCS:
-            divisor = PENALTY_DIVISOR if await self._limiter.penalised(ip) else 1
+            divisor = PENALTY_DIVISOR if self._limiter.penalised(ip) else 1
             limits = self._limiter.limits
-            await self._limiter.hit(f"ip:{ip}", max(1, limits.per_ip // divisor))
+            self._limiter.take(f"ip:{ip}", max(1, limits.per_ip // divisor))
             if call.method in LOGIN_RPCS:
                 await self._limiter.hit(f"login-ip:{ip}", max(1, limits.login_per_ip // divisor))
                 email = str(getattr(request, "email", "")).strip().lower()
@@ -159,15 +282,9 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
 async def limit_principal(limiter: RateLimiter, who: auth.Principal) -> None:
     """After authentication: the signed-in user's or API key's own budget."""
     if who.api_key_id is not None:
-        await limiter.hit(f"key:{who.api_key_id}", limiter.limits.per_api_key)
+        limiter.take(f"key:{who.api_key_id}", limiter.limits.per_api_key)
     elif who.user_id is not None:
-        await limiter.hit(f"user:{who.user_id}", limiter.limits.per_user)
+        limiter.take(f"user:{who.user_id}", limiter.limits.per_user)
 
 
 PrincipalLimit = Callable[[auth.Principal], Awaitable[None]]
-
-
-async def purge(pool: Pool) -> int:
-    async with pool.connection() as conn:
-        cursor = await conn.execute(PURGE)
-        return cursor.rowcount
