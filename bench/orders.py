@@ -57,10 +57,9 @@ from ops.dev import wait_for_edge, wait_for_http
 from ops.embedded import free_port, postgres_bin_dir
 from ops.grpc_client import internal_metadata, wait_for_grpc
 from server.common.interceptors import INTERNAL_TOKEN_KEY
-from server.common.outbox import INSERT_EVENT, NOTIFY_CHANNEL
 from server.common.secretbox import new_key_config
 from server.orders.repo import QUERIES as ORDER_SQL
-from server.wallet.ledger import QUERIES as LEDGER_SQL
+from server.wallet import ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -508,8 +507,11 @@ def _lit(value: object) -> str:
 
 
 def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple[str, int]:
-    """The statements of OrdersLogic.place's transaction with the values of a placed order, a random
-    bench user each time. Returns the script and its number of SQL statements (BEGIN, COMMIT too)."""
+    """The statements OrdersLogic.place runs, with the values of a placed order and a random bench
+    user each time: the terms read (which draws the order's id), then the one statement of
+    ledger.hold_with that holds the price and writes the order, its timeline entry and its outbox
+    event (each statement its own transaction, as on the server's autocommit connections).
+    Returns the script and its number of SQL statements."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT o.service_id, o.link, o.quantity, o.runs, o.interval_minutes, o.upstream_params,"
@@ -531,8 +533,6 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
     lines = [
         f"\\set uid random({first_user}, {last_user})",
         f"\\set price {int(price)}",
-        "\\set neg_price -1 * :price",
-        "BEGIN;",
     ]
     if one_per_link:
         lines.append(
@@ -541,8 +541,15 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
                 {"user_id": user, "service_id": str(service_id), "link": _lit(link)},
             )
         )
-    lines.append(_pg(ORDER_SQL.sql("user_discount"), {"id": user}))
-    order = {
+    lines.append(
+        _pg(
+            ORDER_SQL.sql("service_for_order"),
+            {"id": f"{service_id}::bigint", "user_id": user},
+            " \\gset svc_",
+        )
+    )
+    values = {
+        "order_id": ":svc_order_id::bigint",
         "user_id": user,
         "service_id": f"{service_id}::bigint",
         "link": _lit(link),
@@ -552,7 +559,7 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
         "upstream_params": _lit(upstream) + "::jsonb",
         "billable": f"{billable}::bigint",
         "rate_micros": f"{rate}::bigint",
-        "discount_bps": "0::integer",
+        "discount_bps": ":svc_discount_bps::integer",
         "price_micros": ":price::bigint",
         "provider_id": _lit(provider_id) + "::bigint",
         "upstream_service_id": _lit(upstream_id),
@@ -563,56 +570,18 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
         "api_key_id": _lit(api_key_id) + "::bigint",
         "idempotency_key": "NULL::text",
         "request_hash": "NULL::bytea",
+        "event_subject": "'smm.orders.order.created'",
+        "event_payload": _lit(payload),
+        "event_headers": _lit(headers) + "::jsonb",
+        "hold_user_id": user,
+        "hold_amount": ":price",
+        "hold_key": "'order' || chr(58) || :svc_order_id::text || chr(58) || 'hold'",
+        "hold_reference": "'order' || chr(58) || :svc_order_id::text",
+        "hold_actor": "'user' || chr(58) || :uid::text",
+        "hold_debit": "'user' || chr(58) || :uid::text || chr(58) || 'available'",
+        "hold_credit": "'user' || chr(58) || :uid::text || chr(58) || 'held'",
     }
-    lines.append(_pg(ORDER_SQL.sql("insert_order"), order, " \\gset order_"))
-    lines.append(
-        _pg(
-            LEDGER_SQL.sql("insert_transaction"),
-            {
-                "kind": "'hold'",
-                "idempotency_key": "'order:' || :order_id::text || ':' || 'hold'",
-                "reference": "'order:' || :order_id::text",
-                "user_id": user,
-                "amount_micros": ":neg_price::bigint",
-                "memo": "''",
-                "actor": "'user:' || :uid::text",
-            },
-            " \\gset tx_",
-        )
-    )
-    lines.append(
-        _pg(LEDGER_SQL.sql("move_available_to_held"), {"user_id": user, "amount_micros": ":price::bigint"})
-    )
-    lines.append(
-        _pg(
-            LEDGER_SQL.sql("insert_entries"),
-            {
-                "transaction_id": ":tx_id::bigint",
-                "debit_account": "'user:' || :uid::text || ':' || 'available'",
-                "credit_account": "'user:' || :uid::text || ':' || 'held'",
-                "amount_micros": ":price::bigint",
-            },
-        )
-    )
-    lines.append(
-        _pg(
-            ORDER_SQL.sql("add_event"),
-            {"order_id": ":order_id::bigint", "status": "'pending'", "note": "'placed'"},
-        )
-    )
-    lines.append(
-        _pg(
-            INSERT_EVENT,
-            {
-                "subject": "'smm.orders.order.created'",
-                "payload": _lit(payload),
-                "headers": _lit(headers) + "::jsonb",
-            },
-        )
-    )
-    lines.append(f"NOTIFY {NOTIFY_CHANNEL};")
-    lines.append(_pg(ORDER_SQL.sql("get_order"), {"id": ":order_id::bigint"}))
-    lines.append("COMMIT;")
+    lines.append(_pg(ledger.hold_with_sql(ORDER_SQL.sql("insert_held_order")), values))
     statements = sum(1 for line in lines if not line.startswith("\\"))
     return "\n".join(lines) + "\n", statements
 

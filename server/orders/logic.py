@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from smm.v1 import events_pb2
 
+from server.common import outbox
 from server.common.db import Pool
 from server.common.errors import DomainError, FieldViolation, InvalidArgument, collect
 from server.common.money import MAX_MICROS, mul_div_round
-from server.common.outbox import add_event
 from server.orders import states
 from server.orders.errors import (
     DOMAIN,
@@ -64,19 +65,24 @@ class OrdersLogic:
         self._pool = pool
 
     async def place(self, placement: Placement) -> OrderRow:
+        """Two round trips: read the terms (and draw the order's id), then one statement that holds
+        the price, writes the order, its timeline entry and its outbox event, and returns the
+        order (``ledger.hold_with``). One more when the request has an idempotency key, and one
+        when the service allows one active order per link."""
         async with self._pool.connection() as conn:
-            service = await QUERIES.one(conn, "service_for_order", ServiceForOrder, id=placement.service_id)
-        if service is None or not service.on_sale:
-            if placement.service_id <= 0:
-                raise InvalidArgument.for_field("service_id", "is required", domain=DOMAIN)
-            raise service_not_on_sale(placement.service_id)
-        terms = ServiceTerms(service.type, service.min_quantity, service.max_quantity, service.dripfeed)
-        valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
-        async with self._pool.connection() as conn, conn.transaction():
             if placement.idempotency_key:
                 existing = await self._existing(conn, placement)
                 if existing is not None:
                     return existing
+            service = await QUERIES.one(
+                conn, "service_for_order", ServiceForOrder, id=placement.service_id, user_id=placement.user_id
+            )
+            if service is None or not service.on_sale:
+                if placement.service_id <= 0:
+                    raise InvalidArgument.for_field("service_id", "is required", domain=DOMAIN)
+                raise service_not_on_sale(placement.service_id)
+            terms = ServiceTerms(service.type, service.min_quantity, service.max_quantity, service.dripfeed)
+            valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
             if service.one_active_order_per_link and await QUERIES.scalar(
                 conn,
                 "active_order_for_link",
@@ -85,55 +91,62 @@ class OrdersLogic:
                 link=valid.link,
             ):
                 raise active_order_for_link()
-            discount = int(await QUERIES.scalar(conn, "user_discount", id=placement.user_id) or 0)
-            price = price_of(service.rate_micros, valid.billable, discount)
+            price = price_of(service.rate_micros, valid.billable, service.discount_bps)
             if price > MAX_MICROS:
                 raise InvalidArgument.for_field(
                     "quantity", "makes the order larger than any wallet", domain=DOMAIN
                 )
-            order_id = await QUERIES.scalar(
-                conn,
-                "insert_order",
-                user_id=placement.user_id,
-                service_id=service.id,
-                link=valid.link,
-                quantity=valid.quantity,
-                runs=valid.runs,
-                interval_minutes=valid.interval,
-                upstream_params=Jsonb(valid.upstream),
-                billable=valid.billable,
-                rate_micros=service.rate_micros,
-                discount_bps=discount,
-                price_micros=price,
-                provider_id=service.provider_id,
-                upstream_service_id=service.upstream_service_id,
-                provider_rate_micros=service.provider_rate_micros,
-                provider_currency=service.provider_currency,
-                exchange_rate=service.exchange_rate,
-                source=placement.source,
-                api_key_id=placement.api_key_id,
-                idempotency_key=placement.idempotency_key,
-                request_hash=placement.request_hash,
+            order_id = service.order_id
+            event = outbox.event_values(
+                ORDER_CREATED, events_pb2.OrderCreated(order_id=order_id, user_id=placement.user_id)
             )
-            if order_id is None:  # the same key committed in the meantime
-                existing = await self._existing(conn, placement)
-                assert existing is not None
-                return existing
-            if price > 0:
-                await ledger.hold(
+            along = ledger.Along(
+                QUERIES.sql("insert_held_order"),
+                {
+                    "order_id": order_id,
+                    "user_id": placement.user_id,
+                    "service_id": service.id,
+                    "link": valid.link,
+                    "quantity": valid.quantity,
+                    "runs": valid.runs,
+                    "interval_minutes": valid.interval,
+                    "upstream_params": Jsonb(valid.upstream),
+                    "billable": valid.billable,
+                    "rate_micros": service.rate_micros,
+                    "discount_bps": service.discount_bps,
+                    "price_micros": price,
+                    "provider_id": service.provider_id,
+                    "upstream_service_id": service.upstream_service_id,
+                    "provider_rate_micros": service.provider_rate_micros,
+                    "provider_currency": service.provider_currency,
+                    "exchange_rate": service.exchange_rate,
+                    "source": placement.source,
+                    "api_key_id": placement.api_key_id,
+                    "idempotency_key": placement.idempotency_key,
+                    "request_hash": placement.request_hash,
+                    "event_subject": event.subject,
+                    "event_payload": event.payload,
+                    "event_headers": event.headers,
+                },
+                OrderRow,
+            )
+            try:
+                row = await ledger.hold_with(
                     conn,
                     user_id=placement.user_id,
                     amount=price,
                     key=f"order:{order_id}:hold",
                     reference=f"order:{order_id}",
                     actor=f"user:{placement.user_id}",
+                    along=along,
                 )
-            await QUERIES.execute(conn, "add_event", order_id=order_id, status=states.PENDING, note="placed")
-            await add_event(
-                conn, ORDER_CREATED, events_pb2.OrderCreated(order_id=order_id, user_id=placement.user_id)
-            )
-            row = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
-        assert row is not None
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != "orders_user_idempotency_key":
+                    raise
+                existing = await self._existing(conn, placement)  # the same key committed meanwhile
+                assert existing is not None
+                return existing
+        outbox.committed()  # the statement committed: wake this copy's relay (no NOTIFY needed)
         return row
 
     async def _existing(self, conn: Conn, placement: Placement) -> OrderRow | None:

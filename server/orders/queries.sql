@@ -1,33 +1,22 @@
--- name: service_for_order(id)^
--- What an order needs to know about its service (the catalog's table, read-only here).
+-- name: service_for_order(id, user_id)^
+-- What an order needs to know about its service (the catalog's table, read-only here), the user's
+-- discount, and the id the order will have: drawn now, so that the one statement that writes the
+-- order (insert_held_order) can key its hold and its event with it.
 SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.rate_micros,
        s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.one_active_order_per_link,
        (s.enabled AND NOT s.quarantined AND c.enabled
-        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
+        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale,
+       coalesce((SELECT u.discount_bps FROM users u WHERE u.id = :user_id), 0) AS discount_bps,
+       nextval(pg_get_serial_sequence('orders', 'id')) AS order_id
 FROM services s JOIN categories c ON c.id = s.category_id
 WHERE s.id = :id;
-
--- name: user_discount(id)$
-SELECT discount_bps FROM users WHERE id = :id;
 
 -- name: active_order_for_link(user_id, service_id, link)$
 SELECT EXISTS (
     SELECT 1 FROM orders
     WHERE user_id = :user_id AND service_id = :service_id AND link = :link
       AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired'));
-
--- name: insert_order(user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash)$
-INSERT INTO orders (user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable,
-                    rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
-                    provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
-                    idempotency_key, request_hash)
-VALUES (:user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :upstream_params, :billable,
-        :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
-        :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
-        :idempotency_key, :request_hash)
-ON CONFLICT ON CONSTRAINT orders_user_idempotency_key DO NOTHING
-RETURNING id;
 
 -- name: order_by_key(user_id, idempotency_key)^
 SELECT id, request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
@@ -210,3 +199,35 @@ FROM provider_exchanges WHERE :order_id = ANY(order_ids) ORDER BY id;
 -- name: order_by_upstream(provider_id, upstream_order_id)$
 SELECT id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id
 ORDER BY id DESC LIMIT 1;
+
+-- name: insert_held_order(order_id, user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)
+-- The tail of ledger.hold_with's statement (server/wallet/queries.sql, insert_hold_along): the
+-- order row (its id drawn by service_for_order), its first timeline entry and its outbox event,
+-- written only when the hold was made; the order as order_details shows it (a statement does not
+-- see its own inserts through the view, so the join is spelled out here). A second order with the
+-- same idempotency key breaks orders_user_idempotency_key and fails the whole statement.
+placed AS (
+    INSERT INTO orders (id, user_id, service_id, link, quantity, runs, interval_minutes, upstream_params,
+                        billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
+                        provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
+                        idempotency_key, request_hash)
+    OVERRIDING SYSTEM VALUE
+    SELECT :order_id, :user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :upstream_params,
+           :billable, :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
+           :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
+           :idempotency_key, :request_hash
+    FROM hold
+    RETURNING *
+), placed_event AS (
+    INSERT INTO order_events (order_id, status, note) SELECT id, status, 'placed' FROM placed
+), placed_outbox AS (
+    INSERT INTO outbox_events (subject, payload, headers)
+    SELECT :event_subject, :event_payload, :event_headers FROM placed
+)
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider
+FROM placed o JOIN services s ON s.id = o.service_id;

@@ -31,6 +31,8 @@ class ServiceForOrder:
     exchange_rate: Decimal | None
     one_active_order_per_link: bool
     on_sale: bool
+    discount_bps: int
+    order_id: int  # the id the order will have, drawn from the sequence
 
 
 @dataclass(frozen=True)

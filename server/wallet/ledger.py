@@ -18,11 +18,14 @@ Accounts: ``user:<id>:available``, ``user:<id>:held``, ``funding`` (money from o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
+from psycopg.rows import class_row
 
-from server.common.errors import FailedPrecondition, Internal
+from server.common.errors import Aborted, FailedPrecondition, Internal
 from server.common.money import format_micros
 from server.common.sqlfile import load
 
@@ -31,6 +34,7 @@ DOMAIN = "wallet.smm"
 FUNDING = "funding"
 REVENUE = "revenue"
 Conn = AsyncConnection[Any]
+T = TypeVar("T")
 
 
 def available(user_id: int) -> str:
@@ -179,6 +183,70 @@ async def adjust(
     else:
         await _entries(conn, transaction_id, available(user_id), FUNDING, -amount)
     return Movement(transaction_id, applied=True)
+
+
+@dataclass(frozen=True)
+class Along(Generic[T]):
+    """The caller's writes that commit with a hold, in the same statement (``hold_with``).
+
+    ``sql`` continues the hold's WITH: the caller's data-modifying CTEs, each reading ``FROM hold``
+    (directly or through another of its CTEs, so that nothing is written when the hold is not
+    made), then the final SELECT, whose row becomes ``row``. Its parameters must not start with
+    ``hold_``."""
+
+    sql: str
+    params: dict[str, Any]
+    row: type[T]
+
+
+def hold_with_sql(along_sql: str) -> str:
+    """The whole statement ``hold_with`` runs (the benchmark's pgbench script replays it)."""
+    return QUERIES.sql("insert_hold_along").rstrip().removesuffix(";") + ",\n" + along_sql
+
+
+async def hold_with(
+    conn: Conn, *, user_id: int, amount: int, key: str, reference: str, actor: str, along: Along[T]
+) -> T:
+    """Available -> held (``amount`` >= 0; 0 holds nothing) and the caller's writes, as ONE
+    statement on a connection in autocommit: it commits, or fails, whole, in one round trip (a
+    hold and an order in a transaction of their own took eleven). INSUFFICIENT_FUNDS when the
+    available balance does not cover it; the caller's own constraint errors propagate.
+
+    The key must be new (drawn from an id the caller has just taken from a sequence): a replayed
+    key makes no hold and writes nothing, and that raises ``LedgerInvariantBroken``. Use ``hold``
+    in a transaction for keys that may be retried."""
+    if amount < 0:
+        raise ValueError("ledger movements are positive amounts")
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("hold_with is a unit of work of its own: call it outside a transaction")
+    params = {
+        **along.params,
+        "hold_user_id": user_id,
+        "hold_amount": amount,
+        "hold_key": key,
+        "hold_reference": reference,
+        "hold_actor": actor,
+        "hold_debit": available(user_id),
+        "hold_credit": held(user_id),
+    }
+    try:
+        async with conn.cursor(row_factory=class_row(along.row)) as cur:
+            await cur.execute(hold_with_sql(along.sql), params)
+            row = await cur.fetchone()
+    except pg_errors.CheckViolation as exc:
+        if exc.diag.constraint_name != "wallets_available_micros_check":
+            raise
+        row = None  # a hold that raced ours took the funds first
+    if row is not None:
+        return row
+    if await QUERIES.scalar(conn, "transaction_by_key", idempotency_key=key) is not None:
+        raise LedgerInvariantBroken(f"hold again under the used key {key}", user_id)
+    current = await QUERIES.one(conn, "get_wallet", _Balances, user_id=user_id)
+    have = current.available_micros if current else 0
+    if have < amount:
+        raise insufficient_funds(have, amount)
+    # Short as the statement began, enough now (a credit or a release landed meanwhile).
+    raise Aborted("the balance changed while the hold was made; retry", reason="CONFLICT_RETRY")
 
 
 @dataclass(frozen=True)

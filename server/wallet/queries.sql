@@ -113,3 +113,34 @@ SELECT coalesce(sum(amount_micros), 0)::bigint FROM ledger_entries;
 
 -- name: count_transactions()$
 SELECT count(*) FROM ledger_transactions;
+
+-- name: insert_hold_along(hold_user_id, hold_amount, hold_key, hold_reference, hold_actor, hold_debit, hold_credit)
+-- The head of one statement that holds funds and, in the same statement, runs the caller's writes
+-- (ledger.hold_with appends the caller's CTEs and final SELECT). ``hold`` has one row when the
+-- hold was made (or there is nothing to hold: an amount of 0), none when the wallet did not cover
+-- it as the statement began or the key was used before; the caller's writes read FROM hold, so
+-- then they write nothing either. Two holds racing for the same funds both pass the first check;
+-- the wallet row's lock serialises them, the second's UPDATE recomputes from the first's result
+-- and breaks wallets_available_micros_check: the whole statement fails, the caller's rows too.
+WITH hold_tx AS (
+    INSERT INTO ledger_transactions (kind, idempotency_key, reference, user_id, amount_micros, memo, actor)
+    SELECT 'hold', :hold_key, :hold_reference, :hold_user_id, -:hold_amount::bigint, '', :hold_actor
+    FROM wallets
+    WHERE user_id = :hold_user_id AND available_micros >= :hold_amount::bigint AND :hold_amount::bigint > 0
+    ON CONFLICT ON CONSTRAINT ledger_transactions_idempotency_key_key DO NOTHING
+    RETURNING id
+), hold_moved AS (
+    UPDATE wallets SET available_micros = available_micros - :hold_amount::bigint,
+                       held_micros = held_micros + :hold_amount::bigint, update_time = now()
+    WHERE user_id = :hold_user_id AND EXISTS (SELECT 1 FROM hold_tx)
+    RETURNING user_id
+), hold_entries AS (
+    INSERT INTO ledger_entries (transaction_id, account, amount_micros)
+    SELECT t.id, e.account, e.amount_micros
+    FROM hold_tx t CROSS JOIN hold_moved
+    CROSS JOIN (VALUES (:hold_debit, -:hold_amount::bigint), (:hold_credit, :hold_amount::bigint)) AS e (account, amount_micros)
+), hold AS (
+    SELECT t.id AS transaction_id FROM hold_tx t CROSS JOIN hold_moved
+    UNION ALL
+    SELECT NULL::bigint WHERE :hold_amount::bigint = 0
+)
