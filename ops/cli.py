@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_dev(settings, copies=args.copies)
     if args.command == "serve" and args.what == "grpc":
+        from core import loop
         from server.main import serve
 
-        asyncio.run(serve(settings))
+        loop.run(serve(settings))
         return 0
     if args.command == "serve" and args.what == "edge":
         from edge.app import run

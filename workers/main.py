@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from core import loop
 from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
@@ -60,4 +61,4 @@ def _stop_on_signals() -> asyncio.Event:
 def main(settings: Settings, name: str) -> None:
     setup_logging(f"worker-{name}", settings.log_level)
     setup_tracing(f"{settings.service_name}-worker-{name}")
-    asyncio.run(run_worker(settings, name))
+    loop.run(run_worker(settings, name))
