@@ -57,6 +57,7 @@ from server.common.health import HealthChecks, postgres_check
 from server.common.interceptors import (
     AuthenticationInterceptor,
     AuthorizationInterceptor,
+    Chain,
     ErrorMappingInterceptor,
     RequestIdInterceptor,
 )
@@ -143,16 +144,21 @@ async def create_server(
     requirements = auth.Requirements(
         email_verification=settings.require_email_verification, staff_totp=settings.require_staff_totp
     )
+    stages = Chain(
+        [
+            RequestIdInterceptor(),
+            ErrorMappingInterceptor(),
+            IpRateLimitInterceptor(limiter),
+            AuthenticationInterceptor(
+                settings.internal_token.get_secret_value(),
+                resolver or CredentialStore(pool, accounts_repo, api_keys),
+            ),
+            AuthorizationInterceptor(functools.partial(limit_principal, limiter), requirements),
+        ]
+    )
     interceptors: list[grpc.aio.ServerInterceptor] = [
         *([aio_server_interceptor()] if tracing.enabled() else []),  # type: ignore[no-untyped-call]
-        RequestIdInterceptor(),
-        ErrorMappingInterceptor(),
-        IpRateLimitInterceptor(limiter),
-        AuthenticationInterceptor(
-            settings.internal_token.get_secret_value(),
-            resolver or CredentialStore(pool, accounts_repo, api_keys),
-        ),
-        AuthorizationInterceptor(functools.partial(limit_principal, limiter), requirements),
+        stages,
     ]
     # so_reuseport off: a second server on a taken port must fail, not share it silently.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])

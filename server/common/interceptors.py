@@ -1,5 +1,7 @@
 """Server interceptors, outermost first: (tracing, from OpenTelemetry), request id and deadline,
-error mapping, authentication, authorization.
+error mapping, (rate limits by IP, server/common/ratelimit.py), authentication, authorization.
+``server/main.py`` runs the stages after tracing as one ``Chain``: one gRPC interceptor per stage
+cost a metadata copy and a method handler per stage on every call.
 
 Error mapping sits outside authentication and authorization so that their refusals are rendered
 like every other ``DomainError``.
@@ -104,6 +106,49 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Behavior
     ) -> Any:
         return await inner(request, context)
+
+
+class Chain(grpc.aio.ServerInterceptor):
+    """Several ``_UnaryInterceptor`` stages, outermost first, as ONE gRPC interceptor: the call's
+    metadata is read into a ``CallInfo`` once and one method handler wraps the behaviour, where a
+    gRPC interceptor per stage did both once per stage on every call. Each stage behaves as it
+    would on its own: ``admit`` in order (the first refusal answers the call), then ``around``
+    nested in order."""
+
+    def __init__(self, stages: list[_UnaryInterceptor]) -> None:
+        self._stages = tuple(stages)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        call = CallInfo(
+            handler_call_details.method,  # type: ignore[attr-defined]
+            {k: v for k, v in (handler_call_details.invocation_metadata or ()) if isinstance(v, str)},  # type: ignore[attr-defined]
+        )
+        for stage in self._stages:
+            refusal = stage.admit(call)
+            if refusal is not None:
+                return _refusing_handler(refusal)
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior: Behavior = handler.unary_unary
+        for stage in reversed(self._stages):
+            behavior = _nest(stage, call, behavior)
+        return grpc.unary_unary_rpc_method_handler(
+            behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _nest(stage: _UnaryInterceptor, call: CallInfo, inner: Behavior) -> Behavior:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await stage.around(call, request, context, inner)
+
+    return behavior
 
 
 class RequestIdInterceptor(_UnaryInterceptor):

@@ -3,7 +3,8 @@
 Runs as tasks in the server process (which owns the database). Each batch is one short
 transaction: lock pending rows with ``FOR UPDATE SKIP LOCKED`` (so several server copies relay
 in parallel without double work), publish each with ``Nats-Msg-Id`` = its event id (JetStream
-drops a re-publish inside the duplicate window), then mark them published. A crash between the
+drops a re-publish inside the duplicate window; the batch goes out in order, and its acks are
+awaited together), then mark them published. A crash between the
 publish and the commit re-publishes the rows later; the dedup window and the consumers' idempotent
 RPCs make that harmless. LISTEN/NOTIFY wakes the relay at commit time; a short poll is the
 safety net. A write that commits as one autocommit statement (an order) wakes the relays of its
@@ -124,14 +125,30 @@ class Relay:
             async with conn.cursor() as cur:
                 await cur.execute(LOCK_PENDING, {"limit": self._batch})
                 rows = [PendingEvent(r[0], str(r[1]), r[2], bytes(r[3]), r[4]) for r in await cur.fetchall()]
-            for event in rows:
-                await self._publish(event)
+            await self._publish_all(rows)
             if rows:
                 await conn.execute(MARK_PUBLISHED, {"ids": [e.id for e in rows]})
         self.published += len(rows)
         return len(rows)
 
-    async def _publish(self, event: PendingEvent) -> None:
+    async def _publish_all(self, events: list[PendingEvent]) -> None:
+        """Publish the batch in order without waiting for each ack in turn (one write to NATS for
+        the lot, where a round trip per event cost a write and a wake-up each), then wait for
+        every ack; any failure fails the batch, whose rows stay pending."""
+        acks: list[asyncio.Future[Any]] = []
+        try:
+            for event in events:
+                acks.append(await self._publish(event))
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                outcomes = await asyncio.gather(*acks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        finally:
+            for ack in acks:
+                ack.cancel()  # those still waiting (a failure, a timeout): free their slots
+
+    async def _publish(self, event: PendingEvent) -> asyncio.Future[Any]:
         parent = extract(event.headers)
         with _tracer.start_as_current_span(
             f"publish {event.subject}", context=parent, kind=trace.SpanKind.PRODUCER
@@ -142,8 +159,8 @@ class Relay:
             headers: dict[str, Any] = {MSG_ID: event.event_id, EVENT_ID: event.event_id}
 
             inject(headers)
-            await self._js.publish(
-                self._ns.subject(event.subject), event.payload, headers=headers, timeout=PUBLISH_TIMEOUT_S
+            return await self._js.publish_async(
+                self._ns.subject(event.subject), event.payload, headers=headers, wait_stall=PUBLISH_TIMEOUT_S
             )
 
     async def _listen(self) -> None:
