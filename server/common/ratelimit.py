@@ -190,6 +190,8 @@ class RateLimiter:
             ips = {key[3:] for key, win in self._buckets if key.startswith("ip:") and win == current}
             peek += [(f"authfail:{ip}", current) for ip in sorted(ips)]
             if not sending and not peek:
+                self._buckets = {k: b for k, b in self._buckets.items() if k[1] >= current}
+                self._failures = {k: n for k, n in self._failures.items() if k[1] >= current}
                 return
             for _, bucket in sending:
                 bucket.sending, bucket.unsent = bucket.unsent, 0
