@@ -13,8 +13,8 @@ process samples the committed orders every second and the CPU time of every proc
 says where each order's CPU goes). Then: how far dispatch got, and correctness: the orders in the
 database must match the 2xx answers (requests cut off when wrk stopped may or may not have
 committed) and WalletService.VerifyLedger must pass, or the exit code is 1. Last, everything but
-PostgreSQL stops and pgbench runs the order's own transaction (the statements of
-OrdersLogic.place, read from the project's queries.sql files) on the same database, for the ratio
+PostgreSQL stops and pgbench runs the order's own SQL (the statements of OrdersLogic.place,
+read from the project's queries.sql files) on the same database, for the ratio
 HTTP orders/s / pgbench tx/s. Speed targets are reported (PASS/MISS), never asserted.
 
 `--profile DIR` samples every Python process with py-spy (not a project dependency) during the
@@ -835,7 +835,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
     log_dir = stack.root / "pgbench"
     log_dir.mkdir()
     print(
-        f"pgbench: the order's transaction ({outcome.pgbench_statements} statements from"
+        f"pgbench: the order's SQL ({outcome.pgbench_statements} statements from"
         f" OrdersLogic.place), -M prepared -c{args.pgbench_clients} -j2 -T{args.pgbench_duration}"
         f" after a {PGBENCH_WARMUP_S}s warm-up, same database, random bench user"
         f" (script: {pg_script.name})",
