@@ -68,6 +68,7 @@ from server.notifications.rpc import NotificationsServicer
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
+from server.orders.dripfeed import DripFeed
 from server.orders.logic import OrdersLogic
 from server.orders.rpc import OrdersServicer
 from server.orders.tracking import Tracker
@@ -211,15 +212,17 @@ async def create_server(
         WalletServicer(wallet, tokens, settings.currency), server
     )
     tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
+    dripfeed = DripFeed(pool, clients)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
         OrdersServicer(
             OrdersLogic(pool),
-            Dispatcher(pool, clients),
+            Dispatcher(pool, clients, dripfeed),
             tracker,
             tokens,
             settings.currency,
-            aftercare=Aftercare(pool, clients),
-            admin=OrdersAdmin(pool),
+            aftercare=Aftercare(pool, clients, dripfeed),
+            admin=OrdersAdmin(pool, dripfeed),
+            dripfeed=dripfeed,
             webhooks=ProviderWebhooks(clients, tracker, pool),
         ),
         server,

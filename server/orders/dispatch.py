@@ -17,7 +17,7 @@ moves it to needs review for the same reason.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.common.db import Pool
 from server.common.errors import Unavailable
@@ -28,6 +28,9 @@ from server.orders.tracking import finish, record
 from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
+
+if TYPE_CHECKING:
+    from server.orders.dripfeed import DripFeed
 
 ADD_FIELDS = frozenset(AddOrder.__dataclass_fields__) - {"service"}
 INT_FIELDS = frozenset(
@@ -47,15 +50,23 @@ def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
     return AddOrder(service=upstream_service_id, **values)
 
 
+# What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
+RUNS_BY_PANEL = "runs-by-panel"
+
+
 class Dispatcher:
-    def __init__(self, pool: Pool, clients: ProviderClients) -> None:
+    def __init__(self, pool: Pool, clients: ProviderClients, dripfeed: DripFeed) -> None:
         self._pool = pool
         self._clients = clients
+        self._dripfeed = dripfeed
 
     async def submit(self, order_id: int) -> OrderRow:
         while True:
             claimed = await self._claim(order_id)
-            if claimed is None:
+            if claimed == RUNS_BY_PANEL:
+                await self._dripfeed.send_due(order_id)
+                return await self._order(order_id)
+            if not isinstance(claimed, tuple):
                 return await self._order(order_id)
             order, candidate, submission_id = claimed
             if not await self._send(order, candidate, submission_id):
@@ -68,12 +79,14 @@ class Dispatcher:
             raise order_not_found(order_id)
         return row
 
-    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | None:
+    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | str | None:
         """Pending -> submitting with a 'starting' submission; None when there is nothing to send."""
         async with self._pool.connection() as conn, conn.transaction():
             order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
             if order is None:
                 raise order_not_found(order_id)
+            if order.panel_dripfeed:
+                return RUNS_BY_PANEL
             if order.status == states.SUBMITTING:
                 await self._review(conn, order, "a submission was interrupted; the order may exist upstream")
                 return None

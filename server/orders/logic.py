@@ -20,7 +20,7 @@ from server.common.db import Pool
 from server.common.errors import DomainError, FieldViolation, InvalidArgument, collect
 from server.common.money import MAX_MICROS, mul_div_round
 from server.common.outbox import add_event
-from server.orders import states
+from server.orders import dripfeed, states
 from server.orders.errors import (
     DOMAIN,
     active_order_for_link,
@@ -70,8 +70,15 @@ class OrdersLogic:
             if placement.service_id <= 0:
                 raise InvalidArgument.for_field("service_id", "is required", domain=DOMAIN)
             raise service_not_on_sale(placement.service_id)
-        terms = ServiceTerms(service.type, service.min_quantity, service.max_quantity, service.dripfeed)
+        terms = ServiceTerms(
+            service.type,
+            service.min_quantity,
+            service.max_quantity,
+            service.dripfeed,
+            dripfeed_upstream=service.upstream_dripfeed,
+        )
         valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
+        panel_dripfeed = valid.runs > 1 and not service.upstream_dripfeed
         async with self._pool.connection() as conn, conn.transaction():
             if placement.idempotency_key:
                 existing = await self._existing(conn, placement)
@@ -100,6 +107,7 @@ class OrdersLogic:
                 quantity=valid.quantity,
                 runs=valid.runs,
                 interval_minutes=valid.interval,
+                panel_dripfeed=panel_dripfeed,
                 upstream_params=Jsonb(valid.upstream),
                 billable=valid.billable,
                 rate_micros=service.rate_micros,
@@ -127,6 +135,10 @@ class OrdersLogic:
                     key=f"order:{order_id}:hold",
                     reference=f"order:{order_id}",
                     actor=f"user:{placement.user_id}",
+                )
+            if panel_dripfeed:
+                await dripfeed.schedule_runs(
+                    conn, order_id, runs=valid.runs, interval_minutes=valid.interval, quantity=valid.quantity
                 )
             await QUERIES.execute(conn, "add_event", order_id=order_id, status=states.PENDING, note="placed")
             await add_event(

@@ -1,6 +1,6 @@
 -- name: service_for_order(id)^
 -- What an order needs to know about its service (the catalog's table, read-only here).
-SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.rate_micros,
+SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.upstream_dripfeed, s.rate_micros,
        s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.one_active_order_per_link,
        (s.enabled AND NOT s.quarantined AND c.enabled
@@ -17,12 +17,12 @@ SELECT EXISTS (
     WHERE user_id = :user_id AND service_id = :service_id AND link = :link
       AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired'));
 
--- name: insert_order(user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash)$
-INSERT INTO orders (user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable,
+-- name: insert_order(user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash)$
+INSERT INTO orders (user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed, upstream_params, billable,
                     rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
                     provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
                     idempotency_key, request_hash)
-VALUES (:user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :upstream_params, :billable,
+VALUES (:user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :panel_dripfeed, :upstream_params, :billable,
         :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
         :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
         :idempotency_key, :request_hash)
@@ -45,7 +45,7 @@ SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
        o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
+       s.cancel AS service_cancel, o.pinned_provider, o.panel_dripfeed
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id
 FOR UPDATE OF o;
@@ -105,7 +105,7 @@ WHERE id = :id;
 -- name: due_for_poll(limit)
 SELECT id, provider_id, upstream_order_id FROM orders
 WHERE status IN ('in_progress', 'processing', 'active', 'paused') AND next_poll_time <= now()
-  AND provider_id IS NOT NULL AND upstream_order_id <> ''
+  AND provider_id IS NOT NULL AND upstream_order_id <> '' AND NOT panel_dripfeed
 ORDER BY next_poll_time
 LIMIT :limit;
 
@@ -136,7 +136,9 @@ GROUP BY 1 ORDER BY 1 DESC;
 -- name: stuck_orders(older_than_h)
 SELECT id FROM orders
 WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AND stuck_alert_time IS NULL
-  AND create_time < now() - make_interval(hours => :older_than_h)
+  -- a drip-feed smm sends itself is stuck only once its last run is late
+  AND create_time + make_interval(mins => CASE WHEN panel_dripfeed THEN (runs - 1) * interval_minutes ELSE 0 END)
+      < now() - make_interval(hours => :older_than_h)
 ORDER BY id LIMIT 1000;
 
 -- name: mark_stuck_alerted(ids)!
@@ -210,3 +212,99 @@ FROM provider_exchanges WHERE :order_id = ANY(order_ids) ORDER BY id;
 -- name: order_by_upstream(provider_id, upstream_order_id)$
 SELECT id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id
 ORDER BY id DESC LIMIT 1;
+
+-- ---------------------------------------------------------------- drip-feed runs smm sends itself
+
+-- name: insert_runs(order_id, runs, interval_minutes, quantity)!
+-- Run n is due (n - 1) x interval after the order was placed.
+INSERT INTO order_runs (order_id, run_no, quantity, due_time)
+SELECT :order_id, n, :quantity, now() + make_interval(mins => (n - 1) * :interval_minutes)
+FROM generate_series(1, :runs) AS n;
+
+-- name: lock_next_run(order_id)^
+-- The earliest due run not yet out, or whose submission was interrupted: still submitting after
+-- longer than any provider call may take (providers.timeout_ms is at most 120 s), locked.
+SELECT * FROM order_runs
+WHERE order_id = :order_id AND due_time <= now()
+  AND (state = 'scheduled' OR (state = 'submitting' AND update_time < now() - interval '5 minutes'))
+ORDER BY run_no LIMIT 1
+FOR UPDATE;
+
+-- name: lock_run(order_id, run_no)^
+SELECT * FROM order_runs WHERE order_id = :order_id AND run_no = :run_no FOR UPDATE;
+
+-- name: list_runs(order_id)
+SELECT * FROM order_runs WHERE order_id = :order_id ORDER BY run_no;
+
+-- name: list_due_run_orders(limit)
+-- Orders with a run due to be sent (the tick sends them; placement sends the first at once).
+SELECT DISTINCT r.order_id FROM order_runs r JOIN orders o ON o.id = r.order_id
+WHERE r.due_time <= now() AND o.status IN ('pending', 'in_progress', 'processing')
+  AND (r.state = 'scheduled' OR (r.state = 'submitting' AND r.update_time < now() - interval '5 minutes'))
+ORDER BY r.order_id LIMIT :limit;
+
+-- name: insert_run_submission(order_id, run_no, provider_id, upstream_service_id)$
+INSERT INTO order_submissions (order_id, run_no, provider_id, upstream_service_id)
+VALUES (:order_id, :run_no, :provider_id, :upstream_service_id)
+RETURNING id;
+
+-- name: set_run_state(order_id, run_no, state, note)!
+UPDATE order_runs SET state = :state, note = :note, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: start_run_submission(order_id, run_no, provider_id, upstream_service_id)!
+UPDATE order_runs SET state = 'submitting', provider_id = :provider_id,
+                      upstream_service_id = :upstream_service_id, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: mark_run_submitted(order_id, run_no, upstream_order_id)!
+UPDATE order_runs SET state = 'in_progress', upstream_order_id = :upstream_order_id, note = '',
+                      submit_time = now(), update_time = now(), next_poll_time = now() + interval '15 seconds'
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: next_run_attempt(order_id, run_no, note)!
+UPDATE order_runs SET attempt = attempt + 1, state = 'scheduled', note = :note, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: delay_run(order_id, run_no, delay_s, note)!
+-- Certainly not sent (provider unreachable): the run waits and goes out on a later tick.
+UPDATE order_runs SET state = 'scheduled', note = :note, update_time = now(),
+                      due_time = now() + make_interval(secs => :delay_s)
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: finish_run(order_id, run_no, state, remains, start_count, note)!
+UPDATE order_runs SET state = :state, remains = :remains, start_count = coalesce(:start_count, start_count),
+                      note = :note, finish_time = now(), update_time = now(), next_poll_time = NULL
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: cancel_scheduled_runs(order_id, note)!
+UPDATE order_runs SET state = 'canceled', remains = quantity, note = :note, finish_time = now(), update_time = now()
+WHERE order_id = :order_id AND state = 'scheduled';
+
+-- name: track_run(order_id, run_no, state, start_count, next_poll_s)!
+UPDATE order_runs SET state = :state, start_count = coalesce(:start_count, start_count), update_time = now(),
+                      next_poll_time = now() + make_interval(secs => :next_poll_s)
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: postpone_run_polls(order_ids, run_nos, next_poll_s)!
+UPDATE order_runs r SET next_poll_time = now() + make_interval(secs => :next_poll_s)
+FROM unnest(:order_ids::bigint[], :run_nos::int[]) AS d(order_id, run_no)
+WHERE r.order_id = d.order_id AND r.run_no = d.run_no;
+
+-- name: list_runs_due_for_poll(limit)
+SELECT order_id, run_no, provider_id, upstream_order_id FROM order_runs
+WHERE state IN ('in_progress', 'processing') AND next_poll_time <= now() AND upstream_order_id <> ''
+ORDER BY next_poll_time
+LIMIT :limit;
+
+-- name: start_panel_dripfeed(id, provider_id, upstream_service_id)!
+-- The first run of a drip-feed smm sends itself went out: the order is in progress (it is not
+-- polled itself; its runs are).
+UPDATE orders SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+                  status_note = '', submit_time = coalesce(submit_time, now()), update_time = now()
+WHERE id = :id;
+
+-- name: found_run_upstream(order_id, run_no, upstream_order_id)!
+UPDATE order_runs SET state = 'in_progress', upstream_order_id = :upstream_order_id, note = '',
+                      submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;

@@ -17,6 +17,7 @@ from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
+from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN
 from server.orders.logic import OrdersLogic, Placement
 from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
@@ -144,7 +145,9 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         aftercare: Aftercare,
         admin: OrdersAdmin,
         webhooks: ProviderWebhooks,
+        dripfeed: DripFeed,
     ) -> None:
+        self._dripfeed = dripfeed
         self._aftercare = aftercare
         self._admin = admin
         self._webhooks = webhooks
@@ -237,8 +240,13 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def PollOrders(
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.PollOrdersResponse:
-        checked, changed = await self._tracker.poll(request.limit or 1000)
-        changed += await self._aftercare.poll_refills(request.limit or 1000)
+        limit = request.limit or 1000
+        checked, changed = await self._tracker.poll(limit)
+        changed += await self._dripfeed.send_all_due(limit)
+        runs_checked, runs_changed = await self._dripfeed.poll(limit)
+        changed += await self._aftercare.poll_refills(limit)
+        checked += runs_checked
+        changed += runs_changed
         return pb.PollOrdersResponse(checked=checked, changed=changed)
 
     async def BatchGetOrders(
