@@ -70,6 +70,7 @@ from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
 from server.orders.dripfeed import DripFeed
 from server.orders.logic import OrdersLogic
+from server.orders.reconcile import Reconciler
 from server.orders.rpc import OrdersServicer
 from server.orders.tracking import Tracker
 from server.orders.webhooks import ProviderWebhooks
@@ -213,6 +214,7 @@ async def create_server(
     )
     tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
     dripfeed = DripFeed(pool, clients)
+    orders_admin = OrdersAdmin(pool, dripfeed)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
         OrdersServicer(
             OrdersLogic(pool),
@@ -221,8 +223,9 @@ async def create_server(
             tokens,
             settings.currency,
             aftercare=Aftercare(pool, clients, dripfeed),
-            admin=OrdersAdmin(pool, dripfeed),
+            admin=orders_admin,
             dripfeed=dripfeed,
+            reconciler=Reconciler(pool, clients, orders_admin),
             webhooks=ProviderWebhooks(clients, tracker, pool),
         ),
         server,

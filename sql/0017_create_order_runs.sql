@@ -39,6 +39,14 @@ CREATE INDEX order_runs_poll_idx ON order_runs (next_poll_time) WHERE state IN (
 ALTER TABLE order_submissions
     ADD COLUMN run_no integer;
 
+-- Looking for an order whose answer was lost (server/orders/reconcile.py): the ids a provider
+-- gave smm around a moment.
+CREATE INDEX order_submissions_accepted_idx ON order_submissions (provider_id, create_time)
+    WHERE state = 'accepted';
+ALTER TABLE orders
+    -- The automatic look for a needs-review order upstream is not tried again before this time.
+    ADD COLUMN reconcile_time timestamptz;
+
 CREATE OR REPLACE VIEW order_details AS
 SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,

@@ -308,3 +308,44 @@ WHERE id = :id;
 UPDATE order_runs SET state = 'in_progress', upstream_order_id = :upstream_order_id, note = '',
                       submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
 WHERE order_id = :order_id AND run_no = :run_no;
+
+-- ---------------------------------------------------------------- finding lost orders upstream
+
+-- name: get_lost_submission(order_id)^
+-- The order's last submission whose answer was lost (or that a crash interrupted).
+SELECT s.provider_id, s.upstream_service_id, s.create_time, s.finish_time,
+       (o.provider_id = s.provider_id AND o.upstream_service_id = s.upstream_service_id) AS primary_provider,
+       o.provider_rate_micros, o.billable
+FROM order_submissions s JOIN orders o ON o.id = s.order_id
+WHERE s.order_id = :order_id AND s.run_no IS NULL AND s.state IN ('unknown', 'starting')
+ORDER BY s.id DESC LIMIT 1;
+
+-- name: get_upstream_id_window(provider_id, started, finished)^
+-- Ids the provider gave before the lost submission was sent, and after its answer was lost:
+-- an order answered before `started` got a smaller id; one sent after `finished` a larger one.
+SELECT (SELECT max(upstream_order_id::bigint) FROM order_submissions
+        WHERE provider_id = :provider_id AND state = 'accepted' AND upstream_order_id ~ '^[0-9]{1,18}$'
+          AND finish_time < :started) AS before_id,
+       (SELECT min(upstream_order_id::bigint) FROM order_submissions
+        WHERE provider_id = :provider_id AND state = 'accepted' AND upstream_order_id ~ '^[0-9]{1,18}$'
+          AND create_time > :finished) AS after_id;
+
+-- name: list_known_upstream_ids(provider_id, ids)
+SELECT upstream_order_id FROM order_submissions
+WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids)
+UNION
+SELECT upstream_order_id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids)
+UNION
+SELECT upstream_order_id FROM order_runs WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids);
+
+-- name: claim_orders_to_reconcile(older_than_s, every_s, limit)
+-- Needs-review orders due for an automatic look upstream; each is not looked at again for a while.
+UPDATE orders SET reconcile_time = now() + make_interval(secs => :every_s)
+WHERE id IN (
+    SELECT id FROM orders
+    WHERE status = 'needs_review' AND NOT panel_dripfeed
+      AND update_time < now() - make_interval(secs => :older_than_s)
+      AND (reconcile_time IS NULL OR reconcile_time <= now())
+    ORDER BY id LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+RETURNING id;

@@ -150,3 +150,14 @@ class DueRun:
     run_no: int
     provider_id: int
     upstream_order_id: str
+
+
+@dataclass(frozen=True)
+class LostSubmission:
+    provider_id: int
+    upstream_service_id: str
+    create_time: datetime
+    finish_time: datetime | None
+    primary_provider: bool
+    provider_rate_micros: int | None
+    billable: int
