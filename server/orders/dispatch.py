@@ -39,6 +39,26 @@ INT_FIELDS = frozenset(
 )  # fmt: skip
 
 
+async def finish_submission(
+    conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
+) -> None:
+    await QUERIES.execute(
+        conn,
+        "finish_submission",
+        id=submission_id,
+        state=state,
+        upstream_order_id=upstream_id,
+        message=message[:1000],
+    )
+
+
+async def candidates_for(conn: Conn, order: OrderRow) -> list[Candidate]:
+    """Where the order may go, in order: the primary provider, then the fallbacks."""
+    if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
+        return [Candidate(order.provider_id, order.upstream_service_id)]
+    return await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
+
+
 def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
     """The stored upstream parameters (validated when the order was placed) as an ``add`` call."""
     values: dict[str, Any] = {}
@@ -92,12 +112,7 @@ class Dispatcher:
                 return None
             if order.status != states.PENDING:
                 return None  # already sent (a redelivered event), or finished
-            if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
-                candidates = [Candidate(order.provider_id, order.upstream_service_id)]
-            else:
-                candidates = await QUERIES.all(
-                    conn, "list_candidates", Candidate, service_id=order.service_id
-                )
+            candidates = await candidates_for(conn, order)
             if order.attempt >= len(candidates):
                 await finish(conn, order, states.FAILED, note="no provider accepted the order")
                 return None
@@ -125,7 +140,7 @@ class Dispatcher:
             assert current is not None
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
-                await self._finish_submission(conn, submission_id, "accepted", upstream_id, "")
+                await finish_submission(conn, submission_id, "accepted", upstream_id, "")
                 await QUERIES.execute(
                     conn,
                     "mark_submitted",
@@ -137,7 +152,7 @@ class Dispatcher:
                 await record(conn, current, states.IN_PROGRESS, f"sent to provider {candidate.provider_id}")
                 return False
             if isinstance(reply, Rejected):
-                await self._finish_submission(conn, submission_id, "rejected", "", reply.message)
+                await finish_submission(conn, submission_id, "rejected", "", reply.message)
                 await QUERIES.execute(conn, "next_attempt", id=order.id)
                 await QUERIES.execute(
                     conn,
@@ -149,12 +164,12 @@ class Dispatcher:
                 return True
             assert isinstance(reply, Unknown)
             if not reply.sent:
-                await self._finish_submission(conn, submission_id, "not_sent", "", reply.reason)
+                await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
                 await QUERIES.execute(
                     conn, "set_status", id=order.id, status=states.PENDING, note=reply.reason[:500]
                 )
             else:
-                await self._finish_submission(conn, submission_id, "unknown", "", reply.reason)
+                await finish_submission(conn, submission_id, "unknown", "", reply.reason)
                 await self._review(conn, current, f"the provider's answer is unknown: {reply.reason}")
                 return False
         assert isinstance(reply, Unknown)
@@ -163,18 +178,6 @@ class Dispatcher:
             reason="PROVIDER_UNAVAILABLE",
             domain=DOMAIN,
             metadata={"order_id": str(order.id)},
-        )
-
-    async def _finish_submission(
-        self, conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
-    ) -> None:
-        await QUERIES.execute(
-            conn,
-            "finish_submission",
-            id=submission_id,
-            state=state,
-            upstream_order_id=upstream_id,
-            message=message[:1000],
         )
 
     async def _review(self, conn: Conn, order: OrderRow, note: str) -> None:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from server.common.db import Pool
 from server.orders import states
-from server.orders.dispatch import add_order
+from server.orders.dispatch import add_order, candidates_for, finish_submission
 from server.orders.repo import QUERIES, Candidate, Conn, DueRun, OrderRow, RunRow
 from server.orders.tracking import finish, poll_interval_s, record
 from server.providers.adapters.base import Accepted, Rejected, Reply, Unknown, UpstreamStatus
@@ -104,12 +104,7 @@ class DripFeed:
                         conn, order, run, "a submission was interrupted; the run may exist upstream"
                     )
                     return None
-                if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
-                    candidates = [Candidate(order.provider_id, order.upstream_service_id)]
-                else:
-                    candidates = await QUERIES.all(
-                        conn, "list_candidates", Candidate, service_id=order.service_id
-                    )
+                candidates = await candidates_for(conn, order)
                 if run.attempt >= len(candidates):
                     await self._end_run(
                         conn, order, run, states.FAILED, run.quantity, "no provider accepted the run"
@@ -149,7 +144,7 @@ class DripFeed:
             key = {"order_id": order.id, "run_no": run.run_no}
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
-                await _finish_submission(conn, submission_id, "accepted", upstream_id, "")
+                await finish_submission(conn, submission_id, "accepted", upstream_id, "")
                 await QUERIES.execute(conn, "mark_run_submitted", **key, upstream_order_id=upstream_id)
                 note = f"{label} sent to provider {candidate.provider_id} (order {upstream_id})"
                 if current.status == states.PENDING:
@@ -167,19 +162,19 @@ class DripFeed:
                     )
                 return "accepted"
             if isinstance(reply, Rejected):
-                await _finish_submission(conn, submission_id, "rejected", "", reply.message)
+                await finish_submission(conn, submission_id, "rejected", "", reply.message)
                 note = f"{label}: provider {candidate.provider_id} refused: {reply.message}"[:500]
                 await QUERIES.execute(conn, "next_run_attempt", **key, note=note)
                 await QUERIES.execute(conn, "add_event", order_id=order.id, status=current.status, note=note)
                 return "retry"
             assert isinstance(reply, Unknown)
             if not reply.sent:
-                await _finish_submission(conn, submission_id, "not_sent", "", reply.reason)
+                await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
                 await QUERIES.execute(
                     conn, "delay_run", **key, delay_s=NOT_SENT_DELAY_S, note=reply.reason[:500]
                 )
                 return "stop"
-            await _finish_submission(conn, submission_id, "unknown", "", reply.reason)
+            await finish_submission(conn, submission_id, "unknown", "", reply.reason)
             locked = await QUERIES.one(conn, "lock_run", RunRow, **key)
             assert locked is not None
             await self._review(conn, current, locked, f"the provider's answer is unknown: {reply.reason}")
@@ -357,16 +352,3 @@ def final_status(runs: list[RunRow]) -> tuple[str, int]:
     if delivered == 0:
         return (states.FAILED if all(r.state == states.FAILED for r in runs) else states.CANCELED), remains
     return states.PARTIAL, remains
-
-
-async def _finish_submission(
-    conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
-) -> None:
-    await QUERIES.execute(
-        conn,
-        "finish_submission",
-        id=submission_id,
-        state=state,
-        upstream_order_id=upstream_id,
-        message=message[:1000],
-    )

@@ -31,6 +31,23 @@ async def offer_dripfeed(shop: Shop, upstream: str = SEO) -> str:
     return service_id
 
 
+async def place(
+    shop: Shop, user: dict[str, str], service_id: str, link: str, *, quantity: int, runs: int, interval: int
+) -> dict[str, Any]:
+    placed = await shop.order(
+        user,
+        serviceId=service_id,
+        keywords="smm panel",
+        link=link,
+        quantity=quantity,
+        runs=runs,
+        interval=interval,
+    )
+    assert placed.status_code == 200, placed.text
+    order: dict[str, Any] = placed.json()
+    return order
+
+
 async def runs_of(pool: Pool, order_id: str) -> list[tuple[int, str, int, int | None]]:
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -80,17 +97,7 @@ async def test_runs_go_out_one_by_one_as_orders_of_their_own_and_the_order_compl
 ) -> None:
     seo = await offer_dripfeed(shop)
     ann = await shop.user("ann@example.com", "10.00")
-    placed = await shop.order(
-        ann,
-        serviceId=seo,
-        keywords="smm panel",
-        link="https://example.com/page",
-        quantity=100,
-        runs=3,
-        interval=30,
-    )
-    assert placed.status_code == 200, placed.text
-    order = placed.json()
+    order = await place(shop, ann, seo, "https://example.com/page", quantity=100, runs=3, interval=30)
     price = Decimal(order["price"])
     assert await shop.balance(ann) == (str(Decimal("10.00") - price), order["price"])
     assert [r[:3] for r in await runs_of(pool, order["id"])] == [
@@ -124,17 +131,7 @@ async def test_runs_go_out_one_by_one_as_orders_of_their_own_and_the_order_compl
 async def test_partial_runs_release_exactly_what_was_not_delivered(shop: Shop, pool: Pool) -> None:
     seo = await offer_dripfeed(shop)
     ann = await shop.user("ann@example.com", "10.00")
-    order = (
-        await shop.order(
-            ann,
-            serviceId=seo,
-            keywords="smm panel",
-            link="https://example.com/partial",
-            quantity=123,
-            runs=2,
-            interval=5,
-        )
-    ).json()
+    order = await place(shop, ann, seo, "https://example.com/partial", quantity=123, runs=2, interval=5)
     price = Decimal(order["price"])
     await shop.submit(order["id"])
     done = await run_to_the_end(shop, ann, order["id"])
@@ -155,17 +152,7 @@ async def test_a_cancel_stops_the_remaining_runs_and_releases_their_share(
 ) -> None:
     seo = await offer_dripfeed(shop)
     ann = await shop.user("ann@example.com", "10.00")
-    order = (
-        await shop.order(
-            ann,
-            serviceId=seo,
-            keywords="smm panel",
-            link="https://example.com/stop",
-            quantity=100,
-            runs=3,
-            interval=60,
-        )
-    ).json()
+    order = await place(shop, ann, seo, "https://example.com/stop", quantity=100, runs=3, interval=60)
     price = Decimal(order["price"])
     await shop.submit(order["id"])
     canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
@@ -177,17 +164,7 @@ async def test_a_cancel_stops_the_remaining_runs_and_releases_their_share(
     assert Decimal(done["released"]) == share(price, 200, 300)
     assert (await shop.verify()).ok
 
-    pending = (
-        await shop.order(
-            ann,
-            serviceId=seo,
-            keywords="smm panel",
-            link="https://example.com/never",
-            quantity=100,
-            runs=2,
-            interval=60,
-        )
-    ).json()
+    pending = await place(shop, ann, seo, "https://example.com/never", quantity=100, runs=2, interval=60)
     gone = await shop.http.post(f"/api/v1/dashboard/orders/{pending['id']}/cancel", json={}, headers=ann)
     assert gone.json()["status"] == "ORDER_STATUS_CANCELED"
     assert gone.json()["released"] == pending["price"]
@@ -202,17 +179,7 @@ async def test_a_run_whose_answer_is_lost_waits_for_staff_and_is_never_sent_twic
 ) -> None:
     seo = await offer_dripfeed(shop)
     ann = await shop.user("ann@example.com", "10.00")
-    order = (
-        await shop.order(
-            ann,
-            serviceId=seo,
-            keywords="smm panel",
-            link="https://example.com/lost",
-            quantity=100,
-            runs=2,
-            interval=1,
-        )
-    ).json()
+    order = await place(shop, ann, seo, "https://example.com/lost", quantity=100, runs=2, interval=1)
     await shop.submit(order["id"])
     async with pool.connection() as conn:  # a short provider timeout keeps the test fast
         await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
@@ -243,17 +210,7 @@ async def test_a_run_refused_everywhere_fails_alone_and_staff_can_send_a_lost_on
 ) -> None:
     seo = await offer_dripfeed(shop)
     ann = await shop.user("ann@example.com", "10.00")
-    order = (
-        await shop.order(
-            ann,
-            serviceId=seo,
-            keywords="smm panel",
-            link="https://example.com/mixed",
-            quantity=100,
-            runs=3,
-            interval=1,
-        )
-    ).json()
+    order = await place(shop, ann, seo, "https://example.com/mixed", quantity=100, runs=3, interval=1)
     price = Decimal(order["price"])
     await shop.submit(order["id"])  # run 1 out
     await demo_provider.fault("error_body", count=1, actions=["add"])  # run 2 refused, no fallback
