@@ -58,9 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that call the gRPC server as an internal tool.
+_TOOLS = frozenset({"admin", "ledger", "dlq"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
+    if args.command in _TOOLS and not settings.internal_token.get_secret_value():
+        from ops.dev import local_internal_token
+
+        # Next to a `make run`, the tools find the token it generated (the environment wins).
+        settings = settings.model_copy(update={"internal_token": local_internal_token(settings)})
     if args.command == "dev":
         from ops.dev import run_dev
 

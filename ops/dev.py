@@ -207,6 +207,15 @@ def dev_secrets(var_dir: Path, settings: Settings) -> dict[str, str]:
     return {name: value or stored[name] for name, value in given.items()}
 
 
+def local_internal_token(settings: Settings) -> SecretStr:
+    """The internal token `smm dev` generated under the var dir ("" when there is none)."""
+    try:
+        stored = _read_secrets(Path(settings.var_dir) / SECRETS_FILE)
+    except DevError:
+        return SecretStr("")
+    return SecretStr(stored.get("SMM_INTERNAL_TOKEN", ""))
+
+
 def _new_secret(name: str) -> str:
     return new_key_config("dev1") if name == "SMM_ENCRYPTION_KEYS" else secrets.token_urlsafe(32)
 
