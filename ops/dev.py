@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 # Worker names, each started as `python -m ops.cli worker NAME`; issues that add workers add them here.
-WORKERS: list[str] = ["scheduler", "analytics", "maintenance", "email", "provider-sync", "dispatch"]
+WORKERS: list[str] = ["scheduler", "analytics", "maintenance", "email", "sms", "provider-sync", "dispatch"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from smm.v1 import accounts_service_pb2 as accounts_pb
 
+from server.accounts import security
 from server.accounts.errors import DOMAIN, email_taken
 from server.accounts.logic import EMAIL_PATTERN, MAX_PASSWORD, MIN_PASSWORD, request_email
 from server.accounts.passwords import hash_password, verify_password
@@ -94,6 +95,7 @@ class AccountEmails:
             # The link reached this inbox, which proves the address as a verification link would.
             await self._repo.mark_email_verified(conn, user.id, used.email)
             await audit.record(conn, "auth.password_reset", actor=f"user:{user.id}", target=f"user:{user.id}")
+            await security.security_changed(conn, user.id, security.PASSWORD_RESET)
 
     async def verify_email(self, token: str) -> str:
         async with self._pool.connection() as conn, conn.transaction():
@@ -117,6 +119,8 @@ class AccountEmails:
                 target=f"user:{used.user_id}",
                 after={"email": confirmed},
             )
+            if used.purpose == "change_email":
+                await security.security_changed(conn, used.user_id, security.EMAIL_CHANGED)
             return confirmed
 
     async def send_verification(self, who: auth.Principal) -> None:

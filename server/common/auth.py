@@ -104,6 +104,10 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.AccountsService/DisableTotp": PEOPLE,
     "/smm.v1.AccountsService/RegenerateRecoveryCodes": PEOPLE,
     "/smm.v1.AccountsService/PrepareAccountEmail": SYSTEM_ONLY,
+    "/smm.v1.AccountsService/SetPhone": PEOPLE,
+    "/smm.v1.AccountsService/VerifyPhone": PEOPLE,
+    "/smm.v1.AccountsService/RemovePhone": PEOPLE,
+    "/smm.v1.AccountsService/PrepareAccountSms": SYSTEM_ONLY,
     "/smm.v1.SystemService/GetHealth": EVERYONE,
     "/smm.v1.SystemService/RunJob": STAFF_WRITE,
     "/smm.v1.SystemService/RecordEvent": SYSTEM_ONLY,
@@ -154,8 +158,9 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.OrdersService/PollOrders": SYSTEM_ONLY,
     "/smm.v1.NotificationsService/PlanNotifications": SYSTEM_ONLY,
     "/smm.v1.NotificationsService/RecordDelivery": SYSTEM_ONLY,
-    # Machines and mail clients: the Svix signature or the signed token is the credential.
+    # Machines and mail clients: the Svix or Twilio signature or the signed token is the credential.
     "/smm.v1.NotificationsService/ReceiveResendWebhook": EVERYONE,
+    "/smm.v1.NotificationsService/ReceiveTwilioWebhook": EVERYONE,
     "/smm.v1.NotificationsService/Unsubscribe": EVERYONE,
     "/smm.v1.NotificationsService/ListUserNotifications": STAFF_READ,
     "/smm.v1.ProvidersService/CreateProvider": STAFF_WRITE,

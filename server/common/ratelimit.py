@@ -35,7 +35,8 @@ RETURNING hits
 PEEK = "SELECT hits FROM rate_limit_windows WHERE key = %(key)s AND window_start = to_timestamp(%(window)s)"
 PURGE = "DELETE FROM rate_limit_windows WHERE window_start < now() - interval '10 minutes'"
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
-# Calls that send mail or spend a link: tighter still, per IP and per address.
+# Calls that send mail or texts, or spend a link or a code: tighter still, per IP and per address
+# (texts are also limited per account and per number, by server/accounts/phones.py).
 RESET_RPCS = tuple(
     f"/smm.v1.AccountsService/{name}"
     for name in (
@@ -44,6 +45,8 @@ RESET_RPCS = tuple(
         "VerifyEmail",
         "SendVerificationEmail",
         "ChangeEmail",
+        "SetPhone",
+        "VerifyPhone",
     )
 )
 # Health must answer, and say what is down, even when the limiter's own store is down.
