@@ -556,6 +556,8 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
         "quantity": f"{quantity}::bigint",
         "runs": f"{runs}::integer",
         "interval_minutes": f"{interval}::integer",
+        "panel_dripfeed": "false",
+        "panel_runs": "0",
         "upstream_params": _lit(upstream) + "::jsonb",
         "billable": f"{billable}::bigint",
         "rate_micros": f"{rate}::bigint",

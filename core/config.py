@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
+    # A CA bundle (PEM) to trust for the relay's certificate instead of the system's (a private CA).
+    smtp_ca_file: str = ""
     resend_api_key: SecretStr = SecretStr("")
     resend_api_url: str = "https://api.resend.com"
     # Svix secret of Resend's webhooks ("whsec_..."); empty turns the webhook off.
@@ -80,6 +82,22 @@ class Settings(BaseSettings):
     # The local transport's folder; empty means <var_dir>/mail.
     mail_dir: str = ""
 
+    # Text messages (SMS).
+    # "file" (one text file per message under sms_dir) or "twilio".
+    sms_transport: str = "file"
+    # The local transport's folder; empty means <var_dir>/sms.
+    sms_dir: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    # The sender: a number in E.164 ("+15550006666") or a Messaging Service SID ("MG...").
+    twilio_from: str = ""
+    twilio_api_url: str = "https://api.twilio.com"
+    # Admins with a verified phone get staff alerts by text unless they turn it off.
+    sms_admin_alerts: bool = True
+    # Phone verification codes: how long one works, and how many wrong tries spend it.
+    phone_code_ttl_minutes: int = 10
+    phone_code_max_attempts: int = 5
+
     # Rate limits, per minute (shared by every copy through PostgreSQL).
     rate_per_ip_per_min: int = 600
     rate_login_per_ip_per_min: int = 20
@@ -93,6 +111,8 @@ class Settings(BaseSettings):
     # How often each server copy shares its per-IP, per-user and per-key counts with the others
     # (they count in memory in between; server/common/ratelimit.py).
     rate_sync_s: float = 0.5
+    # Verification texts sent per minute, per account and per number.
+    rate_sms_per_account_per_min: int = 2
 
     # Money.
     currency: str = "USD"
@@ -134,6 +154,10 @@ class Settings(BaseSettings):
     @property
     def mail_path(self) -> str:
         return self.mail_dir or f"{self.var_dir}/mail"
+
+    @property
+    def sms_path(self) -> str:
+        return self.sms_dir or f"{self.var_dir}/sms"
 
     @property
     def grpc_dial_target(self) -> str:

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     email_preview.add_argument("name", help="the email (verify_email, order_completed, ...)")
     email_preview.add_argument("--html", action="store_true", help="print the HTML part instead of the text")
 
+    sms = commands.add_parser("sms", help="text message templates")
+    sms_commands = sms.add_subparsers(dest="sms_command", required=True)
+    sms_preview = sms_commands.add_parser("preview", help="render one text message with sample data")
+    sms_preview.add_argument("name", help="the text (phone_verification, order_completed, ...)")
+
     ledger = commands.add_parser("ledger", help="the wallet ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     ledger_commands.add_parser("verify", help="check every ledger invariant (exit 1 when one is broken)")
@@ -58,9 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that call the gRPC server as an internal tool.
+_TOOLS = frozenset({"admin", "ledger", "dlq"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = load_settings()
+    if args.command in _TOOLS and not settings.internal_token.get_secret_value():
+        from ops.dev import local_internal_token
+
+        # Next to a `make run`, the tools find the token it generated (the environment wins).
+        settings = settings.model_copy(update={"internal_token": local_internal_token(settings)})
     if args.command == "dev":
         from ops.dev import run_dev
 
@@ -121,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         from ops.email_preview import preview
 
         return preview(settings, args.name, html=args.html)
+    if args.command == "sms":
+        from ops.email_preview import preview_sms
+
+        return preview_sms(settings, args.name)
     if args.command == "ledger":
         from ops.ledger import verify_ledger
 

@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 # Worker names, each started as `python -m ops.cli worker NAME`; issues that add workers add them here.
-WORKERS: list[str] = ["scheduler", "analytics", "maintenance", "email", "provider-sync", "dispatch"]
+WORKERS: list[str] = ["scheduler", "analytics", "maintenance", "email", "sms", "provider-sync", "dispatch"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -205,6 +205,15 @@ def dev_secrets(var_dir: Path, settings: Settings) -> dict[str, str]:
         stored.update({name: _new_secret(name) for name in missing})
         _write_private_json(path, stored)
     return {name: value or stored[name] for name, value in given.items()}
+
+
+def local_internal_token(settings: Settings) -> SecretStr:
+    """The internal token `smm dev` generated under the var dir ("" when there is none)."""
+    try:
+        stored = _read_secrets(Path(settings.var_dir) / SECRETS_FILE)
+    except DevError:
+        return SecretStr("")
+    return SecretStr(stored.get("SMM_INTERNAL_TOKEN", ""))
 
 
 def _new_secret(name: str) -> str:

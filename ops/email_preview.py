@@ -1,4 +1,5 @@
-"""``smm email preview NAME``: one email rendered with sample data, as it would be sent."""
+"""``smm email preview NAME`` and ``smm sms preview NAME``: one email or text message rendered
+with sample data, as it would be sent."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 
 from core.config import Settings
 from workers.mail.render import SAMPLES, TEMPLATES, TRANSACTIONAL, Brand, render
+from workers.texts import render as texts
 
 
 def preview(settings: Settings, name: str, *, html: bool = False) -> int:
@@ -21,4 +23,14 @@ def preview(settings: Settings, name: str, *, html: bool = False) -> int:
     rendered = render(name, SAMPLES[name], brand, unsubscribe_url=unsubscribe)
     print(f"Subject: {rendered.subject}\n")
     print(rendered.html if html else rendered.text)
+    return 0
+
+
+def preview_sms(settings: Settings, name: str) -> int:
+    if name not in texts.TEMPLATES:
+        print(f"smm sms preview: unknown text {name!r}; known: {', '.join(texts.TEMPLATES)}", file=sys.stderr)
+        return 2
+    body = texts.render(name, texts.SAMPLES[name], panel_name=settings.panel_name)
+    print(body)
+    print(f"\n({len(body)} characters)")
     return 0

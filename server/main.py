@@ -44,6 +44,7 @@ from server.accounts.apikeys import ApiKeys, UsageCounter
 from server.accounts.emails import AccountEmails, LinkSettings
 from server.accounts.keycache import ApiKeyCache
 from server.accounts.logic import AccountsLogic, CredentialStore, Profiles
+from server.accounts.phones import Phones, PhoneSettings, derive_code_key
 from server.accounts.repo import AccountsRepo
 from server.accounts.rpc import AccountsServicer
 from server.accounts.totp import TwoFactor
@@ -67,10 +68,13 @@ from server.common.relay import Relay
 from server.common.secretbox import SecretBox
 from server.notifications.logic import Notifications
 from server.notifications.rpc import NotificationsServicer
+from server.notifications.sms import SmsNotifications
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
+from server.orders.dripfeed import DripFeed
 from server.orders.logic import OrdersLogic
+from server.orders.reconcile import Reconciler
 from server.orders.rpc import OrdersServicer
 from server.orders.tracking import Tracker
 from server.orders.webhooks import ProviderWebhooks
@@ -200,6 +204,7 @@ async def create_server(
             tokens,
             AccountEmails(pool, accounts_repo, links, keys=key_cache),
             two_factor,
+            Phones(pool, accounts_repo, limiter, phone_settings(settings)),
         ),
         server,
     )
@@ -224,15 +229,19 @@ async def create_server(
         WalletServicer(wallet, tokens, settings.currency), server
     )
     tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
+    dripfeed = DripFeed(pool, clients)
+    orders_admin = OrdersAdmin(pool, dripfeed)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
         OrdersServicer(
             OrdersLogic(pool),
-            Dispatcher(pool, clients),
+            Dispatcher(pool, clients, dripfeed),
             tracker,
             tokens,
             settings.currency,
-            aftercare=Aftercare(pool, clients),
-            admin=OrdersAdmin(pool),
+            aftercare=Aftercare(pool, clients, dripfeed),
+            admin=orders_admin,
+            dripfeed=dripfeed,
+            reconciler=Reconciler(pool, clients, orders_admin),
             webhooks=ProviderWebhooks(clients, tracker, pool),
         ),
         server,
@@ -246,8 +255,16 @@ async def create_server(
         low_balance_default=settings.low_balance_threshold,
         resend_webhook_secret=settings.resend_webhook_secret.get_secret_value(),
     )
+    sms = SmsNotifications(
+        pool,
+        api_url=settings.api_url,
+        web_url=settings.web_url,
+        currency=settings.currency,
+        admin_alerts=settings.sms_admin_alerts,
+        twilio_auth_token=settings.twilio_auth_token.get_secret_value(),
+    )
     notifications_service_pb2_grpc.add_NotificationsServiceServicer_to_server(
-        NotificationsServicer(notifications), server
+        NotificationsServicer(notifications, sms), server
     )
     jobs = {
         "provider-sync": sync.enqueue_all,
@@ -297,6 +314,15 @@ async def create_server(
     if relay is not None:
         handle.background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
     return handle
+
+
+def phone_settings(settings: Settings) -> PhoneSettings:
+    return PhoneSettings(
+        code_ttl_s=settings.phone_code_ttl_minutes * 60,
+        max_attempts=settings.phone_code_max_attempts,
+        sends_per_min=settings.rate_sms_per_account_per_min,
+        hash_key=derive_code_key(settings.page_token_secret.get_secret_value().encode()),
+    )
 
 
 def nats_check(relay: Relay) -> Callable[[], Awaitable[None]]:

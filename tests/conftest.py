@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fix_shop",
     "tests.fakes.smtp_server",
     "tests.fakes.resend_api",
+    "tests.fakes.twilio_api",
 ]
 
 SPANS = InMemorySpanExporter()

@@ -12,7 +12,7 @@ from core.config import Settings
 from core.events import Namespace, connect
 from core.logs import setup_logging
 from core.tracing import setup_tracing
-from workers import analytics, dispatch, email, maintenance, provider_sync
+from workers import analytics, dispatch, email, maintenance, provider_sync, sms
 from workers.rpc import RpcContext, open_channel
 from workers.runner import Consumer, Runner
 from workers.scheduler import Scheduler
@@ -23,6 +23,7 @@ CONSUMERS: dict[str, Callable[[RpcContext, Settings], list[Consumer]]] = {
     "analytics": analytics.consumers,
     "maintenance": maintenance.consumers,
     "email": email.consumers,
+    "sms": sms.consumers,
     "provider-sync": provider_sync.consumers,
     "dispatch": dispatch.consumers,
 }

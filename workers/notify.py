@@ -54,6 +54,7 @@ def transport_from(settings: Settings) -> Transport:
         smtp_username=settings.smtp_username,
         smtp_password=settings.smtp_password.get_secret_value(),
         smtp_starttls=settings.smtp_starttls,
+        smtp_cafile=settings.smtp_ca_file or None,
         resend_api_key=settings.resend_api_key.get_secret_value(),
         resend_api_url=settings.resend_api_url,
         from_address=settings.mail_from,

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from smm.v1 import accounts_service_pb2 as accounts_pb
 
+from server.accounts import security
 from server.accounts.errors import DOMAIN, email_taken
 from server.accounts.keycache import ApiKeyCache
 from server.accounts.logic import EMAIL_PATTERN, MAX_PASSWORD, MIN_PASSWORD, request_email
@@ -98,6 +99,7 @@ class AccountEmails:
             # The link reached this inbox, which proves the address as a verification link would.
             await self._repo.mark_email_verified(conn, user.id, used.email)
             await audit.record(conn, "auth.password_reset", actor=f"user:{user.id}", target=f"user:{user.id}")
+            await security.security_changed(conn, user.id, security.PASSWORD_RESET)
         self._keys.forget_user(user.id)  # the user's API keys carry the verification
 
     async def verify_email(self, token: str) -> str:
@@ -122,6 +124,8 @@ class AccountEmails:
                 target=f"user:{used.user_id}",
                 after={"email": confirmed},
             )
+            if used.purpose == "change_email":
+                await security.security_changed(conn, used.user_id, security.EMAIL_CHANGED)
         self._keys.forget_user(used.user_id)  # the user's API keys carry the address
         return confirmed
 

@@ -14,13 +14,14 @@ from zoneinfo import available_timezones
 from smm.v1 import accounts_service_pb2 as accounts_pb
 from smm.v1 import events_pb2
 
+from server.accounts import security
 from server.accounts.apikeys import KEY_PREFIX, ApiKeys
 from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
 from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
 from server.accounts.totp import TwoFactor
-from server.common import audit, auth
+from server.common import audit, auth, preferences
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, Unauthenticated, collect
 from server.common.outbox import add_event
@@ -186,11 +187,12 @@ class Profiles:
             violations.append(
                 FieldViolation("profile.timezone", "must be an IANA time zone like Europe/Berlin")
             )
-        if (
-            "notification_preferences" in changes
-            and len(json.dumps(changes["notification_preferences"])) > 16_384
-        ):
-            violations.append(FieldViolation("profile.notification_preferences", "is too large"))
+        if "notification_preferences" in changes:
+            chosen = changes["notification_preferences"]
+            if len(json.dumps(chosen)) > 16_384:
+                violations.append(FieldViolation("profile.notification_preferences", "is too large"))
+            else:
+                violations += preferences.violations(chosen, field="profile.notification_preferences")
         collect(violations, domain=DOMAIN)
         user_id = _user_id(who)
         async with self._pool.connection() as conn, conn.transaction():
@@ -238,6 +240,7 @@ class Profiles:
             # Whoever else held a session (or a stolen one) is out; this device gets a new one.
             await self._repo.revoke_all_sessions(conn, user_id)
             await audit.record(conn, "auth.password_changed", target=f"user:{user_id}")
+            await security.security_changed(conn, user_id, security.PASSWORD_CHANGED)
             return await self._accounts.open_session(conn, user, client_ip, user_agent)
 
 

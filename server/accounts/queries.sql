@@ -64,13 +64,14 @@ WHERE k.token_hash = :token_hash AND k.revoke_time IS NULL
   AND (k.expire_time IS NULL OR k.expire_time > now()) AND u.status = 'active';
 
 -- name: get_profile(id)^
-SELECT email, name, timezone, notification_preferences FROM users WHERE id = :id;
+SELECT email, name, timezone, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified
+FROM users WHERE id = :id;
 
 -- name: update_profile(id, name, timezone, notification_preferences)^
 UPDATE users SET name = :name, timezone = :timezone, notification_preferences = :notification_preferences,
                  update_time = now()
 WHERE id = :id
-RETURNING email, name, timezone, notification_preferences;
+RETURNING email, name, timezone, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified;
 
 -- name: list_live_sessions(user_id)
 SELECT id, create_time, expire_time, client_ip, user_agent
@@ -110,7 +111,9 @@ SET email = :email, name = :name, role = :role, status = :status, discount_bps =
     -- Deleting anonymises: nothing personal or secret is kept.
     pending_email = CASE WHEN :status = 'deleted' THEN '' ELSE pending_email END,
     totp_secret = CASE WHEN :status = 'deleted' THEN '' ELSE totp_secret END,
-    totp_enabled_at = CASE WHEN :status = 'deleted' THEN NULL ELSE totp_enabled_at END
+    totp_enabled_at = CASE WHEN :status = 'deleted' THEN NULL ELSE totp_enabled_at END,
+    phone = CASE WHEN :status = 'deleted' THEN '' ELSE phone END,
+    phone_verified_at = CASE WHEN :status = 'deleted' THEN NULL ELSE phone_verified_at END
 WHERE id = :id
 RETURNING id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
        pending_email, totp_enabled_at;
@@ -195,3 +198,45 @@ WHERE id = ANY(:api_key_ids::bigint[])
 SELECT day, calls FROM api_key_usage_days
 WHERE api_key_id = :api_key_id AND day > (now() AT TIME ZONE 'UTC')::date - :days::int
 ORDER BY day DESC;
+
+-- name: set_phone(id, phone)!
+-- A new number (or the same one again) starts unverified; no text goes to it until it is.
+UPDATE users SET phone = :phone, phone_verified_at = NULL, update_time = now() WHERE id = :id;
+
+-- name: unsuppress_number(number)!
+-- Someone says the number works now: texts may go to it again (a bounce suppresses it again).
+DELETE FROM sms_suppressions WHERE number = :number;
+
+-- name: void_phone_codes(user_id)!
+-- A new code (or a new number, or none) voids the earlier unused codes.
+UPDATE phone_codes SET used_time = now() WHERE user_id = :user_id AND used_time IS NULL;
+
+-- name: insert_phone_code(user_id, phone, code_hash, ttl_s)$
+INSERT INTO phone_codes (user_id, phone, code_hash, expire_time)
+VALUES (:user_id, :phone, :code_hash, now() + make_interval(secs => :ttl_s))
+RETURNING expire_time;
+
+-- name: lock_live_phone_code(user_id, phone)^
+-- The newest code that can still be used for this number, locked for the attempt.
+SELECT id, code_hash, attempts FROM phone_codes
+WHERE user_id = :user_id AND phone = :phone AND used_time IS NULL AND expire_time > now()
+ORDER BY id DESC LIMIT 1
+FOR UPDATE;
+
+-- name: use_phone_code(id)!
+UPDATE phone_codes SET used_time = now() WHERE id = :id AND used_time IS NULL;
+
+-- name: count_phone_code_attempt(id, max_attempts)$
+-- A wrong code: one attempt more; the last allowed one spends the code.
+UPDATE phone_codes
+SET attempts = attempts + 1, used_time = CASE WHEN attempts + 1 >= :max_attempts THEN now() END
+WHERE id = :id
+RETURNING :max_attempts - attempts;
+
+-- name: mark_phone_verified(id, phone)$
+UPDATE users SET phone_verified_at = now(), update_time = now()
+WHERE id = :id AND phone = :phone AND status = 'active'
+RETURNING phone;
+
+-- name: lock_phone_state(id)^
+SELECT id, name, status, phone, phone_verified_at IS NOT NULL AS phone_verified FROM users WHERE id = :id FOR UPDATE;

@@ -75,6 +75,24 @@ class ProfileRow:
     name: str
     timezone: str
     notification_preferences: dict[str, Any]
+    phone: str = ""
+    phone_verified: bool = False
+
+
+@dataclass(frozen=True)
+class PhoneState:
+    id: int
+    name: str
+    status: str
+    phone: str
+    phone_verified: bool
+
+
+@dataclass(frozen=True)
+class LiveCode:
+    id: int
+    code_hash: bytes
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -339,3 +357,37 @@ class AccountsRepo:
 
     async def api_key_usage(self, conn: Conn, key_id: int, days: int) -> list[UsageDay]:
         return await QUERIES.all(conn, "list_api_key_usage", UsageDay, api_key_id=key_id, days=days)
+
+    # ------------------------------------------------------------------ phone numbers and codes
+
+    async def lock_phone_state(self, conn: Conn, user_id: int) -> PhoneState | None:
+        return await QUERIES.one(conn, "lock_phone_state", PhoneState, id=user_id)
+
+    async def set_phone(self, conn: Conn, user_id: int, phone: str) -> None:
+        await QUERIES.execute(conn, "set_phone", id=user_id, phone=phone)
+        await QUERIES.execute(conn, "void_phone_codes", user_id=user_id)
+        if phone:
+            await QUERIES.execute(conn, "unsuppress_number", number=phone)
+
+    async def issue_phone_code(
+        self, conn: Conn, *, user_id: int, phone: str, code_hash: bytes, ttl_s: int
+    ) -> datetime:
+        await QUERIES.execute(conn, "void_phone_codes", user_id=user_id)
+        expire_time: datetime = await QUERIES.scalar(
+            conn, "insert_phone_code", user_id=user_id, phone=phone, code_hash=code_hash, ttl_s=ttl_s
+        )
+        return expire_time
+
+    async def lock_live_phone_code(self, conn: Conn, user_id: int, phone: str) -> LiveCode | None:
+        return await QUERIES.one(conn, "lock_live_phone_code", LiveCode, user_id=user_id, phone=phone)
+
+    async def use_phone_code(self, conn: Conn, code_id: int) -> None:
+        await QUERIES.execute(conn, "use_phone_code", id=code_id)
+
+    async def count_phone_code_attempt(self, conn: Conn, code_id: int, max_attempts: int) -> int:
+        """One wrong attempt more; returns how many are left (0: the code is spent)."""
+        left = await QUERIES.scalar(conn, "count_phone_code_attempt", id=code_id, max_attempts=max_attempts)
+        return max(0, int(left or 0))
+
+    async def mark_phone_verified(self, conn: Conn, user_id: int, phone: str) -> bool:
+        return await QUERIES.scalar(conn, "mark_phone_verified", id=user_id, phone=phone) is not None

@@ -11,6 +11,7 @@ from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, IssuedKey
 from server.accounts.emails import AccountEmails
 from server.accounts.logic import AccountsLogic, Profiles, SignedIn
+from server.accounts.phones import Phones
 from server.accounts.repo import ApiKeyRow, ProfileRow, SessionRow, UserRow
 from server.accounts.totp import TwoFactor
 from server.common import auth
@@ -76,7 +77,13 @@ PROFILE_FIELDS = frozenset({"name", "timezone", "notification_preferences"})
 
 
 def profile_to_proto(row: ProfileRow) -> pb.Profile:
-    profile = pb.Profile(email=row.email, name=row.name, timezone=row.timezone)
+    profile = pb.Profile(
+        email=row.email,
+        name=row.name,
+        timezone=row.timezone,
+        phone=row.phone,
+        phone_verified=row.phone_verified,
+    )
     profile.notification_preferences.SetInParent()  # an empty map is still rendered as {}
     profile.notification_preferences.update(row.notification_preferences)
     return profile
@@ -103,6 +110,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         tokens: PageTokenCodec,
         emails: AccountEmails,
         two_factor: TwoFactor,
+        phones: Phones,
     ) -> None:
         self._logic = logic
         self._api_keys = api_keys
@@ -111,6 +119,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         self._tokens = tokens
         self._emails = emails
         self._two_factor = two_factor
+        self._phones = phones
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext
@@ -330,4 +339,31 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             link=prepared.link,
             link_expire_time=timestamp(prepared.link_expire_time),
             new_email=prepared.new_email,
+        )
+
+    async def SetPhone(self, request: pb.SetPhoneRequest, context: grpc.aio.ServicerContext) -> pb.Profile:
+        return profile_to_proto(await self._phones.set_phone(auth.principal(), request.phone))
+
+    async def VerifyPhone(
+        self, request: pb.VerifyPhoneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
+        return profile_to_proto(await self._phones.verify_phone(auth.principal(), request.code))
+
+    async def RemovePhone(
+        self, request: pb.RemovePhoneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Profile:
+        return profile_to_proto(await self._phones.remove_phone(auth.principal()))
+
+    async def PrepareAccountSms(
+        self, request: pb.PrepareAccountSmsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PrepareAccountSmsResponse:
+        prepared = await self._phones.prepare(request.user_id, request.kind, request.to)
+        return pb.PrepareAccountSmsResponse(
+            send=prepared.send,
+            skip_reason=prepared.skip_reason,
+            to=prepared.to,
+            name=prepared.name,
+            kind=request.kind,
+            code=prepared.code,
+            code_expire_time=timestamp(prepared.code_expire_time),
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pyotp
 
+from server.accounts import security
 from server.accounts.errors import DOMAIN
 from server.accounts.keycache import ApiKeyCache
 from server.accounts.passwords import verify_password
@@ -130,6 +131,7 @@ class TwoFactor:
             await self._repo.enable_totp(conn, user_id, step)
             codes = await self._new_recovery_codes(conn, user_id)
             await audit.record(conn, "auth.totp_enabled", target=f"user:{user_id}")
+            await security.security_changed(conn, user_id, security.TWO_FACTOR_ENABLED)
         self._keys.forget_user(user_id)  # the user's API keys carry the two-factor state
         return codes
 
@@ -149,6 +151,7 @@ class TwoFactor:
             await self._check_code(conn, user_id, code)
             await self._repo.disable_totp(conn, user_id)
             await audit.record(conn, "auth.totp_disabled", target=f"user:{user_id}")
+            await security.security_changed(conn, user_id, security.TWO_FACTOR_DISABLED)
         self._keys.forget_user(user_id)
 
     async def regenerate(self, who: auth.Principal, code: str) -> list[str]:

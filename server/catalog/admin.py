@@ -42,6 +42,7 @@ class AdminServiceRow:
     pending_provider_rate_micros: int | None
     pending_exchange_rate: Decimal | None
     gone_upstream_time: datetime | None
+    upstream_dripfeed: bool
 
 
 @dataclass(frozen=True)

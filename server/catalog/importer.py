@@ -8,7 +8,9 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 - a cost rise of more than the configured jump, or above a hand-set price, quarantines the
   service (not sold) until an admin accepts the new price; smaller changes reprice by the rules;
 - a service gone upstream is disabled, not deleted, and enabled again if it comes back;
-- fields staff edited (name, description, category) are never overwritten;
+- fields staff edited (name, description, category, drip-feed offered) are never overwritten; the
+  provider's own drip-feed is kept apart (``upstream_dripfeed``): when the panel offers drip-feed
+  and the provider has none, smm sends the runs itself (``server/orders/dripfeed.py``);
 - a second sync with nothing new changes nothing.
 """
 
@@ -150,6 +152,7 @@ def plan(
                 refill_days=REFILL_DAYS_DEFAULT if offer.refill else 0,
                 cancel=offer.cancel,
                 dripfeed=offer.dripfeed,
+                upstream_dripfeed=offer.dripfeed,
                 enabled=terms.enable_new,
                 rate_micros=rules.price(cost, None, category_id),
                 provider_rate_micros=offer.rate_micros,
@@ -226,7 +229,8 @@ def _plan_update(
         refill=offer.refill,
         refill_days=refill_days,
         cancel=offer.cancel,
-        dripfeed=offer.dripfeed,
+        dripfeed=current.dripfeed if "dripfeed" in edited else offer.dripfeed,
+        upstream_dripfeed=offer.dripfeed,
         provider_currency=terms.currency,
     )
     if current.gone_upstream_time is not None:  # back upstream: on sale again
@@ -319,6 +323,7 @@ _COMPARED = (
     "refill_days",
     "cancel",
     "dripfeed",
+    "upstream_dripfeed",
     "enabled",
     "rate_micros",
     "provider_rate_micros",

@@ -24,7 +24,12 @@ SERVICE_TYPES = frozenset(
 MAX_QUANTITY = 10**12
 SERVICE_CHANGED = "smm.catalog.service.changed"
 # Fields a provider sync also sets: once staff edit them, the sync leaves them alone.
-ADMIN_EDITABLE = {"name": "name", "description": "description", "category_id": "category"}
+ADMIN_EDITABLE = {
+    "name": "name",
+    "description": "description",
+    "category_id": "category",
+    "dripfeed": "dripfeed",
+}
 CATEGORY_CHANGED = "smm.catalog.category.changed"
 
 

@@ -75,8 +75,8 @@ WHERE id = :id;
 -- name: lock_synced_services(provider_id)
 -- Every catalog service linked to a provider, locked for the length of a sync.
 SELECT id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill,
-       refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency,
-       exchange_rate, cost_micros, manual_price, admin_edited, quarantined, quarantine_reason,
+       refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros,
+       provider_currency, exchange_rate, cost_micros, manual_price, admin_edited, quarantined, quarantine_reason,
        pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time
 FROM services WHERE provider_id = :provider_id
 ORDER BY id
@@ -92,19 +92,19 @@ INSERT INTO categories (name) VALUES (:name) ON CONFLICT ON CONSTRAINT categorie
 SELECT id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time
 FROM pricing_rules ORDER BY (category_id IS NOT NULL OR service_id IS NOT NULL), category_id, service_id, id;
 
--- name: insert_synced_service(provider_id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros)!
+-- name: insert_synced_service(provider_id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros)!
 INSERT INTO services (provider_id, upstream_service_id, category_id, name, description, type, min_quantity,
-                      max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros,
+                      max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros,
                       provider_rate_micros, provider_currency, exchange_rate, cost_micros)
 VALUES (:provider_id, :upstream_service_id, :category_id, :name, :description, :type, :min_quantity,
-        :max_quantity, :refill, :refill_days, :cancel, :dripfeed, :enabled, :rate_micros,
+        :max_quantity, :refill, :refill_days, :cancel, :dripfeed, :upstream_dripfeed, :enabled, :rate_micros,
         :provider_rate_micros, :provider_currency, :exchange_rate, :cost_micros);
 
--- name: update_synced_service(id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, quarantined, quarantine_reason, pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time)!
+-- name: update_synced_service(id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, quarantined, quarantine_reason, pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time)!
 UPDATE services
 SET category_id = :category_id, name = :name, description = :description, type = :type,
     min_quantity = :min_quantity, max_quantity = :max_quantity, refill = :refill, refill_days = :refill_days,
-    cancel = :cancel, dripfeed = :dripfeed, enabled = :enabled, rate_micros = :rate_micros,
+    cancel = :cancel, dripfeed = :dripfeed, upstream_dripfeed = :upstream_dripfeed, enabled = :enabled, rate_micros = :rate_micros,
     provider_rate_micros = :provider_rate_micros, provider_currency = :provider_currency,
     exchange_rate = :exchange_rate, cost_micros = :cost_micros, quarantined = :quarantined,
     quarantine_reason = :quarantine_reason, pending_provider_rate_micros = :pending_provider_rate_micros,
@@ -122,7 +122,7 @@ WHERE id = :id;
 -- name: list_admin_services(provider_id, category_id, quarantined_only, query, query_id, before_id, limit)
 SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
-       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time
+       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time, s.upstream_dripfeed
 FROM services s
 WHERE (:provider_id = 0 OR s.provider_id = :provider_id)
   AND (:category_id = 0 OR s.category_id = :category_id)
@@ -135,7 +135,7 @@ LIMIT :limit;
 -- name: get_admin_service(id)^
 SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
-       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time
+       s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time, s.upstream_dripfeed
 FROM services s WHERE s.id = :id;
 
 -- name: list_fallbacks(service_ids)

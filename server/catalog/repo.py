@@ -94,6 +94,7 @@ class SyncedService:
     refill_days: int
     cancel: bool
     dripfeed: bool
+    upstream_dripfeed: bool
     enabled: bool
     rate_micros: int
     provider_rate_micros: int | None
@@ -235,6 +236,7 @@ class PostgresCatalogRepo:
             "refill_days",
             "cancel",
             "dripfeed",
+            "upstream_dripfeed",
             "enabled",
             "rate_micros",
             "provider_rate_micros",

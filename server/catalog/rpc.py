@@ -80,6 +80,7 @@ def admin_service_to_proto(view: AdminView, currency: str) -> pb.AdminService:
         quarantine_reason=row.quarantine_reason,
         pending_provider_rate=_money(row.pending_provider_rate_micros),
         gone_upstream_time=timestamp(row.gone_upstream_time),
+        upstream_dripfeed=row.upstream_dripfeed,
     )
     if row.provider_id is not None:
         message.provider.CopyFrom(

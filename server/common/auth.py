@@ -104,6 +104,10 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.AccountsService/DisableTotp": PEOPLE,
     "/smm.v1.AccountsService/RegenerateRecoveryCodes": PEOPLE,
     "/smm.v1.AccountsService/PrepareAccountEmail": SYSTEM_ONLY,
+    "/smm.v1.AccountsService/SetPhone": PEOPLE,
+    "/smm.v1.AccountsService/VerifyPhone": PEOPLE,
+    "/smm.v1.AccountsService/RemovePhone": PEOPLE,
+    "/smm.v1.AccountsService/PrepareAccountSms": SYSTEM_ONLY,
     "/smm.v1.SystemService/GetHealth": EVERYONE,
     "/smm.v1.SystemService/RunJob": STAFF_WRITE,
     "/smm.v1.SystemService/RecordEvent": SYSTEM_ONLY,
@@ -146,6 +150,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.OrdersService/ListOrderProviderLog": STAFF_READ,
     "/smm.v1.OrdersService/SetOrderStatus": STAFF_WRITE,
     "/smm.v1.OrdersService/ResolveOrder": STAFF_WRITE,
+    "/smm.v1.OrdersService/ListUpstreamCandidates": STAFF_READ,
     "/smm.v1.OrdersService/ResubmitOrder": STAFF_WRITE,
     # Machines: the signature, checked by the service, is the credential.
     "/smm.v1.OrdersService/ReceiveProviderWebhook": EVERYONE,
@@ -153,8 +158,9 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.OrdersService/PollOrders": SYSTEM_ONLY,
     "/smm.v1.NotificationsService/PlanNotifications": SYSTEM_ONLY,
     "/smm.v1.NotificationsService/RecordDelivery": SYSTEM_ONLY,
-    # Machines and mail clients: the Svix signature or the signed token is the credential.
+    # Machines and mail clients: the Svix or Twilio signature or the signed token is the credential.
     "/smm.v1.NotificationsService/ReceiveResendWebhook": EVERYONE,
+    "/smm.v1.NotificationsService/ReceiveTwilioWebhook": EVERYONE,
     "/smm.v1.NotificationsService/Unsubscribe": EVERYONE,
     "/smm.v1.NotificationsService/ListUserNotifications": STAFF_READ,
     "/smm.v1.ProvidersService/CreateProvider": STAFF_WRITE,

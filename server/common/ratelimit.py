@@ -67,7 +67,8 @@ JOIN unnest(%(peek_keys)s::text[], %(peek_windows)s::bigint[]) AS p(key, win)
   ON r.key = p.key AND r.window_start = to_timestamp(p.win)
 """
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
-# Calls that send mail or spend a link: tighter still, per IP and per address.
+# Calls that send mail or texts, or spend a link or a code: tighter still, per IP and per address
+# (texts are also limited per account and per number, by server/accounts/phones.py).
 RESET_RPCS = tuple(
     f"/smm.v1.AccountsService/{name}"
     for name in (
@@ -76,6 +77,8 @@ RESET_RPCS = tuple(
         "VerifyEmail",
         "SendVerificationEmail",
         "ChangeEmail",
+        "SetPhone",
+        "VerifyPhone",
     )
 )
 # Health must answer, and say what is down, even when the limiter's own store is down.

@@ -1,10 +1,13 @@
 """Deciding, per event, user and channel, whether and where to send; tracking what was sent.
 
-Preferences live in the profile's ``notification_preferences`` map (the schema is here):
+This module plans email; ``server/notifications/sms.py`` plans text messages with the same
+pieces. Preferences live in the profile's ``notification_preferences`` map (the schema, and its
+check, are in ``server/common/preferences.py``):
 
     {"email": {"order_placed": bool, "order_finished": bool, "refill_done": bool,
                "low_balance": bool, "balance_adjusted": bool},
-     "api_order_emails": bool,          # order emails for orders placed with API keys / the reseller endpoint
+     "sms": {"order_finished": bool, "security": bool, "admin_alert": bool},
+     "api_order_emails": bool, "api_order_sms": bool,
      "low_balance_threshold": "5.00"}   # a decimal string; "0" turns the low-balance email off
 
 Anything missing takes the operator's default (``DEFAULTS``; order emails for API and reseller
@@ -30,11 +33,12 @@ from server.common.db import Pool
 from server.common.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated, collect
 from server.common.money import format_micros, parse_micros
 from server.common.pagetoken import PageTokenCodec
+from server.common.preferences import EMAIL_TOPICS
 from server.common.sqlfile import load
 
 QUERIES = load(__file__)
 DOMAIN = "notifications.smm"
-TOPICS = ("order_placed", "order_finished", "refill_done", "low_balance", "balance_adjusted")
+TOPICS = EMAIL_TOPICS
 DEFAULTS: dict[str, bool] = {t: True for t in TOPICS}
 DLQ_PREFIX = "smm.dlq."
 # The email worker's own durables: a dead letter of theirs raises no email (it could loop).
@@ -49,11 +53,23 @@ class Contact:
     name: str
     status: str
     notification_preferences: dict[str, Any]
+    phone: str = ""
+    phone_verified: bool = False
 
     def wants(self, topic: str) -> bool:
         email = self.notification_preferences.get("email")
         chosen = email.get(topic) if isinstance(email, dict) else None
         return chosen if isinstance(chosen, bool) else DEFAULTS.get(topic, True)
+
+    def wants_sms(self, topic: str, default: bool = False) -> bool:
+        sms = self.notification_preferences.get("sms")
+        chosen = sms.get(topic) if isinstance(sms, dict) else None
+        return chosen if isinstance(chosen, bool) else default
+
+    def wants_api_orders(self, channel: str) -> bool:
+        """Whether order messages for orders placed with API keys / the reseller endpoint go out."""
+        flag = "api_order_sms" if channel == "sms" else "api_order_emails"
+        return self.notification_preferences.get(flag) is True
 
     def threshold_micros(self, default: str) -> int:
         value = self.notification_preferences.get("low_balance_threshold", default)
@@ -86,6 +102,8 @@ class Planned:
     context: dict[str, Any]
     unsubscribe_url: str
     status: str
+    channel: str = "email"
+    status_callback_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,7 @@ class Draft:
 @dataclass(frozen=True)
 class Record:
     id: int
+    channel: str
     to_address: str
     template: str
     status: str
@@ -106,6 +125,36 @@ class Record:
     error: str
     create_time: Any
     update_time: Any
+
+
+API_SOURCES = ("api", "reseller")
+DEAD_LETTERED = "A message was dead-lettered"
+
+
+def dead_letter_lines(durable: str, headers: dict[str, str]) -> list[str]:
+    return [
+        f"Consumer: {durable}",
+        f"Event: {headers.get(DLQ_SUBJECT, '?')}",
+        f"Reason: {headers.get(DLQ_REASON, '?')}",
+        f"Deliveries: {headers.get(DLQ_DELIVERIES, '?')}",
+        "Re-drive it with: smm dlq list / smm dlq replay",
+    ]
+
+
+def order_context(order: OrderFacts, contact: Contact, currency: str, web_url: str) -> dict[str, Any]:
+    return {
+        "name": contact.name,
+        "order_id": str(order.id),
+        "service_name": order.service_name,
+        "link": order.link,
+        "quantity": str(order.quantity),
+        "remains": str(order.remains or 0),
+        "price": format_micros(order.price_micros),
+        "charged": format_micros(order.charged_micros),
+        "released": format_micros(order.released_micros),
+        "currency": currency,
+        "order_url": f"{web_url}/orders/{order.id}",
+    }
 
 
 class Notifications:
@@ -183,14 +232,7 @@ class Notifications:
             durable = subject.removeprefix(DLQ_PREFIX)
             if durable in OWN_DURABLES:  # never an alert about the alerts themselves (no loop)
                 return []
-            lines = [
-                f"Consumer: {durable}",
-                f"Event: {headers.get(DLQ_SUBJECT, '?')}",
-                f"Reason: {headers.get(DLQ_REASON, '?')}",
-                f"Deliveries: {headers.get(DLQ_DELIVERIES, '?')}",
-                "Re-drive it with: smm dlq list / smm dlq replay",
-            ]
-            return await self._admin_alert("A message was dead-lettered", lines)
+            return await self._admin_alert(DEAD_LETTERED, dead_letter_lines(durable, headers))
         if subject == "smm.orders.order.created":
             created = events_pb2.OrderCreated.FromString(payload)
             return await self._order_drafts(created.order_id, "order_placed", "order_placed")
@@ -260,10 +302,11 @@ class Notifications:
         if contact is None or contact.status != "active":
             return []
         drafts = []
-        api_order = order.source in ("api", "reseller")
-        wants_api = contact.notification_preferences.get("api_order_emails") is True
-        if contact.wants(topic) and (not api_order or wants_api):
-            drafts.append(Draft(contact, template, self._order_context(order, contact), topic))
+        api_order = order.source in API_SOURCES
+        if contact.wants(topic) and (not api_order or contact.wants_api_orders("email")):
+            drafts.append(
+                Draft(contact, template, order_context(order, contact, self._currency, self._web_url), topic)
+            )
         threshold = contact.threshold_micros(self._low_default)
         if (
             template == "order_placed"
@@ -280,20 +323,6 @@ class Notifications:
             }
             drafts.append(Draft(contact, "low_balance", context, "low_balance"))
         return drafts
-
-    def _order_context(self, order: OrderFacts, contact: Contact) -> dict[str, Any]:
-        return {
-            "name": contact.name,
-            "order_id": str(order.id),
-            "service_name": order.service_name,
-            "link": order.link,
-            "quantity": str(order.quantity),
-            "price": format_micros(order.price_micros),
-            "charged": format_micros(order.charged_micros),
-            "released": format_micros(order.released_micros),
-            "currency": self._currency,
-            "order_url": f"{self._web_url}/orders/{order.id}",
-        }
 
     async def _admin_alert(self, title: str, lines: list[str]) -> list[Draft]:
         async with self._pool.connection() as conn:
@@ -366,5 +395,6 @@ class Notifications:
         return topic
 
     async def history(self, user_id: int, limit: int) -> list[Record]:
+        """Email and text messages together, newest first."""
         async with self._pool.connection() as conn:
             return await QUERIES.all(conn, "list_user_messages", Record, user_id=user_id, limit=limit)

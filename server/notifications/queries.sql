@@ -1,8 +1,10 @@
 -- name: user_contact(id)^
-SELECT id, email, name, status, notification_preferences FROM users WHERE id = :id;
+SELECT id, email, name, status, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified
+FROM users WHERE id = :id;
 
 -- name: admin_contacts()
-SELECT id, email, name, status, notification_preferences FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id;
+SELECT id, email, name, status, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified
+FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id;
 
 -- name: order_facts(id)^
 -- What an order email says (orders and services are read here, never written).
@@ -52,5 +54,46 @@ WHERE id = :id
 RETURNING id;
 
 -- name: list_user_messages(user_id, limit)
-SELECT id, to_address, template, status, transport, error, create_time, update_time
-FROM email_messages WHERE user_id = :user_id ORDER BY id DESC LIMIT :limit;
+-- Both channels, newest first.
+(SELECT id, 'email' AS channel, to_address, template, status, transport, error, create_time, update_time
+ FROM email_messages WHERE user_id = :user_id ORDER BY id DESC LIMIT :limit)
+UNION ALL
+(SELECT id, 'sms' AS channel, to_number, template, status, transport, error, create_time, update_time
+ FROM sms_messages WHERE user_id = :user_id ORDER BY id DESC LIMIT :limit)
+ORDER BY create_time DESC, id DESC
+LIMIT :limit;
+
+-- name: is_number_suppressed(number)$
+SELECT EXISTS (SELECT 1 FROM sms_suppressions WHERE number = :number);
+
+-- name: plan_sms(event_id, user_id, to_number, template, status)!
+INSERT INTO sms_messages (event_id, user_id, to_number, template, status)
+VALUES (:event_id, :user_id, :to_number, :template, :status)
+ON CONFLICT ON CONSTRAINT sms_messages_event_recipient_key DO NOTHING;
+
+-- name: get_planned_sms(event_id, to_number)^
+SELECT id, status FROM sms_messages WHERE event_id = :event_id AND to_number = :to_number;
+
+-- name: record_sms_delivery(id, status, allowed, transport, transport_message_id, error, error_code)^
+-- The worker's news about its own attempt; never over what the provider reported since.
+UPDATE sms_messages
+SET status = :status, transport = :transport,
+    transport_message_id = CASE WHEN :transport_message_id = '' THEN transport_message_id
+                                ELSE :transport_message_id END,
+    error = :error, error_code = :error_code, update_time = now()
+WHERE id = :id AND status = ANY(:allowed)
+RETURNING id, to_number;
+
+-- name: apply_sms_status(id, transport_message_id, status, rank, error, error_code)^
+-- The provider's news; callbacks may come out of order, so a status only ever moves forward.
+UPDATE sms_messages
+SET status = :status, transport_message_id = :transport_message_id, error = :error, error_code = :error_code,
+    update_time = now()
+WHERE (id = :id OR (:id = 0 AND transport_message_id = :transport_message_id))
+  AND transport_message_id IN ('', :transport_message_id)
+  AND (CASE status WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'sent' THEN 2 ELSE 3 END) < :rank
+RETURNING id, to_number;
+
+-- name: suppress_number(number, reason, error_code)!
+INSERT INTO sms_suppressions (number, reason, error_code) VALUES (:number, :reason, :error_code)
+ON CONFLICT ON CONSTRAINT sms_suppressions_pkey DO NOTHING;

@@ -8,9 +8,20 @@ from smm.v1 import notifications_service_pb2 as pb
 from smm.v1 import notifications_service_pb2_grpc as pb_grpc
 
 from server.common.convert import timestamp
-from server.notifications.logic import Notifications, Planned, Record
+from server.common.errors import FieldViolation, collect
+from server.notifications.logic import DOMAIN, Notifications, Planned, Record
+from server.notifications.sms import SmsNotifications
 
 SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
+TWILIO_SIGNATURE = "x-twilio-signature"
+CHANNELS = ("email", "sms")
+
+
+def channel_of(value: str) -> str:
+    channel = value or "email"
+    if channel not in CHANNELS:
+        collect([FieldViolation("channel", "must be email or sms")], domain=DOMAIN)
+    return channel
 
 
 def planned_to_proto(planned: Planned) -> pb.PlannedMessage:
@@ -24,12 +35,15 @@ def planned_to_proto(planned: Planned) -> pb.PlannedMessage:
         unsubscribe_url=planned.unsubscribe_url,
         locale="en",
         status=planned.status,
+        channel=planned.channel,
+        status_callback_url=planned.status_callback_url,
     )
 
 
 def record_to_proto(row: Record) -> pb.NotificationRecord:
     return pb.NotificationRecord(
         id=row.id,
+        channel=row.channel,
         to=row.to_address,
         template=row.template,
         status=row.status,
@@ -41,13 +55,15 @@ def record_to_proto(row: Record) -> pb.NotificationRecord:
 
 
 class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
-    def __init__(self, logic: Notifications) -> None:
+    def __init__(self, logic: Notifications, sms: SmsNotifications) -> None:
         self._logic = logic
+        self._sms = sms
 
     async def PlanNotifications(
         self, request: pb.PlanNotificationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.PlanNotificationsResponse:
-        planned = await self._logic.plan(
+        planner = self._sms if channel_of(request.channel) == "sms" else self._logic
+        planned = await planner.plan(
             request.request_id, request.subject, request.payload, dict(request.headers)
         )
         return pb.PlanNotificationsResponse(messages=[planned_to_proto(p) for p in planned])
@@ -55,9 +71,23 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
     async def RecordDelivery(
         self, request: pb.RecordDeliveryRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordDeliveryResponse:
-        await self._logic.record(
-            request.message_id, request.status, request.transport, request.transport_message_id, request.error
-        )
+        if channel_of(request.channel) == "sms":
+            await self._sms.record(
+                request.message_id,
+                request.status,
+                request.transport,
+                request.transport_message_id,
+                request.error,
+                request.error_code,
+            )
+        else:
+            await self._logic.record(
+                request.message_id,
+                request.status,
+                request.transport,
+                request.transport_message_id,
+                request.error,
+            )
         return pb.RecordDeliveryResponse()
 
     async def ReceiveResendWebhook(
@@ -68,6 +98,14 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         return pb.ReceiveResendWebhookResponse(
             applied=await self._logic.resend_webhook(request.http_body.data, headers)
         )
+
+    async def ReceiveTwilioWebhook(
+        self, request: pb.ReceiveTwilioWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReceiveTwilioWebhookResponse:
+        sent = dict(context.invocation_metadata() or ())
+        signature = str(sent.get(TWILIO_SIGNATURE, ""))
+        applied = await self._sms.twilio_webhook(request.http_body.data, signature, request.message_id)
+        return pb.ReceiveTwilioWebhookResponse(applied=applied)
 
     async def Unsubscribe(
         self, request: pb.UnsubscribeRequest, context: grpc.aio.ServicerContext

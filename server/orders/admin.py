@@ -12,6 +12,7 @@ from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, collect
 from server.common.outbox import add_event
 from server.orders import states
+from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.logic import ORDER_CREATED
 from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow
@@ -37,8 +38,9 @@ def _seen(order: OrderRow) -> dict[str, object]:
 
 
 class OrdersAdmin:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, dripfeed: DripFeed) -> None:
         self._pool = pool
+        self._dripfeed = dripfeed
 
     async def list_orders(
         self, *, status: str, user_id: int, service_id: int, provider_id: int, created_from: datetime,
@@ -111,7 +113,10 @@ class OrdersAdmin:
                 raise FailedPrecondition(
                     "the order does not need review", reason="ORDER_NOT_IN_REVIEW", domain=DOMAIN
                 )
-            if resolution == "found":
+            if order.panel_dripfeed:  # the resolution is about the run in review
+                await self._dripfeed.resolve(conn, order, resolution, upstream_order_id.strip(), why)
+                await _dispatch_again(conn, order)  # runs due now go out
+            elif resolution == "found":
                 await QUERIES.execute(
                     conn, "found_upstream", id=order_id, upstream_order_id=upstream_order_id.strip()
                 )

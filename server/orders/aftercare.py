@@ -4,7 +4,9 @@ A refill is possible on a completed order of a refill service within its window,
 its status (pending, in progress, completed, rejected) is polled like orders. A cancel is at once
 for an order not yet sent (full release); for one with a provider it is asked upstream where the
 service allows it, and the provider's confirmation, seen by the poller or a webhook, settles and
-releases exactly once through the same path as every final status.
+releases exactly once through the same path as every final status. A drip-feed smm sends itself
+cancels by not sending its remaining runs: the runs already out finish, then the order ends with
+the rest released. Its runs are separate upstream orders, so it has no refill.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from server.common.db import Pool
 from server.common.errors import FailedPrecondition
 from server.common.outbox import add_event
 from server.orders import states
+from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.repo import QUERIES, OrderRow, RefillRow
 from server.orders.tracking import finish, record
@@ -42,9 +45,10 @@ def not_cancellable(message: str) -> FailedPrecondition:
 
 
 class Aftercare:
-    def __init__(self, pool: Pool, clients: ProviderClients) -> None:
+    def __init__(self, pool: Pool, clients: ProviderClients, dripfeed: DripFeed) -> None:
         self._pool = pool
         self._clients = clients
+        self._dripfeed = dripfeed
 
     async def _own(self, user_id: int | None, order_id: int) -> OrderRow:
         async with self._pool.connection() as conn:
@@ -55,7 +59,7 @@ class Aftercare:
 
     async def refill(self, user_id: int | None, order_id: int) -> RefillRow:
         order = await self._own(user_id, order_id)
-        if not order.service_refill:
+        if not order.service_refill or order.panel_dripfeed:
             raise not_refillable("Refill is disabled for this service")
         if order.status != states.COMPLETED or order.finish_time is None or order.provider_id is None:
             raise not_refillable("The order is not completed")
@@ -143,10 +147,18 @@ class Aftercare:
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
                 assert locked is not None
-                if locked.status == states.PENDING:  # not picked up by the dispatcher meanwhile
+                if locked.status == states.PENDING and not locked.panel_dripfeed:  # not sent meanwhile
                     await finish(conn, locked, states.CANCELED, note="canceled before it was sent")
                     return await self._own(None, order_id)
             order = await self._own(user_id, order_id)
+        if order.panel_dripfeed and order.status in (states.PENDING, states.IN_PROGRESS):
+            async with self._pool.connection() as conn, conn.transaction():
+                locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+                assert locked is not None
+                await self._dripfeed.cancel_remaining(
+                    conn, locked, "canceled: the remaining runs are not sent"
+                )
+            return await self._own(None, order_id)
         if order.status in states.FINAL:
             raise not_cancellable(
                 "Order is already completed"

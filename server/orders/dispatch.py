@@ -17,7 +17,7 @@ moves it to needs review for the same reason.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.common.db import Pool
 from server.common.errors import Unavailable
@@ -29,11 +29,34 @@ from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, 
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
+if TYPE_CHECKING:
+    from server.orders.dripfeed import DripFeed
+
 ADD_FIELDS = frozenset(AddOrder.__dataclass_fields__) - {"service"}
 INT_FIELDS = frozenset(
     {"quantity", "runs", "interval", "answer_number", "min", "max", "posts", "old_posts", "delay", "device",
      "type_of_traffic"}
 )  # fmt: skip
+
+
+async def finish_submission(
+    conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
+) -> None:
+    await QUERIES.execute(
+        conn,
+        "finish_submission",
+        id=submission_id,
+        state=state,
+        upstream_order_id=upstream_id,
+        message=message[:1000],
+    )
+
+
+async def candidates_for(conn: Conn, order: OrderRow) -> list[Candidate]:
+    """Where the order may go, in order: the primary provider, then the fallbacks."""
+    if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
+        return [Candidate(order.provider_id, order.upstream_service_id)]
+    return await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
 
 
 def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
@@ -47,15 +70,23 @@ def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
     return AddOrder(service=upstream_service_id, **values)
 
 
+# What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
+RUNS_BY_PANEL = "runs-by-panel"
+
+
 class Dispatcher:
-    def __init__(self, pool: Pool, clients: ProviderClients) -> None:
+    def __init__(self, pool: Pool, clients: ProviderClients, dripfeed: DripFeed) -> None:
         self._pool = pool
         self._clients = clients
+        self._dripfeed = dripfeed
 
     async def submit(self, order_id: int) -> OrderRow:
         while True:
             claimed = await self._claim(order_id)
-            if claimed is None:
+            if claimed == RUNS_BY_PANEL:
+                await self._dripfeed.send_due(order_id)
+                return await self._order(order_id)
+            if not isinstance(claimed, tuple):
                 return await self._order(order_id)
             order, candidate, submission_id = claimed
             if not await self._send(order, candidate, submission_id):
@@ -68,23 +99,20 @@ class Dispatcher:
             raise order_not_found(order_id)
         return row
 
-    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | None:
+    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | str | None:
         """Pending -> submitting with a 'starting' submission; None when there is nothing to send."""
         async with self._pool.connection() as conn, conn.transaction():
             order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
             if order is None:
                 raise order_not_found(order_id)
+            if order.panel_dripfeed:
+                return RUNS_BY_PANEL
             if order.status == states.SUBMITTING:
                 await self._review(conn, order, "a submission was interrupted; the order may exist upstream")
                 return None
             if order.status != states.PENDING:
                 return None  # already sent (a redelivered event), or finished
-            if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
-                candidates = [Candidate(order.provider_id, order.upstream_service_id)]
-            else:
-                candidates = await QUERIES.all(
-                    conn, "list_candidates", Candidate, service_id=order.service_id
-                )
+            candidates = await candidates_for(conn, order)
             if order.attempt >= len(candidates):
                 await finish(conn, order, states.FAILED, note="no provider accepted the order")
                 return None
@@ -112,7 +140,7 @@ class Dispatcher:
             assert current is not None
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
-                await self._finish_submission(conn, submission_id, "accepted", upstream_id, "")
+                await finish_submission(conn, submission_id, "accepted", upstream_id, "")
                 await QUERIES.execute(
                     conn,
                     "mark_submitted",
@@ -124,7 +152,7 @@ class Dispatcher:
                 await record(conn, current, states.IN_PROGRESS, f"sent to provider {candidate.provider_id}")
                 return False
             if isinstance(reply, Rejected):
-                await self._finish_submission(conn, submission_id, "rejected", "", reply.message)
+                await finish_submission(conn, submission_id, "rejected", "", reply.message)
                 await QUERIES.execute(conn, "next_attempt", id=order.id)
                 await QUERIES.execute(
                     conn,
@@ -136,12 +164,12 @@ class Dispatcher:
                 return True
             assert isinstance(reply, Unknown)
             if not reply.sent:
-                await self._finish_submission(conn, submission_id, "not_sent", "", reply.reason)
+                await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
                 await QUERIES.execute(
                     conn, "set_status", id=order.id, status=states.PENDING, note=reply.reason[:500]
                 )
             else:
-                await self._finish_submission(conn, submission_id, "unknown", "", reply.reason)
+                await finish_submission(conn, submission_id, "unknown", "", reply.reason)
                 await self._review(conn, current, f"the provider's answer is unknown: {reply.reason}")
                 return False
         assert isinstance(reply, Unknown)
@@ -150,18 +178,6 @@ class Dispatcher:
             reason="PROVIDER_UNAVAILABLE",
             domain=DOMAIN,
             metadata={"order_id": str(order.id)},
-        )
-
-    async def _finish_submission(
-        self, conn: Conn, submission_id: int, state: str, upstream_id: str, message: str
-    ) -> None:
-        await QUERIES.execute(
-            conn,
-            "finish_submission",
-            id=submission_id,
-            state=state,
-            upstream_order_id=upstream_id,
-            message=message[:1000],
         )
 
     async def _review(self, conn: Conn, order: OrderRow, note: str) -> None:

@@ -66,9 +66,10 @@ class OrdersLogic:
 
     async def place(self, placement: Placement) -> OrderRow:
         """Two round trips: read the terms (and draw the order's id), then one statement that holds
-        the price, writes the order, its timeline entry and its outbox event, and returns the
-        order (``ledger.hold_with``). One more when the request has an idempotency key, and one
-        when the service allows one active order per link."""
+        the price, writes the order, its timeline entry, its drip-feed runs when smm sends them
+        itself, and its outbox event, and returns the order (``ledger.hold_with``). One more when
+        the request has an idempotency key, and one when the service allows one active order per
+        link."""
         async with self._pool.connection() as conn:
             if placement.idempotency_key:
                 existing = await self._existing(conn, placement)
@@ -81,8 +82,15 @@ class OrdersLogic:
                 if placement.service_id <= 0:
                     raise InvalidArgument.for_field("service_id", "is required", domain=DOMAIN)
                 raise service_not_on_sale(placement.service_id)
-            terms = ServiceTerms(service.type, service.min_quantity, service.max_quantity, service.dripfeed)
+            terms = ServiceTerms(
+                service.type,
+                service.min_quantity,
+                service.max_quantity,
+                service.dripfeed,
+                dripfeed_upstream=service.upstream_dripfeed,
+            )
             valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
+            panel_dripfeed = valid.runs > 1 and not service.upstream_dripfeed
             if service.one_active_order_per_link and await QUERIES.scalar(
                 conn,
                 "active_order_for_link",
@@ -110,6 +118,9 @@ class OrdersLogic:
                     "quantity": valid.quantity,
                     "runs": valid.runs,
                     "interval_minutes": valid.interval,
+                    "panel_dripfeed": panel_dripfeed,
+                    # Drip-feed smm sends itself: one scheduled run per run (dripfeed.py sends them).
+                    "panel_runs": valid.runs if panel_dripfeed else 0,
                     "upstream_params": Jsonb(valid.upstream),
                     "billable": valid.billable,
                     "rate_micros": service.rate_micros,

@@ -2,7 +2,7 @@
 -- What an order needs to know about its service (the catalog's table, read-only here), the user's
 -- discount, and the id the order will have: drawn now, so that the one statement that writes the
 -- order (insert_held_order) can key its hold and its event with it.
-SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.rate_micros,
+SELECT s.id, s.name, s.type, s.min_quantity, s.max_quantity, s.dripfeed, s.upstream_dripfeed, s.rate_micros,
        s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.one_active_order_per_link,
        (s.enabled AND NOT s.quarantined AND c.enabled
@@ -34,7 +34,7 @@ SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
        o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
+       s.cancel AS service_cancel, o.pinned_provider, o.panel_dripfeed
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id
 FOR UPDATE OF o;
@@ -94,7 +94,7 @@ WHERE id = :id;
 -- name: due_for_poll(limit)
 SELECT id, provider_id, upstream_order_id FROM orders
 WHERE status IN ('in_progress', 'processing', 'active', 'paused') AND next_poll_time <= now()
-  AND provider_id IS NOT NULL AND upstream_order_id <> ''
+  AND provider_id IS NOT NULL AND upstream_order_id <> '' AND NOT panel_dripfeed
 ORDER BY next_poll_time
 LIMIT :limit;
 
@@ -125,7 +125,9 @@ GROUP BY 1 ORDER BY 1 DESC;
 -- name: stuck_orders(older_than_h)
 SELECT id FROM orders
 WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AND stuck_alert_time IS NULL
-  AND create_time < now() - make_interval(hours => :older_than_h)
+  -- a drip-feed smm sends itself is stuck only once its last run is late
+  AND create_time + make_interval(mins => CASE WHEN panel_dripfeed THEN (runs - 1) * interval_minutes ELSE 0 END)
+      < now() - make_interval(hours => :older_than_h)
 ORDER BY id LIMIT 1000;
 
 -- name: mark_stuck_alerted(ids)!
@@ -200,26 +202,32 @@ FROM provider_exchanges WHERE :order_id = ANY(order_ids) ORDER BY id;
 SELECT id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id
 ORDER BY id DESC LIMIT 1;
 
--- name: insert_held_order(order_id, user_id, service_id, link, quantity, runs, interval_minutes, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)
+-- name: insert_held_order(order_id, user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed, panel_runs, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)
 -- The tail of ledger.hold_with's statement (server/wallet/queries.sql, insert_hold_along): the
--- order row (its id drawn by service_for_order), its first timeline entry and its outbox event,
--- written only when the hold was made; the order as order_details shows it (a statement does not
--- see its own inserts through the view, so the join is spelled out here). A second order with the
+-- order row (its id drawn by service_for_order), its first timeline entry, the runs of a drip-feed
+-- smm sends itself (panel_runs of them, run n due (n - 1) x interval after placement; dripfeed.py
+-- sends them) and its outbox event, written only when the hold was made; the order as
+-- order_details shows it (a statement does not see its own inserts through the view, so the join
+-- is spelled out here). A second order with the
 -- same idempotency key breaks orders_user_idempotency_key and fails the whole statement.
 placed AS (
-    INSERT INTO orders (id, user_id, service_id, link, quantity, runs, interval_minutes, upstream_params,
-                        billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
+    INSERT INTO orders (id, user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed,
+                        upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
                         provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
                         idempotency_key, request_hash)
     OVERRIDING SYSTEM VALUE
-    SELECT :order_id, :user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :upstream_params,
-           :billable, :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
+    SELECT :order_id, :user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :panel_dripfeed,
+           :upstream_params, :billable, :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
            :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
            :idempotency_key, :request_hash
     FROM hold
     RETURNING *
 ), placed_event AS (
     INSERT INTO order_events (order_id, status, note) SELECT id, status, 'placed' FROM placed
+), placed_runs AS (
+    INSERT INTO order_runs (order_id, run_no, quantity, due_time)
+    SELECT p.id, n, p.quantity, now() + make_interval(mins => (n - 1) * p.interval_minutes)
+    FROM placed p CROSS JOIN generate_series(1, :panel_runs::integer) AS n
 ), placed_outbox AS (
     INSERT INTO outbox_events (subject, payload, headers)
     SELECT :event_subject, :event_payload, :event_headers FROM placed
@@ -229,5 +237,136 @@ SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
        o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
-       s.cancel AS service_cancel, o.pinned_provider
+       s.cancel AS service_cancel, o.pinned_provider, o.panel_dripfeed
 FROM placed o JOIN services s ON s.id = o.service_id;
+
+-- ---------------------------------------------------------------- drip-feed runs smm sends itself
+
+-- name: lock_next_run(order_id)^
+-- The earliest due run not yet out, or whose submission was interrupted: still submitting after
+-- longer than any provider call may take (providers.timeout_ms is at most 120 s), locked.
+SELECT * FROM order_runs
+WHERE order_id = :order_id AND due_time <= now()
+  AND (state = 'scheduled' OR (state = 'submitting' AND update_time < now() - interval '5 minutes'))
+ORDER BY run_no LIMIT 1
+FOR UPDATE;
+
+-- name: lock_run(order_id, run_no)^
+SELECT * FROM order_runs WHERE order_id = :order_id AND run_no = :run_no FOR UPDATE;
+
+-- name: list_runs(order_id)
+SELECT * FROM order_runs WHERE order_id = :order_id ORDER BY run_no;
+
+-- name: list_due_run_orders(limit)
+-- Orders with a run due to be sent (the tick sends them; placement sends the first at once).
+SELECT DISTINCT r.order_id FROM order_runs r JOIN orders o ON o.id = r.order_id
+WHERE r.due_time <= now() AND o.status IN ('pending', 'in_progress', 'processing')
+  AND (r.state = 'scheduled' OR (r.state = 'submitting' AND r.update_time < now() - interval '5 minutes'))
+ORDER BY r.order_id LIMIT :limit;
+
+-- name: insert_run_submission(order_id, run_no, provider_id, upstream_service_id)$
+INSERT INTO order_submissions (order_id, run_no, provider_id, upstream_service_id)
+VALUES (:order_id, :run_no, :provider_id, :upstream_service_id)
+RETURNING id;
+
+-- name: set_run_state(order_id, run_no, state, note)!
+UPDATE order_runs SET state = :state, note = :note, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: start_run_submission(order_id, run_no, provider_id, upstream_service_id)!
+UPDATE order_runs SET state = 'submitting', provider_id = :provider_id,
+                      upstream_service_id = :upstream_service_id, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: mark_run_submitted(order_id, run_no, upstream_order_id)!
+UPDATE order_runs SET state = 'in_progress', upstream_order_id = :upstream_order_id, note = '',
+                      submit_time = now(), update_time = now(), next_poll_time = now() + interval '15 seconds'
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: next_run_attempt(order_id, run_no, note)!
+UPDATE order_runs SET attempt = attempt + 1, state = 'scheduled', note = :note, update_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: delay_run(order_id, run_no, delay_s, note)!
+-- Certainly not sent (provider unreachable): the run waits and goes out on a later tick.
+UPDATE order_runs SET state = 'scheduled', note = :note, update_time = now(),
+                      due_time = now() + make_interval(secs => :delay_s)
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: finish_run(order_id, run_no, state, remains, start_count, note)!
+UPDATE order_runs SET state = :state, remains = :remains, start_count = coalesce(:start_count, start_count),
+                      note = :note, finish_time = now(), update_time = now(), next_poll_time = NULL
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: cancel_scheduled_runs(order_id, note)!
+UPDATE order_runs SET state = 'canceled', remains = quantity, note = :note, finish_time = now(), update_time = now()
+WHERE order_id = :order_id AND state = 'scheduled';
+
+-- name: track_run(order_id, run_no, state, start_count, next_poll_s)!
+UPDATE order_runs SET state = :state, start_count = coalesce(:start_count, start_count), update_time = now(),
+                      next_poll_time = now() + make_interval(secs => :next_poll_s)
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: postpone_run_polls(order_ids, run_nos, next_poll_s)!
+UPDATE order_runs r SET next_poll_time = now() + make_interval(secs => :next_poll_s)
+FROM unnest(:order_ids::bigint[], :run_nos::int[]) AS d(order_id, run_no)
+WHERE r.order_id = d.order_id AND r.run_no = d.run_no;
+
+-- name: list_runs_due_for_poll(limit)
+SELECT order_id, run_no, provider_id, upstream_order_id FROM order_runs
+WHERE state IN ('in_progress', 'processing') AND next_poll_time <= now() AND upstream_order_id <> ''
+ORDER BY next_poll_time
+LIMIT :limit;
+
+-- name: start_panel_dripfeed(id, provider_id, upstream_service_id)!
+-- The first run of a drip-feed smm sends itself went out: the order is in progress (it is not
+-- polled itself; its runs are).
+UPDATE orders SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+                  status_note = '', submit_time = coalesce(submit_time, now()), update_time = now()
+WHERE id = :id;
+
+-- name: found_run_upstream(order_id, run_no, upstream_order_id)!
+UPDATE order_runs SET state = 'in_progress', upstream_order_id = :upstream_order_id, note = '',
+                      submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
+WHERE order_id = :order_id AND run_no = :run_no;
+
+-- ---------------------------------------------------------------- finding lost orders upstream
+
+-- name: get_lost_submission(order_id)^
+-- The order's last submission whose answer was lost (or that a crash interrupted).
+SELECT s.provider_id, s.upstream_service_id, s.create_time, s.finish_time,
+       (o.provider_id = s.provider_id AND o.upstream_service_id = s.upstream_service_id) AS primary_provider,
+       o.provider_rate_micros, o.billable
+FROM order_submissions s JOIN orders o ON o.id = s.order_id
+WHERE s.order_id = :order_id AND s.run_no IS NULL AND s.state IN ('unknown', 'starting')
+ORDER BY s.id DESC LIMIT 1;
+
+-- name: get_upstream_id_window(provider_id, started, finished)^
+-- Ids the provider gave before the lost submission was sent, and after its answer was lost:
+-- an order answered before `started` got a smaller id; one sent after `finished` a larger one.
+SELECT (SELECT max(upstream_order_id::bigint) FROM order_submissions
+        WHERE provider_id = :provider_id AND state = 'accepted' AND upstream_order_id ~ '^[0-9]{1,18}$'
+          AND finish_time < :started) AS before_id,
+       (SELECT min(upstream_order_id::bigint) FROM order_submissions
+        WHERE provider_id = :provider_id AND state = 'accepted' AND upstream_order_id ~ '^[0-9]{1,18}$'
+          AND create_time > :finished) AS after_id;
+
+-- name: list_known_upstream_ids(provider_id, ids)
+SELECT upstream_order_id FROM order_submissions
+WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids)
+UNION
+SELECT upstream_order_id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids)
+UNION
+SELECT upstream_order_id FROM order_runs WHERE provider_id = :provider_id AND upstream_order_id = ANY(:ids);
+
+-- name: claim_orders_to_reconcile(older_than_s, every_s, limit)
+-- Needs-review orders due for an automatic look upstream; each is not looked at again for a while.
+UPDATE orders SET reconcile_time = now() + make_interval(secs => :every_s)
+WHERE id IN (
+    SELECT id FROM orders
+    WHERE status = 'needs_review' AND NOT panel_dripfeed
+      AND update_time < now() - make_interval(secs => :older_than_s)
+      AND (reconcile_time IS NULL OR reconcile_time <= now())
+    ORDER BY id LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+RETURNING id;

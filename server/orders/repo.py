@@ -23,6 +23,7 @@ class ServiceForOrder:
     min_quantity: int
     max_quantity: int
     dripfeed: bool
+    upstream_dripfeed: bool
     rate_micros: int
     provider_id: int | None
     upstream_service_id: str
@@ -69,6 +70,7 @@ class OrderRow:
     refill_days: int
     service_cancel: bool
     pinned_provider: bool
+    panel_dripfeed: bool
 
     @property
     def units(self) -> int:
@@ -120,3 +122,44 @@ class ExchangeRow:
     reason: str
     latency_ms: int
     create_time: datetime
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run of a drip-feed smm sends itself (``order_runs``)."""
+
+    order_id: int
+    run_no: int
+    quantity: int
+    state: str
+    due_time: datetime
+    attempt: int
+    provider_id: int | None
+    upstream_service_id: str
+    upstream_order_id: str
+    start_count: int | None
+    remains: int | None
+    note: str
+    next_poll_time: datetime | None
+    submit_time: datetime | None
+    finish_time: datetime | None
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class DueRun:
+    order_id: int
+    run_no: int
+    provider_id: int
+    upstream_order_id: str
+
+
+@dataclass(frozen=True)
+class LostSubmission:
+    provider_id: int
+    upstream_service_id: str
+    create_time: datetime
+    finish_time: datetime | None
+    primary_provider: bool
+    provider_rate_micros: int | None
+    billable: int

@@ -17,8 +17,10 @@ from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
+from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN
 from server.orders.logic import OrdersLogic, Placement
+from server.orders.reconcile import Reconciler
 from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
 from server.orders.tracking import Tracker
 from server.orders.validation import OrderInput
@@ -144,7 +146,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         aftercare: Aftercare,
         admin: OrdersAdmin,
         webhooks: ProviderWebhooks,
+        dripfeed: DripFeed,
+        reconciler: Reconciler,
     ) -> None:
+        self._dripfeed = dripfeed
+        self._reconciler = reconciler
         self._aftercare = aftercare
         self._admin = admin
         self._webhooks = webhooks
@@ -237,8 +243,14 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def PollOrders(
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.PollOrdersResponse:
-        checked, changed = await self._tracker.poll(request.limit or 1000)
-        changed += await self._aftercare.poll_refills(request.limit or 1000)
+        limit = request.limit or 1000
+        checked, changed = await self._tracker.poll(limit)
+        changed += await self._dripfeed.send_all_due(limit)
+        runs_checked, runs_changed = await self._dripfeed.poll(limit)
+        changed += await self._aftercare.poll_refills(limit)
+        changed += await self._reconciler.reconcile_due(limit)
+        checked += runs_checked
+        changed += runs_changed
         return pb.PollOrdersResponse(checked=checked, changed=changed)
 
     async def BatchGetOrders(
@@ -328,6 +340,30 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             raise InvalidArgument.for_field("status", "is required", domain=DOMAIN)
         await self._admin.set_status(request.id, status, request.remains, request.reason)
         return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.id), context)
+
+    async def ListUpstreamCandidates(
+        self, request: pb.ListUpstreamCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListUpstreamCandidatesResponse:
+        search = await self._reconciler.search(request.id)
+        return pb.ListUpstreamCandidatesResponse(
+            candidates=[
+                pb.UpstreamCandidate(
+                    upstream_order_id=c.upstream_order_id,
+                    status=c.status.status.value,
+                    charge=format_micros(c.status.charge_micros)
+                    if c.status.charge_micros is not None
+                    else "",
+                    currency=c.status.currency or "",
+                    remains=c.status.remains or 0,
+                    charge_matches=c.charge_matches,
+                )
+                for c in search.candidates
+            ],
+            provider_id=search.provider_id,
+            window_closed=search.window_closed,
+            window=search.window,
+            note=search.note,
+        )
 
     async def ResolveOrder(
         self, request: pb.ResolveOrderRequest, context: grpc.aio.ServicerContext

@@ -7,6 +7,9 @@
        │            └──▶ needs_review (the provider's answer was lost; never resubmitted blindly)
        └──▶ canceled (before it went out)
     needs_review ──▶ in_progress (found upstream) | pending (certainly not placed) | failed | canceled
+    drip-feed smm sends itself (``dripfeed.py``): pending ──▶ in_progress when the first run is out;
+       pending | in_progress ──▶ needs_review when a run's answer was lost; the runs have their own
+       states (RUN_TRANSITIONS) and the order finishes once, when the last run ends
     subscriptions: in_progress ──▶ active ⇄ paused ──▶ completed | expired | canceled
 
 Money: a final status settles what was delivered and releases the rest, exactly once (ledger keys
@@ -35,9 +38,9 @@ FINAL = frozenset({COMPLETED, PARTIAL, CANCELED, FAILED, EXPIRED})
 TRACKED = frozenset({IN_PROGRESS, PROCESSING, ACTIVE, PAUSED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    PENDING: frozenset({SUBMITTING, CANCELED, FAILED}),
+    PENDING: frozenset({SUBMITTING, CANCELED, FAILED, IN_PROGRESS, NEEDS_REVIEW}),
     SUBMITTING: frozenset({IN_PROGRESS, PENDING, FAILED, NEEDS_REVIEW}),
-    IN_PROGRESS: frozenset({PROCESSING, COMPLETED, PARTIAL, CANCELED, ACTIVE, PAUSED, EXPIRED}),
+    IN_PROGRESS: frozenset({PROCESSING, COMPLETED, PARTIAL, CANCELED, ACTIVE, PAUSED, EXPIRED, NEEDS_REVIEW}),
     PROCESSING: frozenset({IN_PROGRESS, COMPLETED, PARTIAL, CANCELED}),
     NEEDS_REVIEW: frozenset({IN_PROGRESS, PENDING, FAILED, CANCELED}),
     ACTIVE: frozenset({PAUSED, COMPLETED, EXPIRED, CANCELED}),
@@ -49,6 +52,22 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     EXPIRED: frozenset(),
 }
 ALL = frozenset(TRANSITIONS)
+
+
+# The runs of a drip-feed smm sends itself: each is an upstream order of its own.
+SCHEDULED = "scheduled"
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    SCHEDULED: frozenset({SUBMITTING, FAILED, CANCELED}),
+    SUBMITTING: frozenset({IN_PROGRESS, SCHEDULED, FAILED, NEEDS_REVIEW}),
+    IN_PROGRESS: frozenset({PROCESSING, COMPLETED, PARTIAL, CANCELED}),
+    PROCESSING: frozenset({IN_PROGRESS, COMPLETED, PARTIAL, CANCELED}),
+    NEEDS_REVIEW: frozenset({IN_PROGRESS, SCHEDULED, FAILED}),
+    COMPLETED: frozenset(),
+    PARTIAL: frozenset(),
+    CANCELED: frozenset(),
+    FAILED: frozenset(),
+}
+RUN_OPEN = frozenset({SCHEDULED, SUBMITTING, IN_PROGRESS, PROCESSING, NEEDS_REVIEW})
 
 
 def can_move(current: str, target: str) -> bool:

@@ -48,6 +48,8 @@ drip-feed (``runs``/``interval``)
   minutes (one run a day at most; PP's limits are unknown and SmartPanel's short list is too narrow).
 - ``quantity`` is per run and within [min, max]; the total quantity x runs must not exceed max
   (SmartPanel's rule), reported on ``quantity``. Without drip-feed, runs = 1 and interval = 0.
+- Upstream gets ``runs``/``interval`` only when the provider runs the drip-feed
+  (``terms.dripfeed_upstream``); otherwise smm sends ``runs`` orders of ``quantity`` itself.
 
 type-specific fields
 - SEO ``keywords``; MENTIONS ``usernames``; MENTIONS_WITH_HASHTAGS ``usernames`` + ``hashtags``;
@@ -166,6 +168,8 @@ class ServiceTerms:
     min_quantity: int
     max_quantity: int
     dripfeed: bool  # the service allows drip-feed (runs/interval)
+    # The provider runs the drip-feed itself; when False smm sends each run as its own order.
+    dripfeed_upstream: bool = True
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,7 @@ def validate_order(terms: ServiceTerms, order: OrderInput, *, today: date) -> Va
         billable = PACKAGE_BILLABLE
     if terms.type == "WEB_TRAFFIC":
         upstream.update(_web_traffic(check, order))
-    if runs > 1:
+    if runs > 1 and terms.dripfeed_upstream:
         upstream["runs"] = str(runs)
         upstream["interval"] = str(interval)
 

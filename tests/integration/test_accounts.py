@@ -192,6 +192,8 @@ async def test_profile_read_and_patch(http: httpx.AsyncClient) -> None:
         "timezone": "UTC",
         "notificationPreferences": {},
         "email": "ann@example.com",
+        "phone": "",
+        "phoneVerified": False,
     }
     patched = await http.patch(
         "/api/v1/dashboard/profile",

@@ -1,12 +1,14 @@
 """No secret appears in logs, events, the outbox, the audit trail or any later response.
 
 One run through every flow that handles a secret (password, session token, API key, reset and
-verification links, TOTP seed and recovery codes), then a search for each secret everywhere it
-must not be."""
+verification links, TOTP seed and recovery codes, the phone verification code), then a search for
+each secret everywhere it must not be."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from pathlib import Path
 
 import httpx
@@ -50,14 +52,24 @@ async def test_no_secret_leaks_anywhere(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     mail_dir = tmp_path / "mail"
-    settings = worker_settings.model_copy(update={"mail_dir": str(mail_dir)})
+    sms_dir = tmp_path / "sms"
+    settings = worker_settings.model_copy(update={"mail_dir": str(mail_dir), "sms_dir": str(sms_dir)})
     secrets: dict[str, str] = {"password": PASSWORD}
-    async with running_worker(settings, "email"):
+    async with running_worker(settings, "email"), running_worker(settings, "sms"):
         ann = await register(http, "ann@example.com")
         secrets["session"] = ann["token"]
         headers = bearer(ann["token"])
         [verify] = await wait_for_mail(mail_dir, "ann@example.com")
         secrets["verify link"] = verify.token
+        phone = await http.post(
+            "/api/v1/dashboard/profile/phone", json={"phone": "+15551230001"}, headers=headers
+        )
+        assert phone.status_code == 200, phone.text
+        phone_code = await code_from_text(sms_dir)
+        verified = await http.post(
+            "/api/v1/dashboard/profile/phone/verify", json={"code": phone_code}, headers=headers
+        )
+        assert verified.json()["phoneVerified"] is True
         key = (await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=headers)).json()
         secrets["api key"] = key["secret"]
         rotated = (
@@ -111,6 +123,8 @@ async def test_no_secret_leaks_anywhere(
             "SELECT row_to_json(a)::text FROM audit_events a",
             "SELECT row_to_json(u)::text FROM users u",
             "SELECT row_to_json(k)::text FROM api_keys k",
+            "SELECT row_to_json(m)::text FROM sms_messages m",
+            "SELECT row_to_json(c)::text FROM phone_codes c",
         ):
             cursor = await conn.execute(query)
             tables += [
@@ -122,8 +136,39 @@ async def test_no_secret_leaks_anywhere(
     logs = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
     assert "HTTP Request: POST" in logs  # the capture works (httpx logs every request)
 
+    # A 6-digit code could match digits of a timestamp by chance: look for it as a token of its own.
+    alone = re.compile(rf"(?<![0-9]){phone_code}(?![0-9])")
+    assert f"code is {phone_code}" in (await code_text(sms_dir))  # the search would find it where it is
+    assert not alone.search(logs), "the phone code in the logs"
+    assert all(not alone.search(event.decode("latin-1")) for event in events), (
+        "the phone code in a NATS event"
+    )
+    assert all(not alone.search(row.decode("latin-1")) for row in tables), "the phone code in the database"
+    assert all(not alone.search(text) for text in responses), "the phone code in a later response"
+
     for name, secret in secrets.items():
         assert secret not in logs, f"{name} in the logs"
         assert all(secret.encode() not in event for event in events), f"{name} in a NATS event"
         assert all(secret.encode() not in row for row in tables), f"{name} in the database"
         assert all(secret not in text for text in responses), f"{name} in a later response"
+
+
+def _texts(folder: Path) -> list[str]:
+    paths = sorted(folder.glob("*.txt")) if folder.exists() else []
+    for path in paths:
+        assert path.stat().st_mode & 0o077 == 0  # owner-only: it holds a live code
+    return [p.read_text() for p in paths]
+
+
+async def code_text(folder: Path) -> str:
+    async with asyncio.timeout(10):
+        while True:
+            found = _texts(folder)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+async def code_from_text(folder: Path) -> str:
+    [code] = re.findall(r"code is ([0-9]{6})", await code_text(folder))
+    return str(code)

@@ -4,6 +4,7 @@ dead letters, Svix-signed bounces that suppress an address, and the admin's hist
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +14,17 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import Settings
+from core.events import Namespace, connect
 from server.common.db import Pool
 from server.main import create_server
 from tests.fakes.resend_api import FakeResend, new_webhook_secret, svix_headers
+from tests.fakes.smtp_server import SMTP_PASSWORD, SMTP_USER, FakeSmtpServer
 from tests.fix_edge import start_edge
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll
+from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
+from tests.integration.test_events import eventually
 from tests.mailbox import read_mail, wait_for_subject
 from workers.notify import consumers as notification_consumers
 from workers.rpc import open_channel
@@ -36,7 +41,7 @@ async def mail_dir(tmp_path: Path, worker_settings: Settings) -> AsyncIterator[P
 
 
 async def test_order_emails_follow_preferences_and_the_api_order_default(
-    shop: Shop, pool: Pool, mail_dir: Path
+    shop: Shop, pool: Pool, mail_dir: Path, worker_settings: Settings
 ) -> None:
     user = await shop.user("ann@example.com", "20.00")
     adjusted = await wait_for_subject(mail_dir, "ann@example.com", "Your balance was adjusted")
@@ -60,6 +65,8 @@ async def test_order_emails_follow_preferences_and_the_api_order_default(
     keyed = {"Authorization": f"Bearer {key['secret']}"}
     quiet = (await shop.order(keyed, serviceId=likes, link="https://x.com/api", quantity=1000)).json()
     await wait_for_subject(mail_dir, "ann@example.com", "New API key: bot")  # transactional, always sent
+    # The quiet order's event was handled (by another durable than the key's) before the change.
+    await eventually(lambda: caught_up(pool, worker_settings, "ORDERS", "email-orders"))
     prefs = await shop.http.patch(
         "/api/v1/dashboard/profile",
         json={"notificationPreferences": {"api_order_emails": True}},
@@ -103,6 +110,23 @@ async def test_low_balance_and_admin_alerts(
     await shop.submit(lost["id"])
     alert = await wait_for_subject(mail_dir, "admin-staff@example.com", "Alert: An order needs review")
     assert f"Order {lost['id']}" in alert.text
+
+
+async def caught_up(pool: Pool, settings: Settings, stream: str, durable: str) -> bool:
+    """Every event written so far is published, and the durable has acknowledged all of its stream."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+        if (await cursor.fetchone()) != (0,):
+            return False
+    nc = await connect(settings.nats_url, name="tests-caught-up")
+    try:
+        ns = Namespace(settings.nats_namespace)
+        js = nc.jetstream()
+        info = await js.consumer_info(ns.stream(stream), ns.durable(durable))
+        last = (await js.stream_info(ns.stream(stream))).state.last_seq
+    finally:
+        await nc.close()
+    return bool(info.ack_floor is not None and info.ack_floor.stream_seq >= last)
 
 
 async def _event(pool: Pool, subject: str) -> Event:
@@ -271,3 +295,50 @@ async def test_a_dead_letter_alerts_the_admins_but_never_about_the_mailer_itself
             assert await cursor.fetchone() == (0,)
     finally:
         await rpc.channel.close()
+
+
+async def test_the_email_worker_delivers_through_smtp_with_starttls_and_auth(
+    http: httpx.AsyncClient, pool: Pool, worker_settings: Settings, smtp_tls_files: tuple[Path, Path]
+) -> None:
+    relay = FakeSmtpServer(*smtp_tls_files, auth_required=True)  # a provider's submission port
+    relay.start()
+    settings = worker_settings.model_copy(
+        update={
+            "mail_transport": "smtp",
+            "smtp_host": relay.host,
+            "smtp_port": relay.port,
+            "smtp_username": SMTP_USER,
+            "smtp_password": SecretStr(SMTP_PASSWORD),
+            "smtp_starttls": True,
+            "smtp_ca_file": relay.cafile,
+            "mail_from": "Panel <noreply@panel.test>",
+        }
+    )
+    try:
+        async with running_worker(settings, "email"):
+            ann = bearer((await register(http, "ann@example.com"))["token"])
+            created = await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=ann)
+            assert created.status_code == 200, created.text
+
+            async def both_arrived() -> bool:
+                return len(relay.messages) >= 2
+
+            await eventually(both_arrived)
+            async with pool.connection() as conn:  # the worker records the delivery after the relay's 250
+                for _ in range(100):
+                    cursor = await conn.execute(
+                        "SELECT status, transport, transport_message_id FROM email_messages"
+                    )
+                    found = await cursor.fetchall()
+                    if found and found[0][0] == "sent":
+                        break
+                    await asyncio.sleep(0.05)
+        subjects = sorted(str(m.message["Subject"]) for m in relay.messages)
+        assert subjects == ["smm: Confirm your email address", "smm: New API key: bot"]
+        assert all(m.tls and m.login == SMTP_USER for m in relay.messages)  # STARTTLS, then AUTH
+        assert all(m.rcpt_tos == ["ann@example.com"] for m in relay.messages)
+        assert all(m.mail_from == "noreply@panel.test" for m in relay.messages)
+        [key_mail] = [m for m in relay.messages if "API key" in str(m.message["Subject"])]
+        assert found == [("sent", "smtp", str(key_mail.message["Message-ID"]))]
+    finally:
+        relay.stop()

@@ -5,13 +5,16 @@ concurrency, retries, duplicates and lost answers."""
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pytest
 from smm.v1 import orders_service_pb2 as opb
 
 from core.config import Settings
+from ops.cli import main as smm_main
 from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
@@ -372,3 +375,19 @@ async def test_a_service_can_refuse_a_second_active_order_for_the_same_link(shop
     assert error["message"].startswith("You have active order with this link")
     other = await shop.order(ann, serviceId=likes, link="https://x.com/other", quantity=1000)
     assert other.status_code == 200
+
+
+async def test_the_ledger_cli_finds_the_token_make_run_generated(
+    grpc_server: ServerHandle, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    token = settings.internal_token.get_secret_value()
+    (tmp_path / "dev-secrets.json").write_text(json.dumps({"SMM_INTERNAL_TOKEN": token}))
+    monkeypatch.setenv("SMM_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("SMM_INTERNAL_TOKEN", raising=False)
+    monkeypatch.setenv("SMM_GRPC_ADDR", f"127.0.0.1:{grpc_server.port}")
+    assert await asyncio.to_thread(smm_main, ["ledger", "verify"]) == 0
+    assert "ledger ok" in capsys.readouterr().out
+    (tmp_path / "dev-secrets.json").unlink()  # no token anywhere: refused, and said so
+    assert await asyncio.to_thread(smm_main, ["ledger", "verify"]) == 2
+    assert "UNAUTHENTICATED" in capsys.readouterr().err

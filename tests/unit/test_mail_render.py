@@ -32,6 +32,7 @@ from workers.mail.render import (
     render,
     subject_key,
 )
+from workers.texts.render import TEMPLATE_DIR as TEXT_TEMPLATE_DIR
 
 BRAND = Brand("SMM Pro", "#1D4ED8", "https://panel.example", "help@panel.example")
 HOSTILE = "<script>alert(1)</script> \"quotes\" & 'apos' javascript:alert(1)"
@@ -331,7 +332,8 @@ def translation_calls() -> list[tuple[str, str, set[str]]]:
     """(template file, key, keyword names) for every t(...) call in every template."""
     env = jinja2.Environment(autoescape=True)  # only parsed, never rendered
     calls = []
-    for path in sorted(TEMPLATE_DIR.glob("*.j2")):
+    # The catalogue is shared with the text messages (workers/texts/templates).
+    for path in sorted([*TEMPLATE_DIR.glob("*.j2"), *TEXT_TEMPLATE_DIR.glob("*.j2")]):
         tree = env.parse(path.read_text(encoding="utf-8"))
         for call in tree.find_all(nodes.Call):
             if isinstance(call.node, nodes.Name) and call.node.name == "t":

@@ -24,6 +24,7 @@ def order(
         attempt=0, start_count=None, remains=None, source="web", status_note="", create_time=now, update_time=now,
         cancel_state="", cancel_message="", finish_time=None, service_refill=False, refill_days=0, service_cancel=False,
         pinned_provider=False,
+        panel_dripfeed=False,
     )  # fmt: skip
 
 

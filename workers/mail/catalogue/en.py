@@ -122,4 +122,33 @@ MESSAGES: dict[str, str] = {
     "admin_alert.item": "- {line}",
     "admin_alert.button": "Open the admin",
     "admin_alert.reason": "You receive this alert because you are on the staff of {panel_name}.",
+    # Text messages (workers/texts/templates): short, one panel-name prefix each.
+    "sms.phone_verification": (
+        "{panel_name}: your verification code is {code}. It works once, for {minutes} minutes. "
+        "Never share it."
+    ),
+    "sms.order_completed": (
+        "{panel_name}: order #{order_id} ({service_name}) is complete. Charged {charged} {currency}."
+    ),
+    "sms.order_partial": (
+        "{panel_name}: order #{order_id} ({service_name}) ended partially: {remains} not delivered, "
+        "{released} {currency} back to your balance."
+    ),
+    "sms.order_canceled": (
+        "{panel_name}: order #{order_id} ({service_name}) was canceled; {released} {currency} went "
+        "back to your balance."
+    ),
+    "sms.api_key_created": (
+        '{panel_name}: a new API key "{key_name}" ({key_prefix}...) was created on your account. '
+        "Not you? Revoke it and change your password."
+    ),
+    "sms.security_notice": "{panel_name}: {what} ({time}). Not you? Secure your account now.",
+    "sms.security_password_changed": "your password was changed",
+    "sms.security_password_reset": "your password was reset",
+    "sms.security_email_changed": "your account's email address was changed",
+    "sms.security_two_factor_enabled": "two-factor sign-in was turned on",
+    "sms.security_two_factor_disabled": "two-factor sign-in was turned off",
+    "sms.admin_alert": "{panel_name} alert: {title}",
+    "sms.admin_alert_item": "- {line}",
+    "sms.admin_alert_more": "(+{count} more)",
 }

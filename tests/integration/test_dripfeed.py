@@ -1,0 +1,272 @@
+"""Drip-feed smm sends itself: a service whose provider has no drip-feed, offered with drip-feed by
+staff. Each run is an upstream order of its own; the order's money settles once, at the end."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from smm.v1 import orders_service_pb2 as opb
+
+from server.common.db import Pool
+from tests.fix_demo import DemoHandle
+from tests.fix_grpc import system_metadata
+from tests.fix_shop import Shop, ready_to_poll
+
+pytestmark = pytest.mark.usefixtures("shop")
+SEO = "4"  # the demo's "Website SEO Keyword Clicks": min 100, max 5000, no drip-feed upstream
+
+
+async def offer_dripfeed(shop: Shop, upstream: str = SEO) -> str:
+    service_id = shop.service_id(upstream)
+    edited = await shop.http.patch(
+        f"/api/v1/admin/services/{service_id}", json={"dripfeed": True}, headers=shop.admin
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["dripfeed"] is True
+    admin = (await shop.http.get(f"/api/v1/admin/services/{service_id}", headers=shop.admin)).json()
+    assert admin["upstreamDripfeed"] is False  # so smm sends the runs itself
+    assert "dripfeed" in admin["adminEdited"]
+    return service_id
+
+
+async def place(
+    shop: Shop, user: dict[str, str], service_id: str, link: str, *, quantity: int, runs: int, interval: int
+) -> dict[str, Any]:
+    placed = await shop.order(
+        user,
+        serviceId=service_id,
+        keywords="smm panel",
+        link=link,
+        quantity=quantity,
+        runs=runs,
+        interval=interval,
+    )
+    assert placed.status_code == 200, placed.text
+    order: dict[str, Any] = placed.json()
+    return order
+
+
+async def runs_of(pool: Pool, order_id: str) -> list[tuple[int, str, int, int | None]]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT run_no, state, quantity, remains FROM order_runs WHERE order_id = %s ORDER BY run_no",
+            (int(order_id),),
+        )
+        return list(await cursor.fetchall())
+
+
+async def make_due(pool: Pool, order_id: str) -> None:
+    """The clock moves on: every run is due now."""
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE order_runs SET due_time = now() WHERE order_id = %s", (int(order_id),))
+
+
+async def tick(shop: Shop) -> opb.PollOrdersResponse:
+    await ready_to_poll(shop.pool)
+    async with shop.pool.connection() as conn:
+        await conn.execute("UPDATE order_runs SET next_poll_time = now() WHERE next_poll_time IS NOT NULL")
+    reply: opb.PollOrdersResponse = await shop.orders.PollOrders(
+        opb.PollOrdersRequest(), metadata=system_metadata()
+    )
+    return reply
+
+
+async def get(shop: Shop, user: dict[str, str], order_id: str) -> dict[str, Any]:
+    order: dict[str, Any] = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)).json()
+    return order
+
+
+async def run_to_the_end(shop: Shop, user: dict[str, str], order_id: str) -> dict[str, Any]:
+    for _ in range(50):
+        await make_due(shop.pool, order_id)
+        await tick(shop)
+        order = await get(shop, user, order_id)
+        if order["status"] in {"ORDER_STATUS_COMPLETED", "ORDER_STATUS_PARTIAL", "ORDER_STATUS_CANCELED"}:
+            return order
+    raise AssertionError(f"the order did not end: {order}")
+
+
+def share(price: Decimal, remains: int, units: int) -> Decimal:
+    return (price * remains / units).quantize(Decimal("0.000001"), rounding="ROUND_HALF_UP")
+
+
+async def test_runs_go_out_one_by_one_as_orders_of_their_own_and_the_order_completes_once(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/page", quantity=100, runs=3, interval=30)
+    price = Decimal(order["price"])
+    assert await shop.balance(ann) == (str(Decimal("10.00") - price), order["price"])
+    assert [r[:3] for r in await runs_of(pool, order["id"])] == [
+        (1, "scheduled", 100),
+        (2, "scheduled", 100),
+        (3, "scheduled", 100),
+    ]
+
+    sent = await shop.submit(order["id"])  # the order event: the first run is due at once
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    upstream = await demo_provider.orders()
+    assert len(upstream) == 1
+    assert upstream[0]["quantity"] == 100
+    assert not upstream[0].get("runs")  # a plain order, not a drip-feed
+    again = await shop.submit(order["id"])  # a redelivered event sends nothing new: run 2 is not due
+    assert again.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert len(await demo_provider.orders()) == 1
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "scheduled", "scheduled"]
+
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert done["status"] == "ORDER_STATUS_COMPLETED"
+    assert (Decimal(done["charged"]), Decimal(done["released"])) == (price, Decimal(0))
+    assert len(await demo_provider.orders()) == 3
+    assert [r[1:] for r in await runs_of(pool, order["id"])] == [("completed", 100, 0)] * 3
+    assert await shop.balance(ann) == (str(Decimal("10.00") - price), "0.00")
+    notes = [e["note"] for e in done["timeline"]]
+    assert any("run 3/3 sent to provider" in n for n in notes), notes
+    assert (await shop.verify()).ok
+
+
+async def test_partial_runs_release_exactly_what_was_not_delivered(shop: Shop, pool: Pool) -> None:
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/partial", quantity=123, runs=2, interval=5)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert done["status"] == "ORDER_STATUS_PARTIAL"
+    runs = await runs_of(pool, order["id"])
+    assert [r[1] for r in runs] == ["partial", "partial"]
+    remains = sum(r[3] or 0 for r in runs)
+    assert 0 < remains < 246
+    assert int(done["remains"]) == remains
+    released = Decimal(done["released"])
+    assert released == share(price, remains, 246)
+    assert Decimal(done["charged"]) + released == price
+    assert (await shop.verify()).ok
+
+
+async def test_a_cancel_stops_the_remaining_runs_and_releases_their_share(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/stop", quantity=100, runs=3, interval=60)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])
+    canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    assert canceled.status_code == 200, canceled.text
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "canceled", "canceled"]
+    done = await run_to_the_end(shop, ann, order["id"])  # the run already out still delivers
+    assert done["status"] == "ORDER_STATUS_PARTIAL"
+    assert len(await demo_provider.orders()) == 1
+    assert Decimal(done["released"]) == share(price, 200, 300)
+    assert (await shop.verify()).ok
+
+    pending = await place(shop, ann, seo, "https://example.com/never", quantity=100, runs=2, interval=60)
+    gone = await shop.http.post(f"/api/v1/dashboard/orders/{pending['id']}/cancel", json={}, headers=ann)
+    assert gone.json()["status"] == "ORDER_STATUS_CANCELED"
+    assert gone.json()["released"] == pending["price"]
+    await make_due(pool, pending["id"])
+    await tick(shop)
+    assert len(await demo_provider.orders()) == 1  # nothing of it ever went out
+    assert (await shop.verify()).ok
+
+
+async def test_a_run_whose_answer_is_lost_waits_for_staff_and_is_never_sent_twice(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/lost", quantity=100, runs=2, interval=1)
+    await shop.submit(order["id"])
+    async with pool.connection() as conn:  # a short provider timeout keeps the test fast
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # run 2 is placed, its answer lost
+    await make_due(pool, order["id"])
+    await tick(shop)
+    assert [r[1] for r in await runs_of(pool, order["id"])][1] == "needs_review"
+    assert (await get(shop, ann, order["id"]))["status"] == "ORDER_STATUS_NEEDS_REVIEW"
+    await tick(shop)
+    assert await shop.submit(order["id"])  # a redelivered event
+    assert len(await demo_provider.orders()) == 2  # run 2 exists upstream exactly once
+
+    lost = max(await demo_provider.orders(), key=lambda o: int(o["order"]))
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "found", "upstreamOrderId": str(lost["order"]), "reason": "found in their panel"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert done["status"] == "ORDER_STATUS_COMPLETED"
+    assert len(await demo_provider.orders()) == 2
+    assert (await shop.verify()).ok
+
+
+async def test_a_run_refused_everywhere_fails_alone_and_staff_can_send_a_lost_one_again(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/mixed", quantity=100, runs=3, interval=1)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])  # run 1 out
+    await demo_provider.fault("error_body", count=1, actions=["add"])  # run 2 refused, no fallback
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE order_runs SET due_time = now() WHERE order_id = %s AND run_no = 2", (int(order["id"]),)
+        )
+    await tick(shop)
+    assert [r[1] for r in await runs_of(pool, order["id"])][1:] == ["failed", "scheduled"]
+
+    async with pool.connection() as conn:  # run 3's submission died mid-call long ago (a killed process)
+        await conn.execute(
+            "UPDATE order_runs SET due_time = now(), state = 'submitting',"
+            " update_time = now() - interval '10 minutes' WHERE order_id = %s AND run_no = 3",
+            (int(order["id"]),),
+        )
+    await tick(shop)
+    assert [r[1] for r in await runs_of(pool, order["id"])][1:] == ["failed", "needs_review"]
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "not_placed", "reason": "not in their panel"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert done["status"] == "ORDER_STATUS_PARTIAL"
+    assert len(await demo_provider.orders()) == 2  # runs 1 and 3
+    assert Decimal(done["released"]) == share(price, 100, 300)
+    assert (await shop.verify()).ok
+
+
+async def test_a_provider_with_drip_feed_still_gets_one_drip_feed_order(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "10.00")
+    followers = shop.service_id("1")  # drip-feed upstream
+    order = (
+        await shop.order(ann, serviceId=followers, link="https://x.com/d", quantity=100, runs=3, interval=10)
+    ).json()
+    await shop.submit(order["id"])
+    [upstream] = await demo_provider.orders()
+    assert int(upstream["runs"]) == 3
+    assert await runs_of(pool, order["id"]) == []
+
+
+async def test_a_sync_keeps_the_drip_feed_staff_offered(shop: Shop, pool: Pool) -> None:
+    from tests.integration.test_providers import run_sync
+
+    seo = await offer_dripfeed(shop)
+    await run_sync(shop.channel, shop.provider_id)  # type: ignore[attr-defined]
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT dripfeed, upstream_dripfeed FROM services WHERE id = %s", (int(seo),)
+        )
+        assert await cursor.fetchone() == (True, False)
+        cursor = await conn.execute(
+            "SELECT dripfeed, upstream_dripfeed FROM services WHERE id = %s", (int(shop.service_id("1")),)
+        )
+        assert await cursor.fetchone() == (True, True)

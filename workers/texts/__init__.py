@@ -1,0 +1,1 @@
+"""Sending text messages (SMS): plain-text templates and the transports that carry them."""
