@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     # Orders.
     # Orders not finished after this many hours raise an alert event (once each).
     order_stuck_after_h: int = 24
+    # New orders one dispatch worker sends to providers at the same time (each provider's own
+    # concurrency and rate limits still apply).
+    dispatch_concurrency: int = 16
 
     # Providers.
     # A provider cost rise of more than this (percent) quarantines the service until staff accept it.

@@ -48,4 +48,8 @@ def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
             return outcome_of_rpc_error(exc)
         return Ok()
 
-    return [Consumer(ORDER_CREATED, submit), Consumer(POLL_REQUESTED, poll)]
+    # New orders are independent: one slow provider call must not hold the others up.
+    return [
+        Consumer(ORDER_CREATED, submit, concurrency=max(1, settings.dispatch_concurrency)),
+        Consumer(POLL_REQUESTED, poll),
+    ]

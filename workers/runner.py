@@ -90,6 +90,9 @@ def outcome_of_rpc_error(error: grpc.aio.AioRpcError) -> Outcome:
 class Consumer:
     durable: Durable
     handle: Handler
+    # Messages handled at the same time. 1 keeps the stream's order; more suits independent
+    # events whose handling waits on the network (a provider call per new order).
+    concurrency: int = 1
 
 
 class Runner:
@@ -102,7 +105,7 @@ class Runner:
         self.handled = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until ``stop`` is set; the message in hand is finished first (drain)."""
+        """Consume until ``stop`` is set; the messages in hand are finished first (drain)."""
         await ensure_streams(self._js, self._ns)
         for consumer in self._consumers:
             await ensure_durable(self._js, self._ns, consumer.durable)
@@ -115,10 +118,16 @@ class Runner:
         subscription = await self._js.pull_subscribe_bind(
             durable=self._ns.durable(durable.name), stream=self._ns.stream(durable.stream)
         )
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                free = consumer.concurrency - len(in_flight)
+                if free <= 0:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 try:
-                    messages = await subscription.fetch(self._batch, timeout=1.0)
+                    wanted = self._batch if consumer.concurrency == 1 else min(self._batch, free)
+                    messages = await subscription.fetch(wanted, timeout=1.0)
                 except (NatsTimeout, TimeoutError):  # nothing to do within the wait: poll again
                     continue
                 except Exception as exc:  # NATS reconnecting: wait, do not crash the worker
@@ -126,8 +135,15 @@ class Runner:
                     await asyncio.sleep(1.0)
                     continue
                 for message in messages:
-                    await self._process(consumer, message)
+                    if consumer.concurrency == 1:
+                        await self._process(consumer, message)
+                        continue
+                    task = asyncio.create_task(self._process(consumer, message))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
         finally:
+            if in_flight:  # drain: every message in hand is finished (acked or naked) first
+                await asyncio.gather(*in_flight, return_exceptions=True)
             await subscription.unsubscribe()
 
     async def _process(self, consumer: Consumer, message: Msg) -> None:

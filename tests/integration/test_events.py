@@ -193,6 +193,49 @@ async def test_retry_then_dead_letter_then_replay(
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_concurrent_consumer_handles_messages_side_by_side_and_drains_on_stop(
+    settings: Settings, nc: NATS, channel: grpc.aio.Channel, worker_settings: Settings
+) -> None:
+    ns = Namespace(settings.nats_namespace)
+    active: list[str] = []
+    peak = 0
+    all_in = asyncio.Event()
+    done: list[str] = []
+
+    async def slow(event: Event, progress: Progress) -> Outcome:
+        nonlocal peak
+        active.append(event.id)
+        peak = max(peak, len(active))
+        if len(active) == 4:
+            all_in.set()
+        try:
+            async with asyncio.timeout(5):  # one at a time would never get four in here
+                await all_in.wait()
+        except TimeoutError:
+            return Retry("the others never came", delay_s=0.05)
+        finally:
+            active.remove(event.id)
+        done.append(event.id)
+        return Ok()
+
+    durable = Durable("test-side-by-side", "CATALOG", "smm.catalog.>")
+    runner = Runner(nc, ns, [Consumer(durable, slow, concurrency=4)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        for n in range(4):
+            await create_category(channel, f"Side by side {n}")
+        await asyncio.wait_for(all_in.wait(), 10)
+        stop.set()  # the four in hand finish (and are acked) before the runner returns
+        await asyncio.wait_for(task, 10)
+        assert peak == 4
+        assert len(done) == 4
+        assert runner.handled == 4
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_two_scheduler_copies_fire_each_period_once(
     settings: Settings, nc: NATS, pool: Pool, worker_settings: Settings
 ) -> None:
