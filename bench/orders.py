@@ -762,9 +762,14 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
     try:
         demo = children.start("demo", [PY, "-c", DEMO_APP, str(demo_port), demo_key], env)
         grpc_proc = children.start("grpc", [PY, "-m", "ops.cli", "serve", "grpc"], env)
+        worker_env, worker_grpc = env, None
+        if args.worker_server:  # a second server copy for the workers: each takes a core
+            worker_addr = f"127.0.0.1:{free_port()}"
+            worker_env = {**env, "SMM_GRPC_ADDR": worker_addr, "SMM_GRPC_TARGET": worker_addr}
+            worker_grpc = children.start("grpc-workers", [PY, "-m", "ops.cli", "serve", "grpc"], worker_env)
         edge = children.start("edge", [PY, "-m", "ops.cli", "serve", "edge"], env)
         workers = [
-            children.start(f"dispatch-{n}", [PY, "-m", "ops.cli", "worker", "dispatch"], env)
+            children.start(f"dispatch-{n}", [PY, "-m", "ops.cli", "worker", "dispatch"], worker_env)
             for n in range(1, args.dispatch_workers + 1)
         ]
         edge_url = f"http://127.0.0.1:{edge_port}"
@@ -790,6 +795,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         roots = {
             "edge": edge.pid,
             "grpc server + relay": grpc_proc.pid,
+            **({"grpc server (workers)": worker_grpc.pid} if worker_grpc is not None else {}),
             **{f"dispatch worker {n}": w.pid for n, w in enumerate(workers, start=1)},
             "demo provider": demo.pid,
             "postgres (all)": _postmaster_pid(stack),
@@ -1039,6 +1045,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"`smm worker dispatch` processes (default {DISPATCH_WORKERS})",
     )
     add(
+        "--worker-server",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the dispatch workers call a second gRPC server copy (default on; --no-worker-server: one)",
+    )
+    add(
         "--drain-timeout",
         type=float,
         default=DRAIN_TIMEOUT_S,
@@ -1081,7 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(
         "order placement: the edge -> gRPC -> PostgreSQL with API keys; durable PostgreSQL, the relay,"
-        f" {args.dispatch_workers} dispatch worker(s) and the demo provider running, each a process",
+        f" {args.dispatch_workers} dispatch worker(s)"
+        + (" (on a second gRPC server copy)" if args.worker_server else "")
+        + " and the demo provider running, each a process",
         flush=True,
     )
     try:
