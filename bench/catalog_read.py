@@ -98,6 +98,20 @@ class Children:
                 tail = (self._log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{tail}")
 
+    def stop_some(self, prefix: str) -> int:
+        """Terminates the children whose names start with ``prefix``; returns how many."""
+        chosen = [(name, proc) for name, proc in self._procs if name.startswith(prefix)]
+        for _, proc in chosen:
+            proc.terminate()
+        for _, proc in chosen:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs = [(name, proc) for name, proc in self._procs if not name.startswith(prefix)]
+        return len(chosen)
+
     def stop(self) -> None:
         for _, proc in reversed(self._procs):
             if proc.poll() is None:
