@@ -98,9 +98,29 @@ config = DemoConfig(api_keys=(key,), starting_balance_micros=10**9 * 10**6, step
 run("127.0.0.1", port, config)
 """
 
+# wrk's summary line, parsed by run_wrk (bench/reseller.py uses it too).
+WRK_DONE = """
+function done(summary, latency, requests)
+  local s, o, c4, c5 = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    s = s + t:get("sent")
+    o = o + t:get("ok")
+    c4 = c4 + t:get("e4xx")
+    c5 = c5 + t:get("e5xx")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH sent=%d ok=%d e4xx=%d e5xx=%d connect=%d read=%d write=%d timeout=%d duration_us=%d"
+    .. " p50=%d p95=%d p99=%d max=%d\\n",
+    s, o, c4, c5, e.connect, e.read, e.write, e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
 # Each request takes the next key (threads start at different keys); response() counts the
 # answers by class and done() prints one line this script parses.
-WRK_SCRIPT = """
+WRK_SCRIPT = (
+    """
 local keys = {KEYS}
 local path = {PATH}
 local body = {BODY}
@@ -137,22 +157,9 @@ function response(status, headers, body)
   end
 end
 
-function done(summary, latency, requests)
-  local s, o, c4, c5 = 0, 0, 0, 0
-  for _, t in ipairs(threads) do
-    s = s + t:get("sent")
-    o = o + t:get("ok")
-    c4 = c4 + t:get("e4xx")
-    c5 = c5 + t:get("e5xx")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH sent=%d ok=%d e4xx=%d e5xx=%d connect=%d read=%d write=%d timeout=%d duration_us=%d"
-    .. " p50=%d p95=%d p99=%d max=%d\\n",
-    s, o, c4, c5, e.connect, e.read, e.write, e.timeout, summary.duration,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
-end
 """
+    + WRK_DONE
+)
 
 
 class WrongResult(Exception):

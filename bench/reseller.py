@@ -46,6 +46,7 @@ from orders import (
     LINK,
     PATH,
     PY,
+    WRK_DONE,
     BenchUser,
     Outcome,
     WrkRun,
@@ -83,7 +84,8 @@ TARGET_STATUS_P95_MS = 20.0
 # Each request takes the next prepared form body (threads start at different ones). An answer is
 # "ok" only when it is 2xx and holds EXPECT but no "error" key: the endpoint's errors are HTTP 200.
 # done() prints the line bench/orders.py's run_wrk parses (e4xx also counts those error answers).
-WRK_SCRIPT = """
+WRK_SCRIPT = (
+    """
 local bodies = @BODIES@
 local path = @PATH@
 local expect = @EXPECT@
@@ -124,22 +126,9 @@ function response(status, headers, body)
   end
 end
 
-function done(summary, latency, requests)
-  local s, o, c4, c5 = 0, 0, 0, 0
-  for _, t in ipairs(threads) do
-    s = s + t:get("sent")
-    o = o + t:get("ok")
-    c4 = c4 + t:get("e4xx")
-    c5 = c5 + t:get("e5xx")
-  end
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH sent=%d ok=%d e4xx=%d e5xx=%d connect=%d read=%d write=%d timeout=%d duration_us=%d"
-    .. " p50=%d p95=%d p99=%d max=%d\\n",
-    s, o, c4, c5, e.connect, e.read, e.write, e.timeout, summary.duration,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
-end
 """
+    + WRK_DONE
+)
 
 
 @dataclass
