@@ -8,6 +8,7 @@ Prints numbers only; nothing here asserts on speed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -19,8 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _stack import Stack, throwaway_stack  # bench/ is sys.path[0] when run as a script
-from pydantic import SecretStr
+from _stack import (  # bench/ is sys.path[0] when run as a script
+    Stack,
+    bench_settings,
+    secret_env,
+    throwaway_stack,
+)
 
 from core.config import Settings
 from ops.dev import wait_for_edge
@@ -255,13 +260,12 @@ def _wait_http(url: str, children: Children) -> None:
 def bench(stack: Stack) -> list[Result]:
     grpc_addr = f"127.0.0.1:{free_port()}"
     edge_port, bare_port = free_port(), free_port()
-    internal_token, page_secret = os.urandom(24).hex(), os.urandom(24).hex()
+    settings = bench_settings(stack)
     env = {
         **os.environ,
         "SMM_DATABASE_URL": stack.database_url,
         "SMM_NATS_URL": stack.nats_url,
-        "SMM_INTERNAL_TOKEN": internal_token,
-        "SMM_PAGE_TOKEN_SECRET": page_secret,
+        **secret_env(settings),
         "SMM_GRPC_ADDR": grpc_addr,
         "SMM_GRPC_TARGET": grpc_addr,
         "SMM_EDGE_ADDR": f"127.0.0.1:{edge_port}",
@@ -269,11 +273,6 @@ def bench(stack: Stack) -> list[Result]:
         "SMM_VAR_DIR": str(stack.root / "var"),
         "PYTHONUNBUFFERED": "1",
     }
-    settings = Settings(
-        database_url=stack.database_url,
-        internal_token=SecretStr(internal_token),
-        page_token_secret=SecretStr(page_secret),
-    )
     children = Children(stack.root)
     try:
         children.start("grpc", [PY, "-m", "ops.cli", "serve", "grpc"], env)
@@ -322,6 +321,9 @@ def report(results: list[Result]) -> None:
 
 
 def main() -> int:
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     try:
         with throwaway_stack("catalog") as stack:
             results = bench(stack)

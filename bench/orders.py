@@ -41,9 +41,13 @@ from typing import Any
 
 import grpc
 import psycopg
-from _stack import Stack, throwaway_stack  # bench/ is sys.path[0] when run as a script
+from _stack import (  # bench/ is sys.path[0] when run as a script
+    Stack,
+    bench_settings,
+    secret_env,
+    throwaway_stack,
+)
 from catalog_read import Children, ensure_wrk
-from pydantic import SecretStr
 from smm.v1 import accounts_service_pb2 as accounts_pb
 from smm.v1 import accounts_service_pb2_grpc as accounts_grpc
 from smm.v1 import events_pb2
@@ -57,7 +61,6 @@ from ops.dev import wait_for_edge, wait_for_http
 from ops.embedded import free_port, postgres_bin_dir
 from ops.grpc_client import internal_metadata, wait_for_grpc
 from server.common.interceptors import INTERNAL_TOKEN_KEY
-from server.common.secretbox import new_key_config
 from server.orders.repo import QUERIES as ORDER_SQL
 from server.wallet import ledger
 
@@ -657,9 +660,7 @@ def _env(stack: Stack, settings: Settings, grpc_addr: str, edge_port: int) -> di
         **os.environ,
         "SMM_DATABASE_URL": stack.database_url,
         "SMM_NATS_URL": stack.nats_url,
-        "SMM_INTERNAL_TOKEN": settings.internal_token.get_secret_value(),
-        "SMM_PAGE_TOKEN_SECRET": settings.page_token_secret.get_secret_value(),
-        "SMM_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        **secret_env(settings),
         "SMM_GRPC_ADDR": grpc_addr,
         "SMM_GRPC_TARGET": grpc_addr,
         "SMM_EDGE_ADDR": f"127.0.0.1:{edge_port}",
@@ -757,12 +758,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
     outcome = Outcome()
     grpc_addr = f"127.0.0.1:{free_port()}"
     edge_port, demo_port = free_port(), free_port()
-    settings = Settings(
-        database_url=stack.database_url,
-        internal_token=SecretStr(os.urandom(24).hex()),
-        page_token_secret=SecretStr(os.urandom(24).hex()),
-        encryption_keys=SecretStr(new_key_config("bench")),
-    )
+    settings = bench_settings(stack)
     env = _env(stack, settings, grpc_addr, edge_port)
     demo_key = os.urandom(12).hex()
     children = Children(stack.root)

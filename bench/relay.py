@@ -5,16 +5,14 @@ In-process against a throwaway durable embedded PostgreSQL and NATS. Prints numb
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import os
 import sys
 import time
 
-from _stack import throwaway_stack  # bench/ is sys.path[0] when run as a script
+from _stack import bench_settings, throwaway_stack  # bench/ is sys.path[0] when run as a script
 from nats.aio.client import Client as NATS
-from pydantic import SecretStr
 
-from core.config import Settings
 from core.events import Namespace, connect
 from server.common.db import Pool, open_pool
 from server.common.relay import Relay
@@ -65,11 +63,7 @@ async def _mode(pool: Pool, relays: list[Relay], label: str) -> tuple[str, int, 
 
 async def main() -> None:
     with throwaway_stack("relay") as stack:
-        settings = Settings(
-            database_url=stack.database_url,
-            internal_token=SecretStr(os.urandom(16).hex()),
-            page_token_secret=SecretStr(os.urandom(16).hex()),
-        )
+        settings = bench_settings(stack)
         pool = await open_pool(settings)
         clients: list[NATS] = []
         try:
@@ -91,6 +85,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

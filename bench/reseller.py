@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
-from _stack import Stack, throwaway_stack  # bench/ is sys.path[0] when run as a script
+from _stack import Stack, bench_settings, throwaway_stack  # bench/ is sys.path[0] when run as a script
 from catalog_read import Children, ensure_wrk
 from orders import (
     DEMO_APP,
@@ -59,11 +59,8 @@ from orders import (
     run_wrk,
     write_wrk_script,
 )
-from pydantic import SecretStr
 
-from core.config import Settings
 from ops.embedded import free_port
-from server.common.secretbox import new_key_config
 
 RESELLER_PATH = "/api/v1/reseller"
 USERS = 100
@@ -229,12 +226,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Figures:
     fig = Figures()
     grpc_addr = f"127.0.0.1:{free_port()}"
     edge_port, demo_port = free_port(), free_port()
-    settings = Settings(
-        database_url=stack.database_url,
-        internal_token=SecretStr(os.urandom(24).hex()),
-        page_token_secret=SecretStr(os.urandom(24).hex()),
-        encryption_keys=SecretStr(new_key_config("bench")),
-    )
+    settings = bench_settings(stack)
     env = _env(stack, settings, grpc_addr, edge_port)
     demo_key = os.urandom(12).hex()
     children = Children(stack.root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ BENCHMARKS = ("catalog_read.py", "relay.py", "sync.py", "reseller.py", "orders.p
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__).parse_args()
     failed: list[str] = []
     for script in BENCHMARKS:
         print(f"=== bench/{script}", flush=True)

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import httpx
-from _stack import Stack, throwaway_stack  # bench/ is sys.path[0] when run as a script
-from pydantic import SecretStr
+from _stack import Stack, bench_settings, throwaway_stack  # bench/ is sys.path[0] when run as a script
 from smm.v1 import providers_service_pb2 as pb
 from smm.v1 import providers_service_pb2_grpc as pb_grpc
 
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     # Only in the .pyi: what ProvidersServiceStub(<aio channel>) is.
     from smm.v1.providers_service_pb2_grpc import ProvidersServiceAsyncStub
 
-from core.config import Settings
 from core.events import connect
 from demo.provider import DemoConfig, RunningDemo, start_demo_provider
 from demo.provider.catalog import CATALOG, GENERATED_FIRST_ID
@@ -43,7 +41,6 @@ from demo.provider.config import MICROS
 from ops.embedded import free_port
 from ops.grpc_client import Metadata, internal_metadata
 from server.common.db import Pool, open_pool
-from server.common.secretbox import new_key_config
 from server.main import create_server
 
 SERVICES = 5_000
@@ -168,16 +165,7 @@ def _print_profile(profile_dir: Path) -> None:
 
 
 async def bench(stack: Stack, args: argparse.Namespace) -> list[Timed]:
-    settings = Settings(
-        database_url=stack.database_url,
-        nats_url=stack.nats_url,
-        nats_namespace="bench",
-        internal_token=SecretStr(os.urandom(16).hex()),
-        page_token_secret=SecretStr(os.urandom(16).hex()),
-        encryption_keys=SecretStr(new_key_config("bench")),
-        log_level="WARNING",
-        var_dir=str(stack.root / "var"),
-    )
+    settings = bench_settings(stack, nats_namespace="bench")
     metadata = internal_metadata(settings, "bench")
     config = DemoConfig(extra_services=args.services, control_token=os.urandom(16).hex())
     offered = len(CATALOG) + args.services
