@@ -19,12 +19,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from smm.v1 import events_pb2
+
+from server.common import outbox
 from server.common.db import Pool
 from server.common.errors import Unavailable
+from server.common.money import format_micros
 from server.orders import states
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.repo import QUERIES, Candidate, Conn, OrderRow
-from server.orders.tracking import finish, record
+from server.orders.tracking import ORDER_CHANGED, finish, record
 from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
@@ -70,6 +74,10 @@ def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
     return AddOrder(service=upstream_service_id, **values)
 
 
+def sent_note(candidate: Candidate) -> str:
+    return f"sent to provider {candidate.provider_id}"
+
+
 # What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
 RUNS_BY_PANEL = "runs-by-panel"
 
@@ -89,8 +97,9 @@ class Dispatcher:
             if not isinstance(claimed, tuple):
                 return await self._order(order_id)
             order, candidate, submission_id = claimed
-            if not await self._send(order, candidate, submission_id):
-                return await self._order(order_id)
+            sent = await self._send(order, candidate, submission_id)
+            if sent is not None:
+                return sent
 
     async def _order(self, order_id: int) -> OrderRow:
         async with self._pool.connection() as conn:
@@ -119,22 +128,64 @@ class Dispatcher:
             candidate = candidates[order.attempt]
             submission_id = await QUERIES.scalar(
                 conn,
-                "insert_submission",
+                "start_submission",
                 order_id=order.id,
                 provider_id=candidate.provider_id,
                 upstream_service_id=candidate.upstream_service_id,
             )
-            await QUERIES.execute(conn, "set_status", id=order.id, status=states.SUBMITTING, note="")
             return order, candidate, int(submission_id)
 
-    async def _send(self, order: OrderRow, candidate: Candidate, submission_id: int) -> bool:
-        """Calls the provider once and records the outcome; True when the next candidate should be tried."""
+    async def _send(self, order: OrderRow, candidate: Candidate, submission_id: int) -> OrderRow | None:
+        """Calls the provider once and records the outcome; returns the order as it now is, or None
+        when the next candidate should be tried."""
         adapter = await self._clients.adapter_for(candidate.provider_id)
         if adapter is None:
             reply: Reply[str] = Rejected("the provider is disabled")
         else:
             with about_orders([order.id]):
                 reply = await adapter.add(add_order(candidate.upstream_service_id, order.upstream_params))
+        if isinstance(reply, Accepted):
+            accepted = await self._accept(order, candidate, submission_id, str(reply.value))
+            if accepted is not None:
+                return accepted
+        if await self._record_outcome(order, candidate, submission_id, reply):
+            return None
+        return await self._order(order.id)
+
+    async def _accept(
+        self, order: OrderRow, candidate: Candidate, submission_id: int, upstream_id: str
+    ) -> OrderRow | None:
+        """The common case in one statement; None when the order left 'submitting' meanwhile (a
+        redelivered event moved it to review, or staff acted), for the general path to record."""
+        event = outbox.event_values(
+            ORDER_CHANGED,
+            events_pb2.OrderChanged(
+                order_id=order.id, user_id=order.user_id, status=states.IN_PROGRESS, released=format_micros(0)
+            ),
+        )
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(
+                conn,
+                "accept_submission",
+                OrderRow,
+                id=order.id,
+                submission_id=submission_id,
+                provider_id=candidate.provider_id,
+                upstream_service_id=candidate.upstream_service_id,
+                upstream_order_id=upstream_id,
+                note=sent_note(candidate),
+                subject=event.subject,
+                payload=event.payload,
+                headers=event.headers,
+            )
+        if row is not None:
+            outbox.committed()  # one autocommit statement: wake this copy's relay (no NOTIFY)
+        return row
+
+    async def _record_outcome(
+        self, order: OrderRow, candidate: Candidate, submission_id: int, reply: Reply[str]
+    ) -> bool:
+        """Records any outcome on the locked order; True when the next candidate should be tried."""
         async with self._pool.connection() as conn, conn.transaction():
             current = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
             assert current is not None
@@ -149,7 +200,7 @@ class Dispatcher:
                     upstream_service_id=candidate.upstream_service_id,
                     upstream_order_id=upstream_id,
                 )
-                await record(conn, current, states.IN_PROGRESS, f"sent to provider {candidate.provider_id}")
+                await record(conn, current, states.IN_PROGRESS, sent_note(candidate))
                 return False
             if isinstance(reply, Rejected):
                 await finish_submission(conn, submission_id, "rejected", "", reply.message)

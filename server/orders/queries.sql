@@ -61,10 +61,43 @@ SELECT provider_id, upstream_service_id FROM (
     SELECT position + 1, provider_id, upstream_service_id FROM service_fallbacks WHERE service_id = :service_id
 ) c ORDER BY position;
 
--- name: insert_submission(order_id, provider_id, upstream_service_id)$
+-- name: start_submission(order_id, provider_id, upstream_service_id)$
+-- The order (locked by the caller) is submitting, and a 'starting' submission row says where to.
+WITH moved AS (
+    UPDATE orders SET status = 'submitting', status_note = '', update_time = now() WHERE id = :order_id
+    RETURNING id
+)
 INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)
-VALUES (:order_id, :provider_id, :upstream_service_id)
+SELECT id, :provider_id, :upstream_service_id FROM moved
 RETURNING id;
+
+-- name: accept_submission(id, submission_id, provider_id, upstream_service_id, upstream_order_id, note, subject, payload, headers)^
+-- An accepted ``add`` recorded by one autocommit statement: the order (only while it is still
+-- submitting: no row otherwise, and the caller takes the general path), the submission, the
+-- timeline line and the order.changed outbox row.
+WITH moved AS (
+    UPDATE orders
+    SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+        upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
+        next_poll_time = now() + interval '15 seconds'
+    WHERE id = :id AND status = 'submitting'
+    RETURNING *
+), submission AS (
+    UPDATE order_submissions
+    SET state = 'accepted', upstream_order_id = :upstream_order_id, message = '', finish_time = now()
+    WHERE id = :submission_id AND EXISTS (SELECT 1 FROM moved)
+), timeline AS (
+    INSERT INTO order_events (order_id, status, note) SELECT id, status, :note FROM moved
+), outbox AS (
+    INSERT INTO outbox_events (subject, payload, headers) SELECT :subject, :payload, :headers FROM moved
+)
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+       o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
+       o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
+       o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
+       o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
+       s.cancel AS service_cancel, o.pinned_provider, o.panel_dripfeed
+FROM moved o JOIN services s ON s.id = o.service_id;
 
 -- name: finish_submission(id, state, upstream_order_id, message)!
 UPDATE order_submissions SET state = :state, upstream_order_id = :upstream_order_id, message = :message,

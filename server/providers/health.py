@@ -108,19 +108,27 @@ class HealthRecorder:
         self._provider_id = provider_id
 
     async def __call__(self, exchange: Exchange) -> None:
-        orders = exchange_orders.get()
-        if orders:
-            async with self._pool.connection() as conn:
-                await self._repo.record_exchange(conn, self._provider_id, list(orders), exchange)
+        orders = list(exchange_orders.get())
         if not exchange.sent:
+            if orders:
+                async with self._pool.connection() as conn:
+                    await self._repo.record_exchange(conn, self._provider_id, orders, exchange)
             return
         failed = exchange.outcome == "unknown"
         error = f"{exchange.action}: {exchange.reason}" if failed else ""
+        latency_us = int(exchange.latency_s * 1_000_000)
         async with self._pool.connection() as conn:
-            await self._repo.record_call(
-                conn,
-                self._provider_id,
-                failed=failed,
-                latency_us=int(exchange.latency_s * 1_000_000),
-                error=error,
-            )
+            if orders:
+                await self._repo.record_call_and_exchange(
+                    conn,
+                    self._provider_id,
+                    orders,
+                    exchange,
+                    failed=failed,
+                    latency_us=latency_us,
+                    error=error,
+                )
+            else:
+                await self._repo.record_call(
+                    conn, self._provider_id, failed=failed, latency_us=latency_us, error=error
+                )

@@ -66,6 +66,24 @@ SET calls = calls + 1,
     last_failure_time = CASE WHEN :failed THEN now() ELSE last_failure_time END
 WHERE provider_id = :provider_id;
 
+-- name: record_call_and_exchange(provider_id, failed, latency_us, error, order_ids, action, params, http_status, body, outcome, reason, latency_ms)!
+-- record_call and insert_exchange as one statement: a call about orders costs one commit, not two.
+WITH logged AS (
+    INSERT INTO provider_exchanges (provider_id, order_ids, action, params, http_status, body, outcome, reason,
+                                    latency_ms)
+    VALUES (:provider_id, :order_ids, :action, :params, :http_status, :body, :outcome, :reason, :latency_ms)
+)
+UPDATE provider_health
+SET calls = calls + 1,
+    failures = failures + CASE WHEN :failed THEN 1 ELSE 0 END,
+    recent_error_ppm = recent_error_ppm + ((CASE WHEN :failed THEN 1000000 ELSE 0 END) - recent_error_ppm) / 8,
+    recent_latency_us = CASE WHEN calls = 0 THEN :latency_us
+                             ELSE recent_latency_us + (:latency_us - recent_latency_us) / 8 END,
+    last_error = CASE WHEN :failed THEN :error ELSE last_error END,
+    last_call_time = now(),
+    last_failure_time = CASE WHEN :failed THEN now() ELSE last_failure_time END
+WHERE provider_id = :provider_id;
+
 -- name: list_exchange_rates()
 SELECT currency, rate, update_time FROM exchange_rates ORDER BY currency;
 

@@ -208,17 +208,28 @@ class ProvidersRepo:
         self, conn: Conn, provider_id: int, order_ids: list[int], exchange: Exchange
     ) -> None:
         await QUERIES.execute(
+            conn, "insert_exchange", provider_id=provider_id, **_exchange_values(order_ids, exchange)
+        )
+
+    async def record_call_and_exchange(
+        self,
+        conn: Conn,
+        provider_id: int,
+        order_ids: list[int],
+        exchange: Exchange,
+        *,
+        failed: bool,
+        latency_us: int,
+        error: str,
+    ) -> None:
+        await QUERIES.execute(
             conn,
-            "insert_exchange",
+            "record_call_and_exchange",
             provider_id=provider_id,
-            order_ids=order_ids,
-            action=exchange.action,
-            params=Jsonb(dict(exchange.params)),
-            http_status=exchange.http_status,
-            body=exchange.body[:2000],
-            outcome=exchange.outcome,
-            reason=exchange.reason[:500],
-            latency_ms=int(exchange.latency_s * 1000),
+            failed=failed,
+            latency_us=latency_us,
+            error=error[:500],
+            **_exchange_values(order_ids, exchange),
         )
 
     async def webhook_secret(self, conn: Conn, provider_id: int) -> str | None:
@@ -230,3 +241,16 @@ class ProvidersRepo:
 
     async def open_orders(self, conn: Conn, provider_id: int) -> int:
         return int(await QUERIES.scalar(conn, "open_orders", provider_id=provider_id))
+
+
+def _exchange_values(order_ids: list[int], exchange: Exchange) -> dict[str, Any]:
+    return {
+        "order_ids": order_ids,
+        "action": exchange.action,
+        "params": Jsonb(dict(exchange.params)),
+        "http_status": exchange.http_status,
+        "body": exchange.body[:2000],
+        "outcome": exchange.outcome,
+        "reason": exchange.reason[:500],
+        "latency_ms": int(exchange.latency_s * 1000),
+    }

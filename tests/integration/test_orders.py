@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
 
 from core.config import Settings
@@ -231,6 +232,91 @@ async def test_a_submission_interrupted_mid_call_goes_to_review_not_to_the_provi
     after = await shop.submit(order["id"])
     assert after.status == opb.ORDER_STATUS_NEEDS_REVIEW
     assert await demo_provider.orders() == []
+
+
+async def test_an_answer_that_arrives_after_a_redelivery_moved_the_order_to_review_is_kept(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """The accepted answer is normally stored by one statement guarded on 'submitting'; when a
+    redelivered event has meanwhile sent the order to review, the general path still records the
+    upstream id, so nothing is lost and nothing goes out twice."""
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/slow", quantity=1000)
+    ).json()
+    await demo_provider.fault("latency", count=1, actions=["add"], delay_s=1.0)
+    first = asyncio.create_task(shop.submit(order["id"]))
+    async with asyncio.timeout(5):  # the first call is out: the order is submitting
+        while True:
+            current = await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)
+            if current.json()["status"] == "ORDER_STATUS_SUBMITTING":
+                break
+            await asyncio.sleep(0.02)
+    redelivered = await shop.submit(order["id"])
+    assert redelivered.status == opb.ORDER_STATUS_NEEDS_REVIEW
+    answered = await first
+    assert answered.status == opb.ORDER_STATUS_IN_PROGRESS
+    [upstream] = await demo_provider.orders()
+    assert answered.upstream_order_id == str(upstream["order"])
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT state, upstream_order_id FROM order_submissions WHERE order_id = %s", (int(order["id"]),)
+        )
+        assert await cursor.fetchall() == [("accepted", str(upstream["order"]))]
+        cursor = await conn.execute(
+            "SELECT status FROM order_events WHERE order_id = %s ORDER BY id", (int(order["id"]),)
+        )
+        assert [r[0] for r in await cursor.fetchall()] == ["pending", "needs_review", "in_progress"]
+    assert await shop.balance(ann) == ("4.675", "0.325")
+
+
+async def test_the_accepted_answer_is_stored_with_its_timeline_line_and_event(shop: Shop, pool: Pool) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/fast", quantity=1000)
+    ).json()
+    calls_before = await _provider_calls(pool, int(shop.provider_id))  # type: ignore[attr-defined]
+    sent = await shop.submit(order["id"])
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert sent.upstream_order_id
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT state, upstream_order_id, finish_time IS NOT NULL FROM order_submissions"
+            " WHERE order_id = %s",
+            (int(order["id"]),),
+        )
+        assert await cursor.fetchall() == [("accepted", sent.upstream_order_id, True)]
+        cursor = await conn.execute(
+            "SELECT status, note FROM order_events WHERE order_id = %s ORDER BY id", (int(order["id"]),)
+        )
+        assert [tuple(r) for r in await cursor.fetchall()] == [
+            ("pending", "placed"),
+            ("in_progress", f"sent to provider {shop.provider_id}"),  # type: ignore[attr-defined]
+        ]
+        cursor = await conn.execute(
+            "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.order.changed'"
+        )
+        [(payload,)] = await cursor.fetchall()
+        # The call is in the per-order provider log and in the provider's health, written together.
+        cursor = await conn.execute(
+            "SELECT action, outcome, http_status FROM provider_exchanges WHERE %s = ANY (order_ids)",
+            (int(order["id"]),),
+        )
+        assert await cursor.fetchall() == [("add", "accepted", 200)]
+    assert await _provider_calls(pool, int(shop.provider_id)) == (calls_before[0] + 1, 0)  # type: ignore[attr-defined]
+    changed = events_pb2.OrderChanged.FromString(payload)
+    assert (changed.order_id, changed.status) == (int(order["id"]), "in_progress")
+    assert changed.user_id == int(sent.user_id)
+
+
+async def _provider_calls(pool: Pool, provider_id: int) -> tuple[int, int]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT calls, failures FROM provider_health WHERE provider_id = %s", (provider_id,)
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def test_an_order_not_sent_stays_pending_and_is_retried(
