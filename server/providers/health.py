@@ -1,9 +1,10 @@
 """Provider health and the circuit breaker, kept in PostgreSQL so every server copy shares them.
 
 ``SharedBreaker`` stores the breaker's state in ``provider_health`` and moves it with the pure
-``admit``/``observe`` functions of the adapters package, under ``SELECT ... FOR UPDATE``, with the
-wall clock (the same on every copy, unlike a monotonic one). ``HealthRecorder`` turns each exchange
-with the provider into the health figures staff see.
+``admit``/``observe`` functions of the adapters package, with the wall clock (the same on every
+copy, unlike a monotonic one). A call that leaves the state as it is (the closed circuit's usual
+success) only reads the row; a change is decided again and written under ``SELECT ... FOR UPDATE``.
+``HealthRecorder`` turns each exchange with the provider into the health figures staff see.
 """
 
 from __future__ import annotations
@@ -36,10 +37,16 @@ class SharedBreaker:
 
     async def state(self) -> BreakerState:
         async with self._pool.connection() as conn:
-            row = await self._repo.lock_circuit(conn, self._provider_id)
-        return _state(row)
+            return _state(await self._repo.read_circuit(conn, self._provider_id))
 
     async def allow(self) -> bool:
+        # Most calls find the circuit closed and leave it so: an unlocked read answers them, and
+        # only a call that would move the state takes the row lock (and decides again under it).
+        # Locking for the common case made every call to a provider wait on one row.
+        current = await self.state()
+        allowed, after = admit(current, self.policy, self._clock())
+        if after == current:
+            return allowed
         async with self._pool.connection() as conn, conn.transaction():
             row = await self._repo.lock_circuit(conn, self._provider_id)
             if row is None:
@@ -51,6 +58,9 @@ class SharedBreaker:
             return allowed
 
     async def record(self, ok: bool, latency_s: float) -> None:
+        current = await self.state()
+        if observe(current, self.policy, self._clock(), ok) == current:
+            return  # a success on a healthy circuit: nothing to write, no lock
         async with self._pool.connection() as conn, conn.transaction():
             row = await self._repo.lock_circuit(conn, self._provider_id)
             if row is None:

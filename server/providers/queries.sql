@@ -41,6 +41,13 @@ WHERE id = :id;
 UPDATE providers SET balance_micros = :balance_micros, balance_currency = :balance_currency, balance_time = now()
 WHERE id = :id;
 
+-- name: read_circuit(provider_id)^
+-- The breaker's state without a lock: enough when the state would stay as it is.
+SELECT circuit_phase, circuit_failures,
+       extract(epoch FROM circuit_opened_time)::float8 AS opened_at,
+       extract(epoch FROM circuit_probe_time)::float8 AS probe_at
+FROM provider_health WHERE provider_id = :provider_id;
+
 -- name: lock_circuit(provider_id)^
 SELECT circuit_phase, circuit_failures,
        extract(epoch FROM circuit_opened_time)::float8 AS opened_at,

@@ -128,6 +128,9 @@ class ProvidersRepo:
             conn, "record_balance", id=provider_id, balance_micros=micros, balance_currency=currency
         )
 
+    async def read_circuit(self, conn: Conn, provider_id: int) -> CircuitRow | None:
+        return await QUERIES.one(conn, "read_circuit", CircuitRow, provider_id=provider_id)
+
     async def lock_circuit(self, conn: Conn, provider_id: int) -> CircuitRow | None:
         return await QUERIES.one(conn, "lock_circuit", CircuitRow, provider_id=provider_id)
 

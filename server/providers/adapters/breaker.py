@@ -12,7 +12,7 @@ reports (its process died) is replaced by a new one after ``reset_after_s``.
 
 ``admit`` and ``observe`` are pure: given the stored ``BreakerState``, the policy and a clock value
 they return the next state. ``InMemoryBreaker`` keeps the state in the process; a shared holder
-(one row per provider in PostgreSQL, read and written under ``SELECT … FOR UPDATE``) stores the same
+(one row per provider in PostgreSQL, changed under ``SELECT … FOR UPDATE``) stores the same
 four fields and calls the same two functions with a wall-clock ``now``.
 """
 
