@@ -128,17 +128,11 @@ class HealthRecorder:
         error = f"{exchange.action}: {exchange.reason}" if failed else ""
         latency_us = int(exchange.latency_s * 1_000_000)
         async with self._pool.connection() as conn:
-            if orders:
-                await self._repo.record_call_and_exchange(
-                    conn,
-                    self._provider_id,
-                    orders,
-                    exchange,
-                    failed=failed,
-                    latency_us=latency_us,
-                    error=error,
-                )
-            else:
-                await self._repo.record_call(
-                    conn, self._provider_id, failed=failed, latency_us=latency_us, error=error
-                )
+            await self._repo.record_call(
+                conn,
+                self._provider_id,
+                failed=failed,
+                latency_us=latency_us,
+                error=error,
+                logged=(orders, exchange) if orders else None,
+            )

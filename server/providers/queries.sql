@@ -60,25 +60,15 @@ SET circuit_phase = :phase, circuit_failures = :failures,
     circuit_opened_time = to_timestamp(:opened_at::float8), circuit_probe_time = to_timestamp(:probe_at::float8)
 WHERE provider_id = :provider_id;
 
--- name: record_call(provider_id, failed, latency_us, error)!
--- Health after one call: totals, and exponentially weighted recent error rate (ppm) and latency (1/8 weight).
-UPDATE provider_health
-SET calls = calls + 1,
-    failures = failures + CASE WHEN :failed THEN 1 ELSE 0 END,
-    recent_error_ppm = recent_error_ppm + ((CASE WHEN :failed THEN 1000000 ELSE 0 END) - recent_error_ppm) / 8,
-    recent_latency_us = CASE WHEN calls = 0 THEN :latency_us
-                             ELSE recent_latency_us + (:latency_us - recent_latency_us) / 8 END,
-    last_error = CASE WHEN :failed THEN :error ELSE last_error END,
-    last_call_time = now(),
-    last_failure_time = CASE WHEN :failed THEN now() ELSE last_failure_time END
-WHERE provider_id = :provider_id;
-
--- name: record_call_and_exchange(provider_id, failed, latency_us, error, order_ids, action, params, http_status, body, outcome, reason, latency_ms)!
--- record_call and insert_exchange as one statement: a call about orders costs one commit, not two.
+-- name: record_call(provider_id, failed, latency_us, error, logged, order_ids, action, params, http_status, body, outcome, reason, latency_ms)!
+-- Health after one call: totals, and exponentially weighted recent error rate (ppm) and latency (1/8 weight);
+-- with ``logged``, the exchange goes into the per-order provider log in the same statement (one commit).
 WITH logged AS (
     INSERT INTO provider_exchanges (provider_id, order_ids, action, params, http_status, body, outcome, reason,
                                     latency_ms)
-    VALUES (:provider_id, :order_ids, :action, :params, :http_status, :body, :outcome, :reason, :latency_ms)
+    SELECT :provider_id, :order_ids::bigint[], :action::text, :params::jsonb, :http_status::integer, :body::text,
+           :outcome::text, :reason::text, :latency_ms::integer
+    WHERE :logged::boolean
 )
 UPDATE provider_health
 SET calls = calls + 1,

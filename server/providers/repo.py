@@ -154,8 +154,18 @@ class ProvidersRepo:
         )
 
     async def record_call(
-        self, conn: Conn, provider_id: int, *, failed: bool, latency_us: int, error: str
+        self,
+        conn: Conn,
+        provider_id: int,
+        *,
+        failed: bool,
+        latency_us: int,
+        error: str,
+        logged: tuple[list[int], Exchange] | None = None,
     ) -> None:
+        """The call in the provider's health; ``logged`` (orders, exchange) also goes into the
+        per-order provider log, in the same statement."""
+        values = _exchange_values(*logged) if logged else dict.fromkeys(_EXCHANGE_FIELDS)
         await QUERIES.execute(
             conn,
             "record_call",
@@ -163,6 +173,8 @@ class ProvidersRepo:
             failed=failed,
             latency_us=latency_us,
             error=error[:500],
+            logged=logged is not None,
+            **values,
         )
 
     async def exchange_rates(self, conn: Conn) -> list[ExchangeRateRow]:
@@ -214,27 +226,6 @@ class ProvidersRepo:
             conn, "insert_exchange", provider_id=provider_id, **_exchange_values(order_ids, exchange)
         )
 
-    async def record_call_and_exchange(
-        self,
-        conn: Conn,
-        provider_id: int,
-        order_ids: list[int],
-        exchange: Exchange,
-        *,
-        failed: bool,
-        latency_us: int,
-        error: str,
-    ) -> None:
-        await QUERIES.execute(
-            conn,
-            "record_call_and_exchange",
-            provider_id=provider_id,
-            failed=failed,
-            latency_us=latency_us,
-            error=error[:500],
-            **_exchange_values(order_ids, exchange),
-        )
-
     async def webhook_secret(self, conn: Conn, provider_id: int) -> str | None:
         found: str | None = await QUERIES.scalar(conn, "webhook_secret", id=provider_id)
         return found
@@ -244,6 +235,9 @@ class ProvidersRepo:
 
     async def open_orders(self, conn: Conn, provider_id: int) -> int:
         return int(await QUERIES.scalar(conn, "open_orders", provider_id=provider_id))
+
+
+_EXCHANGE_FIELDS = ("order_ids", "action", "params", "http_status", "body", "outcome", "reason", "latency_ms")
 
 
 def _exchange_values(order_ids: list[int], exchange: Exchange) -> dict[str, Any]:
