@@ -986,6 +986,14 @@ def report_http(o: Outcome) -> None:
         print(f"    {name:<22} {seconds / wall:>6.2f} {seconds * 1000 / placed:>9.3f}")
     total = sum(s for _, s in o.cpu)
     print(f"    {'total':<22} {total / wall:>6.2f} {total * 1000 / placed:>9.3f}")
+    if o.dispatched_in_run:
+        # ms/order above is per order placed; the processes that only dispatch, per order they sent:
+        server = sum(s for name, s in o.cpu if name == "grpc server (workers)")
+        workers = sum(s for name, s in o.cpu if name.startswith("dispatch worker"))
+        print(
+            f"    per order sent: {server * 1000 / o.dispatched_in_run:.2f} ms in the workers' gRPC server"
+            f" copy, {workers * 1000 / o.dispatched_in_run:.2f} ms in the dispatch workers"
+        )
     others = o.machine_busy * (os.cpu_count() or 1) - total / wall
     if others > 0.1:
         print(f"    (other programs on this machine used about {others:.2f} cores: figures are low)")
