@@ -27,7 +27,7 @@ from server.common.errors import Unavailable
 from server.common.money import format_micros
 from server.orders import states
 from server.orders.errors import DOMAIN, order_not_found
-from server.orders.repo import QUERIES, Candidate, Conn, OrderRow
+from server.orders.repo import QUERIES, Candidate, Claim, Conn, OrderRow
 from server.orders.tracking import ORDER_CHANGED, finish, record
 from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
 from server.providers.clients import ProviderClients
@@ -94,10 +94,9 @@ class Dispatcher:
             if claimed == RUNS_BY_PANEL:
                 await self._dripfeed.send_due(order_id)
                 return await self._order(order_id)
-            if not isinstance(claimed, tuple):
+            if not isinstance(claimed, Claim):
                 return await self._order(order_id)
-            order, candidate, submission_id = claimed
-            sent = await self._send(order, candidate, submission_id)
+            sent = await self._send(claimed)
             if sent is not None:
                 return sent
 
@@ -108,8 +107,12 @@ class Dispatcher:
             raise order_not_found(order_id)
         return row
 
-    async def _claim(self, order_id: int) -> tuple[OrderRow, Candidate, int] | str | None:
+    async def _claim(self, order_id: int) -> Claim | str | None:
         """Pending -> submitting with a 'starting' submission; None when there is nothing to send."""
+        async with self._pool.connection() as conn:  # the usual case, in one statement
+            claim = await QUERIES.one(conn, "claim_submission", Claim, id=order_id)
+        if claim is not None:
+            return claim
         async with self._pool.connection() as conn, conn.transaction():
             order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
             if order is None:
@@ -133,34 +136,40 @@ class Dispatcher:
                 provider_id=candidate.provider_id,
                 upstream_service_id=candidate.upstream_service_id,
             )
-            return order, candidate, int(submission_id)
+            return Claim(
+                order.id,
+                order.user_id,
+                order.upstream_params,
+                candidate.provider_id,
+                candidate.upstream_service_id,
+                int(submission_id),
+            )
 
-    async def _send(self, order: OrderRow, candidate: Candidate, submission_id: int) -> OrderRow | None:
+    async def _send(self, claim: Claim) -> OrderRow | None:
         """Calls the provider once and records the outcome; returns the order as it now is, or None
         when the next candidate should be tried."""
+        candidate = claim.candidate
         adapter = await self._clients.adapter_for(candidate.provider_id)
         if adapter is None:
             reply: Reply[str] = Rejected("the provider is disabled")
         else:
-            with about_orders([order.id]):
-                reply = await adapter.add(add_order(candidate.upstream_service_id, order.upstream_params))
+            with about_orders([claim.id]):
+                reply = await adapter.add(add_order(candidate.upstream_service_id, claim.upstream_params))
         if isinstance(reply, Accepted):
-            accepted = await self._accept(order, candidate, submission_id, str(reply.value))
+            accepted = await self._accept(claim, str(reply.value))
             if accepted is not None:
                 return accepted
-        if await self._record_outcome(order, candidate, submission_id, reply):
+        if await self._record_outcome(claim, reply):
             return None
-        return await self._order(order.id)
+        return await self._order(claim.id)
 
-    async def _accept(
-        self, order: OrderRow, candidate: Candidate, submission_id: int, upstream_id: str
-    ) -> OrderRow | None:
+    async def _accept(self, claim: Claim, upstream_id: str) -> OrderRow | None:
         """The common case in one statement; None when the order left 'submitting' meanwhile (a
         redelivered event moved it to review, or staff acted), for the general path to record."""
         event = outbox.event_values(
             ORDER_CHANGED,
             events_pb2.OrderChanged(
-                order_id=order.id, user_id=order.user_id, status=states.IN_PROGRESS, released=format_micros(0)
+                order_id=claim.id, user_id=claim.user_id, status=states.IN_PROGRESS, released=format_micros(0)
             ),
         )
         async with self._pool.connection() as conn:
@@ -168,12 +177,12 @@ class Dispatcher:
                 conn,
                 "accept_submission",
                 OrderRow,
-                id=order.id,
-                submission_id=submission_id,
-                provider_id=candidate.provider_id,
-                upstream_service_id=candidate.upstream_service_id,
+                id=claim.id,
+                submission_id=claim.submission_id,
+                provider_id=claim.provider_id,
+                upstream_service_id=claim.upstream_service_id,
                 upstream_order_id=upstream_id,
-                note=sent_note(candidate),
+                note=sent_note(claim.candidate),
                 subject=event.subject,
                 payload=event.payload,
                 headers=event.headers,
@@ -182,12 +191,11 @@ class Dispatcher:
             outbox.committed()  # one autocommit statement: wake this copy's relay (no NOTIFY)
         return row
 
-    async def _record_outcome(
-        self, order: OrderRow, candidate: Candidate, submission_id: int, reply: Reply[str]
-    ) -> bool:
+    async def _record_outcome(self, claim: Claim, reply: Reply[str]) -> bool:
         """Records any outcome on the locked order; True when the next candidate should be tried."""
+        candidate, submission_id = claim.candidate, claim.submission_id
         async with self._pool.connection() as conn, conn.transaction():
-            current = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
+            current = await QUERIES.one(conn, "lock_order", OrderRow, id=claim.id)
             assert current is not None
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
@@ -195,7 +203,7 @@ class Dispatcher:
                 await QUERIES.execute(
                     conn,
                     "mark_submitted",
-                    id=order.id,
+                    id=claim.id,
                     provider_id=candidate.provider_id,
                     upstream_service_id=candidate.upstream_service_id,
                     upstream_order_id=upstream_id,
@@ -204,11 +212,11 @@ class Dispatcher:
                 return False
             if isinstance(reply, Rejected):
                 await finish_submission(conn, submission_id, "rejected", "", reply.message)
-                await QUERIES.execute(conn, "next_attempt", id=order.id)
+                await QUERIES.execute(conn, "next_attempt", id=claim.id)
                 await QUERIES.execute(
                     conn,
                     "add_event",
-                    order_id=order.id,
+                    order_id=claim.id,
                     status=states.PENDING,
                     note=f"provider {candidate.provider_id} refused: {reply.message}"[:500],
                 )
@@ -217,7 +225,7 @@ class Dispatcher:
             if not reply.sent:
                 await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
                 await QUERIES.execute(
-                    conn, "set_status", id=order.id, status=states.PENDING, note=reply.reason[:500]
+                    conn, "set_status", id=claim.id, status=states.PENDING, note=reply.reason[:500]
                 )
             else:
                 await finish_submission(conn, submission_id, "unknown", "", reply.reason)
@@ -228,7 +236,7 @@ class Dispatcher:
             f"the provider could not be reached ({reply.reason}); the order is still pending",
             reason="PROVIDER_UNAVAILABLE",
             domain=DOMAIN,
-            metadata={"order_id": str(order.id)},
+            metadata={"order_id": str(claim.id)},
         )
 
     async def _review(self, conn: Conn, order: OrderRow, note: str) -> None:

@@ -54,12 +54,32 @@ SELECT status, note, create_time FROM order_events WHERE order_id = :order_id OR
 
 -- name: list_candidates(service_id)
 -- Where an order for the service may go, in order: the primary provider, then the fallbacks.
-SELECT provider_id, upstream_service_id FROM (
-    SELECT 0 AS position, provider_id, upstream_service_id FROM services
-    WHERE id = :service_id AND provider_id IS NOT NULL
-    UNION ALL
-    SELECT position + 1, provider_id, upstream_service_id FROM service_fallbacks WHERE service_id = :service_id
-) c ORDER BY position;
+SELECT provider_id, upstream_service_id FROM service_candidates WHERE service_id = :service_id ORDER BY position;
+
+-- name: claim_submission(id)^
+-- The usual claim as one autocommit statement: a pending order (neither pinned by staff nor a
+-- drip-feed smm sends itself) whose next candidate exists becomes submitting, with a 'starting'
+-- submission row, before the provider is called. No row: the dispatcher's locking path decides.
+WITH target AS (
+    SELECT id, user_id, service_id, attempt, upstream_params FROM orders
+    WHERE id = :id AND status = 'pending' AND NOT panel_dripfeed AND NOT pinned_provider
+    FOR UPDATE
+), candidate AS (
+    SELECT c.provider_id, c.upstream_service_id
+    FROM target t JOIN service_candidates c ON c.service_id = t.service_id
+    ORDER BY c.position OFFSET (SELECT attempt FROM target) LIMIT 1
+), moved AS (
+    UPDATE orders o SET status = 'submitting', status_note = '', update_time = now()
+    FROM target t CROSS JOIN candidate c
+    WHERE o.id = t.id
+    RETURNING o.id
+), submission AS (
+    INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)
+    SELECT m.id, c.provider_id, c.upstream_service_id FROM moved m CROSS JOIN candidate c
+    RETURNING id
+)
+SELECT t.id, t.user_id, t.upstream_params, c.provider_id, c.upstream_service_id, s.id AS submission_id
+FROM target t CROSS JOIN candidate c CROSS JOIN submission s;
 
 -- name: start_submission(order_id, provider_id, upstream_service_id)$
 -- The order (locked by the caller) is submitting, and a 'starting' submission row says where to.

@@ -92,6 +92,22 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """An order claimed for one submission: what the provider call and its record need."""
+
+    id: int
+    user_id: int
+    upstream_params: dict[str, str]
+    provider_id: int
+    upstream_service_id: str
+    submission_id: int
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.provider_id, self.upstream_service_id)
+
+
+@dataclass(frozen=True)
 class DueOrder:
     id: int
     provider_id: int

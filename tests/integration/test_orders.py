@@ -19,6 +19,7 @@ from ops.cli import main as smm_main
 from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
+from server.orders.repo import QUERIES, Claim
 from tests.fix_demo import DemoHandle
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll, shop_orders
@@ -477,3 +478,59 @@ async def test_the_ledger_cli_finds_the_token_make_run_generated(
     (tmp_path / "dev-secrets.json").unlink()  # no token anywhere: refused, and said so
     assert await asyncio.to_thread(smm_main, ["ledger", "verify"]) == 2
     assert "UNAUTHENTICATED" in capsys.readouterr().err
+
+
+async def test_the_one_statement_claim_takes_only_the_usual_case_and_follows_the_candidates(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """``claim_submission`` is the dispatcher's fast path: it must pick the candidate the locking
+    path would pick, and leave every other case (pinned, drip-feed by smm, none left, not pending)
+    to that path by answering nothing."""
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
+        headers=shop.admin,
+    )  # fmt: skip
+    assert mapped.status_code == 200, mapped.text
+    ids = [
+        int(
+            (await shop.order(ann, serviceId=likes, link=f"https://x.com/claim{n}", quantity=1000)).json()[
+                "id"
+            ]
+        )
+        for n in range(5)
+    ]
+    first, second, pinned, exhausted, gone = ids
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE orders SET attempt = 1 WHERE id = %s", (second,))
+        await conn.execute("UPDATE orders SET pinned_provider = true WHERE id = %s", (pinned,))
+        await conn.execute("UPDATE orders SET attempt = 2 WHERE id = %s", (exhausted,))
+        await conn.execute("UPDATE orders SET status = 'in_progress' WHERE id = %s", (gone,))
+        claimed = [await QUERIES.one(conn, "claim_submission", Claim, id=i) for i in ids]
+        cursor = await conn.execute(
+            "SELECT o.id, o.status, s.state, s.provider_id FROM orders o"
+            " LEFT JOIN order_submissions s ON s.order_id = o.id WHERE o.id = ANY(%s) ORDER BY o.id",
+            (ids,),
+        )
+        rows = await cursor.fetchall()
+    assert [c is not None for c in claimed] == [True, True, False, False, False]
+    assert claimed[0] is not None
+    assert claimed[1] is not None
+    assert (claimed[0].id, claimed[0].provider_id) == (first, int(shop.provider_id))  # type: ignore[attr-defined]
+    assert (claimed[1].id, claimed[1].provider_id) == (second, int(backup["id"]))
+    assert claimed[0].upstream_params["link"] == "https://x.com/claim0"
+    assert rows == [
+        (first, "submitting", "starting", int(shop.provider_id)),  # type: ignore[attr-defined]
+        (second, "submitting", "starting", int(backup["id"])),
+        (pinned, "pending", None, None),
+        (exhausted, "pending", None, None),
+        (gone, "in_progress", None, None),
+    ]
+    # The locking path then handles what the fast one left: the exhausted order fails and is released.
+    failed = await shop.submit(str(exhausted))
+    assert failed.status == opb.ORDER_STATUS_FAILED
+    assert (await shop.verify()).ok
