@@ -229,6 +229,9 @@ class Outcome:
     dispatched_in_run: int = 0
     placed_in_run: int = 0
     drain: tuple[float, int, int] = (0.0, 0, 0)
+    drain_cpu: list[tuple[str, float]] = field(default_factory=list)  # while dispatch drained alone
+    drain_cpu_wall_s: float = 0.0
+    drain_machine_busy: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     pgbench: PgbenchRun | None = None
     pgbench_statements: int = 0
@@ -828,7 +831,10 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         outcome.commits_per_order = (commits1 - commits0) / placed
         outcome.wal_bytes_per_order = (wal1 - wal0) / placed
 
+        drain_meter = CpuMeter(roots)
+        drain_meter.start()
         outcome.drain = _drain(stack.database_url, args.drain_timeout if workers else 0.0)
+        outcome.drain_cpu, outcome.drain_cpu_wall_s, outcome.drain_machine_busy = drain_meter.stop()
         children.check()
         report_http(outcome)
         verify = asyncio.run(_verify_with_channel(grpc_addr, settings))
@@ -997,7 +1003,29 @@ def report_http(o: Outcome) -> None:
     others = o.machine_busy * (os.cpu_count() or 1) - total / wall
     if others > 0.1:
         print(f"    (other programs on this machine used about {others:.2f} cores: figures are low)")
+    report_drain(o)
     sys.stdout.flush()
+
+
+def report_drain(o: Outcome) -> None:
+    """What sending one order costs, measured while dispatch alone worked through the backlog."""
+    _, sent, _ = o.drain
+    wall = o.drain_cpu_wall_s
+    if sent < 100 or wall < 1.0:
+        return
+    print(
+        f"  CPU while dispatch drained the backlog alone ({wall:.1f} s, {sent:,} orders sent, machine busy"
+        f" {o.drain_machine_busy:.0%}):"
+    )
+    print(f"    {'process':<22} {'cores':>6} {'ms/sent':>9}")
+    used = [(name, seconds) for name, seconds in o.drain_cpu if name != "this script"]  # only polling
+    for name, seconds in sorted(used, key=lambda item: -item[1]):
+        print(f"    {name:<22} {seconds / wall:>6.2f} {seconds * 1000 / sent:>9.3f}")
+    total = sum(s for _, s in used)
+    print(f"    {'total':<22} {total / wall:>6.2f} {total * 1000 / sent:>9.3f}")
+    provider = sum(s for name, s in used if name == "demo provider")
+    ours = (total - provider) * 1000 / sent
+    print(f"    without the demo provider (upstream, elsewhere in production): {ours:.3f} ms per order sent")
 
 
 def report(o: Outcome) -> None:
