@@ -84,6 +84,7 @@ from server.providers.logic import ProvidersLogic
 from server.providers.repo import ProvidersRepo
 from server.providers.rpc import ProvidersServicer
 from server.providers.sync import ProviderSync
+from server.providers.transport import provider_http_client
 from server.system.logic import SystemLogic
 from server.system.rpc import SystemServicer
 from server.wallet.logic import WalletLogic
@@ -209,7 +210,7 @@ async def create_server(
         server,
     )
     providers_repo = ProvidersRepo()
-    provider_http = httpx.AsyncClient()  # one connection pool for every provider
+    provider_http = provider_http_client()  # one connection pool for every provider
     clients = ProviderClients(
         pool,
         providers_repo,

@@ -29,6 +29,7 @@ from server.providers.adapters import (
 from server.providers.adapters.base import SERVICE_TYPES
 from server.providers.adapters.breaker import BreakerPhase
 from server.providers.adapters.standard import StandardAdapter
+from server.providers.transport import provider_http_client
 from tests.fix_demo import ORDER_EXAMPLES, DemoFactory, DemoHandle
 
 pytest_plugins = ["tests.fix_demo"]
@@ -57,7 +58,7 @@ def example_order(service_type: str, **changes: Any) -> AddOrder:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with provider_http_client() as client:  # the client the server gives its adapters
         yield client
 
 

@@ -1,0 +1,128 @@
+"""The HTTP transport under the provider client: httpx's API on aiohttp's connection pool.
+
+Why: httpcore's pool cost 1.0-1.8 ms of CPU per provider request here (it re-checks every pooled
+socket on every request), aiohttp 0.15-0.23 ms (bench/README.md). Why not the ``httpx-aiohttp``
+package: it maps a connection dropped *after the request went out* to ``httpx.ConnectTimeout``,
+which callers rightly read as "certainly not sent", and an ``add`` could then be sent twice.
+
+The one rule of the exception map below: only a failure that happened before a connection existed
+becomes ``ConnectError``/``ConnectTimeout`` (not sent); every other failure is a read or protocol
+error, which the adapter treats as "may have been sent". Redirects, cookies and response decoding
+stay with httpx (aiohttp neither follows, stores nor decompresses).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+import certifi
+import httpx
+from yarl import URL
+
+DEFAULT_MAX_CONNECTIONS = 100  # httpx's default
+KEEPALIVE_S = 5.0  # httpx's default keep-alive expiry
+# aiohttp computes these from the body it is given; httpx's copies would only disagree.
+BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=KEEPALIVE_S,
+                ssl=ssl.create_default_context(cafile=certifi.where()),  # httpx's trust store
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None),
+                # httpx already routes proxied URLs (HTTP_PROXY, ...) to its own transports and reads
+                # .netrc; aiohttp doing it again would also cost a thread hop per request.
+                trust_env=False,
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {request.url.scheme!r}", request=request)
+        body = await request.aread()
+        headers = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in request.headers.raw
+            if name.lower() not in BODY_HEADERS
+        ]
+        try:
+            async with self._open().request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=_timeout(request),
+            ) as reply:
+                content = await reply.read()
+        except Exception as exc:
+            mapped = _mapped(exc, request)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        return httpx.Response(
+            reply.status,
+            headers=list(reply.raw_headers),
+            content=content,
+            request=request,
+            extensions={
+                "http_version": f"HTTP/{reply.version.major}.{reply.version.minor}".encode()
+                if reply.version
+                else b"HTTP/1.1",
+                "reason_phrase": (reply.reason or "").encode("latin-1", "replace"),
+            },
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:
+    """httpx's per-request timeouts in aiohttp's terms (aiohttp has no write timeout)."""
+    limits = request.extensions.get("timeout", {})
+    pool, connect, read = limits.get("pool"), limits.get("connect"), limits.get("read")
+    # aiohttp's ``connect`` covers waiting for a pooled connection and connecting.
+    waiting = None if pool is None and connect is None else (pool or 0.0) + (connect or 0.0)
+    return aiohttp.ClientTimeout(total=None, connect=waiting, sock_connect=connect, sock_read=read)
+
+
+def _mapped(exc: Exception, request: httpx.Request) -> Exception:
+    """aiohttp's failure as the httpx exception that says whether the request may have gone out."""
+    message = str(exc) or type(exc).__name__
+    # Never connected: nothing was sent.
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol(message, request=request)
+    # Connected: the request may have been sent, whatever happened next.
+    if isinstance(exc, TimeoutError):  # aiohttp's read timeouts (the caller's own arrive as cancellation)
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return httpx.ReadError(message, request=request)
+    return exc  # a bug of ours, not a transport failure: let it surface as it is
+
+
+def provider_http_client() -> httpx.AsyncClient:
+    """The one client (one connection pool) every provider adapter of a process shares."""
+    return httpx.AsyncClient(transport=AiohttpTransport())

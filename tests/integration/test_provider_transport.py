@@ -1,0 +1,231 @@
+"""The provider HTTP transport (httpx over aiohttp) against raw loopback servers that misbehave
+on purpose. What matters most: only a failure before any connection existed may read as "not
+sent"; a connection lost after the request went out must read as "may have been sent"."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from ops.embedded import free_port
+from server.providers.adapters import AddOrder, ProviderConnection, Unknown
+from server.providers.adapters.standard import StandardAdapter
+from server.providers.transport import AiohttpTransport, provider_http_client
+
+pytestmark = pytest.mark.integration
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class RawServer:
+    """A TCP server whose handler decides, byte by byte, what the client gets."""
+
+    handler: Handler
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/api/v2"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """One whole request (head and Content-Length body), or None when the client hung up."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        request = head + await reader.readexactly(length)
+        self.requests.append(request)
+        return request
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[RawServer]]]:
+    started: list[RawServer] = []
+
+    async def start(handler: Handler) -> RawServer:
+        raw = RawServer(handler)
+        raw.server = await asyncio.start_server(raw._serve, "127.0.0.1", 0)
+        started.append(raw)
+        return raw
+
+    yield start
+    for raw in started:
+        assert raw.server is not None
+        raw.server.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with provider_http_client() as http:
+        yield http
+
+
+def reply(status: str, body: bytes, *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+FORM = {"key": "secret-key", "action": "add", "service": "1", "link": "https://x.com/a b", "quantity": "100"}
+
+
+async def test_a_form_post_goes_out_as_httpx_built_it_and_the_reply_comes_back(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await raw.read_request(reader) is not None:
+            writer.write(
+                reply("201 Made", gzip.compress(b'{"order": 23501}'), "Content-Encoding: gzip", "X-Trace: a", "X-Trace: b")
+            )  # fmt: skip
+            await writer.drain()
+
+    raw = await raw_server(answer)
+    first = await client.post(raw.url + "?q=a%2Fb", data=FORM, headers={"User-Agent": "smm-test"})
+    second = await client.post(raw.url, data=FORM)
+
+    assert first.status_code == 201
+    assert first.reason_phrase == "Made"
+    assert first.http_version == "HTTP/1.1"
+    assert first.json() == {"order": 23501}  # decoded by httpx from the gzip body
+    assert first.headers.get_list("x-trace") == ["a", "b"]
+    assert second.json() == {"order": 23501}
+    assert raw.connections == 1  # the second request reused the kept-alive connection
+    head, _, body = raw.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /api/v2?q=a%2Fb HTTP/1.1"  # the query string exactly as given
+    header_names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert header_names.count(b"content-length") == 1
+    assert header_names.count(b"user-agent") == 1
+    assert b"User-Agent: smm-test" in lines
+    assert b"Content-Type: application/x-www-form-urlencoded" in lines
+    assert body == b"key=secret-key&action=add&service=1&link=https%3A%2F%2Fx.com%2Fa+b&quantity=100"
+
+
+async def test_connection_refused_is_a_connect_error(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.post(f"http://127.0.0.1:{free_port()}/api/v2", data=FORM)
+
+
+async def test_an_unknown_host_is_a_connect_error(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.post("http://no-such-host.invalid/api/v2", data=FORM)
+
+
+async def test_a_scheme_other_than_http_is_refused_before_anything_goes_out() -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.post("ftp://127.0.0.1/api/v2", data=FORM)
+
+
+async def test_a_connection_closed_after_the_request_is_not_a_connect_error(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)  # the provider got the order, then the line dropped
+
+    raw = await raw_server(hang_up)
+    with pytest.raises(httpx.HTTPError) as raised:
+        await client.post(raw.url, data=FORM)
+    assert isinstance(raised.value, httpx.RemoteProtocolError)
+    assert not isinstance(raised.value, httpx.ConnectError | httpx.ConnectTimeout)
+    assert len(raw.requests) == 1
+
+
+async def test_a_reset_after_the_request_is_a_read_error(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+        writer.transport.abort()
+
+    raw = await raw_server(reset)
+    with pytest.raises(httpx.HTTPError) as raised:
+        await client.post(raw.url, data=FORM)
+    assert isinstance(raised.value, httpx.ReadError | httpx.RemoteProtocolError)
+    assert len(raw.requests) == 1
+
+
+async def test_a_body_cut_short_is_a_read_error(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"order"')
+        await writer.drain()
+
+    raw = await raw_server(cut)
+    with pytest.raises(httpx.ReadError):
+        await client.post(raw.url, data=FORM)
+
+
+async def test_a_silent_provider_is_a_read_timeout(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        await asyncio.sleep(5)
+
+    raw = await raw_server(silent)
+    with pytest.raises(httpx.ReadTimeout):
+        await client.post(raw.url, data=FORM, timeout=httpx.Timeout(5.0, read=0.2))
+
+
+async def test_through_the_adapter_a_dropped_add_is_unknown_and_counted_as_sent(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    """The double-order guard: dispatch sends an ``add`` whose answer was lost to review, never again."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+
+    raw = await raw_server(hang_up)
+    adapter = StandardAdapter(ProviderConnection(raw.url, "secret-key", timeout_s=2.0), http=client)
+    result = await adapter.add(AddOrder(service="1", link="https://x.com/a", quantity=100))
+    assert isinstance(result, Unknown)
+    assert result.sent is True
+    assert "secret-key" not in result.reason
+    assert len(raw.requests) == 1  # sent once, not retried
+
+
+async def test_closing_the_client_closes_its_connections(
+    raw_server: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    closed = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await raw.read_request(reader) is not None:
+            writer.write(reply("200 OK", b'{"balance": "1.00", "currency": "USD"}'))
+            await writer.drain()
+        closed.set()
+
+    raw = await raw_server(answer)
+    http = provider_http_client()
+    assert (await http.post(raw.url, data=FORM)).status_code == 200
+    await http.aclose()
+    async with asyncio.timeout(2):
+        await closed.wait()  # the server saw the kept-alive connection end
