@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # The circuit opens after this many unknown outcomes in a row, and lets a probe out after the wait.
     provider_failure_threshold: int = 5
     provider_circuit_reset_s: float = 30.0
+    # How long a server copy may trust what it last read of a provider (its settings, and a closed
+    # circuit without failures) before reading again (0: every call reads). The copy that changes a
+    # provider, or sees its circuit move, knows at once; others within this many seconds.
+    provider_state_cache_s: float = 1.0
 
     # The demo provider (`smm demo-provider`; `smm dev` starts it and adds it as a provider).
     # Empty: `smm dev` neither starts nor seeds it, and seeds a small catalog without a provider.

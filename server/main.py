@@ -217,6 +217,7 @@ async def create_server(
         box,
         provider_http,
         BreakerPolicy(settings.provider_failure_threshold, settings.provider_circuit_reset_s),
+        state_cache_s=settings.provider_state_cache_s,
     )
     providers = ProvidersLogic(pool, providers_repo, clients, settings.currency)
     sync = ProviderSync(

@@ -84,6 +84,9 @@ def make_settings(db_url: str, **overrides: object) -> Settings:
         "rate_reset_per_ip_per_min": 500,
         "rate_reset_per_account_per_min": 100,
         "var_dir": str(Path(os.environ.get("TMPDIR", "/tmp")) / "smm-test-var"),
+        # Tests play "another server copy" by changing providers and circuits in SQL and expect the
+        # next call to see it; the cache itself is tested in tests/integration/test_provider_state_cache.py.
+        "provider_state_cache_s": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

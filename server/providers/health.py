@@ -4,6 +4,9 @@
 ``admit``/``observe`` functions of the adapters package, with the wall clock (the same on every
 copy, unlike a monotonic one). A call that leaves the state as it is (the closed circuit's usual
 success) only reads the row; a change is decided again and written under ``SELECT ... FOR UPDATE``.
+A circuit read as healthy (closed, no failures) is trusted for ``healthy_for_s`` without reading it
+again, so the usual call reads nothing at all; any other state is read every time. The cost of
+that: another copy's opening of the circuit reaches this copy up to ``healthy_for_s`` late.
 ``HealthRecorder`` turns each exchange with the provider into the health figures staff see.
 """
 
@@ -28,22 +31,52 @@ class SharedBreaker:
         provider_id: int,
         policy: BreakerPolicy,
         clock: Callable[[], float] = time.time,
+        *,
+        healthy_for_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
         self._repo = repo
         self._provider_id = provider_id
         self.policy = policy
         self._clock = clock
+        self._healthy_for_s = healthy_for_s
+        self._monotonic = monotonic
+        self._healthy: BreakerState | None = None  # the healthy state last read, while trusted
+        self._healthy_until = 0.0
+        self._changes = 0  # moves by this copy: a read that overlapped one is not remembered
 
     async def state(self) -> BreakerState:
+        """The stored state, read now."""
+        changes = self._changes
         async with self._pool.connection() as conn:
-            return _state(await self._repo.read_circuit(conn, self._provider_id))
+            state = _state(await self._repo.read_circuit(conn, self._provider_id))
+        if changes == self._changes:
+            self._remember(state)
+        return state
+
+    async def _current(self) -> BreakerState:
+        if self._healthy is not None and self._monotonic() < self._healthy_until:
+            return self._healthy
+        return await self.state()
+
+    def _remember(self, state: BreakerState) -> None:
+        healthy = state.phase is BreakerPhase.CLOSED and state.failures == 0
+        if healthy and self._healthy_for_s > 0:
+            self._healthy, self._healthy_until = state, self._monotonic() + self._healthy_for_s
+        else:
+            self._healthy = None
+
+    def _changed(self, state: BreakerState) -> None:
+        self._changes += 1
+        self._remember(state)
 
     async def allow(self) -> bool:
-        # Most calls find the circuit closed and leave it so: an unlocked read answers them, and
-        # only a call that would move the state takes the row lock (and decides again under it).
-        # Locking for the common case made every call to a provider wait on one row.
-        current = await self.state()
+        # Most calls find the circuit closed and leave it so: an unlocked read (or the healthy
+        # state read moments ago) answers them, and only a call that would move the state takes
+        # the row lock (and decides again under it). Locking for the common case made every call
+        # to a provider wait on one row.
+        current = await self._current()
         allowed, after = admit(current, self.policy, self._clock())
         if after == current:
             return allowed
@@ -55,10 +88,11 @@ class SharedBreaker:
             allowed, after = admit(current, self.policy, self._clock())
             if after != current:
                 await self._store(conn, after)
-            return allowed
+        self._changed(after)
+        return allowed
 
     async def record(self, ok: bool, latency_s: float) -> None:
-        current = await self.state()
+        current = await self._current()
         if observe(current, self.policy, self._clock(), ok) == current:
             return  # a success on a healthy circuit: nothing to write, no lock
         async with self._pool.connection() as conn, conn.transaction():
@@ -69,6 +103,7 @@ class SharedBreaker:
             after = observe(current, self.policy, self._clock(), ok)
             if after != current:
                 await self._store(conn, after)
+        self._changed(after)
 
     async def _store(self, conn: Conn, state: BreakerState) -> None:
         await self._repo.store_circuit(

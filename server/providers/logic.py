@@ -152,6 +152,7 @@ class ProvidersLogic:
                 after=shown_after,
             )
             row = await self._repo.get(conn, provider_id)
+        self._clients.forget(provider_id)
         assert row is not None
         return row
 
@@ -174,6 +175,7 @@ class ProvidersLogic:
             await audit.record(
                 conn, "provider.deleted", target=f"provider:{provider_id}", before=visible(current.fields())
             )
+        self._clients.forget(provider_id)
         return replace(current, status="deleted")
 
     async def test_connection(self, provider_id: int) -> ConnectionTest:
