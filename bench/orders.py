@@ -232,6 +232,10 @@ class Outcome:
     drain_cpu: list[tuple[str, float]] = field(default_factory=list)  # while dispatch drained alone
     drain_cpu_wall_s: float = 0.0
     drain_machine_busy: float = 0.0
+    end_to_end: tuple[int, float] = (
+        0,
+        0.0,
+    )  # orders placed and sent, seconds from first request to last sent
     statuses: dict[str, int] = field(default_factory=dict)
     pgbench: PgbenchRun | None = None
     pgbench_statements: int = 0
@@ -752,6 +756,17 @@ def _drain(url: str, timeout_s: float) -> tuple[float, int, int]:
     return time.perf_counter() - started, first - left, left
 
 
+def _orders_sent(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(
+            _one(
+                conn.execute(
+                    "SELECT count(*) FROM orders WHERE status NOT IN ('pending', 'submitting')"
+                ).fetchone()
+            )
+        )
+
+
 def _one(row: tuple[Any, ...] | None) -> Any:
     assert row is not None
     return row[0]
@@ -796,6 +811,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
             f" quantity {args.quantity}",
             flush=True,
         )
+        load_started = time.perf_counter()
         outcome.warmup, _ = run_wrk(wrk, script, url, args, args.warmup, children)
 
         roots = {
@@ -835,6 +851,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         drain_meter.start()
         outcome.drain = _drain(stack.database_url, args.drain_timeout if workers else 0.0)
         outcome.drain_cpu, outcome.drain_cpu_wall_s, outcome.drain_machine_busy = drain_meter.stop()
+        outcome.end_to_end = (_orders_sent(stack.database_url), time.perf_counter() - load_started)
         children.check()
         report_http(outcome)
         verify = asyncio.run(_verify_with_channel(grpc_addr, settings))
@@ -1004,6 +1021,12 @@ def report_http(o: Outcome) -> None:
     if others > 0.1:
         print(f"    (other programs on this machine used about {others:.2f} cores: figures are low)")
     report_drain(o)
+    through, seconds = o.end_to_end
+    if through and left == 0:
+        print(
+            f"  end to end: {through:,} orders placed and sent to the provider in {seconds:.1f} s (from the"
+            f" first request to the last order sent): {through / seconds:,.0f} orders/s"
+        )
     sys.stdout.flush()
 
 
