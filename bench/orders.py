@@ -224,6 +224,7 @@ class Outcome:
     cpu: list[tuple[str, float]] = field(default_factory=list)
     cpu_wall_s: float = 0.0
     machine_busy: float = 0.0
+    machine_steal: float = 0.0
     commits_per_order: float = 0.0
     wal_bytes_per_order: float = 0.0
     dispatched_in_run: int = 0
@@ -232,6 +233,7 @@ class Outcome:
     drain_cpu: list[tuple[str, float]] = field(default_factory=list)  # while dispatch drained alone
     drain_cpu_wall_s: float = 0.0
     drain_machine_busy: float = 0.0
+    drain_machine_steal: float = 0.0
     end_to_end: tuple[int, float] = (
         0,
         0.0,
@@ -276,11 +278,11 @@ def _tree_cpu(table: dict[int, tuple[int, float]], root: int) -> float:
     return total
 
 
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+def _machine_busy() -> tuple[float, float, float]:
+    """(busy, of which stolen by the hypervisor, total) jiffies of all CPUs since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     idle = values[3] + values[4]  # idle + iowait
-    return float(sum(values) - idle), float(sum(values))
+    return float(sum(values) - idle), float(values[7]), float(sum(values))
 
 
 class CpuMeter:
@@ -289,7 +291,8 @@ class CpuMeter:
     def __init__(self, roots: dict[str, int]) -> None:
         self._roots = roots
         self._before: dict[str, float] = {}
-        self._machine: tuple[float, float] = (0.0, 0.0)
+        self._machine: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.steal_share = 0.0  # of the machine, taken by the hypervisor (other VMs) meanwhile
         self._self = 0.0
         self._started = 0.0
 
@@ -305,9 +308,10 @@ class CpuMeter:
         table = _proc_table()
         used = [(name, _tree_cpu(table, pid) - self._before[name]) for name, pid in self._roots.items()]
         used.append(("this script", sum(os.times()[:2]) - self._self))
-        busy, total = _machine_busy()
-        share = (busy - self._machine[0]) / max(1.0, total - self._machine[1])
-        return used, time.perf_counter() - self._started, share
+        busy, steal, total = _machine_busy()
+        elapsed = max(1.0, total - self._machine[2])
+        self.steal_share = (steal - self._machine[1]) / elapsed
+        return used, time.perf_counter() - self._started, (busy - self._machine[0]) / elapsed
 
 
 class OrderSampler(threading.Thread):
@@ -836,6 +840,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         for profiler in profilers:
             profiler.wait(timeout=30)
         outcome.cpu, outcome.cpu_wall_s, outcome.machine_busy = meter.stop()
+        outcome.machine_steal = meter.steal_share
         outcome.cpu.append(("wrk", wrk_cpu))
         sampler.halt()
         commits1, wal1 = _db_counters(stack.database_url)
@@ -851,6 +856,7 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         drain_meter.start()
         outcome.drain = _drain(stack.database_url, args.drain_timeout if workers else 0.0)
         outcome.drain_cpu, outcome.drain_cpu_wall_s, outcome.drain_machine_busy = drain_meter.stop()
+        outcome.drain_machine_steal = drain_meter.steal_share
         outcome.end_to_end = (_orders_sent(stack.database_url), time.perf_counter() - load_started)
         children.check()
         report_http(outcome)
@@ -1017,9 +1023,15 @@ def report_http(o: Outcome) -> None:
             f"    per order sent: {server * 1000 / o.dispatched_in_run:.2f} ms in the workers' gRPC server"
             f" copy, {workers * 1000 / o.dispatched_in_run:.2f} ms in the dispatch workers"
         )
-    others = o.machine_busy * (os.cpu_count() or 1) - total / wall
+    cores = os.cpu_count() or 1
+    stolen = o.machine_steal * cores
+    others = o.machine_busy * cores - total / wall - stolen
     if others > 0.1:
         print(f"    (other programs on this machine used about {others:.2f} cores: figures are low)")
+    if stolen > 0.05:
+        print(
+            f"    (the hypervisor gave about {stolen:.2f} cores to other machines (steal): figures are low)"
+        )
     report_drain(o)
     through, seconds = o.end_to_end
     if through and left == 0:
@@ -1038,7 +1050,7 @@ def report_drain(o: Outcome) -> None:
         return
     print(
         f"  CPU while dispatch drained the backlog alone ({wall:.1f} s, {sent:,} orders sent, machine busy"
-        f" {o.drain_machine_busy:.0%}):"
+        f" {o.drain_machine_busy:.0%}, {o.drain_machine_steal:.0%} of it stolen by the hypervisor):"
     )
     print(f"    {'process':<22} {'cores':>6} {'ms/sent':>9}")
     used = [(name, seconds) for name, seconds in o.drain_cpu if name != "this script"]  # only polling
