@@ -407,10 +407,15 @@ async def wait_for_http(url: str, timeout_s: float, what: str) -> None:
     raise TimeoutError(f"{what} at {url} did not answer 200 within {timeout_s:g}s (last answer: {last})")
 
 
-async def _become_ready(settings: Settings, layout: Layout, children: _Children) -> None:
+async def _become_ready(
+    settings: Settings, layout: Layout, children: _Children, start_workers: Callable[[], None]
+) -> None:
     metadata = internal_metadata(settings, TOOL)
     for addr in layout.grpc:
         await _while_alive(children, wait_for_grpc(str(addr.dial), GRPC_READY_TIMEOUT_S, metadata=metadata))
+    # Workers call the gRPC server from their first moment: started before it listens, each
+    # scheduled job logged a connection-refused retry.
+    start_workers()
     if layout.demo is not None:
         api_url = f"http://{layout.demo.dial}/api/v2"
         await _while_alive(children, wait_for_http(api_url, EDGE_READY_TIMEOUT_S, "the demo provider"))
@@ -518,8 +523,15 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
         "SMM_VAR_DIR": str(var_dir),
         "PYTHONUNBUFFERED": "1",
     }
-    for spec in plan_children(layout, WORKERS, copies):
-        children.start(spec, shared_env)
+    specs = plan_children(layout, WORKERS, copies)
+    workers = [spec for spec in specs if spec.args[0] == "worker"]
+    for spec in specs:
+        if spec not in workers:
+            children.start(spec, shared_env)
+
+    def start_workers() -> None:
+        for spec in workers:
+            children.start(spec, shared_env)
 
     ready_settings = settings.model_copy(
         update={
@@ -529,7 +541,7 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
             "demo_provider_key": SecretStr(shared_secrets["SMM_DEMO_PROVIDER_KEY"]),
         }
     )
-    asyncio.run(_become_ready(ready_settings, layout, children))
+    asyncio.run(_become_ready(ready_settings, layout, children, start_workers))
     _print_urls(layout, database_url, nats_url)
     while True:
         children.check()

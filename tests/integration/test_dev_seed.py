@@ -340,6 +340,8 @@ def test_smm_dev_serves_the_seeded_catalog_and_stops_on_sigterm(smm_dev: _Dev, t
     assert f"http://{smm_dev.edge}/api/v1/docs" in printed
     generated = json.loads((tmp_path / "var" / SECRETS_FILE).read_text())
     assert all(value not in printed + smm_dev.err.read_text() for value in generated.values())
+    # The workers start once the gRPC server answers: no job retried against a closed port.
+    assert "Connection refused" not in printed + smm_dev.err.read_text()
 
     smm_dev.process.send_signal(signal.SIGTERM)
     assert smm_dev.process.wait(timeout=30) == 0
