@@ -124,6 +124,23 @@ async def test_a_form_post_goes_out_as_httpx_built_it_and_the_reply_comes_back(
     assert body == b"key=secret-key&action=add&service=1&link=https%3A%2F%2Fx.com%2Fa+b&quantity=100"
 
 
+async def test_a_chunked_reply_arrives_whole(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await raw.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for part in (b'[{"service": 1, ', b'"name": "Likes"}]'):
+            writer.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    raw = await raw_server(chunked)
+    answer = await client.post(raw.url, data=FORM)
+    assert answer.json() == [{"service": 1, "name": "Likes"}]
+
+
 async def test_connection_refused_is_a_connect_error(client: httpx.AsyncClient) -> None:
     with pytest.raises(httpx.ConnectError):
         await client.post(f"http://127.0.0.1:{free_port()}/api/v2", data=FORM)
