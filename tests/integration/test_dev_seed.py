@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -311,7 +312,12 @@ def smm_dev(db_url: str, tmp_path: Path) -> Iterator[_Dev]:
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     with out.open("wb") as out_fh, err.open("wb") as err_fh:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "dev"], cwd=ROOT, env=env, stdout=out_fh, stderr=err_fh
+            [sys.executable, "-m", "ops.cli", "dev"],
+            cwd=ROOT,
+            env=env,
+            stdout=out_fh,
+            stderr=err_fh,
+            start_new_session=True,  # its own process group: a failed test can take all of it down
         )
     try:
         _wait_for_text(out, "smm dev is up", process, 60)
@@ -320,6 +326,8 @@ def smm_dev(db_url: str, tmp_path: Path) -> Iterator[_Dev]:
         if process.poll() is None:
             process.kill()
             process.wait()
+        with contextlib.suppress(ProcessLookupError):  # children a killed `smm dev` could not stop
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _child_pid(parent: int, *command: str) -> int:
