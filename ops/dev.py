@@ -526,7 +526,7 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
     specs = plan_children(layout, WORKERS, copies)
     workers = [spec for spec in specs if spec.args[0] == "worker"]
     for spec in specs:
-        if spec not in workers:
+        if spec.args[0] != "worker":
             children.start(spec, shared_env)
 
     def start_workers() -> None:

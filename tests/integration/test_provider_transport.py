@@ -157,47 +157,43 @@ async def test_a_scheme_other_than_http_is_refused_before_anything_goes_out() ->
             await http.post("ftp://127.0.0.1/api/v2", data=FORM)
 
 
-async def test_a_connection_closed_after_the_request_is_not_a_connect_error(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
-) -> None:
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)  # the provider got the order, then the line dropped
+async def hang_up(raw: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await raw.read_request(reader)  # the provider got the order, then the line dropped
 
-    raw = await raw_server(hang_up)
+
+async def reset(raw: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await raw.read_request(reader)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+    writer.transport.abort()
+
+
+async def cut_short(raw: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await raw.read_request(reader)
+    writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"order"')
+    await writer.drain()
+
+
+@pytest.mark.parametrize(
+    ("misbehave", "expected"),
+    [
+        (hang_up, (httpx.RemoteProtocolError,)),
+        (reset, (httpx.ReadError, httpx.RemoteProtocolError)),
+        (cut_short, (httpx.ReadError,)),
+    ],
+)
+async def test_a_failure_after_the_request_went_out_is_never_a_connect_error(
+    raw_server: Callable[[Handler], Awaitable[RawServer]],
+    client: httpx.AsyncClient,
+    misbehave: Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    expected: tuple[type[httpx.HTTPError], ...],
+) -> None:
+    raw = await raw_server(lambda reader, writer: misbehave(raw, reader, writer))
     with pytest.raises(httpx.HTTPError) as raised:
         await client.post(raw.url, data=FORM)
-    assert isinstance(raised.value, httpx.RemoteProtocolError)
+    assert isinstance(raised.value, expected), raised.value
     assert not isinstance(raised.value, httpx.ConnectError | httpx.ConnectTimeout)
     assert len(raw.requests) == 1
-
-
-async def test_a_reset_after_the_request_is_a_read_error(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
-) -> None:
-    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
-        writer.transport.abort()
-
-    raw = await raw_server(reset)
-    with pytest.raises(httpx.HTTPError) as raised:
-        await client.post(raw.url, data=FORM)
-    assert isinstance(raised.value, httpx.ReadError | httpx.RemoteProtocolError)
-    assert len(raw.requests) == 1
-
-
-async def test_a_body_cut_short_is_a_read_error(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
-) -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"order"')
-        await writer.drain()
-
-    raw = await raw_server(cut)
-    with pytest.raises(httpx.ReadError):
-        await client.post(raw.url, data=FORM)
 
 
 async def test_a_silent_provider_is_a_read_timeout(
@@ -217,10 +213,7 @@ async def test_through_the_adapter_a_dropped_add_is_unknown_and_counted_as_sent(
 ) -> None:
     """The double-order guard: dispatch sends an ``add`` whose answer was lost to review, never again."""
 
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await raw.read_request(reader)
-
-    raw = await raw_server(hang_up)
+    raw = await raw_server(lambda reader, writer: hang_up(raw, reader, writer))
     adapter = StandardAdapter(ProviderConnection(raw.url, "secret-key", timeout_s=2.0), http=client)
     result = await adapter.add(AddOrder(service="1", link="https://x.com/a", quantity=100))
     assert isinstance(result, Unknown)
