@@ -87,9 +87,29 @@ async def _begin(
     return transaction_id
 
 
-async def _existing(conn: Conn, key: str) -> Movement:
-    found = await QUERIES.scalar(conn, "transaction_by_key", idempotency_key=key)
-    return Movement(int(found), applied=False)
+@dataclass(frozen=True)
+class _Recorded:
+    id: int
+    kind: str
+    user_id: int
+    amount_micros: int  # the change of the user's available balance
+    moved_micros: int  # what went from one account to the other
+
+
+async def _existing(conn: Conn, key: str, kind: str, user_id: int, amount: int, moved: int) -> Movement:
+    """The movement made before under ``key``. A key names one movement: the same key for
+    another kind, user or amount is a caller's bug, and answering with the old movement would
+    report money as moved that never was."""
+    found = await QUERIES.one(conn, "movement_by_key", _Recorded, idempotency_key=key)
+    if found is None:  # pragma: no cover - the conflicting row cannot vanish inside our transaction
+        raise Aborted("retry the request", reason="CONFLICT_RETRY")
+    if (found.kind, found.user_id, found.amount_micros, found.moved_micros) != (kind, user_id, amount, moved):
+        raise LedgerInvariantBroken(
+            f"reuse the key {key} of a {found.kind} of {found.moved_micros} for user "
+            f"{found.user_id} for a {kind} of {moved}",
+            user_id,
+        )
+    return Movement(found.id, applied=False)
 
 
 async def _entries(conn: Conn, transaction_id: int, debit: str, credit: str, amount: int) -> None:
@@ -115,7 +135,7 @@ async def hold(
     _positive(amount)
     transaction_id = await _begin(conn, "hold", key, reference, user_id, -amount, "", actor)
     if transaction_id is None:
-        return await _existing(conn, key)
+        return await _existing(conn, key, "hold", user_id, -amount, amount)
     moved = await QUERIES.one(
         conn, "move_available_to_held", _Balances, user_id=user_id, amount_micros=amount
     )
@@ -133,7 +153,7 @@ async def settle(
     _positive(amount)
     transaction_id = await _begin(conn, "settle", key, reference, user_id, 0, "", actor)
     if transaction_id is None:
-        return await _existing(conn, key)
+        return await _existing(conn, key, "settle", user_id, 0, amount)
     if await QUERIES.one(conn, "take_from_held", _Balances, user_id=user_id, amount_micros=amount) is None:
         raise LedgerInvariantBroken("settle more than is held", user_id)
     await _entries(conn, transaction_id, held(user_id), REVENUE, amount)
@@ -147,7 +167,7 @@ async def release(
     _positive(amount)
     transaction_id = await _begin(conn, "release", key, reference, user_id, amount, "", actor)
     if transaction_id is None:
-        return await _existing(conn, key)
+        return await _existing(conn, key, "release", user_id, amount, amount)
     if (
         await QUERIES.one(conn, "move_held_to_available", _Balances, user_id=user_id, amount_micros=amount)
         is None
@@ -173,7 +193,7 @@ async def adjust(
         raise ValueError("an adjustment moves money")
     transaction_id = await _begin(conn, kind, key, reference, user_id, amount, memo, actor)
     if transaction_id is None:
-        return await _existing(conn, key)
+        return await _existing(conn, key, kind, user_id, amount, abs(amount))
     await QUERIES.execute(conn, "ensure_wallet", user_id=user_id)
     if await QUERIES.one(conn, "change_available", _Balances, user_id=user_id, amount_micros=amount) is None:
         current = await QUERIES.one(conn, "get_wallet", _Balances, user_id=user_id)

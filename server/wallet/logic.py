@@ -69,7 +69,9 @@ class WalletLogic:
             violations.append(FieldViolation("reason", f"is required (at most {MAX_REASON} characters)"))
         collect(violations, domain=DOMAIN)
         request_id = key.request_id if key else uuid.uuid4().hex
-        ledger_key = f"adjustment:{user_id}:{request_id}"
+        # Request ids are the caller's own (the replay check is per actor), so the ledger key is too:
+        # another caller's request under the same id is another adjustment.
+        ledger_key = f"adjustment:{user_id}:{actor}:{request_id}"
         async with self._pool.connection() as conn, conn.transaction():
             if key and await idempotency.claim(conn, key) is not None:
                 return await _by_key(conn, ledger_key)

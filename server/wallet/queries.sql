@@ -9,6 +9,12 @@ RETURNING id;
 SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
 FROM ledger_transactions WHERE idempotency_key = :idempotency_key;
 
+-- name: movement_by_key(idempotency_key)^
+-- What a key moved before (a replay must be the same movement): the entries' positive leg.
+SELECT t.id, t.kind, t.user_id, t.amount_micros,
+       (SELECT coalesce(max(e.amount_micros), 0) FROM ledger_entries e WHERE e.transaction_id = t.id) AS moved_micros
+FROM ledger_transactions t WHERE t.idempotency_key = :idempotency_key;
+
 -- name: insert_entries(transaction_id, debit_account, credit_account, amount_micros)!
 -- Double entry: what leaves one account enters the other.
 INSERT INTO ledger_entries (transaction_id, account, amount_micros)

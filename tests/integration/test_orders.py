@@ -13,6 +13,8 @@ import grpc
 import pytest
 from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import wallet_service_pb2 as wpb
+from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
 
 from core.config import Settings
 from ops.cli import main as smm_main
@@ -21,6 +23,7 @@ from server.common.db import Pool
 from server.main import ServerHandle
 from server.orders.repo import QUERIES, Claim
 from tests.fix_demo import DemoHandle
+from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll, shop_orders
 from tests.integration.test_accounts import bearer, register
@@ -59,6 +62,42 @@ async def test_staff_adjust_balances_once_per_request_id_and_never_below_zero(sh
         ("adjustment", "-5.50", "correction"),
         ("adjustment", "25.00", "welcome bonus"),
     ]
+    audit = (
+        await shop.http.get("/api/v1/admin/audit", params={"action": "wallet.adjusted"}, headers=shop.admin)
+    ).json()
+    assert len(audit["events"]) == 2
+    assert (await shop.verify()).ok
+
+
+async def test_two_callers_using_one_request_id_make_two_adjustments(
+    shop: Shop, channel: grpc.aio.Channel
+) -> None:
+    """Request ids are per caller: another tool's request under the same id is its own adjustment
+    (it was once answered with the first tool's adjustment and silently not applied)."""
+    account = await register(shop.http, "cal@example.com")
+    user_id, cal = int(account["user"]["id"]), bearer(account["token"])
+    wallet = wpb_grpc.WalletServiceStub(channel)
+    first = await wallet.CreateBalanceAdjustment(
+        wpb.CreateBalanceAdjustmentRequest(
+            user_id=user_id, amount="25.00", reason="bonus", request_id="batch-1"
+        ),
+        metadata=system_metadata("tool-a"),
+    )
+    second = await wallet.CreateBalanceAdjustment(
+        wpb.CreateBalanceAdjustmentRequest(
+            user_id=user_id, amount="-5.00", reason="fix", request_id="batch-1"
+        ),
+        metadata=system_metadata("tool-b"),
+    )
+    replayed = await wallet.CreateBalanceAdjustment(
+        wpb.CreateBalanceAdjustmentRequest(
+            user_id=user_id, amount="-5.00", reason="fix", request_id="batch-1"
+        ),
+        metadata=system_metadata("tool-b"),
+    )
+    assert (first.amount, second.amount, second.memo) == ("25.00", "-5.00", "fix")
+    assert replayed.id == second.id != first.id
+    assert await shop.balance(cal) == ("20.00", "0.00")
     audit = (
         await shop.http.get("/api/v1/admin/audit", params={"action": "wallet.adjusted"}, headers=shop.admin)
     ).json()
