@@ -17,6 +17,7 @@ moves it to needs review for the same reason.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from smm.v1 import events_pb2
@@ -35,6 +36,8 @@ from server.providers.health import about_orders
 
 if TYPE_CHECKING:
     from server.orders.dripfeed import DripFeed
+
+log = logging.getLogger(__name__)
 
 ADD_FIELDS = frozenset(AddOrder.__dataclass_fields__) - {"service"}
 INT_FIELDS = frozenset(
@@ -76,6 +79,24 @@ def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
 
 def sent_note(candidate: Candidate) -> str:
     return f"sent to provider {candidate.provider_id}"
+
+
+async def _note_late(conn: Conn, order: OrderRow, candidate: Candidate, upstream_id: str, what: str) -> None:
+    """An answer that came after the order was finished (by staff, while the call was out): the
+    order keeps its status and money; its timeline and the log tell staff that the provider may
+    hold an order to cancel there (with its upstream id, kept on the order when there is one)."""
+    note = f"provider {candidate.provider_id} {what} after the order was {order.status}: check it there"
+    if upstream_id:
+        await QUERIES.execute(
+            conn,
+            "note_upstream",
+            id=order.id,
+            provider_id=candidate.provider_id,
+            upstream_service_id=candidate.upstream_service_id,
+            upstream_order_id=upstream_id,
+        )
+    await QUERIES.execute(conn, "add_event", order_id=order.id, status=order.status, note=note[:500])
+    log.warning("order %s: %s", order.id, note)
 
 
 # What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
@@ -192,7 +213,12 @@ class Dispatcher:
         return row
 
     async def _record_outcome(self, claim: Claim, reply: Reply[str]) -> bool:
-        """Records any outcome on the locked order; True when the next candidate should be tried."""
+        """Records any outcome on the locked order; True when the next candidate should be tried.
+
+        The order may have moved on while the provider was being called (a redelivered event sent
+        it to review, staff failed or canceled it). An outcome only moves it where the state
+        machine allows; an order already final keeps its status and its money, and what the
+        provider said is put on its timeline for staff (``_note_late``)."""
         candidate, submission_id = claim.candidate, claim.submission_id
         async with self._pool.connection() as conn, conn.transaction():
             current = await QUERIES.one(conn, "lock_order", OrderRow, id=claim.id)
@@ -200,6 +226,9 @@ class Dispatcher:
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
                 await finish_submission(conn, submission_id, "accepted", upstream_id, "")
+                if not states.can_move(current.status, states.IN_PROGRESS):
+                    await _note_late(conn, current, candidate, upstream_id, f"accepted it as #{upstream_id}")
+                    return False
                 await QUERIES.execute(
                     conn,
                     "mark_submitted",
@@ -212,6 +241,8 @@ class Dispatcher:
                 return False
             if isinstance(reply, Rejected):
                 await finish_submission(conn, submission_id, "rejected", "", reply.message)
+                if not states.can_move(current.status, states.PENDING):
+                    return False  # nothing was placed, and the order was settled meanwhile
                 await QUERIES.execute(conn, "next_attempt", id=claim.id)
                 await QUERIES.execute(
                     conn,
@@ -224,12 +255,17 @@ class Dispatcher:
             assert isinstance(reply, Unknown)
             if not reply.sent:
                 await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
+                if not states.can_move(current.status, states.PENDING):
+                    return False
                 await QUERIES.execute(
                     conn, "set_status", id=claim.id, status=states.PENDING, note=reply.reason[:500]
                 )
             else:
                 await finish_submission(conn, submission_id, "unknown", "", reply.reason)
-                await self._review(conn, current, f"the provider's answer is unknown: {reply.reason}")
+                if states.can_move(current.status, states.NEEDS_REVIEW):
+                    await self._review(conn, current, f"the provider's answer is unknown: {reply.reason}")
+                else:
+                    await _note_late(conn, current, candidate, "", f"gave no clear answer ({reply.reason})")
                 return False
         assert isinstance(reply, Unknown)
         raise Unavailable(

@@ -134,6 +134,13 @@ SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :u
     next_poll_time = now() + interval '15 seconds'
 WHERE id = :id;
 
+-- name: note_upstream(id, provider_id, upstream_service_id, upstream_order_id)!
+-- Where a provider placed an order that smm had already finished (no status or money change).
+UPDATE orders
+SET provider_id = :provider_id, upstream_service_id = :upstream_service_id, upstream_order_id = :upstream_order_id,
+    update_time = now()
+WHERE id = :id;
+
 -- name: next_attempt(id)!
 UPDATE orders SET attempt = attempt + 1, status = 'pending', update_time = now() WHERE id = :id;
 
@@ -252,7 +259,9 @@ SELECT provider_id, action, params, http_status, body, outcome, reason, latency_
 FROM provider_exchanges WHERE :order_id = ANY(order_ids) ORDER BY id;
 
 -- name: order_by_upstream(provider_id, upstream_order_id)$
-SELECT id FROM orders WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id
+SELECT id FROM orders
+WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id AND upstream_order_id <> ''
+  AND NOT panel_dripfeed
 ORDER BY id DESC LIMIT 1;
 
 -- name: insert_held_order(order_id, user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed, panel_runs, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)

@@ -152,7 +152,8 @@ class Tracker:
         """One upstream status for a tracked order; 1 when its status changed."""
         async with self._pool.connection() as conn, conn.transaction():
             order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
-            if order is None or order.status not in states.TRACKED:
+            # A drip-feed smm sends itself has no upstream order of its own: its runs are tracked.
+            if order is None or order.status not in states.TRACKED or order.panel_dripfeed:
                 return 0
             target = upstream_target(order, upstream.status.value)
             if not states.can_move(order.status, target):

@@ -55,6 +55,8 @@ class ProviderWebhooks:
         try:
             data = json.loads(body)
             upstream_id = str(data["order"]).strip()
+            if not upstream_id:
+                raise ValueError("no order id")
             status = parse_status(data)
         except (ValueError, KeyError, TypeError, ParseError) as exc:
             raise InvalidArgument(

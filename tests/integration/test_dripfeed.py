@@ -3,6 +3,7 @@ staff. Each run is an upstream order of its own; the order's money settles once,
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,8 @@ from server.common.db import Pool
 from tests.fix_demo import DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
+from tests.integration.test_edge_http import assert_error
+from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.usefixtures("shop")
 SEO = "4"  # the demo's "Website SEO Keyword Clicks": min 100, max 5000, no drip-feed upstream
@@ -270,3 +273,30 @@ async def test_a_sync_keeps_the_drip_feed_staff_offered(shop: Shop, pool: Pool) 
             "SELECT dripfeed, upstream_dripfeed FROM services WHERE id = %s", (int(shop.service_id("1")),)
         )
         assert await cursor.fetchone() == (True, True)
+
+
+async def test_a_webhook_naming_no_order_is_refused_and_never_finishes_a_drip_feed_smm_sends(
+    shop: Shop, pool: Pool
+) -> None:
+    """Such an order has no upstream id of its own (its runs do): a signed webhook for order ""
+    once matched it and canceled it, releasing everything while its runs were still out."""
+    secret = "whsec-dripfeed"
+    enabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{shop.provider_id}",  # type: ignore[attr-defined]
+        json={"webhookSecret": secret},
+        headers=shop.admin,
+    )
+    assert enabled.json()["webhooksEnabled"] is True, enabled.text
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/hook", quantity=100, runs=3, interval=60)
+    await shop.submit(order["id"])
+    hook = f"/api/v1/webhooks/provider/{shop.provider_id}"  # type: ignore[attr-defined]
+    for named in ("", "  "):
+        body = json.dumps({"order": named, "status": "Canceled", "remains": "0"}).encode()
+        refused = await shop.http.post(hook, content=body, headers=signed(secret, body))
+        assert_error(refused, 400, "INVALID_ARGUMENT", "BAD_WEBHOOK")
+    after = await get(shop, ann, order["id"])
+    assert (after["status"], after["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "scheduled", "scheduled"]
+    assert (await shop.verify()).ok

@@ -310,6 +310,51 @@ async def test_an_answer_that_arrives_after_a_redelivery_moved_the_order_to_revi
     assert await shop.balance(ann) == ("4.675", "0.325")
 
 
+async def test_an_answer_that_arrives_after_staff_failed_the_order_leaves_it_failed(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """Staff failed (and released) an order while its ``add`` was still out. The late "accepted"
+    answer once moved it back to in progress, and the poller then settled it out of another
+    order's hold. Now the order stays failed with its money, and the upstream id is kept for staff."""
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")  # 0.325 per 1000
+    order = (await shop.order(ann, serviceId=likes, link="https://x.com/slow", quantity=1000)).json()
+    await demo_provider.fault("latency", count=1, actions=["add"], delay_s=1.0)
+    first = asyncio.create_task(shop.submit(order["id"]))
+    async with asyncio.timeout(5):
+        while True:
+            current = await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)
+            if current.json()["status"] == "ORDER_STATUS_SUBMITTING":
+                break
+            await asyncio.sleep(0.02)
+    assert (await shop.submit(order["id"])).status == opb.ORDER_STATUS_NEEDS_REVIEW  # a redelivery
+    failed = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "failed", "reason": "no such order upstream"},
+        headers=shop.admin,
+    )
+    assert (failed.json()["status"], failed.json()["released"]) == ("ORDER_STATUS_FAILED", "0.325")
+    answered = await first  # the provider's answer arrives: accepted
+    [upstream] = await demo_provider.orders()
+    assert answered.status == opb.ORDER_STATUS_FAILED
+    assert answered.upstream_order_id == str(upstream["order"])  # staff can cancel it there
+    assert (answered.charged, answered.released) == ("0.00", "0.325")
+    other = (await shop.order(ann, serviceId=likes, link="https://x.com/other", quantity=1000)).json()
+    assert await shop.balance(ann) == ("4.675", "0.325")
+    await shop.submit(other["id"])
+    done = await shop.settle(other["id"], ann)
+    assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    assert await shop.balance(ann) == ("4.675", "0.00")
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT status, note FROM order_events WHERE order_id = %s ORDER BY id", (int(order["id"]),)
+        )
+        timeline = await cursor.fetchall()
+    assert [status for status, _ in timeline] == ["pending", "needs_review", "failed", "failed"]
+    assert f"accepted it as #{upstream['order']} after the order was failed" in timeline[-1][1]
+    assert (await shop.verify()).ok
+
+
 async def test_the_accepted_answer_is_stored_with_its_timeline_line_and_event(shop: Shop, pool: Pool) -> None:
     ann = await shop.user("ann@example.com", "5.00")
     order = (
