@@ -62,6 +62,7 @@ from server.common.interceptors import (
     ErrorMappingInterceptor,
     RequestIdInterceptor,
 )
+from server.common.nul_guard import NulGuardInterceptor
 from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
@@ -153,6 +154,7 @@ async def create_server(
         [
             RequestIdInterceptor(),
             ErrorMappingInterceptor(),
+            NulGuardInterceptor(),
             IpRateLimitInterceptor(limiter),
             AuthenticationInterceptor(
                 settings.internal_token.get_secret_value(),

@@ -243,7 +243,7 @@ class AccountsRepo:
     async def users(
         self, conn: Conn, *, query: str, role: str, status: str, before_id: int, limit: int
     ) -> list[UserRow]:
-        query_id = int(query) if query.isdigit() and len(query) < 18 else 0
+        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
         return await QUERIES.all(
             conn,
             "list_users",

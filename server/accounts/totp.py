@@ -40,7 +40,7 @@ def normalise_recovery_code(code: str) -> str:
 
 
 def is_totp_code(code: str) -> bool:
-    return len(code.strip()) == 6 and code.strip().isdigit()
+    return len(code.strip()) == 6 and code.strip().isascii() and code.strip().isdigit()
 
 
 def matching_step(secret: str, code: str, now: float) -> int | None:

@@ -147,7 +147,7 @@ class CatalogAdmin:
         limit: int,
     ) -> list[AdminView]:
         query = query.strip()[:200]
-        query_id = int(query) if query.isdigit() and len(query) < 18 else 0
+        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
         async with self._pool.connection() as conn:
             rows = await QUERIES.all(
                 conn,

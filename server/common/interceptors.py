@@ -1,5 +1,6 @@
 """Server interceptors, outermost first: (tracing, from OpenTelemetry), request id and deadline,
-error mapping, (rate limits by IP, server/common/ratelimit.py), authentication, authorization.
+error mapping, (NUL characters refused, server/common/nul_guard.py), (rate limits by IP,
+server/common/ratelimit.py), authentication, authorization.
 ``server/main.py`` runs the stages after tracing as one ``Chain``: one gRPC interceptor per stage
 cost a metadata copy and a method handler per stage on every call.
 

@@ -9,6 +9,7 @@ Price rule (one rounding, half up, in micro-units): ``price = rate_per_1000 x bi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,14 @@ from smm.v1 import events_pb2
 
 from server.common import outbox
 from server.common.db import Pool
-from server.common.errors import DomainError, FieldViolation, InvalidArgument, collect
+from server.common.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    collect,
+)
 from server.common.money import MAX_MICROS, mul_div_round
 from server.orders import states
 from server.orders.errors import (
@@ -50,6 +58,11 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class _StoredHash:
+    request_hash: bytes | None
+
+
+@dataclass(frozen=True)
 class MassLine:
     line: int
     order_id: int = 0
@@ -58,6 +71,10 @@ class MassLine:
 
 def price_of(rate_micros: int, billable: int, discount_bps: int) -> int:
     return mul_div_round(rate_micros * billable, 10_000 - discount_bps, 10_000_000)
+
+
+# A mass order line's service id and quantity: ASCII digits that fit an int64 ("²".isdigit() is true).
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 class OrdersLogic:
@@ -157,6 +174,13 @@ class OrdersLogic:
                 existing = await self._existing(conn, placement)  # the same key committed meanwhile
                 assert existing is not None
                 return existing
+            except (FailedPrecondition, Aborted):
+                # A retry racing the first request under the same key: the first one's hold may
+                # have taken the funds this one was refused for. Its order is the answer.
+                existing = await self._existing(conn, placement) if placement.idempotency_key else None
+                if existing is None:
+                    raise
+                return existing
         outbox.committed()  # the statement committed: wake this copy's relay (no NOTIFY needed)
         return row
 
@@ -174,25 +198,43 @@ class OrdersLogic:
         return await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
 
     async def place_mass(
-        self, user_id: int, text: str, *, source: str, api_key_id: int | None
+        self,
+        user_id: int,
+        text: str,
+        *,
+        source: str,
+        api_key_id: int | None,
+        request_id: str = "",
+        request_hash: bytes | None = None,
     ) -> list[MassLine]:
+        """Each line placed or refused on its own. With a request id, line n is placed under the
+        key ``mass:<request id>:<n>``: a retry answers the orders placed the first time and places
+        only the lines refused then; the same id with other lines is refused as a whole."""
         lines = [line for line in text.replace("\r\n", "\n").split("\n")]
         while lines and not lines[-1].strip():
             lines.pop()
         if not lines or len(lines) > MAX_MASS_LINES:
             collect([FieldViolation("lines", f"must hold 1 to {MAX_MASS_LINES} lines")], domain=DOMAIN)
+        keys = [f"mass:{request_id}:{number}" for number in range(1, len(lines) + 1)] if request_id else []
+        if keys:
+            async with self._pool.connection() as conn:
+                stored = await QUERIES.all(conn, "hashes_by_keys", _StoredHash, user_id=user_id, keys=keys)
+            if any(bytes(row.request_hash or b"") != request_hash for row in stored):
+                raise idempotency_key_reused()
         results = []
         for number, line in enumerate(lines, start=1):
             parts = [p.strip() for p in line.split("|")]
-            if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            if len(parts) != 3 or not _NUMBER.fullmatch(parts[0]) or not _NUMBER.fullmatch(parts[2]):
                 results.append(MassLine(number, error="expected: service | link | quantity"))
                 continue
             placement = Placement(
                 user_id,
                 int(parts[0]),
-                OrderInput(link=parts[1], quantity=int(parts[2][:15])),
+                OrderInput(link=parts[1], quantity=int(parts[2])),
                 source,
                 api_key_id,
+                idempotency_key=keys[number - 1] if keys else None,
+                request_hash=request_hash if keys else None,
             )
             try:
                 order = await self.place(placement)
@@ -223,7 +265,7 @@ class OrdersLogic:
         if status and status not in states.ALL:
             collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
         query = query.strip()[:300]
-        query_id = int(query) if query.isdigit() and len(query) < 18 else 0
+        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
         async with self._pool.connection() as conn:
             return await QUERIES.all(
                 conn,

@@ -21,6 +21,10 @@ SELECT EXISTS (
 -- name: order_by_key(user_id, idempotency_key)^
 SELECT id, request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
 
+-- name: hashes_by_keys(user_id, keys)
+-- The request hashes a mass order's lines were placed under before (a retry must be the same request).
+SELECT request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = ANY(:keys);
+
 -- name: add_event(order_id, status, note)!
 INSERT INTO order_events (order_id, status, note) VALUES (:order_id, :status, :note);
 

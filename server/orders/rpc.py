@@ -180,7 +180,12 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     ) -> pb.CreateMassOrderResponse:
         who = auth.principal()
         results = await self._logic.place_mass(
-            _user(who), request.lines, source=_source(who, context), api_key_id=who.api_key_id
+            _user(who),
+            request.lines,
+            source=_source(who, context),
+            api_key_id=who.api_key_id,
+            request_id=request.request_id[:200],
+            request_hash=idempotency.request_hash(request) if request.request_id else None,
         )
         lines = [pb.MassOrderLine(line=r.line, order_id=r.order_id, error=r.error) for r in results]
         placed = sum(1 for r in results if r.order_id)

@@ -136,12 +136,18 @@ class Tracker:
         changed = 0
         for order in orders:
             found = reply.value.get(order.upstream_order_id)
-            if isinstance(found, UpstreamStatus):
-                changed += await self.apply(order.id, found)
-            elif isinstance(found, Rejected):
-                changed += await self._lost_upstream(order.id, found.message)
-            else:
-                await self._postpone([order.id], 60)
+            try:
+                if isinstance(found, UpstreamStatus):
+                    changed += await self.apply(order.id, found)
+                elif isinstance(found, Rejected):
+                    changed += await self._lost_upstream(order.id, found.message)
+                else:
+                    await self._postpone([order.id], 60)
+            except Exception:
+                # One order that cannot be updated must not stop the rest of the batch, nor come
+                # first again on every tick: it is logged and asked about later.
+                log.exception("could not apply the provider's status to order %s", order.id)
+                await self._postpone([order.id], 300)
         return changed
 
     async def _postpone(self, ids: list[int], seconds: int) -> None:

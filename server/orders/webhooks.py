@@ -28,7 +28,7 @@ TOLERANCE_S = 300
 def verify_signature(secret: str, body: bytes, header: str, now: float) -> None:
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     timestamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not timestamp.isdigit() or not given:
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not given:
         raise _forged("the X-Smm-Signature header is missing or malformed")
     if abs(now - int(timestamp)) > TOLERANCE_S:
         raise _forged("the signature is too old (or from the future)")
@@ -58,7 +58,7 @@ class ProviderWebhooks:
             if not upstream_id:
                 raise ValueError("no order id")
             status = parse_status(data)
-        except (ValueError, KeyError, TypeError, ParseError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, ParseError) as exc:
             raise InvalidArgument(
                 "the webhook body is not a status", reason="BAD_WEBHOOK", domain=DOMAIN
             ) from exc

@@ -292,8 +292,11 @@ async def test_a_webhook_naming_no_order_is_refused_and_never_finishes_a_drip_fe
     order = await place(shop, ann, seo, "https://example.com/hook", quantity=100, runs=3, interval=60)
     await shop.submit(order["id"])
     hook = f"/api/v1/webhooks/provider/{shop.provider_id}"  # type: ignore[attr-defined]
-    for named in ("", "  "):
-        body = json.dumps({"order": named, "status": "Canceled", "remains": "0"}).encode()
+    bodies = [
+        json.dumps({"order": named, "status": "Canceled", "remains": "0"}).encode() for named in ("", "  ")
+    ]
+    bodies.append(b"[" * 100_000)  # signed but nested too deep to parse: it was a 500
+    for body in bodies:
         refused = await shop.http.post(hook, content=body, headers=signed(secret, body))
         assert_error(refused, 400, "INVALID_ARGUMENT", "BAD_WEBHOOK")
     after = await get(shop, ann, order["id"])

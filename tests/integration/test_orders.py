@@ -105,6 +105,39 @@ async def test_two_callers_using_one_request_id_make_two_adjustments(
     assert (await shop.verify()).ok
 
 
+async def test_an_order_whose_status_cannot_be_applied_does_not_stop_the_rest_of_its_batch(
+    shop: Shop, pool: Pool
+) -> None:
+    """An error applying one order's status once escaped the poll loop: the rest of the provider's
+    batch was skipped and the same order came first again on every tick."""
+    accounts = [await register(shop.http, f"{name}@example.com") for name in ("ann", "bob")]
+    for account in accounts:
+        await shop.fund(account["user"]["id"], "1.00")
+    ann, bob = (bearer(account["token"]) for account in accounts)
+    likes = shop.service_id("2")
+    orders = [
+        (await shop.order(user, serviceId=likes, link=f"https://x.com/{n}", quantity=1000)).json()
+        for n, user in enumerate((ann, bob))
+    ]
+    for order in orders:
+        await shop.submit(order["id"])
+    ann_id = int(accounts[0]["user"]["id"])
+    async with pool.connection() as conn:  # ann's settle will fail: nothing is held for it
+        await conn.execute("UPDATE wallets SET held_micros = 0 WHERE user_id = %s", (ann_id,))
+    done = await shop.settle(orders[1]["id"], bob)
+    assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT status, next_poll_time > now() + interval '4 minutes' FROM orders WHERE id = %s",
+            (int(orders[0]["id"]),),
+        )
+        assert await cursor.fetchone() == ("in_progress", True)  # asked about again later
+        await conn.execute("UPDATE wallets SET held_micros = 325000 WHERE user_id = %s", (ann_id,))
+    done = await shop.settle(orders[0]["id"], ann)
+    assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    assert (await shop.verify()).ok
+
+
 async def test_an_order_holds_then_settles_exactly(shop: Shop, pool: Pool, worker_settings: Settings) -> None:
     ann = await shop.user("ann@example.com", "10.00")
     likes = shop.service_id("2")  # 0.25 upstream, 0.325 per 1000 here
@@ -458,6 +491,74 @@ async def test_order_input_is_validated_field_by_field_and_mass_orders_line_by_l
     assert lines[0]["error"] == ""
     assert lines[1]["error"] == "expected: service | link | quantity"
     assert "quantity" in lines[2]["error"]
+
+
+async def test_a_retried_mass_order_places_each_line_once(shop: Shop) -> None:
+    """The Idempotency-Key of a mass order was once dropped, and a retry placed every line again."""
+    account = await register(shop.http, "ann@example.com")
+    ann = bearer(account["token"])
+    await shop.fund(account["user"]["id"], "0.70")  # two orders of 0.325, not three
+    likes = shop.service_id("2")
+    url, headers = "/api/v1/dashboard/orders/mass", {**ann, "Idempotency-Key": "mass-1"}
+    lines = "\n".join(f"{likes} | https://x.com/{name} | 1000" for name in ("a", "b", "c"))
+    first, second = await asyncio.gather(
+        shop.http.post(url, json={"lines": lines}, headers=headers),
+        shop.http.post(url, json={"lines": lines}, headers=headers),
+    )
+    assert first.status_code == second.status_code == 200, first.text + second.text
+    placed = [line["orderId"] for line in first.json()["lines"]]
+    assert [line["orderId"] for line in second.json()["lines"]] == placed
+    assert first.json()["placed"] == 2
+    assert placed[2] == "0"
+    assert "Insufficient funds" in first.json()["lines"][2]["error"]
+    assert await shop.balance(ann) == ("0.05", "0.65")
+    await shop.fund(
+        account["user"]["id"], "1.00"
+    )  # the retry after a top-up places only the line refused before
+    retried = await shop.http.post(url, json={"lines": lines}, headers=headers)
+    assert [line["orderId"] for line in retried.json()["lines"]][:2] == placed[:2]
+    assert retried.json()["placed"] == 3
+    listed = (await shop.http.get("/api/v1/dashboard/orders", headers=ann)).json()["orders"]
+    assert len(listed) == 3
+    other_lines = await shop.http.post(url, json={"lines": lines + "\n" + lines}, headers=headers)
+    assert_error(other_lines, 400, "FAILED_PRECONDITION", "REQUEST_ID_REUSED")
+    assert await shop.balance(ann) == ("0.725", "0.975")
+    assert (await shop.verify()).ok
+
+
+async def test_racing_retries_of_one_order_with_funds_for_one_all_get_that_order(shop: Shop) -> None:
+    """The retry's hold found the funds taken by the first request's hold and answered
+    INSUFFICIENT_FUNDS, though the order it asked for had been placed."""
+    likes = shop.service_id("2")
+    body = {"serviceId": likes, "link": "https://x.com/once", "quantity": 1000}
+    for attempt in range(5):
+        ann = await shop.user(f"ann{attempt}@example.com", "0.325")  # exactly one order
+        headers = {**ann, "Idempotency-Key": "order-key-1"}
+        replies = await asyncio.gather(
+            *(shop.http.post("/api/v1/dashboard/orders", json=body, headers=headers) for _ in range(4))
+        )
+        assert [r.status_code for r in replies] == [200] * 4, [r.text for r in replies]
+        assert len({r.json()["id"] for r in replies}) == 1
+        assert await shop.balance(ann) == ("0.00", "0.325")
+    assert (await shop.verify()).ok
+
+
+async def test_non_ascii_digits_are_not_numbers(shop: Shop) -> None:
+    """ "²".isdigit() is true and int("²") fails: these were 500s."""
+    ann = await shop.user("ann@example.com", "1.00")
+    search = await shop.http.get("/api/v1/dashboard/orders", params={"query": "²"}, headers=ann)
+    assert (search.status_code, search.json()["orders"]) == (200, [])
+    likes = shop.service_id("2")
+    mass = await shop.http.post(
+        "/api/v1/dashboard/orders/mass",
+        json={"lines": f"{likes} | https://x.com/a | 1000²\n²{likes} | https://x.com/a | 1000"},
+        headers=ann,
+    )
+    assert mass.status_code == 200, mass.text
+    assert [line["error"] for line in mass.json()["lines"]] == ["expected: service | link | quantity"] * 2
+    for path in ("/api/v1/admin/users", "/api/v1/admin/services"):
+        found = await shop.http.get(path, params={"query": "²"}, headers=shop.admin)
+        assert found.status_code == 200, found.text
 
 
 async def test_users_see_only_their_orders_with_search_filters_and_stats(shop: Shop) -> None:

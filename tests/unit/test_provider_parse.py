@@ -77,6 +77,9 @@ def j(text: str) -> object:
         ("Infinity", None),
         ("1e999999", None),
         ([], None),
+        ("9223372036854775807", 2**63 - 1),
+        ("9300000000000000000", None),  # beyond BIGINT: it once failed the status update (a 500)
+        ("-9300000000000000000", None),
     ],
 )
 def test_to_int(value: object, expected: int | None) -> None:
@@ -154,6 +157,7 @@ def test_to_bool(value: object, expected: bool) -> None:
         (True, None),
         (None, None),
         ("x" * 65, None),
+        ("\u00b2", "\u00b2"),  # "²".isdigit() is true, int("²") fails: an opaque id, not a number
     ],
 )
 def test_to_id(value: object, expected: str | None) -> None:
@@ -800,3 +804,8 @@ def test_breaker_closed_always_admits_and_open_ignores_late_reports() -> None:
     assert observe(opened, POLICY, 6.0, ok=False) == opened
     with pytest.raises(ValueError, match="failure_threshold"):
         BreakerPolicy(failure_threshold=0)
+
+
+def test_deeply_nested_json_is_malformed_not_a_crash() -> None:
+    with pytest.raises(ParseError):
+        load_json("[" * 100_000)

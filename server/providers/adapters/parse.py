@@ -89,7 +89,7 @@ _NO_VALUE = {"", "unknown", "n/a", "na", "none", "null", "-", "?"}
 _TRUE = {"true", "1", "yes", "y", "on", "success", "ok"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
 _MAX_ID_CHARS = 64
-_MAX_ABS = Decimal(10) ** 19
+_MAX_ABS = Decimal(2**63)  # counts are stored as BIGINT: a larger one is junk, not a count
 _V = TypeVar("_V")
 _One: TypeAlias = Callable[[object], _V]
 
@@ -257,7 +257,7 @@ def to_id(value: object) -> str | None:
         text = value.strip()
         if not text or len(text) > _MAX_ID_CHARS or any(c.isspace() for c in text):
             return None
-        if text.lstrip("-").isdigit():
+        if text.isascii() and text.lstrip("-").isdigit():
             return str(int(text)) if int(text) > 0 else None
         return text
     return None
@@ -294,7 +294,7 @@ def load_json(text: str) -> object:
 
     try:
         return json.loads(stripped, parse_float=Decimal, parse_constant=no_constants)
-    except ValueError as exc:  # JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting
         raise ParseError("malformed JSON") from exc
 
 
