@@ -12,7 +12,9 @@ from server.common.nul_guard import fields_with_nul
 
 def test_clean_messages_have_none() -> None:
     assert fields_with_nul(wpb.CreateBalanceAdjustmentRequest(user_id=1, amount="0", reason="fine")) == []
-    assert fields_with_nul(opb.Order(parameters={"comments": "a\nb"}, timeline=[opb.OrderEvent(note="x")])) == []
+    assert (
+        fields_with_nul(opb.Order(parameters={"comments": "a\nb"}, timeline=[opb.OrderEvent(note="x")])) == []
+    )
 
 
 def test_top_level_nested_repeated_and_map_fields_are_named() -> None:
