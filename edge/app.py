@@ -11,7 +11,9 @@ import asyncio
 import json as jsonlib
 import logging
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf import any_pb2
@@ -20,8 +22,11 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
+from sanic.exceptions import NotFound, PayloadTooLarge
 from sanic.handlers import ErrorHandler
-from sanic.response import raw
+from sanic.http import Http
+from sanic.response import file, raw
+from sanic.response.convenience import guess_content_type
 
 from core import tracing
 from core.config import Settings
@@ -250,9 +255,19 @@ def invalid_argument(message: str, field: str = "") -> HTTPResponse:
     return error_response(grpc.StatusCode.INVALID_ARGUMENT, message, details)
 
 
+# Sanic raises the same PayloadTooLarge for a request line plus headers over its header limit
+# (sanic/http/http1.py, http1_request_header) and for a body over REQUEST_MAX_SIZE; only the
+# message tells the two apart.
+_SANIC_HEADER_LIMIT_MESSAGE = "Request header exceeds the size limit"
+
+
+def _is_header_limit(exception: Exception) -> bool:
+    return isinstance(exception, PayloadTooLarge) and str(exception) == _SANIC_HEADER_LIMIT_MESSAGE
+
+
 class JsonErrorHandler(ErrorHandler):
-    """Renders the edge's own errors (no route, wrong method, bad request, body too large) in the
-    same AIP-193 shape as errors from the gRPC server."""
+    """Renders the edge's own errors (no route, wrong method, bad request, body or headers too
+    large) in the same AIP-193 shape as errors from the gRPC server."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         status = getattr(exception, "status_code", 500)
@@ -267,6 +282,15 @@ class JsonErrorHandler(ErrorHandler):
                 grpc.StatusCode.UNIMPLEMENTED,
                 "this method is not allowed on this path",
                 [error_info("METHOD_NOT_ALLOWED", "edge.smm", {"method": request.method})],
+            )
+        if status == 413 and _is_header_limit(exception):
+            # 431 (RFC 6585) names the part that is too large; a client shortens its URL or
+            # headers, where a 413 would send it looking at a body it may not even have.
+            return error_response(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "the request line and headers are too large",
+                [error_info("HEADERS_TOO_LARGE", "edge.smm", {"limit": str(Http.HEADER_MAX_SIZE)})],
+                http_code=431,
             )
         if status == 413:
             return error_response(
@@ -330,10 +354,27 @@ def _add_docs_routes(app: EdgeApp) -> None:
             content_type="text/javascript; charset=utf-8",
         )
 
+    asset_files = docs_page.swagger_asset_files()
+
+    async def asset(request: Request, name: str) -> HTTPResponse:
+        # A lookup by name instead of Sanic's static handler, which resolves the request path on
+        # the filesystem and fails with a 500 on a NUL byte (ValueError: embedded null byte).
+        path = asset_files.get(unquote(name))
+        if path is None:
+            raise NotFound("no such docs asset")
+        return await file(path, request_headers=request.headers, mime_type=_asset_content_type(path))
+
     app.add_route(openapi_json, "/api/v1/openapi.json", methods=["GET"], name="openapi")
     app.add_route(docs, "/api/v1/docs", methods=["GET"], name="docs", strict_slashes=False)
     app.add_route(init_js, f"{assets}/init.js", methods=["GET"], name="docs_init")
-    app.static(assets, docs_page.swagger_assets_dir(), name="docs_assets")
+    app.add_route(asset, f"{assets}/<name:path>", methods=["GET", "HEAD"], name="docs_assets")
+
+
+def _asset_content_type(path: Path) -> str:
+    content_type = guess_content_type(path)
+    if content_type == "application/javascript":
+        content_type += "; charset=utf-8"  # as Sanic's static handler says it: the bundles are UTF-8
+    return content_type
 
 
 def run(settings: Settings) -> None:

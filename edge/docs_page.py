@@ -23,6 +23,14 @@ def swagger_assets_dir() -> Path:
     return path
 
 
+def swagger_asset_files() -> dict[str, Path]:
+    """The files of the assets directory by name, read once at start-up.
+
+    The assets handler serves only a name from this table, so no part of a request path ever
+    reaches the filesystem: ``..``, a NUL byte or a nested path is simply not a key (404)."""
+    return {path.name: path for path in swagger_assets_dir().iterdir() if path.is_file()}
+
+
 def swagger_ui_html(spec_url: str, assets_prefix: str) -> str:
     prefix = escape(assets_prefix.rstrip("/"), quote=True)
     spec = escape(spec_url, quote=True)

@@ -1,8 +1,8 @@
 """gRPC status -> HTTP status, and the one renderer of every /api/v1 error body (AIP-193).
 
 The table is grpc-gateway's ``HTTPStatusFromCode``. Every error the edge sends, whether it came
-from the gRPC server or from the edge itself (no route, wrong method, bad JSON, body too large),
-goes through ``render_error`` so clients see one shape::
+from the gRPC server or from the edge itself (no route, wrong method, bad JSON, body or headers
+too large), goes through ``render_error`` so clients see one shape::
 
     {"error": {"code": 400, "status": "FAILED_PRECONDITION", "message": "...", "details": [...]}}
 """
@@ -72,7 +72,8 @@ def render_error(
     """The AIP-193 body for a status; never raises (falls back to a constant body).
 
     ``http_code`` overrides the table where HTTP has a more precise word (413 for a body over
-    the limit, which is RESOURCE_EXHAUSTED in gRPC terms)."""
+    the limit, 431 for a request line and headers over theirs; both RESOURCE_EXHAUSTED in gRPC
+    terms)."""
     try:
         body: dict[str, Any] = {
             "code": http_code or http_status(code),

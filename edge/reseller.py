@@ -91,8 +91,18 @@ MESSAGES = {
     "INSUFFICIENT_FUNDS": "Not enough funds on balance",
     "SERVICE_NOT_ON_SALE": "Incorrect service ID",
     "ORDER_NOT_FOUND": "Incorrect order ID",
+    # The edge sends the key as a bearer token; the server refuses a malformed one before it is a key.
+    "BAD_AUTHORIZATION_HEADER": "Invalid API key",
 }
-_BETWEEN = re.compile(r"between (\d+) and (\d+)")
+_BETWEEN = re.compile(r"between ([0-9]+) and ([0-9]+)")
+# validate_order's drip-feed rule: "quantity x runs (50000) must be at most 10000".
+_AT_MOST = re.compile(r"must be at most ([0-9]+)$")
+# ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() then refuses (a 500).
+# 18 digits always fit int64; 15 keep any integer parameter far from int64's limits.
+_ID = re.compile(r"[0-9]{1,18}")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,15}")
+# What gRPC metadata can carry in the bearer token (printable ASCII, no space).
+_KEY_CHARACTERS = re.compile(r"[!-~]+")
 INT_FIELDS = ("quantity", "runs", "interval", "min", "max", "posts", "old_posts", "delay")
 TEXT_FIELDS = (
     "link",
@@ -146,7 +156,8 @@ def request_params(request: Request) -> dict[str, str]:
             except (ValueError, RecursionError):
                 parsed = None
             if isinstance(parsed, dict):
-                params.update({str(k): _text(v) for k, v in parsed.items()})
+                # null is how JSON clients leave an optional parameter out, not the text "null".
+                params.update({str(k): _text(v) for k, v in parsed.items() if v is not None})
         else:
             params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return params
@@ -183,20 +194,40 @@ def _message(error: grpc.aio.AioRpcError, params: Mapping[str, str] | None = Non
         if field in ("service", "service_id"):
             return "Incorrect service ID"
         if field == "quantity" and (bounds := _BETWEEN.search(description)):
-            asked = (params or {}).get("quantity", "").strip()
+            asked = _whole_number((params or {}).get("quantity", ""))
             low, high = bounds.group(1), bounds.group(2)
-            if asked.isdigit() and int(asked) > int(high):
+            if asked is not None and asked > int(high):
                 return f"Quantity more than maximum {high}"
             return f"Quantity less than minimal {low}"
+        if field == "quantity" and (ceiling := _AT_MOST.search(description)):
+            return f"Quantity more than maximum {ceiling.group(1)}"
         return f"{field.capitalize()} {description}"
     return text or "Incorrect request"
 
 
-def _ids(value: str) -> list[int]:
-    ids = [part.strip() for part in value.split(",") if part.strip()]
-    if len(ids) > MAX_IDS:
+def _whole_number(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
+
+
+def _parse_id(text: str) -> int | None:
+    """The id the client wrote, or None when it is not one (the caller answers "Incorrect ... ID")."""
+    text = text.strip()
+    return int(text) if _ID.fullmatch(text) else None
+
+
+def _id_list(value: str) -> list[tuple[str, int | None]]:
+    """Each id of a comma-separated list as written, with its value (None when it is not an id)."""
+    written = [part.strip() for part in value.split(",") if part.strip()]
+    if len(written) > MAX_IDS:
         raise ResellerError(f"Too many IDs: at most {MAX_IDS} per request")
-    return [int(i) if i.isdigit() and len(i) < 19 else -1 for i in ids]
+    return [(text, _parse_id(text)) for text in written]
+
+
+def _as_given(text: str, parsed: int | None) -> int | str:
+    """An id echoed in a list answer: an integer, as the canonical shapes have it, or the client's
+    own text when it is not an id (so the client can still match the entry to what it sent)."""
+    return text if parsed is None else parsed
 
 
 class Reseller:
@@ -210,13 +241,15 @@ class Reseller:
         params = request_params(request)
         key = params.get("key", "").strip()
         action = params.get("action", "").strip().lower()
-        if not key:
+        # Our keys are printable ASCII; dropping other characters to fit the metadata could leave an
+        # empty token (a malformed header, not a wrong key) or someone else's key.
+        if not _KEY_CHARACTERS.fullmatch(key):
             return _reply(_error("Invalid API key"))
         metadata = (
             (INTERNAL_TOKEN_KEY, self._ctx.settings.internal_token.get_secret_value()),
             (REQUEST_ID_HEADER, request_id(request)),
             (CLIENT_IP_KEY, client_ip(request, self._ctx)),
-            ("authorization", f"Bearer {''.join(ch for ch in key if ' ' < ch <= '~')}"),
+            ("authorization", f"Bearer {key}"),
             (SOURCE_KEY, "reseller"),
         )
         actions: dict[str, Callable[[Mapping[str, str], tuple[tuple[str, str], ...]], Awaitable[object]]] = {
@@ -266,24 +299,28 @@ class Reseller:
                 return listed
 
     async def _add(self, params: Mapping[str, str], metadata: Any) -> object:
-        service = params.get("service", "").strip()
-        if not service.isdigit() or len(service) > 18:
+        service_id = _parse_id(params.get("service", ""))
+        if service_id is None:
             raise ResellerError("Incorrect service ID")
-        request = opb.CreateOrderRequest(service_id=int(service))
+        request = opb.CreateOrderRequest(service_id=service_id)
         for name in INT_FIELDS:
             value = params.get(name, "").strip()
             if value:
-                if not value.lstrip("-").isdigit() or len(value) > 15:
+                number = _whole_number(value)
+                if number is None:
                     raise ResellerError(f"Incorrect {name}")
-                setattr(request, name, int(value))
+                try:
+                    setattr(request, name, number)
+                except ValueError:  # beyond an int32 field's range (runs, interval, posts, ...)
+                    raise ResellerError(f"Incorrect {name}") from None
         for name in TEXT_FIELDS:
             if name in params:
                 setattr(request, name, params[name])
         order = await self._call("/smm.v1.OrdersService/CreateOrder")(request, metadata=metadata, timeout=30)
         return {"order": order.id}
 
-    async def _orders(self, ids: list[int], metadata: Any) -> dict[int, Any]:
-        wanted = [i for i in ids if i > 0]
+    async def _orders(self, ids: list[int | None], metadata: Any) -> dict[int, Any]:
+        wanted = [i for i in ids if i is not None and i > 0]
         if not wanted:
             return {}
         found = await self._call("/smm.v1.OrdersService/BatchGetOrders")(
@@ -309,16 +346,16 @@ class Reseller:
 
     async def _status(self, params: Mapping[str, str], metadata: Any) -> object:
         if "orders" in params:
-            ids_text = [p.strip() for p in params["orders"].split(",") if p.strip()]
-            found = await self._orders(_ids(params["orders"]), metadata)
+            listed = _id_list(params["orders"])
+            found = await self._orders([order_id for _, order_id in listed], metadata)
             result: dict[str, object] = {}
-            for text in ids_text:
-                order = found.get(int(text)) if text.isdigit() and len(text) < 19 else None
+            for text, order_id in listed:
+                order = found.get(order_id) if order_id is not None else None
                 result[text] = self._status_entry(order) if order else _error("Incorrect order ID")
             return result
-        order_id = params.get("order", "").strip()
-        found = await self._orders(_ids(order_id), metadata) if order_id else {}
-        order = found.get(int(order_id)) if order_id.isdigit() and len(order_id) < 19 else None
+        order_id = _parse_id(params.get("order", ""))
+        found = await self._orders([order_id], metadata)
+        order = found.get(order_id) if order_id is not None else None
         if order is None:
             raise ResellerError("Incorrect order ID")
         return self._status_entry(order)
@@ -329,45 +366,54 @@ class Reseller:
         except grpc.aio.AioRpcError as exc:
             return _error(_message(exc))
 
+    async def _each_order(
+        self, rpc: str, make_request: Callable[..., Any], listed: list[tuple[str, int | None]], metadata: Any
+    ) -> list[Any]:
+        """One reply per listed order, in order; an id that is not one never reaches the server."""
+
+        async def one(order_id: int | None) -> Any:
+            if order_id is None:
+                return _error("Incorrect order ID")
+            return await self._one(rpc, make_request(id=order_id), metadata)
+
+        return list(await asyncio.gather(*(one(order_id) for _, order_id in listed)))
+
     async def _refill(self, params: Mapping[str, str], metadata: Any) -> object:
         rpc = "/smm.v1.OrdersService/RefillOrder"
         if "orders" in params:
-            ids = _ids(params["orders"])
-            replies = await asyncio.gather(
-                *(self._one(rpc, opb.RefillOrderRequest(id=i), metadata) for i in ids)
-            )
+            listed = _id_list(params["orders"])
+            replies = await self._each_order(rpc, opb.RefillOrderRequest, listed, metadata)
             return [
-                {"order": i, "refill": r if isinstance(r, dict) else r.id}
-                for i, r in zip(ids, replies, strict=True)
+                {"order": _as_given(text, order_id), "refill": r if isinstance(r, dict) else r.id}
+                for (text, order_id), r in zip(listed, replies, strict=True)
             ]
-        order_id = params.get("order", "").strip()
-        if not order_id.isdigit():
+        order_id = _parse_id(params.get("order", ""))
+        if order_id is None:
             raise ResellerError("Incorrect order ID")
-        refill = await self._call(rpc)(
-            opb.RefillOrderRequest(id=int(order_id)), metadata=metadata, timeout=60
-        )
+        refill = await self._call(rpc)(opb.RefillOrderRequest(id=order_id), metadata=metadata, timeout=60)
         return {"refill": str(refill.id)}
 
     async def _refill_status(self, params: Mapping[str, str], metadata: Any) -> object:
         rpc = "/smm.v1.OrdersService/BatchGetRefills"
         if "refills" in params:
-            ids = _ids(params["refills"])
+            listed = _id_list(params["refills"])
+            wanted = [i for _, i in listed if i is not None and i > 0]
             found = await self._call(rpc)(
-                opb.BatchGetRefillsRequest(ids=[i for i in ids if i > 0]), metadata=metadata, timeout=30
+                opb.BatchGetRefillsRequest(ids=wanted), metadata=metadata, timeout=30
             )
             by_id = {r.id: r for r in found.refills}
             return [
                 {
-                    "refill": i,
+                    "refill": _as_given(text, i),
                     "status": REFILL_STATUS[by_id[i].status] if i in by_id else _error("Refill not found"),
                 }
-                for i in ids
+                for text, i in listed
             ]
-        refill_id = params.get("refill", "").strip()
-        if not refill_id.isdigit() or len(refill_id) > 18:
+        refill_id = _parse_id(params.get("refill", ""))
+        if refill_id is None:
             raise ResellerError("Refill not found")
         found = await self._call(rpc)(
-            opb.BatchGetRefillsRequest(ids=[int(refill_id)]), metadata=metadata, timeout=30
+            opb.BatchGetRefillsRequest(ids=[refill_id]), metadata=metadata, timeout=30
         )
         if not found.refills:
             raise ResellerError("Refill not found")
@@ -376,18 +422,16 @@ class Reseller:
     async def _cancel(self, params: Mapping[str, str], metadata: Any) -> object:
         rpc = "/smm.v1.OrdersService/CancelOrder"
         if "orders" in params:
-            ids = _ids(params["orders"])
-            replies = await asyncio.gather(
-                *(self._one(rpc, opb.CancelOrderRequest(id=i), metadata) for i in ids)
-            )
+            listed = _id_list(params["orders"])
+            replies = await self._each_order(rpc, opb.CancelOrderRequest, listed, metadata)
             return [
-                {"order": i, "cancel": r if isinstance(r, dict) else _cancel_value(r)}
-                for i, r in zip(ids, replies, strict=True)
+                {"order": _as_given(text, order_id), "cancel": r if isinstance(r, dict) else _cancel_value(r)}
+                for (text, order_id), r in zip(listed, replies, strict=True)
             ]
-        order_id = params.get("order", "").strip()
-        if not order_id.isdigit():
+        order_id = _parse_id(params.get("order", ""))
+        if order_id is None:
             raise ResellerError("Incorrect order ID")
-        reply = await self._one(rpc, opb.CancelOrderRequest(id=int(order_id)), metadata)
+        reply = await self._one(rpc, opb.CancelOrderRequest(id=order_id), metadata)
         if isinstance(reply, dict):
             raise ResellerError(reply["error"])
         value = _cancel_value(reply)

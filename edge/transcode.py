@@ -87,6 +87,12 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
         parsed = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TranscodeError(f"the request body is not valid JSON: {exc}") from exc
+    except ValueError as exc:
+        # Python refuses to convert an integer literal longer than sys.get_int_max_str_digits()
+        # (4,300 digits by default, a guard against quadratic-time parsing), and json.loads lets
+        # that plain ValueError through. Path and query values need no such guard: protobuf's
+        # json_format turns the same ValueError into a ParseError, which _set_path reports.
+        raise TranscodeError("the request body has a number with too many digits") from exc
     if route.body == "*":
         _parse_into(parsed, request, field="")
         return

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import grpc
 import httpx
 import pytest
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
+from tests.fix_edge import RunningEdge
 from tests.fix_grpc import system_metadata
 from tests.integration.test_catalog_grpc import make_catalog
 
@@ -167,3 +171,91 @@ async def test_cors_allows_only_configured_origins(settings: object, grpc_server
             assert "X-Request-Id" in read.headers["access-control-expose-headers"]
     finally:
         await edge.stop()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/v1/auth/register", "/api/v1/admin/categories"])
+async def test_json_number_over_the_int_digit_limit_is_invalid_argument(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    # Over Python's 4,300-digit int limit json.loads raises a plain ValueError (no JSONDecodeError).
+    body = b'{"email": "a@b.co", "serviceId": ' + b"1" * 5000 + b"}"
+    response = await http.post(path, content=body, headers={"content-type": "application/json"})
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert "too many digits" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/public/services/" + "1" * 5000, {}),
+        ("/api/v1/public/services", {"pageSize": "1" * 5000}),
+    ],
+    ids=["path", "query"],
+)
+async def test_path_or_query_integer_over_the_int_digit_limit_is_invalid_argument(
+    http: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    response = await http.get(path, params=params)
+    assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+
+
+async def _raw_get(base_url: str, target: str) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (httpx would normalise ``..`` away)."""
+    url = httpx.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {url.host}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "asset",
+    ["%00", "swagger-ui.css%00", "a%00b/c", "%2e%2e%2fpackage.json", "..%2F..%2F..%2Fpyproject.toml"],
+)
+async def test_docs_asset_path_that_names_no_asset_is_404(http: httpx.AsyncClient, asset: str) -> None:
+    response = await http.get(f"/api/v1/docs/assets/{asset}")
+    assert_error(response, 404, "NOT_FOUND", "ROUTE_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/api/v1/docs/assets/../../../../pyproject.toml", "/api/v1/docs/assets/../swagger-ui-dist/NOTICE"],
+)
+async def test_docs_asset_dot_dot_traversal_is_404(edge: RunningEdge, target: str) -> None:
+    status, body = await _raw_get(edge.base_url, target)
+    assert status == 404, body
+    error = json.loads(body)["error"]
+    assert (error["code"], error["status"]) == (404, "NOT_FOUND")
+
+
+async def test_docs_assets_keep_their_content_type(http: httpx.AsyncClient) -> None:
+    css = await http.get("/api/v1/docs/assets/swagger-ui.css")
+    assert css.status_code == 200
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    script = await http.get("/api/v1/docs/assets/swagger-ui-standalone-preset.js")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    unchanged = await http.get(
+        "/api/v1/docs/assets/swagger-ui.css", headers={"If-Modified-Since": css.headers["last-modified"]}
+    )
+    assert unchanged.status_code == 304
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"params": {"x": "a" * 20_000}}, {"headers": {"X-Padding": "a" * 20_000}}],
+    ids=["url", "header"],
+)
+async def test_oversized_url_or_headers_is_431_not_body_too_large(
+    http: httpx.AsyncClient, kwargs: dict
+) -> None:
+    response = await http.get("/api/v1/public/services", **kwargs)
+    error = assert_error(response, 431, "RESOURCE_EXHAUSTED", "HEADERS_TOO_LARGE")
+    [info] = [d for d in error["details"] if d.get("reason") == "HEADERS_TOO_LARGE"]
+    assert info["domain"] == "edge.smm"
+    assert int(info["metadata"]["limit"]) > 0

@@ -393,3 +393,96 @@ async def test_every_service_type_through_the_endpoint_and_on_to_the_provider(
         set(entry) == {"charge", "start_count", "status", "remains", "currency"}
         for entry in statuses.values()
     )
+
+
+async def test_add_refuses_a_malformed_integer_parameter_in_the_protocols_words(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "100.00")
+    followers = shop.service_id("1")
+    cases = [
+        ({"quantity": "--5"}, "Incorrect quantity"),
+        ({"quantity": "\u00b2"}, "Incorrect quantity"),  # a digit to str.isdigit(), not to int()
+        ({"quantity": "1_000"}, "Incorrect quantity"),
+        ({"quantity": 100, "runs": "99999999999", "interval": 5}, "Incorrect runs"),  # beyond int32
+    ]
+    for params, message in cases:
+        added = await call(shop.http, key, action="add", service=followers, link="https://x.com/i", **params)
+        assert added == {"error": message}, params
+
+
+@pytest.mark.parametrize(
+    ("params", "answer"),
+    [
+        ({"action": "add", "service": "\u00b2", "link": "https://x.com/a", "quantity": "100"},
+         {"error": "Incorrect service ID"}),
+        ({"action": "status", "order": "\u00b2"}, {"error": "Incorrect order ID"}),
+        ({"action": "status", "orders": "999999,\u00b2"},
+         {"999999": {"error": "Incorrect order ID"}, "\u00b2": {"error": "Incorrect order ID"}}),
+        ({"action": "refill", "order": "\u00b2"}, {"error": "Incorrect order ID"}),
+        ({"action": "refill", "orders": "\u00b2"}, [{"order": "\u00b2", "refill": {"error": "Incorrect order ID"}}]),
+        ({"action": "cancel", "order": "\u00b2"}, {"error": "Incorrect order ID"}),
+        ({"action": "cancel", "orders": "\u00b2"}, [{"order": "\u00b2", "cancel": {"error": "Incorrect order ID"}}]),
+        ({"action": "refill_status", "refill": "\u00b2"}, {"error": "Refill not found"}),
+    ],
+    ids=["add", "status", "status-multi", "refill", "refill-multi", "cancel", "cancel-multi", "refill_status"],
+)  # fmt: skip
+async def test_an_id_in_unicode_digits_is_an_incorrect_id(
+    shop: Shop, params: dict[str, str], answer: object
+) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "10.00")
+    assert (await call(shop.http, key, **params)) == answer
+
+
+@pytest.mark.parametrize("action", ["refill", "cancel"])
+async def test_a_single_refill_or_cancel_of_an_id_beyond_int64_is_an_incorrect_order_id(
+    shop: Shop, action: str
+) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "10.00")
+    answer = await call(shop.http, key, action=action, order="99999999999999999999")
+    assert answer == {"error": "Incorrect order ID"}
+
+
+async def test_a_key_with_characters_no_key_has_is_an_invalid_api_key(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "10.00")
+    assert (await call(shop.http, "\u00e9", action="balance")) == {"error": "Invalid API key"}
+    # Dropping the odd characters must not turn a wrong key into a right one.
+    assert (await call(shop.http, key + "\u00e9", action="balance")) == {"error": "Invalid API key"}
+    assert (await call(shop.http, key, action="balance")) == {"balance": "10.00", "currency": "USD"}
+
+
+async def test_a_dripfeed_total_over_the_maximum_uses_the_maximum_wording(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "100.00")
+    added = await call(
+        shop.http, key, action="add", service=shop.service_id("1"), link="https://x.com/d",
+        quantity=100, runs=500, interval=5,
+    )  # fmt: skip
+    assert added == {"error": "Quantity more than maximum 10000"}  # 100 x 500 runs > 10000
+
+
+async def test_json_null_for_an_optional_parameter_means_it_was_left_out(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "100.00")
+    response = await shop.http.post(
+        URL,
+        json={"key": key, "action": "add", "service": int(shop.service_id("1")), "link": "https://x.com/n",
+              "quantity": 100, "runs": None, "interval": None},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    added = response.json()
+    assert set(added) == {"order"}, added
+    status = await call(shop.http, key, action="status", order=added["order"])
+    assert status["charge"] == "0.117"  # one run of 100, not a drip-feed
+
+
+async def test_multi_cancel_refill_and_refill_status_echo_an_unparsable_id_as_given(shop: Shop) -> None:
+    key, _ = await reseller_key(shop, "ann@example.com", "10.00")
+    assert (await call(shop.http, key, action="cancel", orders="abc,999999")) == [
+        {"order": "abc", "cancel": {"error": "Incorrect order ID"}},
+        {"order": 999999, "cancel": {"error": "Incorrect order ID"}},
+    ]
+    assert (await call(shop.http, key, action="refill", orders="abc,999999")) == [
+        {"order": "abc", "refill": {"error": "Incorrect order ID"}},
+        {"order": 999999, "refill": {"error": "Incorrect order ID"}},
+    ]
+    assert (await call(shop.http, key, action="refill_status", refills="abc,777")) == [
+        {"refill": "abc", "status": {"error": "Refill not found"}},
+        {"refill": 777, "status": {"error": "Refill not found"}},
+    ]
