@@ -74,8 +74,15 @@ class OrderRow:
 
     @property
     def units(self) -> int:
-        """What the provider counts in ``remains``: the whole quantity (all runs)."""
-        return self.quantity * max(1, self.runs)
+        """What the provider counts in ``remains``: the whole quantity (all runs). Orders placed
+        without a quantity have units too, or a partial end would release nothing: a package is
+        one unit upstream, and a subscription the most it may deliver (max x posts), which is what
+        its hold covers."""
+        if self.quantity > 0:
+            return self.quantity * max(1, self.runs)
+        if self.service_type == "SUBSCRIPTIONS":
+            return self.billable
+        return 1
 
 
 @dataclass(frozen=True)

@@ -561,6 +561,39 @@ async def test_non_ascii_digits_are_not_numbers(shop: Shop) -> None:
         assert found.status_code == 200, found.text
 
 
+async def test_orders_without_a_quantity_release_what_a_partial_end_left(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    """A subscription or a package has no quantity, and a partial end once released nothing: the
+    user paid in full for what the provider refunded."""
+    ann = await shop.user("ann@example.com", "100.00")
+    subscription = await shop.order(
+        ann, serviceId=shop.service_id("17"), username="partial.account", min=50, max=100, posts=3, delay=30
+    )
+    assert subscription.status_code == 200, subscription.text
+    package = await shop.order(
+        ann, serviceId=shop.service_id("3"), link="https://instagram.com/stories/partial"
+    )
+    assert package.status_code == 200, package.text
+    for placed in (subscription, package):
+        await shop.submit(placed.json()["id"])
+    upstream = {o["order"]: o for o in await demo_provider.orders()}
+    ended = await shop.settle(subscription.json()["id"], ann)
+    price, remains = Decimal(subscription.json()["price"]), 100 * 3 - 2 * (100 * 3 // 3)  # a third left
+    assert (ended["status"], Decimal(ended["released"])) == ("ORDER_STATUS_EXPIRED", price * remains / 300)
+    assert Decimal(ended["charged"]) + Decimal(ended["released"]) == price
+    [sent] = [o for o in upstream.values() if o["link"] == "https://instagram.com/stories/partial"]
+    assert sent["quantity"] == 1
+    ended = await shop.settle(package.json()["id"], ann)
+    # The provider ends a one-unit package Partial with that unit left: nothing was delivered.
+    assert (ended["status"], ended["charged"], ended["released"]) == (
+        "ORDER_STATUS_PARTIAL",
+        "0.00",
+        package.json()["price"],
+    )
+    assert (await shop.verify()).ok
+
+
 async def test_users_see_only_their_orders_with_search_filters_and_stats(shop: Shop) -> None:
     ann = await shop.user("ann@example.com", "5.00")
     bob = await shop.user("bob@example.com", "5.00")
