@@ -248,9 +248,20 @@ UPDATE orders SET cancel_state = :cancel_state, cancel_message = :cancel_message
 WHERE id = :id;
 
 -- name: found_upstream(id, upstream_order_id)!
-UPDATE orders SET status = 'in_progress', upstream_order_id = :upstream_order_id, status_note = '',
-                  submit_time = coalesce(submit_time, now()), update_time = now(), next_poll_time = now()
-WHERE id = :id;
+-- Found where its answer was lost: that submission's provider, which may be a fallback (the order
+-- row keeps the primary until an answer arrives), is the one that has it and is polled.
+UPDATE orders o
+SET status = 'in_progress', upstream_order_id = :upstream_order_id, status_note = '',
+    provider_id = coalesce(lost.provider_id, o.provider_id),
+    upstream_service_id = coalesce(lost.upstream_service_id, o.upstream_service_id),
+    submit_time = coalesce(o.submit_time, now()), update_time = now(), next_poll_time = now()
+FROM (SELECT :id::bigint AS id) wanted
+LEFT JOIN LATERAL (
+    SELECT s.provider_id, s.upstream_service_id FROM order_submissions s
+    WHERE s.order_id = wanted.id AND s.run_no IS NULL AND s.state IN ('unknown', 'starting')
+    ORDER BY s.id DESC LIMIT 1
+) lost ON true
+WHERE o.id = wanted.id;
 
 -- name: retarget_order(id, provider_id, upstream_service_id)!
 -- Staff send an order to another provider: it becomes pending again with that provider first.

@@ -12,9 +12,10 @@ from smm.v1 import orders_service_pb2 as opb
 
 from server.common.db import Pool
 from server.orders.reconcile import charge_matches, id_window
-from tests.fix_demo import DemoHandle
+from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop
+from tests.integration.test_providers import add_provider
 
 pytestmark = pytest.mark.usefixtures("shop")
 LOST = ("timeout", "http500", "malformed_json", "html")
@@ -168,3 +169,46 @@ def test_the_id_window_and_the_charge_rule() -> None:
     assert charge_matches(50, 120)  # tiny amounts: within 0.0001
     assert not charge_matches(None, 100)
     assert not charge_matches(100, None)
+
+
+async def test_an_order_found_at_a_fallback_provider_is_followed_there(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """The order row names the primary until an answer arrives; "found" once kept it, so the order
+    was polled at the primary under the fallback's id, where another order (here a canceled one)
+    had that number, and the user was refunded for what the fallback delivered."""
+    backup_demo = await demo_provider_factory()
+    backup = await add_provider(shop.http, shop.admin, backup_demo, name="Backup")
+    likes = shop.service_id("2")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
+        headers=shop.admin,
+    )  # fmt: skip
+    assert mapped.status_code == 200, mapped.text
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    bob = await shop.user("bob@example.com", "5.00")  # #1 at the primary, ending canceled
+    earlier = (await shop.order(bob, serviceId=likes, link="https://x.com/cancel-me", quantity=1000)).json()
+    await shop.submit(earlier["id"])
+    ann = await shop.user("ann@example.com", "5.00")
+    await demo_provider.fault("error_body", count=1, actions=["add"])  # the primary refuses
+    await backup_demo.fault("timeout", count=1, actions=["add"])  # the fallback takes it, answer lost
+    order = (await shop.order(ann, serviceId=likes, link="https://x.com/lost", quantity=1000)).json()
+    assert (await shop.submit(order["id"])).status == opb.ORDER_STATUS_NEEDS_REVIEW
+    [lost_upstream] = await backup_demo.orders()  # #1 at the fallback too
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "found", "upstreamOrderId": str(lost_upstream["order"]), "reason": "seen"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    staff_view = (await shop.http.get(f"/api/v1/admin/orders/{order['id']}", headers=shop.admin)).json()
+    assert (staff_view["providerId"], staff_view["upstreamOrderId"]) == (
+        backup["id"],
+        str(lost_upstream["order"]),
+    )
+    done = await shop.settle(order["id"], ann)
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_COMPLETED", "0.325", "0.00")
+    assert (await shop.verify()).ok
