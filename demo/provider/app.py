@@ -111,8 +111,9 @@ async def _api(request: Request) -> HTTPResponse:
     if params is None:
         return _json({"error": "Incorrect request"})
     fault = ctx.faults.take(params.get("action", "").strip().lower())
-    if fault is not None and fault.kind == "latency":
+    if fault is not None and fault.delay_s:  # any fault may come late: a refusal after a slow call
         await asyncio.sleep(fault.delay_s)
+    if fault is not None and fault.kind == "latency":
         fault = None
     outcome: Outcome | None = None
     if fault is None or fault.process:

@@ -9,6 +9,8 @@ Kinds:
 - ``malformed_json``: HTTP 200, ``application/json``, a truncated JSON document;
 - ``html``: HTTP 200, ``text/html``, a gateway/challenge page.
 
+``delay_s`` also delays any other kind before it applies (a refusal after a slow call).
+
 ``process`` says whether the request's effect happens before the fault replaces the reply. It
 defaults to true for timeout, http500, malformed_json and html (the order exists upstream but the
 client cannot know: the dangerous case) and to false for error_body (a definite rejection: nothing

@@ -155,6 +155,11 @@ class Aftercare:
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
                 assert locked is not None
+                # Remembered on the order: a run out at this moment that comes back unsent is
+                # canceled too, not sent later (DripFeed._canceled_meanwhile).
+                await QUERIES.execute(
+                    conn, "set_cancel_state", id=order_id, cancel_state="requested", cancel_message=""
+                )
                 await self._dripfeed.cancel_remaining(
                     conn, locked, "canceled: the remaining runs are not sent"
                 )

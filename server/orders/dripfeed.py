@@ -152,19 +152,28 @@ class DripFeed:
                 note = f"{label}: provider {candidate.provider_id} refused: {reply.message}"[:500]
                 await QUERIES.execute(conn, "next_run_attempt", **key, note=note)
                 await QUERIES.execute(conn, "add_event", order_id=order.id, status=current.status, note=note)
-                return "retry"
+                return "stop" if await self._canceled_meanwhile(conn, current, label) else "retry"
             assert isinstance(reply, Unknown)
             if not reply.sent:
                 await finish_submission(conn, submission_id, "not_sent", "", reply.reason)
                 await QUERIES.execute(
                     conn, "delay_run", **key, delay_s=NOT_SENT_DELAY_S, note=reply.reason[:500]
                 )
+                await self._canceled_meanwhile(conn, current, label)
                 return "stop"
             await finish_submission(conn, submission_id, "unknown", "", reply.reason)
             locked = await QUERIES.one(conn, "lock_run", RunRow, **key)
             assert locked is not None
             await self._review(conn, current, locked, f"the provider's answer is unknown: {reply.reason}")
             return "stop"
+
+    async def _canceled_meanwhile(self, conn: Conn, order: OrderRow, label: str) -> bool:
+        """A run that went back to scheduled (refused, or not sent) while the user canceled the
+        order is canceled with the others instead of going out later; True when it was."""
+        if order.cancel_state != "requested":
+            return False
+        await self.cancel_remaining(conn, order, f"{label} not sent again: the order was canceled")
+        return True
 
     async def _review(self, conn: Conn, order: OrderRow, run: RunRow, why: str) -> None:
         note = f"{_label(order, run)}: {why}"[:500]

@@ -3,6 +3,7 @@ staff. Each run is an upstream order of its own; the order's money settles once,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -11,10 +12,11 @@ import pytest
 from smm.v1 import orders_service_pb2 as opb
 
 from server.common.db import Pool
-from tests.fix_demo import DemoHandle
+from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_edge_http import assert_error
+from tests.integration.test_providers import add_provider
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.usefixtures("shop")
@@ -302,4 +304,40 @@ async def test_a_webhook_naming_no_order_is_refused_and_never_finishes_a_drip_fe
     after = await get(shop, ann, order["id"])
     assert (after["status"], after["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
     assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "scheduled", "scheduled"]
+    assert (await shop.verify()).ok
+
+
+async def test_a_run_refused_after_the_order_was_canceled_is_not_sent_to_a_fallback(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """The user cancels while run 1 is out; the provider then refuses it. The refused run went
+    back to scheduled and out to the fallback provider, after the cancel."""
+    seo = await offer_dripfeed(shop)
+    backup_demo = await demo_provider_factory()
+    backup = await add_provider(shop.http, shop.admin, backup_demo, name="Backup")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{seo}/providers",
+        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": SEO},  # type: ignore[attr-defined]
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": SEO}]},
+        headers=shop.admin,
+    )  # fmt: skip
+    assert mapped.status_code == 200, mapped.text
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/late", quantity=100, runs=3, interval=60)
+    await demo_provider.fault("error_body", count=1, actions=["add"], delay_s=1.0)  # a slow refusal
+    first = asyncio.create_task(shop.submit(order["id"]))
+    async with asyncio.timeout(5):  # run 1 is out
+        while True:
+            if (await runs_of(pool, order["id"]))[0][1] == "submitting":
+                break
+            await asyncio.sleep(0.02)
+    canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    assert canceled.status_code == 200, canceled.text
+    await first
+    assert await backup_demo.orders() == []
+    assert await demo_provider.orders() == []
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["canceled"] * 3
+    done = await get(shop, ann, order["id"])
+    assert (done["status"], done["released"]) == ("ORDER_STATUS_CANCELED", order["price"])
+    assert await shop.balance(ann) == ("10.00", "0.00")
     assert (await shop.verify()).ok
