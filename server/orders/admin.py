@@ -82,6 +82,16 @@ class OrdersAdmin:
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)
             states.check_move(order.status, status)
+            if status not in states.FINAL and (status not in states.TRACKED or not order.upstream_order_id):
+                # Any other move would strand the order: in progress with nothing upstream to poll,
+                # or submitting/pending/review behind dispatch's back. Those have their own actions.
+                raise FailedPrecondition(
+                    "staff set a final status, or move an order that is with its provider between its "
+                    "tracked statuses; use resolve or resubmit for the rest",
+                    reason="ORDER_STATE_CONFLICT",
+                    domain=DOMAIN,
+                    metadata={"from": order.status, "to": status},
+                )
             if status in states.FINAL:
                 await finish(conn, order, status, remains=remains, note=f"set by staff: {why}")
             else:

@@ -304,7 +304,14 @@ async def test_staff_resolve_set_status_resubmit_and_read_the_provider_log(
     assert len(await demo_provider.orders()) == 1  # never placed twice
 
     by_hand = (await shop.order(user, serviceId=likes, link="https://x.com/hand", quantity=1000)).json()
+    # In progress with nothing upstream to poll: the hold would never be settled.
+    stranded = await shop.http.post(f"/api/v1/admin/orders/{by_hand['id']}/status",
+                                    json={"status": "ORDER_STATUS_IN_PROGRESS", "reason": "x"}, headers=staff)  # fmt: skip
+    assert_error(stranded, 400, "FAILED_PRECONDITION", "ORDER_STATE_CONFLICT")
     await shop.submit(by_hand["id"])
+    processing = await shop.http.post(f"/api/v1/admin/orders/{by_hand['id']}/status",
+                                      json={"status": "ORDER_STATUS_PROCESSING", "reason": "x"}, headers=staff)  # fmt: skip
+    assert processing.json()["status"] == "ORDER_STATUS_PROCESSING", processing.text
     partial = await shop.http.post(
         f"/api/v1/admin/orders/{by_hand['id']}/status",
         json={"status": "ORDER_STATUS_PARTIAL", "remains": "250", "reason": "provider refunded a quarter"},
