@@ -36,24 +36,48 @@ def request_id(request: Request) -> str:
 
 
 def client_ip(request: Request, ctx: EdgeContext) -> str:
-    """The peer address, or the right-most untrusted X-Forwarded-For hop behind trusted proxies."""
+    """The peer address or, when the peer is a trusted proxy, the right-most X-Forwarded-For hop
+    that is not one.
+
+    Every X-Forwarded-For line counts: a proxy may add a line of its own after the client's rather
+    than extend it, and RFC 9110 (5.3) makes the lines one comma-separated list. The client writes
+    the left of that list and each trusted proxy appends the address it saw, so the walk goes from
+    the right and stops at the first hop no trusted proxy owns. A hop that is not an IP address
+    (``unknown``, an address with a port, junk) ends the walk too, at the last address a trusted
+    proxy vouched for (the peer itself when the right-most hop is junk). Junk there comes from a
+    trusted proxy that could not tell who its client was, so the nearest address we can still
+    vouch for is that proxy's: never text from the request, and not an address a client can pick.
+    """
     peer = str(request.conn_info.client_ip) if request.conn_info else ""
     if not ctx.trusted_proxies or not _trusted(peer, ctx):
         return peer
-    forwarded: str = request.headers.get("x-forwarded-for", "")
-    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    lines: list[str] = request.headers.getall("x-forwarded-for", [])
+    hops = [hop.strip() for line in lines for hop in line.split(",") if hop.strip()]
+    client = peer
     for hop in reversed(hops):
-        if not _trusted(hop, ctx):
-            return hop
-    return hops[0] if hops else peer
+        address = _address(hop)
+        if address is None:
+            break
+        client = str(address)
+        if not _in_proxies(address, ctx):
+            break
+    return client
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _in_proxies(address: ipaddress.IPv4Address | ipaddress.IPv6Address, ctx: EdgeContext) -> bool:
+    return any(address in network for network in ctx.trusted_proxies)
 
 
 def _trusted(address: str, ctx: EdgeContext) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in ctx.trusted_proxies)
+    ip = _address(address)
+    return ip is not None and _in_proxies(ip, ctx)
 
 
 def _metadata_safe(value: str) -> str:

@@ -4,7 +4,8 @@ The edge, the workers and internal tools all prove themselves with the internal 
 the authentication interceptor). On top of that, the end user's credential (``authorization``
 metadata: a session token or an API key) becomes the ``Principal``. Internal tools act as
 ``system:<tool>``. ``RPC_ROLES`` is the one table of who may call what; an RPC missing from it
-is refused (fail closed), and a unit test keeps it complete.
+is refused (fail closed), and a unit test keeps it complete. ``API_KEY_REFUSED``, next to it,
+names the RPCs a person may make only with a session, never with one of their API keys.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextvars
 import enum
 from dataclasses import dataclass
 from typing import Protocol
+
+from server.common.errors import PermissionDenied
 
 
 class Role(enum.StrEnum):
@@ -179,6 +182,24 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.ProvidersService/ListExchangeRates": STAFF_READ,
 }
 
+# Managing the account itself takes a session: its keys, sessions, password, address, phone,
+# two-factor sign-in and settings. API keys are handed to scripts and to other panels' servers, so
+# a key (even one locked to an address) must not mint keys without an allow-list, end its owner's
+# sessions, turn on two-factor sign-in to lock the owner out, or change the password, address or
+# notification settings. A key keeps all an API client needs: the catalog, orders, the wallet and
+# reading its account (GetMe, GetProfile). Refused with 403 API_KEY_NOT_ALLOWED; docs/ACCESS.md
+# lists the routes, and tests/unit/test_access_doc.py keeps that list equal to this one.
+API_KEY_REFUSED = frozenset(
+    f"/smm.v1.AccountsService/{name}"
+    for name in (
+        "Logout", "ChangePassword", "UpdateProfile", "ListSessions", "RevokeSession",
+        "CreateApiKey", "ListApiKeys", "RotateApiKey", "RevokeApiKey", "GetApiKeyUsage",
+        "SendVerificationEmail", "ChangeEmail",
+        "SetupTotp", "EnableTotp", "DisableTotp", "RegenerateRecoveryCodes",
+        "SetPhone", "VerifyPhone", "RemovePhone",
+    )
+)  # fmt: skip
+
 # What an account may still do while it falls short of an operator requirement (a verified
 # address, two-factor sign-in for staff): look at itself, sign out, and meet the requirement.
 ACCOUNT_SETUP_RPCS = frozenset(
@@ -214,3 +235,15 @@ PLATFORM_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 def allowed_roles(rpc: str) -> frozenset[Role]:
     return RPC_ROLES.get(rpc, frozenset())
+
+
+def api_key_refusal(who: Principal, rpc: str) -> PermissionDenied | None:
+    """Why ``who`` may not make this call with an API key, or None."""
+    if who.api_key_id is None or rpc not in API_KEY_REFUSED:
+        return None
+    return PermissionDenied(
+        "API keys may not manage the account; sign in and use a session for this",
+        reason="API_KEY_NOT_ALLOWED",
+        domain="accounts.smm",
+        metadata={"method": rpc},
+    )

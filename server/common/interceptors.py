@@ -259,6 +259,9 @@ class AuthorizationInterceptor(_UnaryInterceptor):
                 if who.role == auth.Role.ANONYMOUS and allowed:
                     raise Unauthenticated("sign in to do this", reason="SIGN_IN_REQUIRED")
                 raise PermissionDenied("your role may not do this", metadata={"method": call.method})
+            key_refusal = auth.api_key_refusal(who, call.method)
+            if key_refusal is not None:
+                raise key_refusal
             unmet = self._requirements.unmet(who, call.method)
             if unmet is not None:
                 raise FailedPrecondition(_UNMET_MESSAGES[unmet], reason=unmet, domain="accounts.smm")

@@ -259,3 +259,111 @@ async def test_oversized_url_or_headers_is_431_not_body_too_large(
     [info] = [d for d in error["details"] if d.get("reason") == "HEADERS_TOO_LARGE"]
     assert info["domain"] == "edge.smm"
     assert int(info["metadata"]["limit"]) > 0
+
+
+# Client IPs behind trusted proxies (edge/headers.py client_ip). Trusted here: the loopback proxy
+# the tests connect from, and an inner 10.0.0.0/8 tier for chains of proxies.
+@pytest.mark.parametrize(
+    ("peer", "lines", "expected"),
+    [
+        ("198.51.100.9", ["203.0.113.7"], "198.51.100.9"),  # not from a proxy: the header is ignored
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("127.0.0.1", ["203.0.113.7, 198.51.100.66"], "198.51.100.66"),
+        # HAProxy's option forwardfor adds a line of its own after the client's: one list (RFC 9110).
+        ("127.0.0.1", ["203.0.113.7", "198.51.100.66"], "198.51.100.66"),
+        ("127.0.0.1", ["203.0.113.7", "198.51.100.66, 10.0.0.2"], "198.51.100.66"),
+        ("127.0.0.1", ["10.0.0.3, 10.0.0.2"], "10.0.0.3"),  # all proxies: the one nearest the client
+        # A hop that is not an address ends the walk at the last address a trusted proxy vouched for.
+        ("127.0.0.1", ["203.0.113.7, unknown"], "127.0.0.1"),
+        ("127.0.0.1", ["203.0.113.7", "198.51.100.66:4711"], "127.0.0.1"),
+        ("127.0.0.1", ["203.0.113.7, <script>, 10.0.0.2"], "10.0.0.2"),
+        ("127.0.0.1", ["2001:DB8::1"], "2001:db8::1"),  # one spelling per address (per-IP buckets)
+    ],
+)
+def test_client_ip_reads_every_forwarded_line_and_never_returns_a_non_address(
+    peer: str, lines: list[str], expected: str
+) -> None:
+    from types import SimpleNamespace
+
+    from sanic.compat import Header
+
+    from edge.context import parse_proxies
+    from edge.headers import client_ip
+
+    request = SimpleNamespace(
+        conn_info=SimpleNamespace(client_ip=peer),
+        headers=Header([("X-Forwarded-For", line) for line in lines]),
+    )
+    ctx = SimpleNamespace(trusted_proxies=parse_proxies("127.0.0.1/32, 10.0.0.0/8"))
+    assert client_ip(request, ctx) == expected  # type: ignore[arg-type]
+
+
+async def _behind_a_loopback_proxy(settings: object, grpc_server: object) -> object:
+    from tests.fix_edge import start_edge
+
+    return await start_edge(
+        settings.model_copy(  # type: ignore[attr-defined]
+            update={"trusted_proxies": "127.0.0.1/32", "grpc_target": f"127.0.0.1:{grpc_server.port}"}  # type: ignore[attr-defined]
+        )
+    )
+
+
+async def _key_for(http: httpx.AsyncClient, allowed_ips: list[str]) -> str:
+    ann = await http.post(
+        "/api/v1/auth/register",
+        json={"email": "ann@example.com", "password": "a long password", "name": "Ann"},
+    )
+    assert ann.status_code == 200, ann.text
+    created = await http.post(
+        "/api/v1/dashboard/api-keys",
+        json={"name": "office only", "allowedIps": allowed_ips},
+        headers={"Authorization": f"Bearer {ann.json()['token']}"},
+    )
+    assert created.status_code == 200, created.text
+    return str(created.json()["secret"])
+
+
+async def test_a_forwarded_line_written_by_the_client_cannot_pass_a_key_allow_list(
+    settings: object, grpc_server: object
+) -> None:
+    edge = await _behind_a_loopback_proxy(settings, grpc_server)
+    try:
+        async with httpx.AsyncClient(base_url=edge.base_url) as http:  # type: ignore[attr-defined]
+            secret = await _key_for(http, ["203.0.113.7"])
+
+            def lines(*values: str) -> httpx.Headers:
+                return httpx.Headers(
+                    [("Authorization", f"Bearer {secret}")] + [("X-Forwarded-For", v) for v in values]
+                )
+
+            # The attacker's own line, then the proxy's line with the real client: refused.
+            spoofed = await http.get("/api/v1/auth/me", headers=lines("203.0.113.7", "198.51.100.66"))
+            assert_error(spoofed, 403, "PERMISSION_DENIED", "IP_NOT_ALLOWED")
+            # The allowed address, as the proxy reports it (its line last, or appended to one line).
+            assert (
+                await http.get("/api/v1/auth/me", headers=lines("198.51.100.66", "203.0.113.7"))
+            ).status_code == 200
+            assert (
+                await http.get("/api/v1/auth/me", headers=lines("10.9.9.9, 203.0.113.7"))
+            ).status_code == 200
+    finally:
+        await edge.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_forwarded_hop_that_is_not_an_address_is_never_the_client_ip(
+    settings: object, grpc_server: object
+) -> None:
+    # Locked to the proxy's own address only to see which address the server was given: junk in
+    # the proxy's slot leaves the proxy's address, never the junk.
+    edge = await _behind_a_loopback_proxy(settings, grpc_server)
+    try:
+        async with httpx.AsyncClient(base_url=edge.base_url) as http:  # type: ignore[attr-defined]
+            secret = await _key_for(http, ["127.0.0.1"])
+            for junk in ("unknown", "203.0.113.7:4711", "_hidden"):
+                me = await http.get(
+                    "/api/v1/auth/me",
+                    headers={"Authorization": f"Bearer {secret}", "X-Forwarded-For": f"203.0.113.7, {junk}"},
+                )
+                assert me.status_code == 200, (junk, me.text)
+    finally:
+        await edge.stop()  # type: ignore[attr-defined]
