@@ -2,7 +2,7 @@
 the configured transport -> RecordDelivery.
 
 No domain logic here: the server decides who gets what (preferences, suppressions, defaults) and
-records each message once per event and recipient; this worker renders and sends. The transport
+records each message once per event, recipient and template; this worker renders and sends. The transport
 gets an idempotency key made of the event id and the message id, so a redelivered event (a crash
 after the send and before the ack) never sends twice through Resend. Transient transport errors
 are retried with back-off; permanent ones are recorded and dead-lettered with the reason.

@@ -5,11 +5,19 @@ went: ``Ok`` acks, ``Retry(delay)`` naks with that delay, ``Permanent(reason)`` 
 that failed ``max_deliver`` times, or permanently, is copied to ``smm.dlq.<durable>`` with the
 reason and the delivery count in headers before it is termed (Dramatiq's ``throws``), so nothing
 is dropped silently. ``smm dlq replay`` re-drives it later.
+
+A sequential consumer (concurrency 1) fetches one message at a time, so no message waits in hand
+while its ack deadline runs out; and while a handler runs, a heartbeat tells JetStream the message
+is in progress every third of ``ack_wait``, so a long handler is not redelivered to another copy
+mid-flight. Settling never kills the worker: if NATS is away when a message is acked (or naked,
+termed, dead-lettered), the failure is logged and JetStream redelivers the message after
+``ack_wait``; the handlers are idempotent by event id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -126,7 +134,10 @@ class Runner:
                     await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    wanted = self._batch if consumer.concurrency == 1 else min(self._batch, free)
+                    # Never more than the free slots (one for a sequential consumer): a fetched
+                    # message's ack deadline runs from delivery, so one waiting its turn in hand
+                    # would expire and be redelivered to another copy.
+                    wanted = min(self._batch, free)
                     messages = await subscription.fetch(wanted, timeout=1.0)
                 except (NatsTimeout, TimeoutError):  # nothing to do within the wait: poll again
                     continue
@@ -163,13 +174,27 @@ class Runner:
             span.set_attribute("messaging.consumer.group.name", durable.name)
             span.set_attribute("messaging.message.id", event.id)
             span.set_attribute("messaging.delivery", delivery)
+            heartbeat = asyncio.create_task(_heartbeat(message, durable), name=f"heartbeat-{durable.name}")
             try:
-                outcome = await consumer.handle(event, message.in_progress)
-            except Exception as exc:  # a handler bug must not kill the loop; retry, then dead-letter
-                log.exception("handler for %s failed", durable.name)
-                outcome = Retry(f"{type(exc).__name__}: {exc}"[:500])
-            span.set_attribute("smm.outcome", type(outcome).__name__)
-            await self._settle(durable, message, event, outcome)
+                try:
+                    outcome = await consumer.handle(event, message.in_progress)
+                except Exception as exc:  # a handler bug must not kill the loop; retry, then dead-letter
+                    log.exception("handler for %s failed", durable.name)
+                    outcome = Retry(f"{type(exc).__name__}: {exc}"[:500])
+                span.set_attribute("smm.outcome", type(outcome).__name__)
+                try:
+                    await self._settle(durable, message, event, outcome)
+                except Exception as exc:  # NATS away: JetStream redelivers after ack_wait
+                    log.warning(
+                        "could not settle %s for %s (%s): it will be redelivered",
+                        event.subject,
+                        durable.name,
+                        type(exc).__name__,
+                    )
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
         self.handled += 1
 
     async def _settle(self, durable: Durable, message: Msg, event: Event, outcome: Outcome) -> None:
@@ -201,6 +226,17 @@ class Runner:
         }
         await self._js.publish(self._ns.subject(f"smm.dlq.{durable.name}"), message.data, headers=headers)
         log.warning("dead-lettered %s from %s: %s", event.subject, durable.name, reason)
+
+
+async def _heartbeat(message: Msg, durable: Durable) -> None:
+    """Extend the ack deadline every third of ``ack_wait`` until cancelled (the message is settled)."""
+    interval = durable.ack_wait_s / 3
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await message.in_progress()
+        except Exception as exc:  # NATS away: keep trying; the worst case is a redelivery
+            log.debug("in-progress for %s failed: %s", durable.name, type(exc).__name__)
 
 
 def backoff(durable: Durable, delivery: int) -> float:

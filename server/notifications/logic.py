@@ -28,7 +28,7 @@ import svix
 from google.protobuf.message import DecodeError
 from smm.v1 import events_pb2
 
-from core.events import DLQ_DELIVERIES, DLQ_REASON, DLQ_SUBJECT
+from core.events import DLQ_DELIVERIES, DLQ_DURABLE, DLQ_REASON, DLQ_SUBJECT, MSG_ID
 from server.common.db import Pool
 from server.common.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated, collect
 from server.common.money import format_micros, parse_micros
@@ -43,6 +43,10 @@ DEFAULTS: dict[str, bool] = {t: True for t in TOPICS}
 DLQ_PREFIX = "smm.dlq."
 # The email worker's own durables: a dead letter of theirs raises no email (it could loop).
 OWN_DURABLES = frozenset({"email-orders", "email-wallet", "email-api-keys", "email-account", "email-dlq"})
+# The durables that raise the dead-letter alerts (email and text). Each alerts about the other's
+# dead letters; those alerts are planned under one key per event (``message_key``) and never
+# resent, so two failing channels cannot alert about each other's alerts for ever.
+ALERT_DURABLES = frozenset({"email-dlq", "sms-dlq"})
 FINISHED = {"completed": "order_completed", "partial": "order_partial", "canceled": "order_canceled"}
 
 
@@ -131,6 +135,34 @@ API_SOURCES = ("api", "reseller")
 DEAD_LETTERED = "A message was dead-lettered"
 
 
+def message_key(event_id: str, subject: str, headers: dict[str, str]) -> str:
+    """The key messages for an event are planned under (``event_id`` in the message tables).
+
+    An ordinary event's id. A dead letter's alert is about that dead letter, not the event: one
+    event may be dead-lettered by several durables, or again after a replay, and each must alert.
+    So it is keyed by the dead letter's ``Nats-Msg-Id`` (``dlq:<durable>:<event id>:<seq>``, or
+    ``<event id>:replay:<seq>`` for a replayed one); a letter built by hand without one falls back
+    to its durable and event id. A dead letter of the alert durables themselves is keyed by the
+    event alone: one alert per channel and event, however often the alerts fail (no loop).
+    """
+    if not subject.startswith(DLQ_PREFIX):
+        return event_id
+    if subject.removeprefix(DLQ_PREFIX) in ALERT_DURABLES:
+        return f"dlq-alerts:{event_id}"
+    if headers.get(MSG_ID):
+        return headers[MSG_ID]
+    if headers.get(DLQ_DURABLE):
+        return f"dlq:{headers[DLQ_DURABLE]}:{event_id}"
+    return event_id
+
+
+def resends_failed(subject: str) -> bool:
+    """Whether a message that failed is sent again when its event comes back (``smm dlq replay``,
+    a redelivery). Not for dead-letter alerts: each dead letter or replay has a key of its own, and
+    an alert about a failed alert must never be retried into a loop."""
+    return not subject.startswith(DLQ_PREFIX)
+
+
 def dead_letter_lines(durable: str, headers: dict[str, str]) -> list[str]:
     return [
         f"Consumer: {durable}",
@@ -184,6 +216,7 @@ class Notifications:
             drafts = await self._drafts(subject, payload, headers or {})
         except DecodeError as exc:
             raise InvalidArgument("the event payload does not match its subject", domain=DOMAIN) from exc
+        key = message_key(event_id, subject, headers or {})
         planned = []
         async with self._pool.connection() as conn, conn.transaction():
             for draft in drafts:
@@ -192,15 +225,17 @@ class Notifications:
                 await QUERIES.execute(
                     conn,
                     "plan_message",
-                    event_id=event_id,
+                    event_id=key,
                     user_id=draft.contact.id,
                     to_address=address,
                     template=draft.template,
                     status="suppressed" if suppressed else "queued",
+                    resend_failed=resends_failed(subject),
                 )
                 row = await (
                     await conn.execute(
-                        QUERIES.sql("planned_message"), {"event_id": event_id, "to_address": address}
+                        QUERIES.sql("planned_message"),
+                        {"event_id": key, "to_address": address, "template": draft.template},
                     )
                 ).fetchone()
                 assert row is not None

@@ -19,13 +19,18 @@ SELECT coalesce((SELECT available_micros FROM wallets WHERE user_id = :user_id),
 -- name: is_suppressed(address)$
 SELECT EXISTS (SELECT 1 FROM email_suppressions WHERE lower(address) = lower(:address));
 
--- name: plan_message(event_id, user_id, to_address, template, status)!
+-- name: plan_message(event_id, user_id, to_address, template, status, resend_failed)!
+-- Once per (event, recipient, template). A message that failed is planned again (queued, or
+-- suppressed if the address is suppressed now) when the event comes back and ``resend_failed``.
 INSERT INTO email_messages (event_id, user_id, to_address, template, status)
 VALUES (:event_id, :user_id, :to_address, :template, :status)
-ON CONFLICT ON CONSTRAINT email_messages_event_recipient_key DO NOTHING;
+ON CONFLICT ON CONSTRAINT email_messages_event_recipient_template_key DO UPDATE
+SET status = excluded.status, update_time = now()
+WHERE email_messages.status = 'failed' AND :resend_failed::boolean;
 
--- name: planned_message(event_id, to_address)^
-SELECT id, status FROM email_messages WHERE event_id = :event_id AND to_address = :to_address;
+-- name: planned_message(event_id, to_address, template)^
+SELECT id, status FROM email_messages
+WHERE event_id = :event_id AND to_address = :to_address AND template = :template;
 
 -- name: record_delivery(id, status, transport, transport_message_id, error)$
 UPDATE email_messages
@@ -66,13 +71,19 @@ LIMIT :limit;
 -- name: is_number_suppressed(number)$
 SELECT EXISTS (SELECT 1 FROM sms_suppressions WHERE number = :number);
 
--- name: plan_sms(event_id, user_id, to_number, template, status)!
+-- name: plan_sms(event_id, user_id, to_number, template, status, resend_failed)!
+-- Once per (event, number, template). A text that failed before reaching the provider (no SID)
+-- is planned again when the event comes back and ``resend_failed``; one with a SID never is.
 INSERT INTO sms_messages (event_id, user_id, to_number, template, status)
 VALUES (:event_id, :user_id, :to_number, :template, :status)
-ON CONFLICT ON CONSTRAINT sms_messages_event_recipient_key DO NOTHING;
+ON CONFLICT ON CONSTRAINT sms_messages_event_recipient_template_key DO UPDATE
+SET status = excluded.status, update_time = now()
+WHERE sms_messages.status = 'failed' AND sms_messages.transport_message_id = ''
+  AND :resend_failed::boolean;
 
--- name: get_planned_sms(event_id, to_number)^
-SELECT id, status FROM sms_messages WHERE event_id = :event_id AND to_number = :to_number;
+-- name: get_planned_sms(event_id, to_number, template)^
+SELECT id, status FROM sms_messages
+WHERE event_id = :event_id AND to_number = :to_number AND template = :template;
 
 -- name: record_sms_delivery(id, status, allowed, transport, transport_message_id, error, error_code)^
 -- The worker's news about its own attempt; never over what the provider reported since.

@@ -8,8 +8,10 @@ order texts for API-key and reseller orders also need ``api_order_sms``. The pho
 code goes to the account's unverified number (``smm.accounts.sms.requested``); the code itself is
 minted later by the accounts service, when the worker asks for it, and never passes here.
 
-Tracking: one ``sms_messages`` row per (event, number), so a redelivered event plans the same
-messages; no body is stored. The worker marks a message ``sending`` before it calls the provider
+Tracking: one ``sms_messages`` row per (event, number, template), so a redelivered event plans
+the same messages (a dead letter's alert is keyed by the dead letter: ``message_key``); no body is
+stored. A text that failed before Twilio took it (no SID) is sent again when its event is replayed
+or redelivered (``resends_failed``). The worker marks a message ``sending`` before it calls the provider
 and ``sent`` with the provider's SID after; a message with a SID is never sent again. Suppressed
 numbers (unknown, unreachable, landline, opted out: from a callback or a refused send) get a
 ``suppressed`` row and nothing is sent until an account sets the number again.
@@ -45,7 +47,9 @@ from server.notifications.logic import (
     OrderFacts,
     Planned,
     dead_letter_lines,
+    message_key,
     order_context,
+    resends_failed,
 )
 
 CALLBACK_PATH = "/api/v1/webhooks/sms/twilio"
@@ -132,6 +136,7 @@ class SmsNotifications:
             drafts = await self._drafts(subject, payload, headers or {})
         except DecodeError as exc:
             raise InvalidArgument("the event payload does not match its subject", domain=DOMAIN) from exc
+        key = message_key(event_id, subject, headers or {})
         planned = []
         async with self._pool.connection() as conn, conn.transaction():
             for draft in drafts:
@@ -139,15 +144,17 @@ class SmsNotifications:
                 await QUERIES.execute(
                     conn,
                     "plan_sms",
-                    event_id=event_id,
+                    event_id=key,
                     user_id=draft.contact.id,
                     to_number=draft.to,
                     template=draft.template,
                     status="suppressed" if suppressed else "queued",
+                    resend_failed=resends_failed(subject),
                 )
                 row = await (
                     await conn.execute(
-                        QUERIES.sql("get_planned_sms"), {"event_id": event_id, "to_number": draft.to}
+                        QUERIES.sql("get_planned_sms"),
+                        {"event_id": key, "to_number": draft.to, "template": draft.template},
                     )
                 ).fetchone()
                 assert row is not None

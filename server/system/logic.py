@@ -17,6 +17,9 @@ from server.common.sqlfile import load
 from server.system.jobs import ACTIONS, JobAction
 
 QUERIES = load(__file__)
+# The Unix times a period may start at: from the epoch to the end of year 9999 (PostgreSQL's
+# to_timestamp overflows well past it, and no schedule needs more).
+LATEST_PERIOD_START = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class SystemLogic:
             job = scheduled_job(name)
         except KeyError:
             raise InvalidArgument.for_field("job", f"unknown job {name!r}") from None
+        if not 0 <= period_start <= LATEST_PERIOD_START:
+            raise InvalidArgument.for_field(
+                "period_start", "must be a Unix time between 1970 and the end of 9999"
+            )
         start = period_start or job.period_start(time.time())
         if start % job.period_s:
             raise InvalidArgument.for_field("period_start", f"must be a multiple of {job.period_s}")

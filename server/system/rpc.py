@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import grpc
 from smm.v1 import system_service_pb2 as pb
 from smm.v1 import system_service_pb2_grpc as pb_grpc
@@ -12,6 +14,11 @@ from server.common.errors import InvalidArgument, Unavailable
 from server.common.health import HealthChecks
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 from server.system.logic import AuditRow, SystemLogic
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+MAX_NANOS = 999_999_999
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
@@ -65,7 +72,12 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
         key = idempotency.request_key("RecordEvent", auth.principal().actor, request.request_id, request)
         if key is None:
             raise InvalidArgument.for_field("request_id", "is required")
-        occurred = request.occur_time.ToDatetime() if request.HasField("occur_time") else None
+        occurred = None
+        if request.HasField("occur_time"):
+            stamp = request.occur_time
+            if not (MIN_SECONDS <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos <= MAX_NANOS):
+                raise InvalidArgument.for_field("occur_time", "must be a time between years 1 and 9999")
+            occurred = stamp.ToDatetime(tzinfo=UTC)
         return pb.RecordEventResponse(counted=await self._logic.record_event(key, request.subject, occurred))
 
     async def ListEventCounts(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
@@ -282,3 +283,120 @@ async def test_run_job_is_once_per_period_and_validated(channel: grpc.aio.Channe
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.RunJob(bad, metadata=system_metadata())
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _run_copies(
+    nc: NATS, ns: Namespace, durable: Durable, handler: Callable[[Event, Progress], Awaitable[Outcome]]
+) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+    copies = [Runner(nc, ns, [Consumer(durable, handler)]) for _ in range(2)]
+    stop = asyncio.Event()
+    return stop, [asyncio.create_task(c.run(stop)) for c in copies]
+
+
+async def test_two_copies_of_a_sequential_consumer_take_one_message_at_a_time(
+    settings: Settings, nc: NATS
+) -> None:
+    """A sequential consumer used to fetch ten and work through them one by one: the tail's ack
+    deadline ran out in hand and JetStream gave those messages to the other copy as well."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    handled: list[str] = []
+
+    async def slow(event: Event, progress: Progress) -> Outcome:
+        await asyncio.sleep(0.5)
+        handled.append(event.id)
+        return Ok()
+
+    durable = Durable("test-one-at-a-time", "CATALOG", "smm.catalog.>", ack_wait_s=2.0)
+    for n in range(8):
+        await js.publish(
+            ns.subject("smm.catalog.service.changed"), b"", headers={MSG_ID: f"s{n}", EVENT_ID: f"s{n}"}
+        )
+    stop, tasks = await _run_copies(nc, ns, durable, slow)
+    try:
+        await eventually(lambda: _equals(_len(handled), 8), timeout_s=20)
+        await asyncio.sleep(2.5)  # longer than ack_wait: any redelivery would have come in
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert sorted(handled) == [f"s{n}" for n in range(8)]
+
+
+async def test_a_handler_longer_than_ack_wait_is_not_redelivered_while_it_runs(
+    settings: Settings, nc: NATS
+) -> None:
+    """The runner tells JetStream the message is in progress (every ack_wait/3) while the handler
+    runs, so the other copy never gets it mid-flight; the heartbeat stops once it is settled."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    running: set[str] = set()
+    overlaps: list[str] = []
+    handled: list[str] = []
+
+    async def long(event: Event, progress: Progress) -> Outcome:
+        if event.id in running:
+            overlaps.append(event.id)
+        running.add(event.id)
+        try:
+            await asyncio.sleep(3.5)  # more than three ack deadlines
+        finally:
+            running.discard(event.id)
+        handled.append(event.id)
+        return Ok()
+
+    durable = Durable("test-long-handler", "CATALOG", "smm.catalog.>", ack_wait_s=1.0)
+    await js.publish(ns.subject("smm.catalog.service.changed"), b"", headers={MSG_ID: "l1", EVENT_ID: "l1"})
+    stop, tasks = await _run_copies(nc, ns, durable, long)
+    try:
+        await eventually(lambda: _equals(_len(handled), 1), timeout_s=20)
+        await asyncio.sleep(2.0)  # twice ack_wait after the ack: a live heartbeat or redelivery shows
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert overlaps == []
+    assert handled == ["l1"]
+    info = await js.consumer_info(ns.stream("CATALOG"), ns.durable("test-long-handler"))
+    assert info.num_ack_pending == 0
+    assert info.num_redelivered == 0
+
+
+async def _len(items: list[str]) -> int:
+    return len(items)
+
+
+async def test_worker_rpcs_refuse_out_of_range_times_by_field(channel: grpc.aio.Channel) -> None:
+    stub = spb_grpc.SystemServiceStub(channel)
+    calls = {
+        "period_start": [
+            spb.RunJobRequest(job="outbox-purge", period_start=3600 * 10**12),
+            spb.RunJobRequest(job="outbox-purge", period_start=-3600),
+        ],
+        "occur_time": [
+            spb.RecordEventRequest(
+                request_id="odd-1", subject="smm.orders.x", occur_time=Timestamp(seconds=10**12)
+            ),
+            spb.RecordEventRequest(
+                request_id="odd-2", subject="smm.orders.x", occur_time=Timestamp(seconds=-(10**12))
+            ),
+            spb.RecordEventRequest(
+                request_id="odd-3", subject="smm.orders.x", occur_time=Timestamp(seconds=0, nanos=-1)
+            ),
+        ],
+    }
+    for field, requests in calls.items():
+        for request in requests:
+            method = stub.RunJob if isinstance(request, spb.RunJobRequest) else stub.RecordEvent
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await method(request, metadata=system_metadata())  # type: ignore[operator]
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert caught.value.details().startswith(f"{field}:"), caught.value.details()
+    # In range is still fine: a time in year 9999 is counted on its own day.
+    counted = await stub.RecordEvent(
+        spb.RecordEventRequest(
+            request_id="odd-4", subject="smm.orders.x", occur_time=Timestamp(seconds=253_402_300_799)
+        ),
+        metadata=system_metadata(),
+    )
+    assert counted.counted is True

@@ -15,7 +15,7 @@ from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
-from core.events import connect
+from core.events import EVENT_ID, MSG_ID, Durable, Namespace, connect, ensure_streams
 from ops.embedded import free_port, start_nats
 from server.common.db import Pool
 from server.main import ServerHandle, create_server
@@ -23,6 +23,7 @@ from tests.fix_edge import start_edge
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.integration.test_events import create_category, event_count, eventually, unpublished
+from workers.runner import Consumer, Event, Ok, Outcome, Progress, Runner
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +155,50 @@ async def test_one_trace_spans_edge_server_relay_and_worker(
     assert "publish smm.catalog.category.changed" in names
     assert "process smm.catalog.category.changed" in names
     assert "/smm.v1.SystemService/RecordEvent" in names
+
+
+async def test_a_nats_outage_while_acking_leaves_the_worker_running_and_the_message_comes_back(
+    tmp_path: Path,
+) -> None:
+    """The ack of a handled message fails while NATS is down: the runner logs it and carries on
+    (it used to raise out of the consumer loop and the TaskGroup ended the whole worker). Once NATS
+    is back, JetStream redelivers the unacknowledged message and the same runner handles it."""
+    nats = start_nats(tmp_path / "nats", free_port())
+    nc = await connect(nats.url, name="tests-ack-outage")
+    ns = Namespace("ackoutage")
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    deliveries: list[int] = []
+    in_handler = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(event: Event, progress: Progress) -> Outcome:
+        deliveries.append(event.delivery)
+        in_handler.set()
+        await release.wait()
+        return Ok()
+
+    durable = Durable("test-ack-outage", "CATALOG", "smm.catalog.>", ack_wait_s=2.0)
+    await js.publish(ns.subject("smm.catalog.service.changed"), b"", headers={MSG_ID: "o1", EVENT_ID: "o1"})
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(nc, ns, [Consumer(durable, handler)]).run(stop))
+    try:
+        await asyncio.wait_for(in_handler.wait(), 10)
+        nats.stop()  # NATS goes away while the message is in hand
+        await asyncio.sleep(0.5)
+        release.set()  # the handler finishes; the ack cannot reach NATS
+        await asyncio.sleep(4)
+        assert not task.done(), task.exception() if task.done() else None
+        nats = start_nats(tmp_path / "nats", nats.port)
+        await eventually(lambda: _is(_count(deliveries), 2), 30)
+        assert deliveries == [1, 2]
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 20)
+        await nc.close()
+        nats.stop()
+
+
+async def _count(items: list[int]) -> int:
+    return len(items)

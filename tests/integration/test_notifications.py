@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,16 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import Settings
-from core.events import Namespace, connect
+from core.events import (
+    DLQ_DELIVERIES,
+    DLQ_DURABLE,
+    DLQ_REASON,
+    DLQ_SUBJECT,
+    EVENT_ID,
+    MSG_ID,
+    Namespace,
+    connect,
+)
 from server.common.db import Pool
 from server.main import create_server
 from tests.fakes.resend_api import FakeResend, new_webhook_secret, svix_headers
@@ -342,3 +352,159 @@ async def test_the_email_worker_delivers_through_smtp_with_starttls_and_auth(
         assert found == [("sent", "smtp", str(key_mail.message["Message-ID"]))]
     finally:
         relay.stop()
+
+
+def _resend_settings(worker_settings: Settings, resend_api: FakeResend) -> Settings:
+    return worker_settings.model_copy(
+        update={
+            "mail_transport": "resend",
+            "resend_api_url": resend_api.base_url,
+            "resend_api_key": SecretStr(resend_api.api_key),
+        }
+    )
+
+
+async def _messages(pool: Pool, key: str) -> list[tuple[str, str, str]]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT to_address, template, status FROM email_messages WHERE event_id = %s ORDER BY id", (key,)
+        )
+        return await cursor.fetchall()
+
+
+async def test_an_order_below_the_threshold_sends_the_order_and_the_low_balance_email(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """One order.created plans order_placed and low_balance for one user: two messages, two
+    idempotency keys (they used to share one row, so Resend refused the second as a conflict)."""
+    settings = _resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    orders_consumer = notification_consumers(rpc, settings)[0]
+    try:
+        user = await shop.user("ann@example.com", "1.00")
+        order = await shop.order(
+            user, serviceId=shop.service_id("2"), link="https://x.com/two", quantity=1000
+        )
+        assert order.status_code == 200, order.text
+        created = await _event(pool, "smm.orders.order.created")
+        resend_api.clear()
+        assert await orders_consumer.handle(created, _nothing) == Ok()
+        subjects = sorted(str(e.get("subject")) for e in resend_api.emails.values())
+        assert len(subjects) == 2, subjects
+        assert any("placed" in s for s in subjects), subjects
+        assert any("balance is low" in s for s in subjects), subjects
+        keys = {r.headers.get("idempotency-key") for r in resend_api.requests}
+        assert len(keys) == 2
+        assert await _messages(pool, created.id) == [
+            ("ann@example.com", "order_placed", "sent"),
+            ("ann@example.com", "low_balance", "sent"),
+        ]
+        # A redelivery plans the same two messages and sends neither again.
+        calls = len(resend_api.requests)
+        assert await orders_consumer.handle(created, _nothing) == Ok()
+        assert len(resend_api.requests) == calls
+    finally:
+        await rpc.channel.close()
+
+
+def _dead_letter_of(original: Event, durable: str, sequence: int) -> Event:
+    """A dead letter as workers/runner.py publishes it (headers included)."""
+    headers = {
+        MSG_ID: f"dlq:{durable}:{original.id}:{sequence}",
+        EVENT_ID: original.id,
+        DLQ_REASON: "UNAVAILABLE: provider down",
+        DLQ_DELIVERIES: "6",
+        DLQ_SUBJECT: original.subject,
+        DLQ_DURABLE: durable,
+    }
+    return Event(
+        id=original.id, subject=f"smm.dlq.{durable}", payload=original.payload, headers=headers, delivery=1
+    )
+
+
+async def test_every_dead_letter_of_one_event_alerts_and_alerts_about_alerts_never_loop(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    settings = _resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    dlq_consumer = next(c for c in notification_consumers(rpc, settings) if c.durable.name == "email-dlq")
+    try:
+        user = await shop.user("ann@example.com", "20.00")
+        order = await shop.order(user, serviceId=shop.service_id("2"), link="https://x.com/dl", quantity=1000)
+        assert order.status_code == 200, order.text
+        created = await _event(pool, "smm.orders.order.created")
+        resend_api.clear()
+        # Two durables give up on one event, and one of them again after a replay.
+        letters = [
+            _dead_letter_of(created, "analytics-orders", 11),
+            _dead_letter_of(created, "dispatch-order-created", 12),
+            _dead_letter_of(created, "dispatch-order-created", 20),
+        ]
+        for letter in letters:
+            assert await dlq_consumer.handle(letter, _nothing) == Ok()
+            assert await dlq_consumer.handle(letter, _nothing) == Ok()  # a redelivery: no second alert
+        bodies = [str(e.get("text")) for e in resend_api.emails.values()]
+        assert len(bodies) == 3, bodies
+        assert sum("Consumer: dispatch-order-created" in b for b in bodies) == 2
+        assert sum("Consumer: analytics-orders" in b for b in bodies) == 1
+        for letter in letters:
+            assert await _messages(pool, letter.headers[MSG_ID]) == [
+                ("admin-staff@example.com", "admin_alert", "sent")
+            ]
+        # The SMS alerter's own dead letters alert by email once per event, and a failed alert
+        # about them is never sent again: email and SMS cannot alert about each other for ever.
+        resend_api.clear()
+        resend_api.fail_next(1, 422)
+        first = _dead_letter_of(created, "sms-dlq", 30)
+        assert isinstance(await dlq_consumer.handle(first, _nothing), Permanent)
+        again = _dead_letter_of(created, "sms-dlq", 31)
+        assert await dlq_consumer.handle(again, _nothing) == Ok()
+        assert resend_api.emails == {}
+        assert await _messages(pool, f"dlq-alerts:{created.id}") == [
+            ("admin-staff@example.com", "admin_alert", "failed")
+        ]
+        # Still never about the mailer's own alert durable.
+        own = _dead_letter_of(created, "email-dlq", 32)
+        assert await dlq_consumer.handle(own, _nothing) == Ok()
+        assert resend_api.emails == {}
+    finally:
+        await rpc.channel.close()
+
+
+async def test_a_replayed_event_sends_the_email_that_failed_but_never_a_suppressed_one(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """Resend refused the key (permanent until the operator fixes it): the email is recorded failed
+    and the event dead-lettered. `smm dlq replay` re-drives the event with its id: the email goes out.
+    A suppressed address stays unsent."""
+    settings = _resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    wallet_consumer = notification_consumers(rpc, settings)[1]
+    try:
+        await shop.user("ann@example.com", "5.00")
+        adjusted = await _event(pool, "smm.wallet.balance.adjusted")
+        resend_api.clear()
+        resend_api.fail_next(1, 401)
+        assert isinstance(await wallet_consumer.handle(adjusted, _nothing), Permanent)
+        assert await _messages(pool, adjusted.id) == [("ann@example.com", "balance_adjusted", "failed")]
+        replayed = replace(adjusted, headers={MSG_ID: f"{adjusted.id}:replay:7", EVENT_ID: adjusted.id})
+        assert await wallet_consumer.handle(replayed, _nothing) == Ok()
+        assert len(resend_api.emails) == 1
+        assert await _messages(pool, adjusted.id) == [("ann@example.com", "balance_adjusted", "sent")]
+        assert await wallet_consumer.handle(replayed, _nothing) == Ok()  # sent: not again
+        assert len(resend_api.emails) == 1
+
+        # Failed, then the address bounced: the replay records it suppressed and sends nothing.
+        await shop.user("bob@example.com", "5.00")
+        bob = await _event(pool, "smm.wallet.balance.adjusted")
+        resend_api.fail_next(1, 401)
+        assert isinstance(await wallet_consumer.handle(bob, _nothing), Permanent)
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO email_suppressions (address, reason) VALUES ('bob@example.com', 'bounced')"
+            )
+        assert await wallet_consumer.handle(bob, _nothing) == Ok()
+        assert len(resend_api.emails) == 1
+        assert await _messages(pool, bob.id) == [("bob@example.com", "balance_adjusted", "suppressed")]
+    finally:
+        await rpc.channel.close()

@@ -23,6 +23,7 @@ from core.events import Namespace, connect
 from ops.email_preview import preview_sms
 from ops.embedded import free_port
 from server.common.db import Pool
+from server.notifications.logic import QUERIES as SMS_QUERIES
 from tests.fakes.twilio_api import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, FakeTwilio, SentText
 from tests.fix_db import make_settings
 from tests.fix_edge import RunningEdge
@@ -600,3 +601,93 @@ async def test_turning_on_two_factor_raises_a_security_notice(
     )
     changes = [SecurityChanged.FromString(bytes(p)).change for (p,) in payloads]
     assert changes == [SECURITY_CHANGE_TWO_FACTOR_ENABLED]
+
+
+# --- Keys, dead-letter alerts and replays ------------------------------------------------------
+
+
+async def test_one_event_may_plan_two_texts_for_one_number(http: httpx.AsyncClient, pool: Pool) -> None:
+    """Rows are keyed by (event, number, template): a second template for the same number and event
+    is a message of its own, not folded into the first."""
+    uid = await user_id(http, bearer((await register(http))["token"]))
+    async with pool.connection() as conn:
+        for template in ("order_completed", "admin_alert", "order_completed"):
+            await SMS_QUERIES.execute(
+                conn,
+                "plan_sms",
+                event_id="e-two",
+                user_id=uid,
+                to_number=ANN_PHONE,
+                template=template,
+                status="queued",
+                resend_failed=True,
+            )
+    assert await rows(pool, "SELECT template FROM sms_messages WHERE event_id = 'e-two' ORDER BY id") == [
+        ("order_completed",),
+        ("admin_alert",),
+    ]
+
+
+def _sms_dead_letter(event_id: str, durable: str, sequence: int) -> Event:
+    headers = {
+        "Nats-Msg-Id": f"dlq:{durable}:{event_id}:{sequence}",
+        "Smm-Event-Id": event_id,
+        "Smm-Dlq-Reason": "UNAVAILABLE: down",
+        "Smm-Dlq-Deliveries": "6",
+        "Smm-Original-Subject": "smm.orders.order.created",
+        "Smm-Dlq-Durable": durable,
+    }
+    return Event(id=event_id, subject=f"smm.dlq.{durable}", payload=b"", headers=headers, delivery=1)
+
+
+async def test_every_dead_letter_of_one_event_texts_the_admins_once(
+    shop: Shop, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    await verified_phone(shop.http, accounts, shop.admin, ADMIN_PHONE)
+    dlq = consumer(sms_worker, "sms-dlq")
+    # Two durables give up on one event, one of them twice (a replayed event dead-lettered again).
+    for durable, sequence in (
+        ("email-orders", 1),
+        ("dispatch-order-created", 2),
+        ("dispatch-order-created", 9),
+    ):
+        letter = _sms_dead_letter("ev-1", durable, sequence)
+        assert await dlq.handle(letter, _nothing) == Ok()
+        assert await dlq.handle(letter, _nothing) == Ok()  # redelivered: not again
+    assert len(twilio.texts_to(ADMIN_PHONE)) == 3
+    # The email alerter's own dead letters: one text per event, however many there are.
+    for sequence in (10, 11):
+        assert await dlq.handle(_sms_dead_letter("ev-1", "email-dlq", sequence), _nothing) == Ok()
+    assert len(twilio.texts_to(ADMIN_PHONE)) == 4
+    assert await rows(
+        pool, "SELECT event_id FROM sms_messages WHERE template = 'admin_alert' ORDER BY id"
+    ) == [
+        ("dlq:email-orders:ev-1:1",),
+        ("dlq:dispatch-order-created:ev-1:2",),
+        ("dlq:dispatch-order-created:ev-1:9",),
+        ("dlq-alerts:ev-1",),
+    ]
+
+
+async def test_a_replayed_event_resends_a_text_twilio_refused_but_never_one_it_took(
+    http: httpx.AsyncClient, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    twilio.send_callbacks = False
+    ann = bearer((await register(http))["token"])
+    await verified_phone(http, accounts, ann, ANN_PHONE)
+    await opt_in(http, ann, sms={"security": True})
+    await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=ann)
+    keys = consumer(sms_worker, "sms-api-keys")
+    event = await latest_event(pool, "smm.accounts.api_key.created")
+    twilio.fail_next(1, 401)  # credentials refused until the operator fixes them: failed, dead-lettered
+    assert isinstance(await keys.handle(event, _nothing), Permanent)
+    assert await rows(pool, "SELECT status, transport_message_id FROM sms_messages") == [("failed", "")]
+    # `smm dlq replay` re-drives the event with its id after the fix: the text goes out.
+    assert await keys.handle(event, _nothing) == Ok()
+    [text] = twilio.texts_to(ANN_PHONE)
+    assert await rows(pool, "SELECT status, transport_message_id FROM sms_messages") == [("sent", text.sid)]
+    # Twilio took it and reported it failed later: it has a SID and is never sent again.
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE sms_messages SET status = 'failed'")
+    assert await keys.handle(event, _nothing) == Ok()
+    assert len(twilio.texts_to(ANN_PHONE)) == 1
