@@ -17,13 +17,21 @@ from server.catalog.pricing import PricingRule, Rules
 from server.catalog.repo import QUERIES, Conn, PostgresCatalogRepo, ServiceRow
 from server.common import audit
 from server.common.db import Pool, map_db_errors
-from server.common.errors import AlreadyExists, FailedPrecondition, FieldViolation, NotFound, collect
-from server.common.money import MAX_MICROS, convert_micros, mul_div_round
+from server.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    collect,
+)
+from server.common.money import MAX_MICROS, MICROS, convert_micros, mul_div_round
 from server.common.outbox import add_event
 
 MAX_FALLBACKS = 5
 MAX_BULK = 5000
 BULK_ACTIONS = ("enable", "disable", "set_rate", "adjust_rate", "use_pricing_rules")
+MAX_ROUND_TO_MICROS = 1000 * MICROS  # pricing_rules_round_to_micros_check
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,17 @@ def _unknown_scope() -> FailedPrecondition:
     return FailedPrecondition("no such category or service", reason="UNKNOWN_RULE_SCOPE", domain=DOMAIN)
 
 
+def _round_to_too_large() -> InvalidArgument:
+    return InvalidArgument.for_field("pricing_rule.round_to", "must be at most 1000", domain=DOMAIN)
+
+
+def _validate_rule(round_to_micros: int) -> None:
+    if round_to_micros > MAX_ROUND_TO_MICROS:
+        raise _round_to_too_large()
+
+
 CONSTRAINTS = {
+    "pricing_rules_round_to_micros_check": _round_to_too_large,
     "services_provider_upstream_key": _mapping_taken,
     "services_category_id_fkey": _category_not_empty,
     "pricing_rules_scope_key": _scope_taken,
@@ -352,6 +370,7 @@ class CatalogAdmin:
                 [FieldViolation("pricing_rule", "set exactly one of category_id and service_id")],
                 domain=DOMAIN,
             )
+        _validate_rule(fields.round_to_micros)
         async with self._pool.connection() as conn, conn.transaction():
             await QUERIES.execute(conn, "lock_pricing_rules")
             with map_db_errors(CONSTRAINTS):
@@ -370,7 +389,9 @@ class CatalogAdmin:
                 k: changes.get(k, getattr(current, k))
                 for k in ("markup_bps", "fixed_micros", "round_to_micros")
             }
-            rule = await QUERIES.one(conn, "update_pricing_rule", PricingRule, id=rule_id, **merged)
+            _validate_rule(merged["round_to_micros"])
+            with map_db_errors(CONSTRAINTS):
+                rule = await QUERIES.one(conn, "update_pricing_rule", PricingRule, id=rule_id, **merged)
             assert rule is not None
             await self._after_rule_change(conn, "pricing_rule.updated", rule_id, current, rule)
             return rule

@@ -7,7 +7,13 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
   ``cost_micros`` in ours at the exchange rate in force, which is stored with it);
 - a cost rise of more than the configured jump, or above a hand-set price, quarantines the
   service (not sold) until an admin accepts the new price; smaller changes reprice by the rules;
-- a service gone upstream is disabled, not deleted, and enabled again if it comes back;
+- a service gone upstream is disabled, not deleted; if it comes back it goes on sale again only if
+  the sync was what took it off sale (``disabled_by_sync``), never when staff had it off;
+- an offer the catalog cannot take (unknown type, bad quantities, unstorable or absurd figures) is
+  skipped and reported; an existing service whose offer became unusable is quarantined (not sold)
+  with the reason, never left on sale on its old terms;
+- a service moves category only when the provider's category name changed since the last sync
+  (``upstream_category``), so categories staff renamed and services they moved stay put;
 - fields staff edited (name, description, category, drip-feed offered) are never overwritten; the
   provider's own drip-feed is kept apart (``upstream_dripfeed``): when the panel offers drip-feed
   and the provider has none, smm sends the runs itself (``server/orders/dripfeed.py``);
@@ -16,6 +22,7 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,16 +30,18 @@ from decimal import Decimal
 
 from smm.v1 import events_pb2
 
-from server.catalog.logic import SERVICE_CHANGED, SERVICE_TYPES
+from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED, SERVICE_TYPES
 from server.catalog.pricing import BPS, Rules
 from server.catalog.repo import Conn, PostgresCatalogRepo, SyncedService
-from server.common.money import convert_micros, format_micros
+from server.common.money import MAX_MICROS, convert_micros, format_micros
 from server.common.outbox import add_event
 
 REFILL_DAYS_DEFAULT = 30  # the protocol has no refill window; staff adjust it per service
 UNCATEGORISED = "Uncategorised"
 CHUNK = 1000
 MAX_LISTED_CHANGES = 1000
+# What PostgreSQL text (and UTF-8) cannot hold: NUL and lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -94,17 +103,31 @@ class Plan:
     updates: list[tuple[str | None, SyncedService]] = field(default_factory=list)
 
 
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub("", text)
+
+
 def _clean(offer: Offer) -> Offer | str:
     """The offer trimmed to what the catalog accepts, or why it cannot be imported."""
+    if not offer.upstream_id or len(offer.upstream_id) > 100 or _UNSTORABLE.search(offer.upstream_id):
+        return "bad upstream id"
     if offer.type not in SERVICE_TYPES:
         return f"unsupported service type {offer.type!r}"
     if offer.rate_micros < 0:
         return "negative rate"
-    if offer.min_quantity < 1 or offer.max_quantity < offer.min_quantity:
+    if offer.rate_micros > MAX_MICROS:
+        return f"rate {format_micros(offer.rate_micros)} is too large"
+    if not 1 <= offer.min_quantity <= MAX_QUANTITY or offer.max_quantity < offer.min_quantity:
         return f"bad quantity range {offer.min_quantity}..{offer.max_quantity}"
-    name = " ".join(offer.name.split())[:300] or f"Service {offer.upstream_id}"
-    category = " ".join(offer.category.split())[:200] or UNCATEGORISED
-    return replace(offer, name=name, category=category, description=offer.description[:10_000])
+    name = " ".join(_storable(offer.name).split())[:300] or f"Service {offer.upstream_id}"
+    category = " ".join(_storable(offer.category).split())[:200] or UNCATEGORISED
+    return replace(
+        offer,
+        name=name,
+        category=category,
+        description=_storable(offer.description)[:10_000],
+        max_quantity=min(offer.max_quantity, MAX_QUANTITY),
+    )
 
 
 def plan(
@@ -128,15 +151,21 @@ def plan(
             result.changes.append(Change("skip", raw.upstream_id, 0, raw.name, reason="listed twice"))
             continue
         seen.add(raw.upstream_id)
+        current = by_upstream.get(raw.upstream_id)
         offer = _clean(raw)
         if isinstance(offer, str):
-            result.counts.skipped += 1
-            result.changes.append(Change("skip", raw.upstream_id, 0, raw.name, reason=offer))
+            _plan_unusable(result, current, raw, offer)
             continue
         cost = convert_micros(offer.rate_micros, terms.exchange_rate)
-        current = by_upstream.get(offer.upstream_id)
+        if cost > MAX_MICROS:
+            _plan_unusable(result, current, raw, f"cost {format_micros(cost)} is too large")
+            continue
         if current is None:
             category_id = categories.get(offer.category, 0)
+            price = rules.price(cost, None, category_id)
+            if price > MAX_MICROS:
+                _plan_unusable(result, current, raw, f"price {format_micros(price)} is too large")
+                continue
             if not category_id:
                 wanted_categories.add(offer.category)
             row = SyncedService(
@@ -154,7 +183,7 @@ def plan(
                 dripfeed=offer.dripfeed,
                 upstream_dripfeed=offer.dripfeed,
                 enabled=terms.enable_new,
-                rate_micros=rules.price(cost, None, category_id),
+                rate_micros=price,
                 provider_rate_micros=offer.rate_micros,
                 provider_currency=terms.currency,
                 exchange_rate=terms.exchange_rate,
@@ -166,6 +195,8 @@ def plan(
                 pending_provider_rate_micros=None,
                 pending_exchange_rate=None,
                 gone_upstream_time=None,
+                disabled_by_sync=False,
+                upstream_category=offer.category,
             )
             result.creates.append((offer.category, row))
             result.counts.created += 1
@@ -173,11 +204,14 @@ def plan(
                 Change("create", offer.upstream_id, 0, offer.name, new_rate_micros=row.rate_micros)
             )
             continue
-        _plan_update(result, current, offer, cost, terms, rules, categories, wanted_categories)
+        problem = _plan_update(result, current, offer, cost, terms, rules, categories, wanted_categories)
+        if problem:
+            _plan_unusable(result, current, raw, problem)
 
     for current in existing:
         if current.upstream_service_id not in seen and current.gone_upstream_time is None:
-            gone = replace(current, enabled=False, gone_upstream_time=now)
+            # Only a service on sale is the sync's to put back when it returns.
+            gone = replace(current, enabled=False, disabled_by_sync=current.enabled, gone_upstream_time=now)
             result.updates.append((None, gone))
             result.counts.disabled += 1
             result.changes.append(
@@ -186,12 +220,45 @@ def plan(
                     current.upstream_service_id,
                     current.id,
                     current.name,
-                    ("enabled",),
+                    tuple(_changed_fields(current, gone)),
                     reason="gone upstream",
                 )
             )
     result.new_categories = sorted(wanted_categories)
     return result
+
+
+def _plan_unusable(result: Plan, current: SyncedService | None, raw: Offer, problem: str) -> None:
+    """An offer the catalog cannot take: skipped and reported; an existing service linked to it
+    is quarantined (not sold, whatever its old terms were) until a later sync finds the offer
+    usable again. Any pending price decision is dropped: there is no usable price to accept."""
+    result.counts.skipped += 1
+    if current is None:
+        result.changes.append(Change("skip", raw.upstream_id, 0, _storable(raw.name), reason=problem))
+        return
+    reason = f"the provider's offer cannot be used: {problem}"
+    target = replace(
+        current,
+        quarantined=True,
+        quarantine_reason=reason,
+        pending_provider_rate_micros=None,
+        pending_exchange_rate=None,
+    )
+    fields = tuple(_changed_fields(current, target))
+    if fields:
+        result.updates.append((None, target))
+    result.changes.append(
+        Change(
+            "quarantine" if fields else "skip",
+            _storable(raw.upstream_id),
+            current.id,
+            current.name,
+            fields,
+            current.rate_micros,
+            current.rate_micros,
+            reason,
+        )
+    )
 
 
 def _plan_update(
@@ -203,7 +270,8 @@ def _plan_update(
     rules: Rules,
     categories: dict[str, int],
     wanted_categories: set[str],
-) -> None:
+) -> str:
+    """Plans the update of a known service; returns why the offer cannot be used ("" if it can)."""
     edited = set(current.admin_edited)
     target = current
     category_name: str | None = None
@@ -211,12 +279,11 @@ def _plan_update(
         target = replace(target, name=offer.name)
     if "description" not in edited:
         target = replace(target, description=offer.description)
-    if "category" not in edited:
+    # Only a change of the provider's category moves the service: staff's renames and moves stick.
+    if "category" not in edited and offer.category != current.upstream_category:
         category_id = categories.get(offer.category, 0)
         if category_id != current.category_id:
             category_name = offer.category
-            if not category_id:
-                wanted_categories.add(offer.category)
             target = replace(target, category_id=category_id)
     refill_days = current.refill_days if offer.refill else 0
     if offer.refill and not refill_days:
@@ -232,9 +299,15 @@ def _plan_update(
         dripfeed=current.dripfeed if "dripfeed" in edited else offer.dripfeed,
         upstream_dripfeed=offer.dripfeed,
         provider_currency=terms.currency,
+        upstream_category=offer.category,
     )
-    if current.gone_upstream_time is not None:  # back upstream: on sale again
-        target = replace(target, enabled=True, gone_upstream_time=None)
+    if current.gone_upstream_time is not None:  # back upstream: on sale again if the sync took it off
+        target = replace(
+            target,
+            enabled=current.enabled or current.disabled_by_sync,
+            disabled_by_sync=False,
+            gone_upstream_time=None,
+        )
 
     action = "update"
     reason = ""
@@ -277,10 +350,14 @@ def _plan_update(
             if not current.manual_price:
                 target = replace(target, rate_micros=rules.price(cost, current.id, target.category_id))
 
+    if target.rate_micros > MAX_MICROS:
+        return f"price {format_micros(target.rate_micros)} is too large"
+    if category_name and not target.category_id:
+        wanted_categories.add(category_name)
     fields = tuple(_changed_fields(current, target))
     if not fields:
         result.counts.unchanged += 1
-        return
+        return ""
     result.updates.append((category_name, target))
     if action == "quarantine":
         result.counts.quarantined += 1
@@ -298,6 +375,7 @@ def _plan_update(
             reason,
         )
     )
+    return ""
 
 
 def _quarantine_reason(current: SyncedService, cost: int, jump_bps: int) -> str:
@@ -335,6 +413,8 @@ _COMPARED = (
     "pending_provider_rate_micros",
     "pending_exchange_rate",
     "gone_upstream_time",
+    "disabled_by_sync",
+    "upstream_category",
 )
 
 

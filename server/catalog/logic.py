@@ -135,6 +135,11 @@ class CatalogLogic:
                 service_id = int(stored)
             else:
                 service_id = await self._repo.insert_service(conn, fields)
+                # Everything on a service staff created is theirs: once it is linked to a provider,
+                # a sync keeps its name, description, category, drip-feed offer and price.
+                await self._repo.mark_admin_edits(
+                    conn, service_id, sorted(ADMIN_EDITABLE.values()), manual_price=True
+                )
                 await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))
                 if key:
                     await idempotency.remember(conn, key, str(service_id).encode())
@@ -158,6 +163,8 @@ class CatalogLogic:
             manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros
             if edited or manual:
                 await self._repo.mark_admin_edits(conn, service_id, edited, manual)
+            if "enabled" in changes:
+                await self._repo.clear_disabled_by_sync(conn, service_id)
             await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))
             row = await self._repo.service(conn, service_id)
         assert row is not None

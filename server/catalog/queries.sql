@@ -77,7 +77,7 @@ WHERE id = :id;
 SELECT id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill,
        refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros,
        provider_currency, exchange_rate, cost_micros, manual_price, admin_edited, quarantined, quarantine_reason,
-       pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time
+       pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time, disabled_by_sync, upstream_category
 FROM services WHERE provider_id = :provider_id
 ORDER BY id
 FOR UPDATE;
@@ -92,15 +92,15 @@ INSERT INTO categories (name) VALUES (:name) ON CONFLICT ON CONSTRAINT categorie
 SELECT id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time
 FROM pricing_rules ORDER BY (category_id IS NOT NULL OR service_id IS NOT NULL), category_id, service_id, id;
 
--- name: insert_synced_service(provider_id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros)!
+-- name: insert_synced_service(provider_id, upstream_service_id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, upstream_category)!
 INSERT INTO services (provider_id, upstream_service_id, category_id, name, description, type, min_quantity,
                       max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros,
-                      provider_rate_micros, provider_currency, exchange_rate, cost_micros)
+                      provider_rate_micros, provider_currency, exchange_rate, cost_micros, upstream_category)
 VALUES (:provider_id, :upstream_service_id, :category_id, :name, :description, :type, :min_quantity,
         :max_quantity, :refill, :refill_days, :cancel, :dripfeed, :upstream_dripfeed, :enabled, :rate_micros,
-        :provider_rate_micros, :provider_currency, :exchange_rate, :cost_micros);
+        :provider_rate_micros, :provider_currency, :exchange_rate, :cost_micros, :upstream_category);
 
--- name: update_synced_service(id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, quarantined, quarantine_reason, pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time)!
+-- name: update_synced_service(id, category_id, name, description, type, min_quantity, max_quantity, refill, refill_days, cancel, dripfeed, upstream_dripfeed, enabled, rate_micros, provider_rate_micros, provider_currency, exchange_rate, cost_micros, quarantined, quarantine_reason, pending_provider_rate_micros, pending_exchange_rate, gone_upstream_time, disabled_by_sync, upstream_category)!
 UPDATE services
 SET category_id = :category_id, name = :name, description = :description, type = :type,
     min_quantity = :min_quantity, max_quantity = :max_quantity, refill = :refill, refill_days = :refill_days,
@@ -109,8 +109,12 @@ SET category_id = :category_id, name = :name, description = :description, type =
     exchange_rate = :exchange_rate, cost_micros = :cost_micros, quarantined = :quarantined,
     quarantine_reason = :quarantine_reason, pending_provider_rate_micros = :pending_provider_rate_micros,
     pending_exchange_rate = :pending_exchange_rate, gone_upstream_time = :gone_upstream_time,
-    update_time = now()
+    disabled_by_sync = :disabled_by_sync, upstream_category = :upstream_category, update_time = now()
 WHERE id = :id;
+
+-- name: clear_disabled_by_sync(id)!
+-- Staff set whether the service is on sale: a return upstream no longer enables it.
+UPDATE services SET disabled_by_sync = false WHERE id = :id AND disabled_by_sync;
 
 -- name: mark_admin_edits(id, fields, manual_price)!
 -- Fields staff edited by hand are kept from then on: a sync never overwrites them.
@@ -149,7 +153,12 @@ DELETE FROM services WHERE id = :id RETURNING id;
 DELETE FROM categories WHERE id = :id RETURNING id;
 
 -- name: set_service_provider(id, provider_id, upstream_service_id)!
-UPDATE services SET provider_id = :provider_id, upstream_service_id = :upstream_service_id, update_time = now()
+-- Another upstream service: its category name is not known until the next sync records it.
+UPDATE services SET provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    upstream_category = CASE WHEN provider_id IS NOT DISTINCT FROM :provider_id
+                              AND upstream_service_id = :upstream_service_id
+                             THEN upstream_category ELSE '' END,
+    update_time = now()
 WHERE id = :id;
 
 -- name: delete_fallbacks(service_id)!
@@ -174,8 +183,8 @@ UPDATE services SET rate_micros = :rate_micros, manual_price = :manual_price, up
 
 -- name: set_services_enabled(ids, enabled)$
 WITH changed AS (
-    UPDATE services SET enabled = :enabled, update_time = now()
-    WHERE id = ANY(:ids) AND enabled <> :enabled RETURNING id
+    UPDATE services SET enabled = :enabled, disabled_by_sync = false, update_time = now()
+    WHERE id = ANY(:ids) AND (enabled <> :enabled OR disabled_by_sync) RETURNING id
 )
 SELECT count(*) FROM changed;
 

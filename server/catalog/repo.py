@@ -108,6 +108,8 @@ class SyncedService:
     pending_provider_rate_micros: int | None
     pending_exchange_rate: Decimal | None
     gone_upstream_time: datetime | None
+    disabled_by_sync: bool  # taken off sale by the sync (gone upstream): only then put back on return
+    upstream_category: str  # the provider's category name at the last sync
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class CatalogRepo(Protocol):
     async def mark_admin_edits(
         self, conn: Conn, service_id: int, fields: list[str], manual_price: bool
     ) -> None: ...
+    async def clear_disabled_by_sync(self, conn: Conn, service_id: int) -> None: ...
 
 
 class PostgresCatalogRepo:
@@ -205,6 +208,9 @@ class PostgresCatalogRepo:
             conn, "mark_admin_edits", id=service_id, fields=fields, manual_price=manual_price
         )
 
+    async def clear_disabled_by_sync(self, conn: Conn, service_id: int) -> None:
+        await QUERIES.execute(conn, "clear_disabled_by_sync", id=service_id)
+
     # ------------------------------------------------------------------ provider sync (importer)
 
     async def lock_synced_services(self, conn: Conn, provider_id: int) -> list[SyncedService]:
@@ -243,6 +249,7 @@ class PostgresCatalogRepo:
             "provider_currency",
             "exchange_rate",
             "cost_micros",
+            "upstream_category",
         )
         params = [{"provider_id": provider_id, **{c: getattr(r, c) for c in columns}} for r in rows]
         with map_db_errors(CONSTRAINTS):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from smm.v1 import events_pb2
+
 from server.common import audit, idempotency
 from server.common.db import Pool
 from server.common.errors import (
@@ -19,6 +21,7 @@ from server.common.errors import (
     Unavailable,
     collect,
 )
+from server.common.outbox import add_event
 from server.providers.adapters import ADAPTERS
 from server.providers.adapters.base import Accepted, Balance, Rejected, Unknown, UpstreamService
 from server.providers.clients import ProviderClients
@@ -27,6 +30,10 @@ from server.providers.repo import ExchangeRateRow, ProviderFields, ProviderRow, 
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+# The catalog's own subject (server/catalog/logic.py SERVICE_CHANGED; one service never imports
+# another): whether a provider is enabled decides whether its services are on sale, so a change of
+# its status drops every edge's cached catalog, in the same transaction as the change.
+CATALOG_CHANGED = "smm.catalog.service.changed"
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ class ProvidersLogic:
                 after = replace(after, api_key_ciphertext=self._clients.encrypt_key(api_key.strip()))
             after = replace(after, name=after.name.strip())
             await self._repo.update(conn, provider_id, after)
+            if after.status != before.status:
+                await add_event(conn, CATALOG_CHANGED, events_pb2.CatalogChanged())
             if webhook_secret is not None:
                 await self._repo.set_webhook_secret(
                     conn, provider_id, self._clients.encrypt_webhook_secret(webhook_secret.strip())
@@ -172,6 +181,8 @@ class ProvidersLogic:
             assert current is not None
             deleted = replace(current.fields(), status="deleted")
             await self._repo.update(conn, provider_id, deleted)
+            if current.status != "deleted":
+                await add_event(conn, CATALOG_CHANGED, events_pb2.CatalogChanged())
             await audit.record(
                 conn, "provider.deleted", target=f"provider:{provider_id}", before=visible(current.fields())
             )

@@ -206,3 +206,48 @@ async def test_writes_emit_outbox_events(channel: grpc.aio.Channel, pool: object
     async with pool.connection() as conn:  # type: ignore[attr-defined]
         rows = await (await conn.execute("SELECT subject FROM outbox_events ORDER BY id")).fetchall()
     assert [r[0] for r in rows] == ["smm.catalog.category.changed", "smm.catalog.service.changed"]
+
+
+async def test_pricing_rule_round_to_above_1000_is_a_field_violation(channel: grpc.aio.Channel) -> None:
+    # The column allows rounding to at most 1000 units; parse_micros alone accepts up to 10^9.
+    stub = pb_grpc.CatalogServiceStub(channel)
+    category, _service = await make_catalog(stub)
+    [default] = (
+        await stub.ListPricingRules(pb.ListPricingRulesRequest(), metadata=system_metadata())
+    ).pricing_rules
+    for call in (
+        stub.CreatePricingRule(
+            pb.CreatePricingRuleRequest(
+                pricing_rule=pb.PricingRule(category_id=category.id, markup_percent="10", round_to="5000")
+            ),
+            metadata=system_metadata(),
+        ),
+        stub.UpdatePricingRule(
+            pb.UpdatePricingRuleRequest(
+                pricing_rule=pb.PricingRule(id=default.id, round_to="1000.000001"),
+                update_mask=field_mask_pb2.FieldMask(paths=["round_to"]),
+            ),
+            metadata=system_metadata(),
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        status = rpc_status.from_call(caught.value)  # type: ignore[arg-type]
+        assert status is not None
+        fields = []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                fields += [v.field for v in bad.field_violations]
+        assert fields == ["pricing_rule.round_to"]
+    # The limit itself is allowed.
+    updated = await stub.UpdatePricingRule(
+        pb.UpdatePricingRuleRequest(
+            pricing_rule=pb.PricingRule(id=default.id, round_to="1000"),
+            update_mask=field_mask_pb2.FieldMask(paths=["round_to"]),
+        ),
+        metadata=system_metadata(),
+    )
+    assert updated.round_to == "1000"

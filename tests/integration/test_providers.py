@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -445,3 +446,305 @@ async def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_good
     assert probe["ok"] is True
     health = (await http.get(f"/api/v1/admin/providers/{pid}", headers=admin)).json()["health"]
     assert health["circuitState"] == "closed"
+
+
+# ---------------------------------------------------------------------------- sync keeps staff decisions
+
+
+async def public_soon(
+    http: httpx.AsyncClient, check: Callable[[dict[str, dict[str, Any]]], bool]
+) -> dict[str, dict[str, Any]]:
+    """The public list once ``check`` holds: the edge's cached copy goes when the catalog event arrives."""
+    for _ in range(100):
+        listed = await public_services(http)
+        if check(listed):
+            return listed
+        await asyncio.sleep(0.05)
+    raise AssertionError(sorted(listed))
+
+
+LIKES_BACK = {"name": "Instagram Likes", "rate": "0.25", "min": 10, "max": 50000, "category": "Instagram"}
+
+
+async def gone_and_back(demo: DemoHandle, channel: grpc.aio.Channel, provider_id: str) -> pb.SyncRun:
+    """The likes service (upstream 2) disappears upstream for a sync, then comes back."""
+    assert (await demo.control.delete("/control/services/2")).status_code == 200
+    gone = await run_sync(channel, provider_id)
+    assert gone.disabled == 1
+    assert (await demo.control.put("/control/services/2", json=LIKES_BACK)).status_code == 200
+    return await run_sync(channel, provider_id)
+
+
+async def test_only_the_syncs_own_disabling_is_undone_when_a_service_returns_upstream(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    services = await admin_services(http, admin)
+    likes_id = services["2"]["service"]["id"]
+
+    # On sale when it went: the sync took it off sale, so its return puts it back.
+    await gone_and_back(demo_provider, channel, provider["id"])
+    assert (await admin_services(http, admin))["2"]["service"]["enabled"] is True
+    await public_soon(http, lambda listed: "Instagram Likes" in listed)
+
+    # Staff took it off sale before it went: it stays off.
+    off = await http.patch(f"/api/v1/admin/services/{likes_id}", json={"enabled": False}, headers=admin)
+    assert off.status_code == 200, off.text
+    await gone_and_back(demo_provider, channel, provider["id"])
+    assert (await admin_services(http, admin))["2"]["service"]["enabled"] is False
+    await public_soon(http, lambda listed: "Instagram Likes" not in listed)
+
+    # On sale, gone, then staff say "off" while it is gone (already disabled): it stays off.
+    on = await http.patch(f"/api/v1/admin/services/{likes_id}", json={"enabled": True}, headers=admin)
+    assert on.status_code == 200, on.text
+    assert (await demo_provider.control.delete("/control/services/2")).status_code == 200
+    await run_sync(channel, provider["id"])
+    off = await http.patch(f"/api/v1/admin/services/{likes_id}", json={"enabled": False}, headers=admin)
+    assert off.status_code == 200, off.text
+    assert (await demo_provider.control.put("/control/services/2", json=LIKES_BACK)).status_code == 200
+    await run_sync(channel, provider["id"])
+    assert (await admin_services(http, admin))["2"]["service"]["enabled"] is False
+
+    # The same through the bulk action.
+    bulk_on = {"serviceIds": [likes_id], "action": "enable"}
+    assert (await http.post("/api/v1/admin/services/bulk", json=bulk_on, headers=admin)).status_code == 200
+    assert (await demo_provider.control.delete("/control/services/2")).status_code == 200
+    await run_sync(channel, provider["id"])
+    bulk_off = {"serviceIds": [likes_id], "action": "disable"}
+    assert (await http.post("/api/v1/admin/services/bulk", json=bulk_off, headers=admin)).status_code == 200
+    assert (await demo_provider.control.put("/control/services/2", json=LIKES_BACK)).status_code == 200
+    await run_sync(channel, provider["id"])
+    assert (await admin_services(http, admin))["2"]["service"]["enabled"] is False
+
+
+async def test_a_service_never_enabled_stays_off_sale_after_it_returns_upstream(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider, enableNewServices=False)
+    await run_sync(channel, provider["id"])
+    assert await public_services(http) == {}
+    back = await gone_and_back(demo_provider, channel, provider["id"])
+    assert back.status == "succeeded"
+    assert (await admin_services(http, admin))["2"]["service"]["enabled"] is False
+    assert await public_services(http) == {}
+
+
+async def test_an_existing_service_whose_offer_becomes_unusable_is_taken_off_sale(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    likes_id = (await admin_services(http, admin))["2"]["service"]["id"]
+    assert (await public_services(http))["Instagram Likes"]["rate"] == "0.325"
+    control = demo_provider.control
+    # A type smm does not know, at 20x the cost; and a quantity range smm cannot sell.
+    assert (
+        await control.put("/control/services/2", json={"type": "Likes Premium", "rate": "5.00"})
+    ).status_code == 200
+    huge = {"min": 2_000_000_000_000, "max": 3_000_000_000_000}
+    assert (await control.put("/control/services/1", json=huge)).status_code == 200
+
+    preview = (
+        await http.post(f"/api/v1/admin/providers/{provider['id']}/sync-preview", json={}, headers=admin)
+    ).json()
+    actions = {c["upstreamServiceId"]: c["action"] for c in preview["changes"]}
+    assert actions == {"1": "quarantine", "2": "quarantine"}
+
+    run = await run_sync(channel, provider["id"])
+    assert (run.skipped, run.quarantined, run.updated, run.unchanged) == (2, 0, 0, 16)
+    services = await admin_services(http, admin)
+    likes = services["2"]
+    assert likes["quarantined"] is True
+    assert "unsupported service type 'LIKES_PREMIUM'" in likes["quarantineReason"]
+    assert "bad quantity range 2000000000000..3000000000000" in services["1"]["quarantineReason"]
+    unusable = ("Instagram Likes", "Instagram Followers [Refill 30 days]")
+    await public_soon(http, lambda listed: not any(name in listed for name in unusable))
+    # There is no usable price to accept.
+    refused = await http.post(f"/api/v1/admin/services/{likes_id}/accept-price", json={}, headers=admin)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "SERVICE_NOT_QUARANTINED")
+    # Nothing new: still off sale, nothing rewritten.
+    again = await run_sync(channel, provider["id"])
+    assert (again.skipped, again.updated, again.unchanged) == (2, 0, 16)
+
+    # Usable again at the old cost: released and priced by the rules.
+    assert (await control.put("/control/services/1", json={"min": 50, "max": 10000})).status_code == 200
+    # Usable again at a far higher cost: the jump quarantines it for staff, as any jump does.
+    assert (await control.put("/control/services/2", json={"type": "Default"})).status_code == 200
+    fixed = await run_sync(channel, provider["id"])
+    assert (fixed.updated, fixed.quarantined) == (1, 1)
+    services = await admin_services(http, admin)
+    assert services["1"]["quarantined"] is False
+    assert (services["2"]["quarantined"], services["2"]["pendingProviderRate"]) == (True, "5.00")
+    listed = await public_soon(http, lambda listed: "Instagram Followers [Refill 30 days]" in listed)
+    assert listed["Instagram Followers [Refill 30 days]"]["rate"] == "1.17"
+    assert "Instagram Likes" not in listed
+
+
+async def test_unstorable_text_upstream_is_dropped_and_the_sync_still_applies(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    control = demo_provider.control
+    assert (
+        await control.put("/control/services/1", json={"rate": "1.80"})
+    ).status_code == 200  # cost doubles
+    odd = {"name": "SEO\u0000clicks", "category": "Web\u0000 traffic"}
+    assert (await control.put("/control/services/4", json=odd)).status_code == 200
+    run = await run_sync(channel, provider["id"])  # asserts it succeeded
+    assert run.quarantined == 1
+    services = await admin_services(http, admin)
+    assert services["1"]["quarantined"] is True  # the doubled cost was seen
+    seo = services["4"]["service"]
+    assert (seo["name"], seo["categoryName"]) == ("SEOclicks", "Web traffic")
+
+
+async def test_an_absurd_upstream_rate_is_skipped_and_the_sync_still_applies(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    # A provider billing in a currency worth 20,000 panel units (like USD for an IDR panel).
+    rate = await http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "20000"}, headers=admin
+    )
+    assert rate.status_code == 200, rate.text
+    provider = await add_provider(http, admin, demo_provider, currency="EUR")
+    await run_sync(channel, provider["id"])
+    assert "Instagram Likes" in await public_services(http)
+    control = demo_provider.control
+    assert (
+        await control.put("/control/services/1", json={"rate": "1.80"})
+    ).status_code == 200  # cost doubles
+    # A placeholder price some panels use for "not for sale", on a new entry and on a known one.
+    absurd = {"name": "Placeholder", "rate": "999999999", "min": 1, "max": 10, "category": "Other"}
+    assert (await control.put("/control/services/777", json=absurd)).status_code == 200
+    assert (await control.put("/control/services/2", json={"rate": "999999999"})).status_code == 200
+    run = await run_sync(channel, provider["id"])
+    assert (run.skipped, run.quarantined, run.created) == (2, 1, 0)
+    services = await admin_services(http, admin)
+    assert "777" not in services
+    assert services["1"]["quarantined"] is True
+    assert services["2"]["quarantined"] is True
+    assert "is too large" in services["2"]["quarantineReason"]
+    await public_soon(http, lambda listed: "Instagram Likes" not in listed)
+
+
+async def test_a_staff_created_service_linked_to_a_provider_keeps_what_staff_set(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    category = await http.post(
+        "/api/v1/admin/categories", json={"name": "Premium", "enabled": True}, headers=admin
+    )
+    assert category.status_code == 200, category.text
+    created = await http.post(
+        "/api/v1/admin/services",
+        json={
+            "name": "Our Premium Followers",
+            "description": "Hand-picked",
+            "type": "SERVICE_TYPE_DEFAULT",
+            "categoryId": category.json()["id"],
+            "rate": "3.00",
+            "minQuantity": "50",
+            "maxQuantity": "10000",
+            "enabled": True,
+        },
+        headers=admin,
+    )
+    assert created.status_code == 200, created.text
+    service_id = created.json()["id"]
+    linked = await http.post(
+        f"/api/v1/admin/services/{service_id}/providers",
+        json={"provider": {"providerId": provider["id"], "upstreamServiceId": "1"}},
+        headers=admin,
+    )
+    assert linked.status_code == 200, linked.text
+    await run_sync(channel, provider["id"])
+    view = (await http.get(f"/api/v1/admin/services/{service_id}", headers=admin)).json()
+    after = view["service"]
+    assert (after["name"], after["description"], after["categoryName"], after["rate"]) == (
+        "Our Premium Followers",
+        "Hand-picked",
+        "Premium",
+        "3.00",
+    )
+    assert (view["manualPrice"], view["cost"]) == (True, "0.90")
+    assert after["refill"] is True  # what the provider decides still follows it
+    # A hand-set price: a cost above it quarantines rather than selling at a loss.
+    assert (await demo_provider.control.put("/control/services/1", json={"rate": "3.10"})).status_code == 200
+    await run_sync(channel, provider["id"])
+    view = (await http.get(f"/api/v1/admin/services/{service_id}", headers=admin)).json()
+    assert (view["quarantined"], view["service"]["rate"]) == (True, "3.00")
+    await public_soon(http, lambda listed: "Our Premium Followers" not in listed)
+
+
+async def test_staff_renames_and_moves_of_categories_survive_syncs(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    category_id = (await admin_services(http, admin))["1"]["service"]["categoryId"]
+    renamed = await http.patch(
+        f"/api/v1/admin/categories/{category_id}", json={"name": "IG Growth"}, headers=admin
+    )
+    assert renamed.status_code == 200, renamed.text
+    rule = await http.post(
+        "/api/v1/admin/pricing-rules",
+        json={"categoryId": category_id, "markupPercent": "100"},
+        headers=admin,
+    )
+    assert rule.status_code == 200, rule.text
+    assert (await admin_services(http, admin))["1"]["service"]["rate"] == "1.80"  # 0.90 x 2
+
+    quiet = await run_sync(channel, provider["id"])
+    assert (quiet.updated, quiet.created) == (0, 0)
+    after = (await admin_services(http, admin))["1"]["service"]
+    assert (after["categoryName"], after["rate"]) == ("IG Growth", "1.80")
+    categories = (await http.get("/api/v1/public/categories")).json()["categories"]
+    assert "Instagram" not in {c["name"] for c in categories}  # not re-created
+
+    # The provider moves the service to another category: that still follows.
+    moved = await demo_provider.control.put("/control/services/1", json={"category": "Instagram VIP"})
+    assert moved.status_code == 200
+    run = await run_sync(channel, provider["id"])
+    assert run.updated == 1
+    after = (await admin_services(http, admin))["1"]["service"]
+    assert (after["categoryName"], after["rate"]) == ("Instagram VIP", "1.17")  # the default rule there
+
+
+async def test_a_provider_status_change_drops_the_cached_catalog(
+    http: httpx.AsyncClient,
+    admin: dict[str, str],
+    demo_provider: DemoHandle,
+    channel: grpc.aio.Channel,
+    pool: Pool,
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    url = f"/api/v1/admin/providers/{provider['id']}"
+
+    async def catalog_events() -> int:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM outbox_events WHERE subject = 'smm.catalog.service.changed'"
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    await public_soon(http, lambda listed: len(listed) == 18)  # cached now
+    start = await catalog_events()
+    renamed = await http.patch(url, json={"name": "Demo 2"}, headers=admin)
+    assert renamed.status_code == 200, renamed.text
+    assert await catalog_events() == start  # nothing on sale changed
+    disabled = await http.patch(url, json={"enabled": False}, headers=admin)
+    assert disabled.status_code == 200, disabled.text
+    assert await catalog_events() == start + 1
+    await public_soon(http, lambda listed: listed == {})  # the edge dropped its copy
+    enabled = await http.patch(url, json={"enabled": True}, headers=admin)
+    assert enabled.status_code == 200, enabled.text
+    assert await catalog_events() == start + 2
+    await public_soon(http, lambda listed: len(listed) == 18)
+    deleted = await http.delete(url, headers=admin)
+    assert deleted.status_code == 200, deleted.text
+    assert await catalog_events() == start + 3
+    await public_soon(http, lambda listed: listed == {})

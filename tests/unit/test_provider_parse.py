@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
+from server.catalog.importer import Offer, ProviderTerms, plan
+from server.catalog.pricing import PricingRule, Rules
+from server.catalog.repo import SyncedService
 from server.providers import adapters
 from server.providers.adapters import (
     ADAPTERS,
@@ -809,3 +814,99 @@ def test_breaker_closed_always_admits_and_open_ignores_late_reports() -> None:
 def test_deeply_nested_json_is_malformed_not_a_crash() -> None:
     with pytest.raises(ParseError):
         load_json("[" * 100_000)
+
+
+# --- text PostgreSQL cannot store, and the importer's plan for unusable offers ------------------------
+
+
+def test_services_drop_nul_and_lone_surrogates_and_refuse_such_ids() -> None:
+    entries = [
+        {"service": 1, "name": "SEO\x00clicks", "type": "Default", "category": "Web\ud800 traffic",
+         "rate": "0.5", "min": 1, "max": 10, "desc": "a\x00b\udfff"},
+        {"service": "7\x00", "name": "Bad id", "rate": "1", "min": 1, "max": 2},
+    ]  # fmt: skip
+    services, problems = parse_services(entries)
+    [seo] = services
+    assert (seo.name, seo.category, seo.description) == ("SEOclicks", "Web traffic", "ab")
+    assert problems == ["service without an id"]
+    for text in (seo.name, seo.category, seo.description):
+        text.encode("utf-8")  # would raise on a lone surrogate
+
+
+def _offer(**changes: object) -> Offer:
+    base = Offer(upstream_id="1", name="Followers", type="DEFAULT", category="Instagram",
+                 rate_micros=900_000, min_quantity=50, max_quantity=10_000, refill=False,
+                 cancel=False, dripfeed=False, description="")  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _synced(**changes: object) -> SyncedService:
+    base = SyncedService(
+        id=10, upstream_service_id="1", category_id=3, name="Followers", description="", type="DEFAULT",
+        min_quantity=50, max_quantity=10_000, refill=False, refill_days=0, cancel=False, dripfeed=False,
+        upstream_dripfeed=False, enabled=True, rate_micros=1_170_000, provider_rate_micros=900_000,
+        provider_currency="USD", exchange_rate=Decimal(1), cost_micros=900_000, manual_price=False,
+        admin_edited=[], quarantined=False, quarantine_reason="", pending_provider_rate_micros=None,
+        pending_exchange_rate=None, gone_upstream_time=None, disabled_by_sync=False,
+        upstream_category="Instagram",
+    )  # fmt: skip
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+_TERMS = ProviderTerms(
+    provider_id=1, currency="USD", exchange_rate=Decimal(1), enable_new=True, jump_bps=2000
+)
+_RULES = Rules([PricingRule(1, None, None, 3000, 0, 100, datetime(2024, 1, 1, tzinfo=UTC))])
+
+
+def test_plan_nul_in_an_offer_is_dropped_not_written() -> None:
+    planned = plan([], [_offer(name="A\x00B", category="\x00", description="x\ud800")], _TERMS, _RULES, {})
+    [(category, row)] = planned.creates
+    assert (row.name, category, row.description) == ("AB", "Uncategorised", "x")
+
+
+@pytest.mark.parametrize(
+    ("offer", "problem"),
+    [
+        (_offer(type="LIKES_PREMIUM"), "unsupported service type"),
+        (_offer(min_quantity=0), "bad quantity range"),
+        (_offer(rate_micros=10**16), "is too large"),  # beyond BIGINT-safe money
+        (_offer(rate_micros=10**12), "cost"),  # fine alone, too large at 20,000 panel units each
+    ],
+)
+def test_plan_an_unusable_offer_quarantines_the_existing_service(offer: Offer, problem: str) -> None:
+    terms = replace(_TERMS, exchange_rate=Decimal(20_000))
+    current = _synced(quarantined=True, pending_provider_rate_micros=5, pending_exchange_rate=Decimal(1))
+    planned = plan([current], [offer], terms, _RULES, {"Instagram": 3})
+    assert (planned.counts.skipped, planned.counts.disabled) == (1, 0)
+    [(_, row)] = planned.updates
+    assert row.quarantined
+    assert problem in row.quarantine_reason
+    assert (row.pending_provider_rate_micros, row.rate_micros) == (None, current.rate_micros)
+    [change] = planned.changes
+    assert change.action == "quarantine"
+    # The same offer again changes nothing more, and is still reported.
+    again = plan([row], [offer], terms, _RULES, {"Instagram": 3})
+    assert (again.updates, again.counts.skipped, [c.action for c in again.changes]) == ([], 1, ["skip"])
+    # Nor is a new service created from it.
+    fresh = plan([], [offer], terms, _RULES, {})
+    assert (fresh.creates, fresh.counts.skipped) == ([], 1)
+
+
+def test_plan_a_return_upstream_re_enables_only_what_the_sync_disabled() -> None:
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    for enabled in (True, False):
+        [(_, gone)] = plan([_synced(enabled=enabled)], [], _TERMS, _RULES, {}, now=now).updates
+        assert (gone.enabled, gone.disabled_by_sync, gone.gone_upstream_time) == (False, enabled, now)
+        [(_, back)] = plan([gone], [_offer()], _TERMS, _RULES, {"Instagram": 3}).updates
+        assert (back.enabled, back.disabled_by_sync, back.gone_upstream_time) == (enabled, False, None)
+
+
+def test_plan_moves_a_service_only_when_its_upstream_category_changes() -> None:
+    renamed = _synced(category_id=3)  # staff renamed category 3 from "Instagram"
+    quiet = plan([renamed], [_offer()], _TERMS, _RULES, {"IG Growth": 3})
+    assert (quiet.updates, quiet.new_categories, quiet.counts.unchanged) == ([], [], 1)
+    moved = plan([renamed], [_offer(category="Instagram VIP")], _TERMS, _RULES, {"IG Growth": 3})
+    assert moved.new_categories == ["Instagram VIP"]
+    [(name, row)] = moved.updates
+    assert (name, row.category_id, row.upstream_category) == ("Instagram VIP", 0, "Instagram VIP")

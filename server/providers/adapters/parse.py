@@ -89,6 +89,9 @@ _NO_VALUE = {"", "unknown", "n/a", "na", "none", "null", "-", "?"}
 _TRUE = {"true", "1", "yes", "y", "on", "success", "ok"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
 _MAX_ID_CHARS = 64
+# What PostgreSQL text (and UTF-8) cannot hold: one such character in one entry must not fail a
+# whole sync, so it is dropped from texts and makes an id unusable.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _MAX_ABS = Decimal(2**63)  # counts are stored as BIGINT: a larger one is junk, not a count
 _V = TypeVar("_V")
 _One: TypeAlias = Callable[[object], _V]
@@ -257,6 +260,8 @@ def to_id(value: object) -> str | None:
         text = value.strip()
         if not text or len(text) > _MAX_ID_CHARS or any(c.isspace() for c in text):
             return None
+        if _UNSTORABLE.search(text):
+            return None
         if text.isascii() and text.lstrip("-").isdigit():
             return str(int(text)) if int(text) > 0 else None
         return text
@@ -372,7 +377,7 @@ def _entry(data: object, what: str) -> dict[str, object]:
 def _text(value: object) -> str:
     if value is None:
         return ""
-    return str(value).strip()
+    return _UNSTORABLE.sub("", str(value)).strip()
 
 
 def _service(raw: object) -> UpstreamService:
