@@ -7,7 +7,7 @@ from typing import Any
 
 from server.accounts.errors import DOMAIN
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.logic import EMAIL_PATTERN, ROLES
+from server.accounts.logic import ROLES, is_email_address
 from server.accounts.repo import AccountsRepo, UserRow
 from server.common import audit
 from server.common.db import Pool
@@ -53,8 +53,11 @@ class UserAdmin:
 
     async def update(self, user_id: int, changes: dict[str, Any]) -> UserRow:
         violations = []
-        if "email" in changes and not EMAIL_PATTERN.match(changes["email"].strip()):
-            violations.append(FieldViolation("user.email", "must be an email address"))
+        if "email" in changes:
+            # Stored as validated: an address with spaces around it would match no login.
+            changes = {**changes, "email": changes["email"].strip()}
+            if not is_email_address(changes["email"]):
+                violations.append(FieldViolation("user.email", "must be an email address"))
         if "role" in changes and changes["role"] not in ROLES:
             violations.append(FieldViolation("user.role", "must be user, support or admin"))
         if "name" in changes and len(changes["name"]) > 200:
@@ -88,6 +91,10 @@ class UserAdmin:
                 # reviving old secrets.
                 await self._repo.revoke_all_sessions(conn, user_id)
                 await self._repo.revoke_all_api_keys(conn, user_id)
+            if updated.status != "active" or updated.email.lower() != current.email.lower():
+                # A reset link must not outlive a suspension (to work after a reactivation) nor
+                # the address it was mailed to.
+                await self._repo.void_reset_links(conn, user_id)
             await audit.record(
                 conn, action, target=f"user:{user_id}", before=_visible(current), after=_visible(updated)
             )

@@ -18,17 +18,18 @@ from smm.v1 import events_pb2
 
 from server.accounts.errors import DOMAIN, invalid_credential
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.repo import AccountsRepo, ApiKeyRow, UsageDay
+from server.accounts.repo import AccountsRepo, ApiKeyRow, Conn, LiveApiKey, UsageDay
 from server.accounts.tokens import token_hash
 from server.common import audit, auth
 from server.common.db import Pool
-from server.common.errors import FieldViolation, NotFound, PermissionDenied, collect
+from server.common.errors import FailedPrecondition, FieldViolation, NotFound, PermissionDenied, collect
 from server.common.outbox import add_event
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "smm_k_"
 SHOWN_PREFIX = 12  # "smm_k_" and six characters: enough to tell keys apart, useless to an attacker
 MAX_KEYS = 50
+MAX_ALLOWED_IPS = 100
 
 
 @dataclass(frozen=True)
@@ -81,27 +82,44 @@ class UsageCounter:
 
 
 def validate_key(name: str, allowed_ips: list[str]) -> list[str]:
+    """The key's allow-list, normalised (``10.0.0.7/8`` is ``10.0.0.0/8``) and without repeats."""
     violations: list[FieldViolation] = []
     if not 1 <= len(name.strip()) <= 100:
         violations.append(FieldViolation("name", "must be 1 to 100 characters"))
     networks: list[str] = []
+    if len(allowed_ips) > MAX_ALLOWED_IPS:
+        # Refused before parsing: the list is checked on every call made with the key.
+        violations.append(FieldViolation("allowed_ips", f"must have at most {MAX_ALLOWED_IPS} entries"))
+        allowed_ips = []
     for index, value in enumerate(allowed_ips):
         try:
             networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
         except ValueError:
             violations.append(FieldViolation(f"allowed_ips[{index}]", "must be an IP address or CIDR range"))
     collect(violations, domain=DOMAIN)
-    return networks
+    return list(dict.fromkeys(networks))
 
 
-def ip_allowed(client_ip: str, allowed: list[str]) -> bool:
-    if not allowed:
+def ip_allowed(client_ip: str, live: LiveApiKey) -> bool:
+    if not live.allowed_ips:
         return True
     try:
         address = ipaddress.ip_address(client_ip)
     except ValueError:
         return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in allowed)
+    return any(address in network for network in live.networks)
+
+
+def too_many_keys() -> FailedPrecondition:
+    # The account's state, not the caller's pace, stands in the way: revoking a key lifts it, and
+    # waiting does not (RESOURCE_EXHAUSTED is the rate limiter's 429 with Retry-After).
+    return FailedPrecondition(
+        f"at most {MAX_KEYS} live API keys (a rotated key counts until its grace period ends); "
+        "revoke one first",
+        reason="TOO_MANY_API_KEYS",
+        domain=DOMAIN,
+        metadata={"limit": str(MAX_KEYS)},
+    )
 
 
 def key_not_found(key_id: int) -> NotFound:
@@ -131,10 +149,8 @@ class ApiKeys:
         user_id = _user_id(who)
         networks = validate_key(name, allowed_ips)
         async with self._pool.connection() as conn, conn.transaction():
-            if len(await self._repo.api_keys(conn, user_id)) >= MAX_KEYS:
-                raise PermissionDenied(
-                    f"at most {MAX_KEYS} API keys", reason="TOO_MANY_API_KEYS", domain=DOMAIN
-                )
+            await self._repo.lock_user(conn, user_id)  # see _require_room
+            await self._require_room(conn, user_id)
             issued = await self._issue(conn, user_id, name.strip(), networks)
             await audit.record(
                 conn, "api_key.created", target=f"api_key:{issued.key.id}", after=_shown(issued.key)
@@ -144,6 +160,12 @@ class ApiKeys:
             )
             await add_event(conn, "smm.accounts.api_key.created", created)
             return issued
+
+    async def _require_room(self, conn: Conn, user_id: int) -> None:
+        # Callers hold the user's row lock, so concurrent creations and rotations count one after
+        # another; it is taken before any key's, in the order a suspension (admin.py) takes them.
+        if await self._repo.count_live_api_keys(conn, user_id) >= MAX_KEYS:
+            raise too_many_keys()
 
     async def _issue(self, conn: object, user_id: int, name: str, networks: list[str]) -> IssuedKey:
         secret = new_secret()
@@ -165,9 +187,11 @@ class ApiKeys:
     async def rotate(self, who: auth.Principal, key_id: int) -> IssuedKey:
         user_id = _user_id(who)
         async with self._pool.connection() as conn, conn.transaction():
+            await self._repo.lock_user(conn, user_id)  # see _require_room
             old = await self._repo.lock_api_key(conn, key_id, user_id)
             if old is None or old.revoke_time is not None:
                 raise key_not_found(key_id)
+            await self._require_room(conn, user_id)  # the old key stays live for the grace period
             await self._repo.expire_api_key(conn, key_id, self._grace.total_seconds())
             issued = await self._issue(conn, user_id, old.name, old.allowed_ips)
             await audit.record(
@@ -203,7 +227,7 @@ class ApiKeys:
             self.cache.put(token_hash, live, generation)
         if self.cache.expired(live):
             raise invalid_credential()
-        if not ip_allowed(client_ip, live.allowed_ips):
+        if not ip_allowed(client_ip, live):
             raise PermissionDenied(
                 "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
             )

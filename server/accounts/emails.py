@@ -20,8 +20,9 @@ from smm.v1 import accounts_service_pb2 as accounts_pb
 from server.accounts import security
 from server.accounts.errors import DOMAIN, email_taken
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.logic import EMAIL_PATTERN, MAX_PASSWORD, MIN_PASSWORD, request_email
-from server.accounts.passwords import hash_password, verify_password
+from server.accounts.logic import MAX_PASSWORD, MIN_PASSWORD, is_email_address, request_email
+from server.accounts.passwords import hash_password
+from server.accounts.reauth import require_password
 from server.accounts.repo import AccountsRepo, Conn, UserRow
 from server.accounts.tokens import token_hash
 from server.common import audit, auth
@@ -94,8 +95,13 @@ class AccountEmails:
             user = await self._repo.lock_user(conn, used.user_id)
             if user is None or user.status != "active":
                 raise invalid_link()
+            # Like a verification link, a reset link only speaks for the inbox it was sent to: once
+            # the account's address is another, whoever reads the old inbox has no say.
+            if used.email.lower() != user.email.lower():
+                raise invalid_link()
             await self._repo.update_password_hash(conn, user.id, new_hash)
             await self._repo.revoke_all_sessions(conn, user.id)
+            await self._repo.void_reset_links(conn, user.id)  # the others mailed before this one
             # The link reached this inbox, which proves the address as a verification link would.
             await self._repo.mark_email_verified(conn, user.id, used.email)
             await audit.record(conn, "auth.password_reset", actor=f"user:{user.id}", target=f"user:{user.id}")
@@ -117,6 +123,8 @@ class AccountEmails:
                 action = "auth.email_verified"
             if confirmed is None:  # the address changed since, or the account is no longer active
                 raise invalid_link()
+            if used.purpose == "change_email":
+                await self._repo.void_reset_links(conn, used.user_id)  # they went to the old inbox
             await audit.record(
                 conn,
                 action,
@@ -140,17 +148,11 @@ class AccountEmails:
 
     async def change_email(self, who: auth.Principal, new_email: str, password: str) -> str:
         new_email = new_email.strip()
-        if len(new_email) > 320 or not EMAIL_PATTERN.match(new_email):
+        if not is_email_address(new_email):
             collect([FieldViolation("new_email", "must be an email address")], domain=DOMAIN)
         async with self._pool.connection() as conn:
             user = await self._user(conn, who)
-        if not await verify_password(user.password_hash, password):
-            raise FailedPrecondition(
-                "the password is wrong",
-                reason="WRONG_PASSWORD",
-                domain=DOMAIN,
-                metadata={"field": "password"},
-            )
+        await require_password(self._pool, user, password, field="password")
         if new_email.lower() == user.email.lower():
             collect([FieldViolation("new_email", "is already the account's address")], domain=DOMAIN)
         async with self._pool.connection() as conn, conn.transaction():

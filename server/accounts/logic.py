@@ -18,6 +18,7 @@ from server.accounts import security
 from server.accounts.apikeys import KEY_PREFIX, ApiKeys
 from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
+from server.accounts.reauth import require_password
 from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
 from server.accounts.totp import TwoFactor
@@ -31,6 +32,7 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 ROLES = ("user", "support", "admin")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
+MAX_EMAIL = 320
 
 
 async def request_email(conn: object, user_id: int, kind: accounts_pb.AccountEmailKind.ValueType) -> None:
@@ -49,9 +51,14 @@ class SignedIn:
     user: UserRow
 
 
+def is_email_address(email: str) -> bool:
+    """The one rule for an address, wherever it is set: it must also fit users_email_check."""
+    return len(email) <= MAX_EMAIL and EMAIL_PATTERN.match(email) is not None
+
+
 def validate_registration(email: str, password: str, name: str) -> None:
     violations: list[FieldViolation] = []
-    if len(email) > 320 or not EMAIL_PATTERN.match(email):
+    if not is_email_address(email):
         violations.append(FieldViolation("email", "must be an email address"))
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         violations.append(FieldViolation("password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"))
@@ -227,18 +234,15 @@ class Profiles:
             collect([FieldViolation("new_password", f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")])
         async with self._pool.connection() as conn:
             user = await self._repo.user(conn, user_id)
-        if user is None or not await verify_password(user.password_hash, current):
-            raise FailedPrecondition(
-                "the current password is wrong",
-                reason="WRONG_PASSWORD",
-                domain=DOMAIN,
-                metadata={"field": "current_password"},
-            )
+        await require_password(self._pool, user, current, field="current_password")
+        assert user is not None
         new_hash = await hash_password(new)
         async with self._pool.connection() as conn, conn.transaction():
             await self._repo.update_password_hash(conn, user_id, new_hash)
             # Whoever else held a session (or a stolen one) is out; this device gets a new one.
             await self._repo.revoke_all_sessions(conn, user_id)
+            # So is whoever holds a reset link mailed before: it would undo this change.
+            await self._repo.void_reset_links(conn, user_id)
             await audit.record(conn, "auth.password_changed", target=f"user:{user_id}")
             await security.security_changed(conn, user_id, security.PASSWORD_CHANGED)
             return await self._accounts.open_session(conn, user, client_ip, user_agent)

@@ -41,6 +41,12 @@ RETURNING id, user_id, name, prefix, allowed_ips, create_time, last_used_time, e
 SELECT id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time
 FROM api_keys WHERE user_id = :user_id ORDER BY id;
 
+-- name: count_live_api_keys(user_id)$
+-- The keys that still work (a rotated key in its grace period included); revoked and expired ones
+-- are history and do not count towards the limit.
+SELECT count(*) FROM api_keys
+WHERE user_id = :user_id AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > now());
+
 -- name: lock_api_key(id, user_id)^
 SELECT id, user_id, name, prefix, allowed_ips, create_time, last_used_time, expire_time, revoke_time
 FROM api_keys WHERE id = :id AND user_id = :user_id FOR UPDATE;
@@ -122,7 +128,8 @@ RETURNING id, email, name, role, status, timezone, email_verified_at, create_tim
 UPDATE api_keys SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;
 
 -- name: invalidate_account_tokens(user_id, purpose)!
--- A new link replaces the earlier unused ones of the same kind.
+-- A new link replaces the earlier unused ones of the same kind; a change of password, address or
+-- status voids the unused reset links, so none outlives the state it was sent for.
 UPDATE account_tokens SET used_time = now()
 WHERE user_id = :user_id AND purpose = :purpose AND used_time IS NULL;
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -67,6 +69,11 @@ class LiveApiKey:
     role: str
     email_verified: bool
     totp_enabled: bool
+
+    @cached_property
+    def networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The allow-list parsed once per key found live: a cached key is checked on every call."""
+        return tuple(ipaddress.ip_network(net, strict=False) for net in self.allowed_ips)
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,9 @@ class AccountsRepo:
     async def api_keys(self, conn: Conn, user_id: int) -> list[ApiKeyRow]:
         return await QUERIES.all(conn, "list_api_keys", ApiKeyRow, user_id=user_id)
 
+    async def count_live_api_keys(self, conn: Conn, user_id: int) -> int:
+        return int(await QUERIES.scalar(conn, "count_live_api_keys", user_id=user_id))
+
     async def lock_api_key(self, conn: Conn, key_id: int, user_id: int) -> ApiKeyRow | None:
         return await QUERIES.one(conn, "lock_api_key", ApiKeyRow, id=key_id, user_id=user_id)
 
@@ -295,6 +305,10 @@ class AccountsRepo:
             ttl_s=ttl_s,
         )
         return expire_time
+
+    async def void_reset_links(self, conn: Conn, user_id: int) -> None:
+        """Unused password-reset links die with the password, address or status they were sent for."""
+        await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose="reset_password")
 
     async def use_account_token(self, conn: Conn, token_hash: bytes, purposes: list[str]) -> UsedToken | None:
         return await QUERIES.one(

@@ -17,7 +17,7 @@ import pyotp
 from server.accounts import security
 from server.accounts.errors import DOMAIN
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.passwords import verify_password
+from server.accounts.reauth import require_password
 from server.accounts.repo import AccountsRepo, Conn, TotpState
 from server.accounts.tokens import token_hash
 from server.common import audit, auth
@@ -45,6 +45,8 @@ def is_totp_code(code: str) -> bool:
 
 def matching_step(secret: str, code: str, now: float) -> int | None:
     """The time step (current, previous or next) whose code equals ``code``, compared in constant time."""
+    if not is_totp_code(code):
+        return None  # compare_digest refuses non-ASCII text: such a code matches nothing
     otp = pyotp.TOTP(secret)
     current = int(now // STEP_S)
     for step in (current, current - 1, current + 1):
@@ -125,6 +127,8 @@ class TwoFactor:
                 raise FailedPrecondition(
                     "two-factor sign-in is already on", reason="TOTP_ALREADY_ENABLED", domain=DOMAIN
                 )
+            if not is_totp_code(code):  # recovery codes do not exist yet: only the app's code
+                raise wrong_code_field()
             step = matching_step(self._secret(user_id, state), code, self._clock())
             if step is None:
                 raise wrong_code_field()
@@ -139,13 +143,7 @@ class TwoFactor:
         user_id = _user_id(who)
         async with self._pool.connection() as conn:
             user = await self._repo.user(conn, user_id)
-        if user is None or not await verify_password(user.password_hash, password):
-            raise FailedPrecondition(
-                "the password is wrong",
-                reason="WRONG_PASSWORD",
-                domain=DOMAIN,
-                metadata={"field": "password"},
-            )
+        await require_password(self._pool, user, password, field="password")
         async with self._pool.connection() as conn, conn.transaction():
             await self._require_enabled(conn, user_id)
             await self._check_code(conn, user_id, code)

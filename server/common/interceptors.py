@@ -243,7 +243,7 @@ _UNMET_MESSAGES = {
 class AuthorizationInterceptor(_UnaryInterceptor):
     def __init__(
         self,
-        principal_limit: Callable[[auth.Principal], Awaitable[None]] | None = None,
+        principal_limit: Callable[[auth.Principal, str], Awaitable[None]] | None = None,
         requirements: auth.Requirements = auth.Requirements(),
     ) -> None:
         self._principal_limit = principal_limit
@@ -266,7 +266,7 @@ class AuthorizationInterceptor(_UnaryInterceptor):
             if unmet is not None:
                 raise FailedPrecondition(_UNMET_MESSAGES[unmet], reason=unmet, domain="accounts.smm")
             if self._principal_limit is not None:
-                await self._principal_limit(who)
+                await self._principal_limit(who, call.method)
         return await inner(request, context)
 
 

@@ -1,9 +1,10 @@
 """Rate limits that hold across every edge and server copy.
 
 Fixed one-minute windows counted in an UNLOGGED PostgreSQL table (no WAL). Buckets: every call by
-client IP; login and registration by IP and by account, tighter; mail-sending calls by IP and by
-address; signed-in calls by user or API key. An IP whose credentials failed repeatedly in the
-window gets a tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
+client IP; login and registration by IP and by account, tighter (signed-in calls that check the
+current password spend the same per-account budget); mail-sending calls by IP and by address;
+signed-in calls by user or API key. An IP whose credentials (or current passwords) failed
+repeatedly in the window gets a tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
 
 Two ways of counting, by how hot and how sensitive a bucket is:
 
@@ -37,7 +38,7 @@ from psycopg_pool import PoolTimeout
 from core.config import Settings
 from server.common import auth
 from server.common.db import Pool
-from server.common.errors import ResourceExhausted, Unauthenticated
+from server.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
 from server.common.interceptors import CallInfo, _UnaryInterceptor, current_request
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,12 @@ JOIN unnest(%(peek_keys)s::text[], %(peek_windows)s::bigint[]) AS p(key, win)
   ON r.key = p.key AND r.window_start = to_timestamp(p.win)
 """
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
+# Signed-in calls that check the account's current password: each is a password guess, so they
+# spend the account's login budget (once the caller is known, in limit_principal), and a wrong
+# password counts as a credential failure of the IP.
+PASSWORD_CHECK_RPCS = tuple(
+    f"/smm.v1.AccountsService/{name}" for name in ("ChangePassword", "ChangeEmail", "DisableTotp")
+)
 # Calls that send mail or texts, or spend a link or a code: tighter still, per IP and per address
 # (texts are also limited per account and per number, by server/accounts/phones.py).
 RESET_RPCS = tuple(
@@ -84,7 +91,7 @@ RESET_RPCS = tuple(
 # Health must answer, and say what is down, even when the limiter's own store is down.
 EXEMPT_RPCS = ("/smm.v1.SystemService/GetHealth",)
 STORE_TIMEOUT_S = 0.5
-FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL", "INVALID_TOTP")
+FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL", "INVALID_TOTP", "WRONG_PASSWORD")
 PENALTY_DIVISOR = 10
 
 
@@ -278,14 +285,18 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
                     await self._limiter.hit(f"reset-account:{email}", limits.reset_per_account)
         try:
             return await inner(request, context)
-        except Unauthenticated as exc:
+        except (Unauthenticated, FailedPrecondition) as exc:  # WRONG_PASSWORD is the latter
             if ip and exc.reason in FAILURE_REASONS:
                 await self._limiter.count_failure(ip)
             raise
 
 
-async def limit_principal(limiter: RateLimiter, who: auth.Principal) -> None:
-    """After authentication: the signed-in user's or API key's own budget."""
+async def limit_principal(limiter: RateLimiter, who: auth.Principal, method: str) -> None:
+    """After authentication: the signed-in user's or API key's own budget, and for a call that
+    checks the password, the account's login budget (the same bucket as Login's, keyed by the
+    address the principal carries)."""
+    if method in PASSWORD_CHECK_RPCS and who.user_id is not None and who.name:
+        await limiter.hit(f"login-account:{who.name.strip().lower()}", limiter.limits.login_per_account)
     if who.api_key_id is not None:
         limiter.take(f"key:{who.api_key_id}", limiter.limits.per_api_key)
     elif who.user_id is not None:

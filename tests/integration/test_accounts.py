@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import parse_qs, urlsplit
 
+import grpc
 import httpx
 import pytest
+from smm.v1 import accounts_service_pb2 as pb
+from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
+from server.accounts.tokens import token_hash
 from server.common.db import Pool
 from server.main import ServerHandle
+from tests.fix_grpc import system_metadata
 from tests.integration.test_edge_http import assert_error
 
 pytestmark = pytest.mark.integration
@@ -249,3 +255,195 @@ async def test_sessions_are_revocable_by_their_owner_only(http: httpx.AsyncClien
     own = await http.delete(f"/api/v1/dashboard/sessions/{ann_session['id']}", headers=bearer(ann))
     assert own.status_code == 200
     assert_error(await http.get("/api/v1/auth/me", headers=bearer(ann)), 401, "UNAUTHENTICATED")
+
+
+# ---------------------------------------------------------------- reset links outlive nothing
+
+
+async def account_link(
+    grpc_server: ServerHandle, user_id: int | str, kind: int = pb.ACCOUNT_EMAIL_KIND_RESET_PASSWORD
+) -> str:
+    """The link's token, as the email worker gets it when it sends the mail."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+        prepared = await pb_grpc.AccountsServiceStub(channel).PrepareAccountEmail(
+            pb.PrepareAccountEmailRequest(user_id=int(user_id), kind=kind),  # type: ignore[arg-type]
+            metadata=system_metadata("email"),
+        )
+    assert prepared.send, prepared
+    return parse_qs(urlsplit(prepared.link).query)["token"][0]
+
+
+async def reset(http: httpx.AsyncClient, token: str, chosen: str = "attacker chose this") -> httpx.Response:
+    return await http.post("/api/v1/auth/password/reset", json={"token": token, "newPassword": chosen})
+
+
+async def test_a_password_change_voids_unused_reset_links(
+    http: httpx.AsyncClient, grpc_server: ServerHandle
+) -> None:
+    ann = await register(http)
+    link = await account_link(grpc_server, ann["user"]["id"])
+    changed = await http.post(
+        "/api/v1/auth/password",
+        json={"currentPassword": PASSWORD, "newPassword": "my new strong secret"},
+        headers=bearer(ann["token"]),
+    )
+    assert changed.status_code == 200, changed.text
+    assert_error(await reset(http, link), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+    login = await http.post(
+        "/api/v1/auth/login", json={"email": "ann@example.com", "password": "my new strong secret"}
+    )
+    assert login.status_code == 200, login.text
+
+
+async def test_a_reset_voids_the_other_unused_reset_links(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, pool: Pool
+) -> None:
+    ann = await register(http)
+    link = await account_link(grpc_server, ann["user"]["id"])
+    # A second live link, as when two mails were prepared at the same moment.
+    other = "smm_l_minted-by-a-concurrent-mail"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time)"
+            " VALUES (%s, 'reset_password', %s, 'ann@example.com', now() + interval '1 hour')",
+            (int(ann["user"]["id"]), token_hash(other)),
+        )
+    done = await reset(http, link, "the owner's new password")
+    assert done.status_code == 200, done.text
+    assert_error(await reset(http, other), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+    login = await http.post(
+        "/api/v1/auth/login", json={"email": "ann@example.com", "password": "the owner's new password"}
+    )
+    assert login.status_code == 200, login.text
+
+
+async def test_a_reset_link_is_refused_for_another_address_than_the_accounts(
+    http: httpx.AsyncClient, pool: Pool
+) -> None:
+    ann = await register(http)
+    sent_elsewhere = "smm_l_sent-to-an-address-ann-no-longer-has"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time)"
+            " VALUES (%s, 'reset_password', %s, 'ann.old@example.com', now() + interval '1 hour')",
+            (int(ann["user"]["id"]), token_hash(sent_elsewhere)),
+        )
+    assert_error(await reset(http, sent_elsewhere), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+    # The same link for the account's own address (in other letter case) works.
+    same_inbox = "smm_l_sent-to-anns-address"
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time)"
+            " VALUES (%s, 'reset_password', %s, 'Ann@Example.com', now() + interval '1 hour')",
+            (int(ann["user"]["id"]), token_hash(same_inbox)),
+        )
+    assert (await reset(http, same_inbox)).status_code == 200
+
+
+async def test_a_confirmed_email_change_voids_unused_reset_links(
+    http: httpx.AsyncClient, grpc_server: ServerHandle
+) -> None:
+    ann = await register(http)
+    user_id = ann["user"]["id"]
+    link = await account_link(grpc_server, user_id)
+    token = ann["token"]
+    # Away to a new address and back again: the link's address is the account's once more, so
+    # only voiding it at the change stops it.
+    for new_email in ("ann.new@example.com", "ann@example.com"):
+        asked = await http.post(
+            "/api/v1/auth/email/change",
+            json={"newEmail": new_email, "password": PASSWORD},
+            headers=bearer(token),
+        )
+        assert asked.status_code == 200, asked.text
+        change = await account_link(grpc_server, user_id, pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL)
+        confirmed = await http.post("/api/v1/auth/email/verify", json={"token": change})
+        assert confirmed.json() == {"email": new_email}, confirmed.text
+    assert_error(await reset(http, link), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+
+
+async def test_wrong_current_passwords_are_audited(http: httpx.AsyncClient, pool: Pool) -> None:
+    ann = await register(http)
+    wrong = await http.post(
+        "/api/v1/auth/password",
+        json={"currentPassword": "a guess at it", "newPassword": "thief's own password"},
+        headers=bearer(ann["token"]),
+    )
+    assert_error(wrong, 400, "FAILED_PRECONDITION", "WRONG_PASSWORD")
+    moved = await http.post(
+        "/api/v1/auth/email/change",
+        json={"newEmail": "thief@example.com", "password": "another guess"},
+        headers=bearer(ann["token"]),
+    )
+    assert_error(moved, 400, "FAILED_PRECONDITION", "WRONG_PASSWORD")
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT actor, target, after FROM audit_events WHERE action = 'auth.password_check_failed' ORDER BY id"
+        )
+        rows = await cursor.fetchall()
+    who = f"user:{ann['user']['id']}"
+    assert rows == [
+        (who, who, {"reason": "wrong password", "field": "current_password"}),
+        (who, who, {"reason": "wrong password", "field": "password"}),
+    ]
+
+
+# ---------------------------------------------------------------- API key limits
+
+
+async def test_only_live_keys_count_towards_the_key_limit(http: httpx.AsyncClient, pool: Pool) -> None:
+    session = bearer((await register(http))["token"])
+    ids = []
+    for n in range(50):
+        created = await http.post("/api/v1/dashboard/api-keys", json={"name": f"k{n}"}, headers=session)
+        assert created.status_code == 200, created.text
+        ids.append(created.json()["apiKey"]["id"])
+    full = await http.post("/api/v1/dashboard/api-keys", json={"name": "one too many"}, headers=session)
+    error = assert_error(full, 400, "FAILED_PRECONDITION", "TOO_MANY_API_KEYS")
+    assert "revoke one" in error["message"]
+    # Rotating makes a key too (the old one lives on for the grace period): the same limit.
+    rotated = await http.post(f"/api/v1/dashboard/api-keys/{ids[0]}/rotate", json={}, headers=session)
+    assert_error(rotated, 400, "FAILED_PRECONDITION", "TOO_MANY_API_KEYS")
+    # A revoked key is history: room for one more.
+    assert (await http.delete(f"/api/v1/dashboard/api-keys/{ids[1]}", headers=session)).status_code == 200
+    again = await http.post("/api/v1/dashboard/api-keys", json={"name": "after a revoke"}, headers=session)
+    assert again.status_code == 200, again.text
+    # So is an expired one (a rotated key past its grace period).
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE api_keys SET expire_time = now() - interval '1 second' WHERE id = %s", (int(ids[2]),)
+        )
+    after_expiry = await http.post(
+        "/api/v1/dashboard/api-keys", json={"name": "after expiry"}, headers=session
+    )
+    assert after_expiry.status_code == 200, after_expiry.text
+    assert_error(
+        await http.post("/api/v1/dashboard/api-keys", json={"name": "full again"}, headers=session),
+        400,
+        "FAILED_PRECONDITION",
+        "TOO_MANY_API_KEYS",
+    )
+
+
+async def test_an_allow_list_is_bounded_and_deduplicated(http: httpx.AsyncClient) -> None:
+    session = bearer((await register(http))["token"])
+    too_long = await http.post(
+        "/api/v1/dashboard/api-keys",
+        json={"name": "huge", "allowedIps": [f"10.0.{i // 256}.{i % 256}" for i in range(101)]},
+        headers=session,
+    )
+    error = assert_error(too_long, 400, "INVALID_ARGUMENT")
+    [bad_request] = [d for d in error["details"] if "fieldViolations" in d]
+    assert [v["field"] for v in bad_request["fieldViolations"]] == ["allowed_ips"]
+    listed = ["127.0.0.1", "127.0.0.1/32", " 127.0.0.1 ", "10.0.0.0/8", "10.1.2.3/8"]
+    listed += [f"192.0.2.{i}" for i in range(95)]  # 100 entries: the most allowed
+    created = await http.post(
+        "/api/v1/dashboard/api-keys", json={"name": "office", "allowedIps": listed}, headers=session
+    )
+    assert created.status_code == 200, created.text
+    assert created.json()["apiKey"]["allowedIps"] == ["127.0.0.1/32", "10.0.0.0/8"] + [
+        f"192.0.2.{i}/32" for i in range(95)
+    ]
+    secret = created.json()["secret"]
+    for _ in range(2):  # uncached, then from the key cache with its parsed networks
+        assert (await http.get("/api/v1/auth/me", headers=bearer(secret))).status_code == 200

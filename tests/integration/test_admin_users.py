@@ -8,7 +8,7 @@ import pytest
 from ops.admin import create_user
 from server.common.db import Pool
 from server.main import ServerHandle
-from tests.integration.test_accounts import PASSWORD, bearer, register
+from tests.integration.test_accounts import PASSWORD, account_link, bearer, register, reset
 from tests.integration.test_edge_http import assert_error
 
 pytestmark = pytest.mark.integration
@@ -112,3 +112,52 @@ async def test_support_reads_but_cannot_change(
     assert_error(
         await http.get("/api/v1/admin/users", headers=bearer(ann["token"])), 403, "PERMISSION_DENIED"
     )
+
+
+async def test_an_overlong_admin_set_email_is_a_field_error(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    admin = await admin_token(http, grpc_server, settings)
+    ann_id = (await register(http, "ann@example.com"))["user"]["id"]
+    overlong = await http.patch(
+        f"/api/v1/admin/users/{ann_id}", json={"email": "a@" + "b" * 400 + ".com"}, headers=bearer(admin)
+    )
+    error = assert_error(overlong, 400, "INVALID_ARGUMENT")
+    [bad_request] = [d for d in error["details"] if "fieldViolations" in d]
+    assert [v["field"] for v in bad_request["fieldViolations"]] == ["user.email"]
+
+
+async def test_an_admin_set_email_is_stored_trimmed(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    admin = await admin_token(http, grpc_server, settings)
+    ann_id = (await register(http, "ann@example.com"))["user"]["id"]
+    moved = await http.patch(
+        f"/api/v1/admin/users/{ann_id}", json={"email": "  ann.new@example.com \t"}, headers=bearer(admin)
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["email"] == "ann.new@example.com"
+    login = await http.post("/api/v1/auth/login", json={"email": "ann.new@example.com", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+
+
+async def test_staff_changes_void_unused_reset_links(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    admin = await admin_token(http, grpc_server, settings)
+    ann_id = (await register(http, "ann@example.com"))["user"]["id"]
+    # Away to another address and back: the link's address is the account's again, so only
+    # voiding it at the change stops it.
+    link = await account_link(grpc_server, ann_id)
+    for email in ("ann.new@example.com", "ann@example.com"):
+        moved = await http.patch(
+            f"/api/v1/admin/users/{ann_id}", json={"email": email}, headers=bearer(admin)
+        )
+        assert moved.status_code == 200, moved.text
+    assert_error(await reset(http, link), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+    # A suspension: the link must not come back to life with a reactivation.
+    link = await account_link(grpc_server, ann_id)
+    for action in ("suspend", "reactivate"):
+        changed = await http.post(f"/api/v1/admin/users/{ann_id}/{action}", json={}, headers=bearer(admin))
+        assert changed.status_code == 200, changed.text
+    assert_error(await reset(http, link), 400, "FAILED_PRECONDITION", "INVALID_LINK")

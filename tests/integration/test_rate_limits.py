@@ -159,3 +159,56 @@ async def test_the_v2_alias_serves_the_same_endpoint_when_turned_on(
                 assert (reply.status_code, reply.json()) == (200, {"error": "Invalid API key"}), path
     finally:
         await edge.stop()
+
+
+async def wrong_password_change(http: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await http.post(
+        "/api/v1/auth/password",
+        json={"currentPassword": "a guess at it", "newPassword": "thief's own password"},
+        headers=bearer(token),
+    )
+
+
+async def test_current_password_checks_spend_the_accounts_login_budget(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    _, edges = tight
+    async with (
+        httpx.AsyncClient(base_url=edges[0].base_url) as a,
+        httpx.AsyncClient(base_url=edges[1].base_url) as b,
+    ):
+        token = (await register(a))["token"]  # 1 of the account's 4 login-class calls
+        statuses = [(await wrong_password_change(client, token)).status_code for client in (a, b, a)]
+        assert statuses == [400, 400, 400]
+        assert_limited(await wrong_password_change(b, token))
+        # One budget per account, whichever call checks the password, whichever edge is asked.
+        assert_limited(
+            await a.post(
+                "/api/v1/auth/email/change",
+                json={"newEmail": "thief@example.com", "password": "another guess"},
+                headers=bearer(token),
+            )
+        )
+        assert_limited(
+            await b.post(
+                "/api/v1/auth/totp/disable", json={"password": "guess", "code": "1"}, headers=bearer(token)
+            )
+        )
+        assert_limited(
+            await a.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+        )
+        # Calls that check no password still pass.
+        assert (await a.get("/api/v1/auth/me", headers=bearer(token))).status_code == 200
+
+
+async def test_wrong_current_passwords_tighten_the_ip_limit(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    _, edges = tight
+    async with httpx.AsyncClient(base_url=edges[0].base_url) as http:
+        tokens = [(await register(http, f"{name}@example.com"))["token"] for name in ("ann", "bob")]
+        for token in tokens:  # 3 each: within each account's budget of 4 (registration took 1)
+            for _ in range(3):
+                assert (await wrong_password_change(http, token)).status_code == 400
+        # 8 calls are far below 40 a minute, but 6 wrong passwords leave the IP 4.
+        assert_limited(await http.get("/api/v1/auth/me", headers=bearer(tokens[0])))

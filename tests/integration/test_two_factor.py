@@ -134,3 +134,49 @@ async def test_wrong_codes_are_audited_as_login_failures(http: httpx.AsyncClient
         )
         reasons = [row[0] for row in await cursor.fetchall()]
     assert reasons == ["wrong two-factor code"]
+
+
+async def test_a_code_that_is_not_six_ascii_digits_is_a_field_error(http: httpx.AsyncClient) -> None:
+    token = (await register(http))["token"]
+    setup = await http.post("/api/v1/auth/totp/setup", json={}, headers=bearer(token))
+    assert setup.status_code == 200, setup.text
+    # Non-ASCII text, and digits of another script (str.isdigit() says yes to both of the last).
+    for code in (
+        "12345\u00e9",
+        "\uff11\uff12\uff13\uff14\uff15\uff16",
+        "\u0661\u0662\u0663\u0664\u0665\u0666",
+    ):
+        enable = await http.post("/api/v1/auth/totp/enable", json={"code": code}, headers=bearer(token))
+        error = assert_error(enable, 400, "INVALID_ARGUMENT")
+        assert error["details"][0]["metadata"] == {"field": "code"}, error
+    otp = pyotp.TOTP(setup.json()["secret"])
+    enabled = await http.post("/api/v1/auth/totp/enable", json={"code": otp.now()}, headers=bearer(token))
+    assert enabled.status_code == 200, enabled.text
+    # Once on, such a code is neither a current code nor a recovery code, wherever it is sent.
+    for path, body in (
+        ("/api/v1/auth/totp/recovery-codes", {"code": "\uff11\uff12\uff13\uff14\uff15\uff16"}),
+        ("/api/v1/auth/totp/disable", {"password": PASSWORD, "code": "12345\u00e9"}),
+    ):
+        assert_error(await http.post(path, json=body, headers=bearer(token)), 400, "INVALID_ARGUMENT")
+    signed_in = await login(http, "\uff11\uff12\uff13\uff14\uff15\uff16")
+    assert_error(signed_in, 401, "UNAUTHENTICATED", "INVALID_TOTP")
+
+
+async def test_a_wrong_password_to_turn_two_factor_off_is_audited(
+    http: httpx.AsyncClient, pool: Pool
+) -> None:
+    ann = await register(http)
+    _otp, codes = await enable_two_factor(http, ann["token"])
+    wrong = await http.post(
+        "/api/v1/auth/totp/disable",
+        json={"password": "wrong password!", "code": codes[0]},
+        headers=bearer(ann["token"]),
+    )
+    assert_error(wrong, 400, "FAILED_PRECONDITION", "WRONG_PASSWORD")
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT actor, target, after FROM audit_events WHERE action = 'auth.password_check_failed'"
+        )
+        rows = await cursor.fetchall()
+    who = f"user:{ann['user']['id']}"
+    assert rows == [(who, who, {"reason": "wrong password", "field": "password"})]
