@@ -165,6 +165,19 @@ class Tracker:
             if not states.can_move(order.status, target):
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
+            if target == states.PARTIAL and upstream.remains is None:
+                # Part was not delivered, but the provider does not say how much: any release would
+                # be a guess. Staff set it from the provider's panel (SetOrderStatus with remains);
+                # it is asked about again hourly meanwhile.
+                await QUERIES.execute(
+                    conn,
+                    "set_status",
+                    id=order_id,
+                    status=order.status,
+                    note="the provider says Partial without what remains: set it with the remains",
+                )
+                await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=3600)
+                return 0
             if target in states.FINAL:
                 await finish(conn, order, target, remains=upstream.remains, start_count=upstream.start_count)
                 return 1

@@ -29,6 +29,7 @@ from tests.fix_shop import Shop, ready_to_poll, shop_orders
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_providers import add_provider
+from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +136,44 @@ async def test_an_order_whose_status_cannot_be_applied_does_not_stop_the_rest_of
         await conn.execute("UPDATE wallets SET held_micros = 325000 WHERE user_id = %s", (ann_id,))
     done = await shop.settle(orders[0]["id"], ann)
     assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    assert (await shop.verify()).ok
+
+
+async def test_a_partial_end_without_remains_waits_for_staff_instead_of_guessing(
+    shop: Shop, pool: Pool
+) -> None:
+    """ "Partial" says part was not delivered but not how much: it was charged in full."""
+    secret = "whsec-partial"
+    enabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{shop.provider_id}",  # type: ignore[attr-defined]
+        json={"webhookSecret": secret},
+        headers=shop.admin,
+    )
+    assert enabled.status_code == 200, enabled.text
+    ann = await shop.user("ann@example.com", "1.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/p", quantity=1000)
+    ).json()
+    sent = await shop.submit(order["id"])
+    body = json.dumps({"order": sent.upstream_order_id, "status": "Partial"}).encode()
+    hook = f"/api/v1/webhooks/provider/{shop.provider_id}"  # type: ignore[attr-defined]
+    answered = await shop.http.post(hook, content=body, headers=signed(secret, body))
+    assert answered.json() == {"applied": False}, answered.text
+    waiting = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)).json()
+    assert (waiting["status"], waiting["charged"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
+    assert "without what remains" in waiting["statusNote"]
+    assert await shop.balance(ann) == ("0.675", "0.325")
+    set_by_staff = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/status",
+        json={
+            "status": "ORDER_STATUS_PARTIAL",
+            "remains": "400",
+            "reason": "the provider's panel shows 400 left",
+        },
+        headers=shop.admin,
+    )
+    assert (set_by_staff.json()["charged"], set_by_staff.json()["released"]) == ("0.195", "0.13")
+    assert await shop.balance(ann) == ("0.805", "0.00")
     assert (await shop.verify()).ok
 
 
