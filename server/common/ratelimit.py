@@ -68,11 +68,13 @@ JOIN unnest(%(peek_keys)s::text[], %(peek_windows)s::bigint[]) AS p(key, win)
   ON r.key = p.key AND r.window_start = to_timestamp(p.win)
 """
 LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register")
-# Signed-in calls that check the account's current password: each is a password guess, so they
+# Signed-in calls that check the account's current password (or a two-factor code, for new
+# recovery codes): each is a guess, so they
 # spend the account's login budget (once the caller is known, in limit_principal), and a wrong
 # password counts as a credential failure of the IP.
 PASSWORD_CHECK_RPCS = tuple(
-    f"/smm.v1.AccountsService/{name}" for name in ("ChangePassword", "ChangeEmail", "DisableTotp")
+    f"/smm.v1.AccountsService/{name}"
+    for name in ("ChangePassword", "ChangeEmail", "DisableTotp", "RegenerateRecoveryCodes")
 )
 # Calls that send mail or texts, or spend a link or a code: tighter still, per IP and per address
 # (texts are also limited per account and per number, by server/accounts/phones.py).

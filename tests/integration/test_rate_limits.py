@@ -194,6 +194,9 @@ async def test_current_password_checks_spend_the_accounts_login_budget(
                 "/api/v1/auth/totp/disable", json={"password": "guess", "code": "1"}, headers=bearer(token)
             )
         )
+        assert_limited(  # a two-factor code guess for new recovery codes too
+            await a.post("/api/v1/auth/totp/recovery-codes", json={"code": "000000"}, headers=bearer(token))
+        )
         assert_limited(
             await a.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
         )
