@@ -95,6 +95,9 @@ class UserAdmin:
                 # A reset link must not outlive a suspension (to work after a reactivation) nor
                 # the address it was mailed to.
                 await self._repo.void_reset_links(conn, user_id)
+            if updated.email.lower() != current.email.lower():
+                # Confirming a change the user asked for earlier would overwrite what staff set.
+                await self._repo.drop_pending_email_change(conn, user_id)
             await audit.record(
                 conn, action, target=f"user:{user_id}", before=_visible(current), after=_visible(updated)
             )

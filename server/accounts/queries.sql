@@ -154,6 +154,10 @@ UPDATE users SET email = pending_email, pending_email = '', email_verified_at = 
 WHERE id = :id AND pending_email <> '' AND lower(pending_email) = lower(:email) AND status = 'active'
 RETURNING email;
 
+-- name: drop_pending_email(id)!
+-- Staff set the address: a change the user had asked for (and its link) no longer applies.
+UPDATE users SET pending_email = '', update_time = now() WHERE id = :id AND pending_email <> '';
+
 -- name: set_pending_email(id, email)!
 UPDATE users SET pending_email = :email, update_time = now() WHERE id = :id;
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from smm.v1 import accounts_service_pb2 as pb
 
 from ops.admin import create_user
 from server.common.db import Pool
@@ -161,3 +162,32 @@ async def test_staff_changes_void_unused_reset_links(
         changed = await http.post(f"/api/v1/admin/users/{ann_id}/{action}", json={}, headers=bearer(admin))
         assert changed.status_code == 200, changed.text
     assert_error(await reset(http, link), 400, "FAILED_PRECONDITION", "INVALID_LINK")
+
+
+async def test_an_address_staff_set_ends_the_users_own_pending_change(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    """The user's earlier change link, confirmed after staff set the address, overwrote it."""
+    admin = await admin_token(http, grpc_server, settings)
+    ann = await register(http, "ann@example.com")
+    asked = await http.post(
+        "/api/v1/auth/email/change",
+        json={"newEmail": "ann.wanted@example.com", "password": PASSWORD},
+        headers=bearer(ann["token"]),
+    )
+    assert asked.status_code == 200, asked.text
+    change = await account_link(grpc_server, ann["user"]["id"], pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL)
+    moved = await http.patch(
+        f"/api/v1/admin/users/{ann['user']['id']}",
+        json={"email": "ann.staff@example.com"},
+        headers=bearer(admin),
+    )
+    assert moved.status_code == 200, moved.text
+    assert_error(
+        await http.post("/api/v1/auth/email/verify", json={"token": change}),
+        400,
+        "FAILED_PRECONDITION",
+        "INVALID_LINK",
+    )
+    me = (await http.get("/api/v1/auth/me", headers=bearer(ann["token"]))).json()
+    assert (me["email"], me.get("pendingEmail", "")) == ("ann.staff@example.com", "")
