@@ -25,7 +25,7 @@ from server.common.errors import (
     NotFound,
     collect,
 )
-from server.common.money import MAX_MICROS, MICROS, convert_micros, mul_div_round
+from server.common.money import MAX_MICROS, MICROS, convert_micros, format_micros, mul_div_round
 from server.common.outbox import add_event
 
 MAX_FALLBACKS = 5
@@ -299,6 +299,16 @@ class CatalogAdmin:
                     domain=DOMAIN,
                 )
             cost = convert_micros(pending, view.admin.pending_exchange_rate or Decimal(1))
+            if view.admin.manual_price and view.service.rate_micros < cost:
+                # The hand-set price stays: accepting would put the service back on sale at a loss.
+                rate, new_cost = format_micros(view.service.rate_micros), format_micros(cost)
+                raise FailedPrecondition(
+                    f"the hand-set price {rate} is below the provider's new cost {new_cost}: "
+                    "set a price that covers it first",
+                    reason="PRICE_BELOW_COST",
+                    domain=DOMAIN,
+                    metadata={"rate": rate, "cost": new_cost},
+                )
             await QUERIES.execute(conn, "accept_pending_price", id=service_id, cost_micros=cost)
             if not view.admin.manual_price:
                 rules = Rules(await self._repo.pricing_rules(conn))

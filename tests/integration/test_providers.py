@@ -676,6 +676,15 @@ async def test_a_staff_created_service_linked_to_a_provider_keeps_what_staff_set
     view = (await http.get(f"/api/v1/admin/services/{service_id}", headers=admin)).json()
     assert (view["quarantined"], view["service"]["rate"]) == (True, "3.00")
     await public_soon(http, lambda listed: "Our Premium Followers" not in listed)
+    # Accepting the new cost under the hand-set price would sell at a loss: refused until staff
+    # set a price that covers it.
+    below = await http.post(f"/api/v1/admin/services/{service_id}/accept-price", json={}, headers=admin)
+    error = assert_error(below, 400, "FAILED_PRECONDITION", "PRICE_BELOW_COST")
+    assert error["details"][0]["metadata"] == {"rate": "3.00", "cost": "3.10"}
+    raised = await http.patch(f"/api/v1/admin/services/{service_id}", json={"rate": "3.50"}, headers=admin)
+    assert raised.status_code == 200, raised.text
+    accepted = await http.post(f"/api/v1/admin/services/{service_id}/accept-price", json={}, headers=admin)
+    assert (accepted.json()["quarantined"], accepted.json()["service"]["rate"]) == (False, "3.50")
 
 
 async def test_staff_renames_and_moves_of_categories_survive_syncs(
