@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from psycopg import errors as pg_errors
 from smm.v1 import events_pb2
 
 from server.common.db import Pool
@@ -65,16 +66,26 @@ class Aftercare:
             raise not_refillable("The order is not completed")
         if datetime.now(UTC) > order.finish_time + timedelta(days=order.refill_days):
             raise not_refillable("Order not eligible for refill.")
-        async with self._pool.connection() as conn:
-            if await QUERIES.scalar(conn, "open_refill", order_id=order_id) is not None:
-                raise not_refillable("A refill of this order is already in progress")
         adapter = await self._clients.adapter_for(order.provider_id)
         if adapter is None:
             raise not_refillable("The order's provider is not available")
+        try:
+            async with self._pool.connection() as conn:
+                reserved = await QUERIES.one(
+                    conn, "reserve_refill", RefillRow, order_id=order.id, user_id=order.user_id,
+                    provider_id=order.provider_id,
+                )  # fmt: skip
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "order_refills_open_key":
+                raise
+            raise not_refillable("A refill of this order is already in progress") from None
+        assert reserved is not None
         with about_orders([order.id]):
             reply = await adapter.refill(order.upstream_order_id)
-        if isinstance(reply, Accepted):
+        if isinstance(reply, Accepted) and str(reply.value):
             status, upstream_id, message = "pending", str(reply.value), ""
+        elif isinstance(reply, Accepted):  # accepted, with no id to follow: nothing left to track
+            status, upstream_id, message = "completed", "", "the provider accepted it without an id to follow"
         elif isinstance(reply, Rejected):
             status, upstream_id, message = "rejected", "", reply.message
         else:  # a refill asked twice costs nobody money: the user may simply ask again
@@ -86,11 +97,9 @@ class Aftercare:
         async with self._pool.connection() as conn, conn.transaction():
             refill = await QUERIES.one(
                 conn,
-                "insert_refill",
+                "record_refill_answer",
                 RefillRow,
-                order_id=order.id,
-                user_id=order.user_id,
-                provider_id=order.provider_id,
+                id=reserved.id,
                 status=status,
                 upstream_refill_id=upstream_id,
                 message=message[:500],
@@ -111,6 +120,7 @@ class Aftercare:
 
     async def poll_refills(self, limit: int) -> int:
         async with self._pool.connection() as conn:
+            await QUERIES.execute(conn, "expire_lost_refills")
             due = await QUERIES.all(conn, "due_refills", RefillRow, limit=limit)
         by_provider: dict[int, list[RefillRow]] = {}
         for refill in due:
@@ -126,13 +136,17 @@ class Aftercare:
                 continue
             for refill in refills:
                 found = reply.value.get(refill.upstream_refill_id)
-                status = (
-                    REFILL_STATES.get(found, refill.status)
-                    if isinstance(found, RefillState)
-                    else refill.status
-                )
+                message = refill.message
+                if isinstance(found, RefillState):
+                    status = REFILL_STATES.get(found, refill.status)
+                elif isinstance(found, Rejected):  # the provider no longer knows it: it is over
+                    status, message = "rejected", found.message[:500]
+                else:
+                    status = refill.status
                 async with self._pool.connection() as conn, conn.transaction():
-                    await QUERIES.execute(conn, "update_refill", id=refill.id, status=status, next_poll_s=30)
+                    await QUERIES.execute(
+                        conn, "update_refill", id=refill.id, status=status, message=message, next_poll_s=30
+                    )
                     if status == "completed" and refill.status != "completed":
                         done = events_pb2.RefillCompleted(
                             order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id

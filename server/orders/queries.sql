@@ -183,7 +183,9 @@ SELECT date_trunc(:period, create_time AT TIME ZONE 'UTC')::date AS start, count
                 ELSE price_micros - released_micros END)::bigint AS spent_micros
 FROM orders
 WHERE user_id = :user_id
-  AND create_time >= date_trunc(:period, now() AT TIME ZONE 'UTC') - (:periods::int - 1) * ('1 ' || :period)::interval
+  -- The window's start as a UTC instant (a bare timestamp would be read in the session's time zone).
+  AND create_time >= (date_trunc(:period, now() AT TIME ZONE 'UTC')
+                      - (:periods::int - 1) * ('1 ' || :period)::interval) AT TIME ZONE 'UTC'
 GROUP BY 1 ORDER BY 1 DESC;
 
 -- name: stuck_orders(older_than_h)
@@ -220,14 +222,27 @@ FROM order_refills WHERE order_id = ANY(:order_ids) ORDER BY id;
 SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
 FROM order_refills WHERE user_id = :user_id AND id = ANY(:ids) ORDER BY id;
 
--- name: open_refill(order_id)$
-SELECT id FROM order_refills WHERE order_id = :order_id AND status IN ('pending', 'in_progress');
-
--- name: insert_refill(order_id, user_id, provider_id, status, upstream_refill_id, message)^
+-- name: reserve_refill(order_id, user_id, provider_id)^
+-- The order's one open refill, taken before the provider is asked (order_refills_open_key makes a
+-- second request at the same moment fail here, not after a second call upstream). Until the answer
+-- is stored it has no upstream id; if this process dies meanwhile, expire_lost_refills ends it.
 INSERT INTO order_refills (order_id, user_id, provider_id, status, upstream_refill_id, message, next_poll_time)
-VALUES (:order_id, :user_id, :provider_id, :status, :upstream_refill_id, :message,
-        CASE WHEN :status IN ('pending', 'in_progress') THEN now() + interval '15 seconds' END)
+VALUES (:order_id, :user_id, :provider_id, 'pending', '', 'asking the provider', now() + interval '10 minutes')
 RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
+
+-- name: record_refill_answer(id, status, upstream_refill_id, message)^
+UPDATE order_refills
+SET status = :status, upstream_refill_id = :upstream_refill_id, message = :message, update_time = now(),
+    next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + interval '15 seconds' END
+WHERE id = :id
+RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
+
+-- name: expire_lost_refills()!
+-- Reservations whose provider answer was never stored (the process died mid-call).
+UPDATE order_refills
+SET status = 'rejected', message = 'the provider''s answer was lost; ask again', update_time = now(),
+    next_poll_time = NULL
+WHERE status = 'pending' AND upstream_refill_id = '' AND next_poll_time <= now();
 
 -- name: due_refills(limit)
 SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
@@ -235,9 +250,9 @@ FROM order_refills
 WHERE status IN ('pending', 'in_progress') AND next_poll_time <= now() AND upstream_refill_id <> ''
 ORDER BY next_poll_time LIMIT :limit;
 
--- name: update_refill(id, status, next_poll_s)!
+-- name: update_refill(id, status, message, next_poll_s)!
 UPDATE order_refills
-SET status = :status, update_time = now(),
+SET status = :status, message = :message, update_time = now(),
     next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + make_interval(secs => :next_poll_s) END
 WHERE id = :id;
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
+from psycopg import sql
 from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
 from smm.v1 import wallet_service_pb2 as wpb
@@ -18,6 +22,7 @@ from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
 
 from core.config import Settings
 from ops.cli import main as smm_main
+from ops.embedded import create_database
 from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
@@ -791,3 +796,39 @@ async def test_the_one_statement_claim_takes_only_the_usual_case_and_follows_the
     failed = await shop.submit(str(exhausted))
     assert failed.status == opb.ORDER_STATUS_FAILED
     assert (await shop.verify()).ok
+
+
+class TestSpendWhenTheDatabaseIsNotInUtc:
+    """PostgreSQL's TimeZone comes from the host at initdb; the spend window's start was a bare
+    timestamp read in it, so in New York an order early on the window's first UTC day was left out."""
+
+    @pytest.fixture
+    def db_url(self, pg_admin_url: str, template_db: str) -> Iterator[str]:
+        name = f"smm_tz_{uuid.uuid4().hex[:8]}"
+        url = create_database(pg_admin_url, name, template=template_db)
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} SET timezone = 'Etc/GMT+5'").format(sql.Identifier(name)))
+        yield url
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    async def test_spend_counts_an_order_from_early_on_the_first_utc_day(
+        self, shop: Shop, pool: Pool
+    ) -> None:
+        ann = await shop.user("ann@example.com", "5.00")
+        placed = (
+            await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/tz", quantity=1000)
+        ).json()
+        async with pool.connection() as conn:
+            assert await (await conn.execute("SHOW timezone")).fetchone() == ("Etc/GMT+5",)
+            await conn.execute(
+                "UPDATE orders SET create_time = (date_trunc('day', now() AT TIME ZONE 'UTC')"
+                " - interval '1 day' + interval '30 minutes') AT TIME ZONE 'UTC' WHERE id = %s",
+                (int(placed["id"]),),
+            )
+        stats = (
+            await shop.http.get(
+                "/api/v1/dashboard/orders/stats", params={"period": "day", "periods": "2"}, headers=ann
+            )
+        ).json()
+        assert [(s["orders"], s["spent"]) for s in stats["spend"]] == [("1", "0.325")]

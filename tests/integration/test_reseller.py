@@ -17,6 +17,9 @@ import pytest
 from smm.v1 import orders_service_pb2 as opb
 
 from server.common.db import Pool
+from server.providers.adapters import standard
+from server.providers.adapters.base import Rejected
+from server.providers.adapters.parse import parse_refill
 from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
@@ -493,3 +496,71 @@ async def test_multi_cancel_refill_and_refill_status_echo_an_unparsable_id_as_gi
         {"refill": "abc", "status": {"error": "Refill not found"}},
         {"refill": 777, "status": {"error": "Refill not found"}},
     ]
+
+
+async def _completed_with_refill(shop: Shop, key: str, user: dict[str, str], link: str) -> int:
+    followers = shop.service_id("1")  # refill 30 days
+    done = (await call(shop.http, key, action="add", service=followers, link=link, quantity=100))["order"]
+    await shop.submit(str(done))
+    await ready_to_poll(shop.pool)
+    assert (await shop.settle(str(done), user))["status"] == "ORDER_STATUS_COMPLETED"
+    return int(done)
+
+
+async def test_refills_asked_at_once_go_upstream_once(shop: Shop, demo_provider: DemoHandle) -> None:
+    """Both passed an unlocked "open refill?" check: the provider was asked twice and the second
+    insert hit the unique index (a 500)."""
+    key, user = await reseller_key(shop, "ann@example.com", "10.00")
+    done = await _completed_with_refill(shop, key, user, "https://x.com/twice")
+    before = await demo_provider.requests("refill")
+    await demo_provider.fault("latency", count=2, actions=["refill"], delay_s=0.3)
+    answer = await call(shop.http, key, action="refill", orders=f"{done},{done}")  # gathered at once
+    assert await demo_provider.requests("refill") - before == 1
+    assert [e["refill"] for e in answer if isinstance(e["refill"], dict)] == [
+        {"error": "A refill of this order is already in progress"}
+    ]
+    assert len([e for e in answer if isinstance(e["refill"], int)]) == 1
+    clicks = await asyncio.gather(
+        *(shop.http.post(f"/api/v1/dashboard/orders/{done}/refill", json={}, headers=user) for _ in range(2))
+    )
+    assert [r.status_code for r in clicks] == [400, 400]  # the first refill is still open
+    assert await demo_provider.requests("refill") - before == 1
+
+
+async def test_a_refill_never_stays_open_without_a_way_to_end(
+    shop: Shop, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refill accepted without an id, one the provider no longer knows, and one whose answer was
+    lost (the process died mid-call) each stayed "Pending" for ever and blocked every later refill."""
+    key, user = await reseller_key(shop, "bob@example.com", "10.00")
+    done = await _completed_with_refill(shop, key, user, "https://x.com/untracked")
+
+    monkeypatch.setattr(
+        standard, "parse_refill", lambda data: parse_refill({"status": "success", "message": "ok"})
+    )
+    untracked = await call(shop.http, key, action="refill", order=done)
+    monkeypatch.undo()
+    assert await call(shop.http, key, action="refill_status", refill=untracked["refill"]) == {
+        "status": "Completed"
+    }
+
+    followed = await call(shop.http, key, action="refill", order=done)
+    monkeypatch.setattr(standard, "parse_refill_status", lambda data: Rejected("Refill not found"))
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE order_refills SET next_poll_time = now() WHERE next_poll_time IS NOT NULL")
+    await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+    monkeypatch.undo()
+    assert await call(shop.http, key, action="refill_status", refill=followed["refill"]) == {
+        "status": "Rejected"
+    }
+
+    async with pool.connection() as conn:  # what a process killed during the provider call leaves
+        await conn.execute(
+            "INSERT INTO order_refills (order_id, user_id, provider_id, status, upstream_refill_id, next_poll_time)"
+            " SELECT id, user_id, provider_id, 'pending', '', now() - interval '1 second' FROM orders WHERE id = %s",
+            (done,),
+        )
+    blocked = await call(shop.http, key, action="refill", order=done)
+    assert blocked == {"error": "A refill of this order is already in progress"}
+    await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+    assert set(await call(shop.http, key, action="refill", order=done)) == {"refill"}
