@@ -206,9 +206,17 @@ class Aftercare:
         else:
             # The cancel may have reached the provider: polling shows the outcome either way.
             state, message = "requested", f"the provider's answer is unknown ({reply.reason})"
+        note = f"cancel {state}" + (f": {message}" if message else "")
         async with self._pool.connection() as conn, conn.transaction():
-            await QUERIES.execute(
-                conn, "set_cancel_state", id=order.id, cancel_state=state, cancel_message=message[:500]
-            )
-            await record(conn, order, order.status, f"cancel {state}" + (f": {message}" if message else ""))
+            locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
+            assert locked is not None
+            if locked.status in states.FINAL:  # it finished while the call was out: only a note
+                await QUERIES.execute(
+                    conn, "add_event", order_id=order.id, status=locked.status, note=note[:500]
+                )
+            else:
+                await QUERIES.execute(
+                    conn, "set_cancel_state", id=order.id, cancel_state=state, cancel_message=message[:500]
+                )
+                await record(conn, locked, locked.status, note)
         return await self._own(None, order_id)

@@ -99,6 +99,29 @@ async def _note_late(conn: Conn, order: OrderRow, candidate: Candidate, upstream
     log.warning("order %s: %s", order.id, note)
 
 
+async def _record_superseded(conn: Conn, order: OrderRow, claim: Claim, reply: Reply[str]) -> None:
+    """The answer to a submission the order has been sent again since (staff resubmitted it while
+    the call was out): it is recorded on the submission and never moves the order, which follows
+    the newer one. If the older one may have placed an order upstream, its timeline and the log
+    say so for staff to cancel it there."""
+    provider = claim.candidate.provider_id
+    if isinstance(reply, Accepted):
+        await finish_submission(conn, claim.submission_id, "accepted", str(reply.value), "")
+        what = f"accepted an earlier submission as #{reply.value}"
+    elif isinstance(reply, Rejected):
+        await finish_submission(conn, claim.submission_id, "rejected", "", reply.message)
+        return
+    elif not reply.sent:
+        await finish_submission(conn, claim.submission_id, "not_sent", "", reply.reason)
+        return
+    else:
+        await finish_submission(conn, claim.submission_id, "unknown", "", reply.reason)
+        what = f"gave no clear answer to an earlier submission ({reply.reason})"
+    note = f"provider {provider} {what} after the order was sent again: check it there"
+    await QUERIES.execute(conn, "add_event", order_id=order.id, status=order.status, note=note[:500])
+    log.warning("order %s: %s", order.id, note)
+
+
 # What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
 RUNS_BY_PANEL = "runs-by-panel"
 
@@ -223,6 +246,9 @@ class Dispatcher:
         async with self._pool.connection() as conn, conn.transaction():
             current = await QUERIES.one(conn, "lock_order", OrderRow, id=claim.id)
             assert current is not None
+            if await QUERIES.scalar(conn, "newest_submission", order_id=claim.id) != submission_id:
+                await _record_superseded(conn, current, claim, reply)
+                return False
             if isinstance(reply, Accepted):
                 upstream_id = str(reply.value)
                 await finish_submission(conn, submission_id, "accepted", upstream_id, "")

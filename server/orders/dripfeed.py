@@ -85,6 +85,12 @@ class DripFeed:
                 run = await QUERIES.one(conn, "lock_next_run", RunRow, order_id=order_id)
                 if run is None:
                     return None
+                if run.state == states.SCHEDULED and order.cancel_state == "requested":
+                    # Scheduled again after the user canceled (staff found a lost run not placed).
+                    await self.cancel_remaining(
+                        conn, order, f"{_label(order, run)} not sent: the order was canceled"
+                    )
+                    continue
                 if run.state == states.SUBMITTING:
                     await self._review(
                         conn, order, run, "a submission was interrupted; the run may exist upstream"

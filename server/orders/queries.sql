@@ -105,6 +105,10 @@ WITH moved AS (
         upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
         next_poll_time = now() + interval '15 seconds'
     WHERE id = :id AND status = 'submitting'
+      -- only for the order's newest submission: an older one answering late (the order was sent
+      -- again meanwhile) must not take over the one that is out now
+      AND NOT EXISTS (SELECT 1 FROM order_submissions s
+                      WHERE s.order_id = :id AND s.run_no IS NULL AND s.id > :submission_id)
     RETURNING *
 ), submission AS (
     UPDATE order_submissions
@@ -122,6 +126,9 @@ SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_
        o.cancel_state, o.cancel_message, o.finish_time, s.refill AS service_refill, s.refill_days,
        s.cancel AS service_cancel, o.pinned_provider, o.panel_dripfeed
 FROM moved o JOIN services s ON s.id = o.service_id;
+
+-- name: newest_submission(order_id)$
+SELECT max(id) FROM order_submissions WHERE order_id = :order_id AND run_no IS NULL;
 
 -- name: finish_submission(id, state, upstream_order_id, message)!
 UPDATE order_submissions SET state = :state, upstream_order_id = :upstream_order_id, message = :message,

@@ -341,3 +341,39 @@ async def test_a_run_refused_after_the_order_was_canceled_is_not_sent_to_a_fallb
     assert (done["status"], done["released"]) == ("ORDER_STATUS_CANCELED", order["price"])
     assert await shop.balance(ann) == ("10.00", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_lost_run_staff_find_not_placed_after_the_user_canceled_is_canceled(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """Run 2 was out when the user canceled, and its answer was lost; staff then resolved it "not
+    placed", and it went out after the cancel."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/stop", quantity=100, runs=2, interval=60)
+    await shop.submit(order["id"])  # run 1 goes out
+    await make_due(pool, order["id"])
+    await demo_provider.fault("http500", count=1, actions=["add"], delay_s=1.0, process=False)  # run 2: lost
+    sending = asyncio.create_task(shop.submit(order["id"]))
+    async with asyncio.timeout(5):
+        while True:
+            if [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "submitting"]:
+                break
+            await asyncio.sleep(0.02)
+    canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    assert canceled.status_code == 200, canceled.text
+    await sending
+    assert (await get(shop, ann, order["id"]))["status"] == "ORDER_STATUS_NEEDS_REVIEW"
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "not_placed", "reason": "not in the provider's panel"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    await shop.submit(order["id"])  # the event the resolution published
+    assert len(await demo_provider.orders()) == 1
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "canceled"]
+    done = await run_to_the_end(shop, ann, order["id"])  # run 1 still delivers
+    price = Decimal(order["price"])
+    assert (done["status"], Decimal(done["released"])) == ("ORDER_STATUS_PARTIAL", share(price, 100, 200))
+    assert (await shop.verify()).ok

@@ -432,6 +432,96 @@ async def test_an_answer_that_arrives_after_staff_failed_the_order_leaves_it_fai
     assert (await shop.verify()).ok
 
 
+async def _in_review_with_the_first_add_out(
+    shop: Shop, user: dict[str, str], order_id: str
+) -> asyncio.Task[opb.Order]:
+    """Submission A is out (slow); a redelivered event moves the order to review."""
+    first = asyncio.create_task(shop.submit(order_id))
+    async with asyncio.timeout(5):
+        while True:
+            current = await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)
+            if current.json()["status"] == "ORDER_STATUS_SUBMITTING":
+                break
+            await asyncio.sleep(0.02)
+    assert (await shop.submit(order_id)).status == opb.ORDER_STATUS_NEEDS_REVIEW
+    return first
+
+
+@pytest.mark.parametrize("first_answer", ["refused", "accepted"])
+async def test_an_earlier_submissions_late_answer_never_moves_an_order_sent_again(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool, first_answer: str
+) -> None:
+    """Staff resubmitted an order while its first ``add`` was still out. The first one's late
+    refusal failed the order (and released its hold) while the second was placed; its late
+    acceptance took the order over and left the second upstream order untracked."""
+    ann = await shop.user("ann@example.com", "5.00")
+    backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/race", quantity=1000)
+    ).json()
+    first_kind = "error_body" if first_answer == "refused" else "latency"
+    await demo_provider.fault(first_kind, count=1, actions=["add"], delay_s=1.0)  # A: slow
+    await demo_provider.fault("latency", count=1, actions=["add"], delay_s=2.5)  # B: slower, accepted
+    first = await _in_review_with_the_first_add_out(shop, ann, order["id"])
+    resubmitted = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resubmit",
+        json={"providerId": backup["id"], "upstreamServiceId": "2", "reason": "provider 1 looks stuck"},
+        headers=shop.admin,
+    )
+    assert resubmitted.status_code == 200, resubmitted.text
+    await asyncio.gather(first, shop.submit(order["id"]))
+    upstream = sorted(int(o["order"]) for o in await demo_provider.orders())
+    final = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)).json()
+    staff_view = (await shop.http.get(f"/api/v1/admin/orders/{order['id']}", headers=shop.admin)).json()
+    assert (final["status"], final["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
+    assert (staff_view["providerId"], staff_view["upstreamOrderId"]) == (backup["id"], str(upstream[-1]))
+    assert await shop.balance(ann) == ("4.675", "0.325")
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT note FROM order_events WHERE order_id = %s ORDER BY id", (int(order["id"]),)
+        )
+        notes = [row[0] for row in await cursor.fetchall()]
+    if first_answer == "accepted":  # two upstream orders: the one not followed is flagged for staff
+        assert len(upstream) == 2
+        assert any(f"as #{upstream[0]} after the order was sent again: check it there" in n for n in notes), (
+            notes
+        )
+    else:
+        assert len(upstream) == 1
+        assert not any("check it there" in n for n in notes), notes
+    assert (await shop.verify()).ok
+
+
+async def test_a_cancel_answered_after_the_order_finished_leaves_it_finished(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """The cancel's provider call outlived the order: it then appended an "in progress" status
+    (and event) to a completed order and marked it cancel-requested."""
+    ann = await shop.user("ann@example.com", "5.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/done", quantity=100)
+    ).json()
+    await shop.submit(order["id"])
+    await demo_provider.fault("latency", count=1, actions=["cancel"], delay_s=1.0)
+    cancel = asyncio.create_task(
+        shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    )
+    await asyncio.sleep(0.2)
+    assert (await shop.settle(order["id"], ann))["status"] == "ORDER_STATUS_COMPLETED"
+    assert (await cancel).json()["status"] == "ORDER_STATUS_COMPLETED"
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute("SELECT status, cancel_state FROM orders WHERE id = %s", (int(order["id"]),))
+        ).fetchone()
+        cursor = await conn.execute(
+            "SELECT status, note FROM order_events WHERE order_id = %s ORDER BY id", (int(order["id"]),)
+        )
+        timeline = await cursor.fetchall()
+    assert row == ("completed", "")
+    assert [status for status, _ in timeline][-1] == "completed"
+    assert timeline[-1][1].startswith("cancel")
+
+
 async def test_the_accepted_answer_is_stored_with_its_timeline_line_and_event(shop: Shop, pool: Pool) -> None:
     ann = await shop.user("ann@example.com", "5.00")
     order = (
