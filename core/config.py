@@ -7,7 +7,10 @@ shared by several processes; ``smm dev`` generates those once under ``./var``. S
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+import logging
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -157,6 +160,24 @@ class Settings(BaseSettings):
 
     # Where local state (embedded servers' data, mail, ports) lives.
     var_dir: str = "var"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidr_list(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(f"{part!r} is not an address or a CIDR range") from None
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+        return value.upper()
 
     @property
     def mail_path(self) -> str:

@@ -7,6 +7,8 @@ import asyncio
 import sys
 
 import grpc
+import psycopg
+from pydantic import ValidationError
 
 from core.config import load_settings
 
@@ -69,7 +71,13 @@ _TOOLS = frozenset({"admin", "ledger", "dlq"})
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ValidationError as exc:  # one line per bad setting, named as the operator wrote it
+        for error in exc.errors():
+            name = "SMM_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"{name}: {error['msg']}", file=sys.stderr)
+        return 2
     if args.command in _TOOLS and not settings.internal_token.get_secret_value():
         from ops.dev import local_internal_token
 
@@ -104,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             applied = migrate(settings.database_url)
         except MigrationError as exc:
             print(f"migrate: {exc}", file=sys.stderr)
+            return 1
+        except psycopg.Error as exc:  # unreachable, refused, or a malformed URL (whose text libpq quotes)
+            from ops.dev import scrub_url_secret
+
+            print(
+                f"migrate: PostgreSQL: {scrub_url_secret(str(exc), settings.database_url)}", file=sys.stderr
+            )
             return 1
         print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
         return 0

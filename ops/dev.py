@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -290,8 +291,24 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.partition(':')[0]}@{host}"
+    elif "@" in netloc and not parts.scheme.startswith("postgres"):
+        # nats://TOKEN@host: a user part alone is the token, not a name.
+        netloc = "***@" + netloc.rpartition("@")[2]
     query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def scrub_url_secret(message: str, url: str) -> str:
+    """``message`` without the password (or token) of ``url``, found by hand: libpq quotes the bad
+    part of a malformed URL in its errors, and such a URL does not parse."""
+    userinfo = url.partition("://")[2].rpartition("@")[0] if "://" in url else ""
+    secret = userinfo.partition(":")[2] or (userinfo if not url.startswith("postgres") else "")
+    for text in {secret, *(part for part in re.split(r"[%:]", secret) if len(part) >= 4)} - {""}:
+        message = message.replace(text, "***")
+    params = dict(parse_qsl(urlsplit(url).query)) if "://" in url else {}
+    if params.get("password"):
+        message = message.replace(params["password"], "***")
+    return message
 
 
 # --------------------------------------------------------------------------- children
@@ -492,7 +509,7 @@ def run_dev(settings: Settings, *, copies: int = 1) -> int:
     with _terminate_as_interrupt():
         stack = contextlib.ExitStack()
         try:
-            code = _guarded(lambda: _run(settings, copies, stack))
+            code = _guarded(lambda: _run(settings, copies, stack), settings.database_url or "")
         finally:
             try:
                 _ignore_interrupts()
@@ -553,7 +570,7 @@ def _close(stack: contextlib.ExitStack) -> int:
     return EXIT_OK
 
 
-def _guarded(step: Callable[[], int]) -> int:
+def _guarded(step: Callable[[], int], database_url: str = "") -> int:
     """Run `step`, turning the failures smm dev expects into one line and an exit code."""
     try:
         return step()
@@ -570,7 +587,7 @@ def _guarded(step: Callable[[], int]) -> int:
         _say(str(exc))
         return EXIT_FAILED
     except psycopg.Error as exc:
-        _say(f"PostgreSQL: {exc}")
+        _say(f"PostgreSQL: {scrub_url_secret(str(exc), database_url)}")
         return EXIT_FAILED
     except grpc.aio.AioRpcError as exc:
         _say(f"a gRPC call failed: {exc.code().name}: {exc.details()}")

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
+import nats
+
 from core.config import Settings
-from core.events import Namespace, connect
+from core.events import Namespace
 from workers.dlq import list_dead_letters, replay
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+async def _quiet(error: Exception) -> None:
+    """nats-py logs a traceback per failed attempt; the one line below says it all."""
 
 
 async def run_dlq(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.nats_url:
         print("SMM_NATS_URL is not set", file=sys.stderr)
         return 2
-    nc = await connect(settings.nats_url, name="smm-dlq")
+    try:  # a one-shot tool: fail fast instead of reconnecting for ever like the services do
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            nc = await nats.connect(
+                settings.nats_url, name="smm-dlq", connect_timeout=2, allow_reconnect=False,
+                max_reconnect_attempts=0, error_cb=_quiet,
+            )  # fmt: skip
+    except Exception as exc:  # refused, unknown host, or nothing within the time
+        print(f"cannot reach SMM_NATS_URL ({type(exc).__name__})", file=sys.stderr)
+        return 1
     ns = Namespace(settings.nats_namespace)
     try:
         letters = await list_dead_letters(nc, ns, durable=args.durable)

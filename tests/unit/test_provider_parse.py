@@ -910,3 +910,16 @@ def test_plan_moves_a_service_only_when_its_upstream_category_changes() -> None:
     assert moved.new_categories == ["Instagram VIP"]
     [(name, row)] = moved.updates
     assert (name, row.category_id, row.upstream_category) == ("Instagram VIP", 0, "Instagram VIP")
+
+
+@pytest.mark.parametrize("key", ["AbC+dEf/GhI9kLm==", 'k"ey\\with/quotes', "ключ/1"])
+def test_a_key_the_provider_echoes_json_escaped_is_redacted_before_parsing(key: str) -> None:
+    """PHP's json_encode (behind most panels) writes '/' as '\\/'; parsing turned the escaped echo
+    back into the key, past the redaction of the raw text."""
+    for body in (
+        json.dumps({"error": f"Invalid API key {key}"}),
+        json.dumps({"error": f"Invalid API key {key}"}, ensure_ascii=False),
+        json.dumps({"error": f"Invalid API key {key}"}).replace("/", "\\/"),
+    ):
+        parsed = load_json(redact(body, key))
+        assert key not in str(parsed), (body, parsed)

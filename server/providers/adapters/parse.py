@@ -277,10 +277,13 @@ def normalise_keys(entry: Mapping[str, object]) -> dict[str, object]:
 
 
 def redact(text: str, secret: str) -> str:
-    """``text`` without ``secret``, also in its URL-encoded spellings."""
+    """``text`` without ``secret``, also in its URL-encoded and JSON-escaped spellings (PHP's
+    json_encode, behind most panels, writes ``/`` as ``\\/``; parsing would turn it back)."""
     if not secret:
         return text
-    for spelling in {secret, quote_plus(secret), quote(secret, safe="")}:
+    plain = {secret, quote_plus(secret), quote(secret, safe="")}
+    escaped = {json.dumps(s)[1:-1] for s in plain} | {json.dumps(s, ensure_ascii=False)[1:-1] for s in plain}
+    for spelling in sorted(plain | escaped | {e.replace("/", "\\/") for e in escaped}, key=len, reverse=True):
         if spelling:
             text = text.replace(spelling, REDACTED)
     return text

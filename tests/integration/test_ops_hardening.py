@@ -1,0 +1,125 @@
+"""The operator's tools with bad input or missing servers: one clear line, never a traceback, and
+never a secret (a NATS token, a database password libpq quotes back) in what they print."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import load_settings
+from ops.cli import main as smm_main
+from ops.dev import redact_url, run_dev
+from ops.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMM_")}
+    env.update(extra)
+    return env
+
+
+def _smm(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_redact_url_hides_a_nats_token() -> None:
+    # nats.py treats the user part of nats://TOKEN@host as the auth token; `smm dev` prints
+    # redact_url(SMM_NATS_URL) in its "is up" banner.
+    shown = redact_url("nats://s3cr3t-nats-token@nats.internal:4222")
+    assert "s3cr3t-nats-token" not in shown
+
+
+def test_smm_migrate_unreachable_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SMM_DATABASE_URL", f"postgresql://smm:pw@127.0.0.1:{free_port()}/smm")
+    code = smm_main(["migrate"])  # raises psycopg.OperationalError instead
+    assert code == 1
+    assert "migrate:" in capsys.readouterr().err
+
+
+def test_smm_dev_does_not_print_the_database_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A password with a stray '%' (not percent-encoded) is an easy operator mistake.
+    settings = load_settings(
+        database_url="postgresql://smm:hunter2%zz@127.0.0.1:5432/smm",
+        nats_url="nats://127.0.0.1:4222",
+        var_dir=str(tmp_path / "var"),
+        grpc_addr=f"127.0.0.1:{free_port()}",
+        edge_addr=f"127.0.0.1:{free_port()}",
+        demo_provider_addr="",
+    )
+    code = run_dev(settings)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "hunter2" not in err, err
+
+
+def test_smm_migrate_does_not_echo_the_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _clean_env(SMM_DATABASE_URL="postgresql://smm:hunter2%zz@127.0.0.1:5432/smm")
+    result = _smm(["migrate"], env, timeout=60)
+    assert "hunter2" not in result.stderr, result.stderr[-400:]
+
+
+@pytest.mark.parametrize(
+    ("args", "env_var", "value"),
+    [
+        (["migrate"], "SMM_DB_POOL_MAX", "abc"),
+        (["serve", "edge"], "SMM_TRUSTED_PROXIES", "not-a-cidr"),
+        (["serve", "edge"], "SMM_LOG_LEVEL", "loud"),
+    ],
+)
+def test_a_bad_setting_is_one_clear_line(args: list[str], env_var: str, value: str) -> None:
+    env = _clean_env(
+        SMM_EDGE_ADDR=f"127.0.0.1:{free_port()}",
+        SMM_GRPC_TARGET=f"127.0.0.1:{free_port()}",
+        SMM_DATABASE_URL=f"postgresql://smm@127.0.0.1:{free_port()}/smm",
+        SMM_INTERNAL_TOKEN="t",
+        SMM_PAGE_TOKEN_SECRET="p",
+        **{env_var: value},
+    )
+    result = _smm(args, env, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert env_var in result.stderr, result.stderr[-600:]
+
+
+def test_smm_dlq_list_with_nats_down_fails_fast() -> None:
+    env = _clean_env(SMM_NATS_URL=f"nats://127.0.0.1:{free_port()}")
+    try:
+        result = _smm(["dlq", "list"], env, timeout=20)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`smm dlq list` still running after 20 s; stderr so far: {str(exc.stderr)[:300]}")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_every_setting_is_documented() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    docs = readme + "".join(p.read_text(encoding="utf-8") for p in (ROOT / "docs").glob("*.md"))
+    from core.config import Settings
+
+    missing = [
+        f"SMM_{name.upper()}"
+        for name in Settings.model_fields
+        if not re.search(rf"SMM_{name.upper()}\b", docs)
+    ]
+    assert missing == []
