@@ -58,6 +58,20 @@ class Shop:
         body = (await self.http.get("/api/v1/dashboard/wallet", headers=user)).json()
         return body["available"], body["held"]
 
+    async def with_fallback(
+        self, service_id: str, upstream_service_id: str, fallback_provider_id: str
+    ) -> None:
+        """The service at the demo provider first, then at another provider's same upstream service."""
+        mapped = await self.http.post(
+            f"/api/v1/admin/services/{service_id}/providers",
+            json={
+                "provider": {"providerId": self.provider_id, "upstreamServiceId": upstream_service_id},  # type: ignore[attr-defined]
+                "fallbacks": [{"providerId": fallback_provider_id, "upstreamServiceId": upstream_service_id}],
+            },
+            headers=self.admin,
+        )
+        assert mapped.status_code == 200, mapped.text
+
     async def order(self, user: dict[str, str], **body: Any) -> httpx.Response:
         return await self.http.post("/api/v1/dashboard/orders", json=body, headers=user)
 

@@ -315,13 +315,7 @@ async def test_a_run_refused_after_the_order_was_canceled_is_not_sent_to_a_fallb
     seo = await offer_dripfeed(shop)
     backup_demo = await demo_provider_factory()
     backup = await add_provider(shop.http, shop.admin, backup_demo, name="Backup")
-    mapped = await shop.http.post(
-        f"/api/v1/admin/services/{seo}/providers",
-        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": SEO},  # type: ignore[attr-defined]
-              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": SEO}]},
-        headers=shop.admin,
-    )  # fmt: skip
-    assert mapped.status_code == 200, mapped.text
+    await shop.with_fallback(seo, SEO, backup["id"])
     ann = await shop.user("ann@example.com", "10.00")
     order = await place(shop, ann, seo, "https://example.com/late", quantity=100, runs=3, interval=60)
     await demo_provider.fault("error_body", count=1, actions=["add"], delay_s=1.0)  # a slow refusal

@@ -288,13 +288,7 @@ async def test_a_rejected_order_goes_to_the_fallback_and_fails_when_none_is_left
     ann = await shop.user("ann@example.com", "5.00")
     likes = shop.service_id("2")
     backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
-    mapped = await shop.http.post(
-        f"/api/v1/admin/services/{likes}/providers",
-        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
-              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
-        headers=shop.admin,
-    )  # fmt: skip
-    assert mapped.status_code == 200, mapped.text
+    await shop.with_fallback(likes, "2", backup["id"])
     await demo_provider.fault("error_body", count=1, actions=["add"])
     order = (await shop.order(ann, serviceId=likes, link="https://x.com/fallback", quantity=1000)).json()
     sent = await shop.submit(order["id"])
@@ -841,13 +835,7 @@ async def test_the_one_statement_claim_takes_only_the_usual_case_and_follows_the
     ann = await shop.user("ann@example.com", "5.00")
     likes = shop.service_id("2")
     backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
-    mapped = await shop.http.post(
-        f"/api/v1/admin/services/{likes}/providers",
-        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
-              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
-        headers=shop.admin,
-    )  # fmt: skip
-    assert mapped.status_code == 200, mapped.text
+    await shop.with_fallback(likes, "2", backup["id"])
     ids = [
         int(
             (await shop.order(ann, serviceId=likes, link=f"https://x.com/claim{n}", quantity=1000)).json()[

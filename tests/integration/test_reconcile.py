@@ -180,13 +180,7 @@ async def test_an_order_found_at_a_fallback_provider_is_followed_there(
     backup_demo = await demo_provider_factory()
     backup = await add_provider(shop.http, shop.admin, backup_demo, name="Backup")
     likes = shop.service_id("2")
-    mapped = await shop.http.post(
-        f"/api/v1/admin/services/{likes}/providers",
-        json={"provider": {"providerId": shop.provider_id, "upstreamServiceId": "2"},  # type: ignore[attr-defined]
-              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "2"}]},
-        headers=shop.admin,
-    )  # fmt: skip
-    assert mapped.status_code == 200, mapped.text
+    await shop.with_fallback(likes, "2", backup["id"])
     async with pool.connection() as conn:
         await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
     bob = await shop.user("bob@example.com", "5.00")  # #1 at the primary, ending canceled

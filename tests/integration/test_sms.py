@@ -525,16 +525,23 @@ async def test_a_refused_text_is_dead_lettered_with_the_reason_by_the_running_wo
     assert await rows(pool, "SELECT status FROM sms_messages") == [("failed",)]
 
 
-async def test_a_crash_between_the_send_and_its_record_is_the_documented_window(
+async def _an_api_key_security_text(
     http: httpx.AsyncClient, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
-) -> None:
+) -> tuple[Consumer, Event]:
+    """A user with a verified phone who wants security texts creates an API key: the consumer that
+    texts about it, and the event it handles (Twilio sends no status callbacks)."""
     twilio.send_callbacks = False
     ann = bearer((await register(http))["token"])
     await verified_phone(http, accounts, ann, ANN_PHONE)
     await opt_in(http, ann, sms={"security": True})
     await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=ann)
-    keys = consumer(sms_worker, "sms-api-keys")
-    event = await latest_event(pool, "smm.accounts.api_key.created")
+    return consumer(sms_worker, "sms-api-keys"), await latest_event(pool, "smm.accounts.api_key.created")
+
+
+async def test_a_crash_between_the_send_and_its_record_is_the_documented_window(
+    http: httpx.AsyncClient, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    keys, event = await _an_api_key_security_text(http, accounts, pool, sms_worker, twilio)
     assert await keys.handle(event, _nothing) == Ok()
     # The worker died after recording the SID and before acking: the redelivery sends nothing.
     assert await keys.handle(event, _nothing) == Ok()
@@ -672,13 +679,7 @@ async def test_every_dead_letter_of_one_event_texts_the_admins_once(
 async def test_a_replayed_event_resends_a_text_twilio_refused_but_never_one_it_took(
     http: httpx.AsyncClient, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
 ) -> None:
-    twilio.send_callbacks = False
-    ann = bearer((await register(http))["token"])
-    await verified_phone(http, accounts, ann, ANN_PHONE)
-    await opt_in(http, ann, sms={"security": True})
-    await http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=ann)
-    keys = consumer(sms_worker, "sms-api-keys")
-    event = await latest_event(pool, "smm.accounts.api_key.created")
+    keys, event = await _an_api_key_security_text(http, accounts, pool, sms_worker, twilio)
     twilio.fail_next(1, 401)  # credentials refused until the operator fixes them: failed, dead-lettered
     assert isinstance(await keys.handle(event, _nothing), Permanent)
     assert await rows(pool, "SELECT status, transport_message_id FROM sms_messages") == [("failed", "")]
