@@ -36,3 +36,12 @@ def category_not_found(category_id: int) -> NotFound:
         domain=DOMAIN,
         metadata={"id": str(category_id)},
     )
+
+
+def empty_service_list() -> FailedPrecondition:
+    return FailedPrecondition(
+        "the provider listed no services; nothing was changed"
+        " (disable the provider to take its services off sale)",
+        reason="EMPTY_SERVICE_LIST",
+        domain=DOMAIN,
+    )

@@ -17,6 +17,10 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 - fields staff edited (name, description, category, drip-feed offered) are never overwritten; the
   provider's own drip-feed is kept apart (``upstream_dripfeed``): when the panel offers drip-feed
   and the provider has none, smm sends the runs itself (``server/orders/dripfeed.py``);
+- an empty list while some of the provider's services are still listed is refused (the sync fails,
+  nothing changes): providers answer `[]` during outages and deploys far more often than they stop
+  selling everything, and disabling a whole catalog on one bad answer stops all sales; staff who
+  mean it disable the provider;
 - a second sync with nothing new changes nothing.
 """
 
@@ -30,6 +34,7 @@ from decimal import Decimal
 
 from smm.v1 import events_pb2
 
+from server.catalog.errors import empty_service_list
 from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED, SERVICE_TYPES
 from server.catalog.pricing import BPS, Rules
 from server.catalog.repo import Conn, PostgresCatalogRepo, SyncedService
@@ -140,6 +145,8 @@ def plan(
     now: datetime | None = None,
 ) -> Plan:
     now = now or datetime.now(UTC)
+    if not offers and any(s.gone_upstream_time is None for s in existing):
+        raise empty_service_list()
     result = Plan(Counts(total=len(offers)))
     by_upstream = {s.upstream_service_id: s for s in existing}
     seen: set[str] = set()

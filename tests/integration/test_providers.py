@@ -530,6 +530,35 @@ async def test_a_service_never_enabled_stays_off_sale_after_it_returns_upstream(
     assert await public_services(http) == {}
 
 
+async def test_an_empty_service_list_fails_the_sync_and_keeps_the_catalog_on_sale(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """A provider answering `[]` (an outage, a deploy) used to disable its whole catalog until the
+    next good sync; now the run fails with the reason and nothing changes."""
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    before = await admin_services(http, admin)
+    on_sale = await public_services(http)
+    assert len(on_sale) == 18
+    for upstream_id in before:
+        assert (await demo_provider.control.delete(f"/control/services/{upstream_id}")).status_code == 200
+
+    preview = await http.post(
+        f"/api/v1/admin/providers/{provider['id']}/sync-preview", json={}, headers=admin
+    )
+    assert_error(preview, 400, "FAILED_PRECONDITION", "EMPTY_SERVICE_LIST")
+    stub = pb_grpc.ProvidersServiceStub(channel)
+    queued = await stub.SyncProvider(
+        pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
+    )
+    failed = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    assert failed.status == "failed"
+    assert "listed no services; nothing was changed" in failed.error
+    assert (failed.disabled, failed.updated) == (0, 0)
+    assert await admin_services(http, admin) == before
+    assert await public_services(http) == on_sale
+
+
 async def test_an_existing_service_whose_offer_becomes_unusable_is_taken_off_sale(
     http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from server.catalog.importer import Offer, ProviderTerms, plan
 from server.catalog.pricing import PricingRule, Rules
 from server.catalog.repo import SyncedService
+from server.common.errors import FailedPrecondition
 from server.providers import adapters
 from server.providers.adapters import (
     ADAPTERS,
@@ -896,10 +897,23 @@ def test_plan_an_unusable_offer_quarantines_the_existing_service(offer: Offer, p
 def test_plan_a_return_upstream_re_enables_only_what_the_sync_disabled() -> None:
     now = datetime(2024, 1, 1, tzinfo=UTC)
     for enabled in (True, False):
-        [(_, gone)] = plan([_synced(enabled=enabled)], [], _TERMS, _RULES, {}, now=now).updates
+        other = _offer(upstream_id="2")  # the provider still lists something else
+        [(_, gone)] = plan(
+            [_synced(enabled=enabled)], [other], _TERMS, _RULES, {"Instagram": 3}, now=now
+        ).updates
         assert (gone.enabled, gone.disabled_by_sync, gone.gone_upstream_time) == (False, enabled, now)
         [(_, back)] = plan([gone], [_offer()], _TERMS, _RULES, {"Instagram": 3}).updates
         assert (back.enabled, back.disabled_by_sync, back.gone_upstream_time) == (enabled, False, None)
+
+
+def test_plan_refuses_an_empty_list_while_the_provider_has_services_listed() -> None:
+    with pytest.raises(FailedPrecondition) as refused:
+        plan([_synced(), _synced(id=11, upstream_service_id="2")], [], _TERMS, _RULES, {})
+    assert refused.value.reason == "EMPTY_SERVICE_LIST"
+    # Nothing listed here, or everything already gone upstream: an empty list changes nothing.
+    assert plan([], [], _TERMS, _RULES, {}).updates == []
+    gone = _synced(enabled=False, gone_upstream_time=datetime(2024, 1, 1, tzinfo=UTC))
+    assert plan([gone], [], _TERMS, _RULES, {}).updates == []
 
 
 def test_plan_moves_a_service_only_when_its_upstream_category_changes() -> None:
