@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
 
 from core import loop
 from core.config import Settings
@@ -36,7 +39,9 @@ async def run_worker(settings: Settings, name: str, stop: asyncio.Event | None =
     if not settings.nats_url:
         raise SystemExit("SMM_NATS_URL is not set (smm dev sets it for you)")
     stop = stop or _stop_on_signals()
-    nc = await connect(settings.nats_url, name=f"smm-worker-{name}")
+    nc = await _connect_unless_stopped(settings.nats_url, f"smm-worker-{name}", stop)
+    if nc is None:
+        return
     ns = Namespace(settings.nats_namespace)
     try:
         if name == "scheduler":
@@ -49,6 +54,22 @@ async def run_worker(settings: Settings, name: str, stop: asyncio.Event | None =
             await rpc.channel.close()
     finally:
         await nc.drain()
+
+
+async def _connect_unless_stopped(url: str, name: str, stop: asyncio.Event) -> NATS | None:
+    """Connect, or give up when told to stop: the first connection retries for as long as NATS is
+    away, and SIGTERM (which only sets ``stop``) used to leave the worker waiting for it."""
+    connecting = asyncio.create_task(connect(url, name=name), name="nats-connect")
+    stopping = asyncio.create_task(stop.wait(), name="stop-wait")
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    log.info("stopped before NATS could be reached")
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
+    return None
 
 
 def _stop_on_signals() -> asyncio.Event:

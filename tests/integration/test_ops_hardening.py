@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,35 @@ def test_smm_dlq_list_with_nats_down_fails_fast() -> None:
         pytest.fail(f"`smm dlq list` still running after 20 s; stderr so far: {str(exc.stderr)[:300]}")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_waiting_for_nats_stops_on_sigterm() -> None:
+    """The first NATS connection retries for as long as NATS is away; SIGTERM only sets the stop
+    event, which the worker did not watch until it was connected: it waited for NATS for ever."""
+    env = _clean_env(SMM_NATS_URL=f"nats://127.0.0.1:{free_port()}", SMM_LOG_LEVEL="info")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "worker", "analytics"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)  # imports done, the signal handlers installed, retrying the connection
+        assert worker.poll() is None
+        worker.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = worker.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the worker was still running 15 s after SIGTERM")
+        assert worker.returncode == 0, stderr[-600:]
+        assert "stopped before NATS could be reached" in stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
 
 
 def test_every_setting_is_documented() -> None:
