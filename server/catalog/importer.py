@@ -13,7 +13,9 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
   skipped and reported; an existing service whose offer became unusable is quarantined (not sold)
   with the reason, never left on sale on its old terms;
 - a service moves category only when the provider's category name changed since the last sync
-  (``upstream_category``), so categories staff renamed and services they moved stay put;
+  (``upstream_category``), so categories staff renamed and services they moved stay put; a new
+  service (or one moved upstream) joins the category where its upstream siblings live, so it
+  follows a staff rename too;
 - fields staff edited (name, description, category, drip-feed offered) are never overwritten; the
   provider's own drip-feed is kept apart (``upstream_dripfeed``): when the panel offers drip-feed
   and the provider has none, smm sends the runs itself (``server/orders/dripfeed.py``);
@@ -27,6 +29,7 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -148,6 +151,7 @@ def plan(
     if not offers and any(s.gone_upstream_time is None for s in existing):
         raise empty_service_list()
     result = Plan(Counts(total=len(offers)))
+    categories = {**categories, **_sibling_homes(existing)}
     by_upstream = {s.upstream_service_id: s for s in existing}
     seen: set[str] = set()
     wanted_categories: set[str] = set()
@@ -233,6 +237,18 @@ def plan(
             )
     result.new_categories = sorted(wanted_categories)
     return result
+
+
+def _sibling_homes(existing: list[SyncedService]) -> dict[str, int]:
+    """Where the services of each upstream category live now: a category staff renamed keeps its
+    services' upstream name, so a new service from that upstream category joins its siblings (and
+    their pricing rule) instead of a fresh category under the provider's name. Services staff moved
+    one by one do not count; if the siblings are split, most of them decide."""
+    votes: dict[str, Counter[int]] = {}
+    for service in existing:
+        if service.upstream_category and service.category_id and "category" not in service.admin_edited:
+            votes.setdefault(service.upstream_category, Counter())[service.category_id] += 1
+    return {name: counts.most_common(1)[0][0] for name, counts in votes.items()}
 
 
 def _plan_unusable(result: Plan, current: SyncedService | None, raw: Offer, problem: str) -> None:

@@ -741,6 +741,16 @@ async def test_staff_renames_and_moves_of_categories_survive_syncs(
     categories = (await http.get("/api/v1/public/categories")).json()["categories"]
     assert "Instagram" not in {c["name"] for c in categories}  # not re-created
 
+    # A new service upstream in "Instagram" joins its siblings in the renamed category, at its rule.
+    new = {"name": "Instagram Saves", "rate": "0.40", "min": 10, "max": 5000, "category": "Instagram"}
+    assert (await demo_provider.control.put("/control/services/900", json=new)).status_code == 200
+    grown = await run_sync(channel, provider["id"])
+    assert (grown.created, grown.updated) == (1, 0)
+    saves = (await admin_services(http, admin))["900"]["service"]
+    assert (saves["categoryId"], saves["categoryName"], saves["rate"]) == (category_id, "IG Growth", "0.80")
+    categories = (await http.get("/api/v1/public/categories")).json()["categories"]
+    assert "Instagram" not in {c["name"] for c in categories}
+
     # The provider moves the service to another category: that still follows.
     moved = await demo_provider.control.put("/control/services/1", json={"category": "Instagram VIP"})
     assert moved.status_code == 200

@@ -916,6 +916,27 @@ def test_plan_refuses_an_empty_list_while_the_provider_has_services_listed() -> 
     assert plan([gone], [], _TERMS, _RULES, {}).updates == []
 
 
+def test_plan_puts_a_new_service_where_its_upstream_siblings_live() -> None:
+    renamed = _synced(category_id=3)  # staff renamed category 3 from "Instagram" to "IG Growth"
+    sibling = _offer(upstream_id="2", name="Likes")
+    planned = plan([renamed], [_offer(), sibling], _TERMS, _RULES, {"IG Growth": 3})
+    [(name, row)] = planned.creates
+    assert (name, row.category_id, planned.new_categories) == ("Instagram", 3, [])
+    # Services staff moved by hand do not count; with the others split, most of them decide.
+    moved = [
+        _synced(id=20 + n, upstream_service_id=f"m{n}", category_id=8, admin_edited=["category"])
+        for n in range(3)
+    ]
+    split = [
+        renamed,
+        _synced(id=12, upstream_service_id="4", category_id=3),
+        _synced(id=13, upstream_service_id="5", category_id=5),
+    ]
+    offers = [_offer(upstream_id=s.upstream_service_id) for s in [*moved, *split]] + [sibling]
+    [(_, row)] = plan([*moved, *split], offers, _TERMS, _RULES, {"IG Growth": 3}).creates
+    assert row.category_id == 3
+
+
 def test_plan_moves_a_service_only_when_its_upstream_category_changes() -> None:
     renamed = _synced(category_id=3)  # staff renamed category 3 from "Instagram"
     quiet = plan([renamed], [_offer()], _TERMS, _RULES, {"IG Growth": 3})
