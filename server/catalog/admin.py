@@ -27,6 +27,7 @@ from server.common.errors import (
 )
 from server.common.money import MAX_MICROS, MICROS, convert_micros, format_micros, mul_div_round
 from server.common.outbox import add_event
+from server.common.upstream_id import MAX_ID_CHARS, canonical_upstream_id
 
 MAX_FALLBACKS = 5
 MAX_BULK = 5000
@@ -235,10 +236,23 @@ class CatalogAdmin:
         violations = []
         if len(fallbacks) > MAX_FALLBACKS:
             violations.append(FieldViolation("fallbacks", f"at most {MAX_FALLBACKS}"))
-        for index, (provider_id, upstream) in enumerate([*([primary] if primary else []), *fallbacks]):
+        # Ids as the provider's list gives them ("0023" is 23), so a hand link matches the sync's.
+        given = [*([primary] if primary else []), *fallbacks]
+        canonical = [(provider_id, canonical_upstream_id(upstream) or "") for provider_id, upstream in given]
+        for index, (provider_id, upstream) in enumerate(canonical):
             name = "provider" if primary and index == 0 else f"fallbacks[{index - (1 if primary else 0)}]"
-            if provider_id <= 0 or not 1 <= len(upstream.strip()) <= 100:
-                violations.append(FieldViolation(name, "needs a provider_id and an upstream_service_id"))
+            if provider_id <= 0 or not upstream:
+                violations.append(
+                    FieldViolation(
+                        name,
+                        "needs a provider_id and an upstream_service_id"
+                        f" (a positive number or up to {MAX_ID_CHARS} characters without spaces)",
+                    )
+                )
+        if primary:
+            primary, fallbacks = canonical[0], canonical[1:]
+        else:
+            fallbacks = canonical
         if primary and primary in fallbacks:
             violations.append(FieldViolation("fallbacks", "must not repeat the primary provider service"))
         collect(violations, domain=DOMAIN)
@@ -258,7 +272,7 @@ class CatalogAdmin:
                     "set_service_provider",
                     id=service_id,
                     provider_id=primary[0] if primary else None,
-                    upstream_service_id=primary[1].strip() if primary else "",
+                    upstream_service_id=primary[1] if primary else "",
                 )
             await QUERIES.execute(conn, "delete_fallbacks", service_id=service_id)
             await QUERIES.execute_many(
@@ -269,7 +283,7 @@ class CatalogAdmin:
                         "service_id": service_id,
                         "position": i,
                         "provider_id": p,
-                        "upstream_service_id": u.strip(),
+                        "upstream_service_id": u,
                     }
                     for i, (p, u) in enumerate(fallbacks)
                 ],

@@ -716,6 +716,60 @@ async def test_a_staff_created_service_linked_to_a_provider_keeps_what_staff_set
     assert (accepted.json()["quarantined"], accepted.json()["service"]["rate"]) == (False, "3.50")
 
 
+async def test_upstream_ids_staff_type_are_stored_as_the_provider_lists_them(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """A hand link to "0001" never matched the provider's service 1: the sync disabled the linked
+    service as gone upstream and created a duplicate of it."""
+    provider = await add_provider(http, admin, demo_provider)
+    backup = await add_provider(http, admin, demo_provider, name="Backup")
+    category = await http.post(
+        "/api/v1/admin/categories", json={"name": "Hand", "enabled": True}, headers=admin
+    )
+    created = await http.post(
+        "/api/v1/admin/services",
+        json={"name": "Hand Followers", "type": "SERVICE_TYPE_DEFAULT", "categoryId": category.json()["id"],
+              "rate": "3.00", "minQuantity": "50", "maxQuantity": "10000", "enabled": True},
+        headers=admin,
+    )  # fmt: skip
+    service_id = created.json()["id"]
+    route = f"/api/v1/admin/services/{service_id}/providers"
+    for bad in ("0", "-3", "1 2", "x" * 65, "  "):
+        refused = await http.post(
+            route, json={"provider": {"providerId": provider["id"], "upstreamServiceId": bad}}, headers=admin
+        )
+        error = assert_error(refused, 400, "INVALID_ARGUMENT")
+        [bad_request] = [d for d in error["details"] if "fieldViolations" in d]
+        assert [v["field"] for v in bad_request["fieldViolations"]] == ["provider"], bad
+    twice = await http.post(
+        route,
+        json={"provider": {"providerId": backup["id"], "upstreamServiceId": "7"},
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "007"}]},
+        headers=admin,
+    )  # fmt: skip
+    assert_error(twice, 400, "INVALID_ARGUMENT")
+    linked = await http.post(
+        route,
+        json={"provider": {"providerId": provider["id"], "upstreamServiceId": " 0001 "},
+              "fallbacks": [{"providerId": backup["id"], "upstreamServiceId": "007"}]},
+        headers=admin,
+    )  # fmt: skip
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["provider"] == {"providerId": provider["id"], "upstreamServiceId": "1"}
+    assert linked.json()["fallbacks"] == [{"providerId": backup["id"], "upstreamServiceId": "7"}]
+
+    run = await run_sync(channel, provider["id"])
+    assert (run.created, run.disabled) == (17, 0)  # the 18th is the hand-linked one
+    view = (await http.get(f"/api/v1/admin/services/{service_id}", headers=admin)).json()
+    assert (view["service"]["name"], view["service"]["enabled"], view["cost"]) == (
+        "Hand Followers",
+        True,
+        "0.90",
+    )
+    assert "goneUpstreamTime" not in view
+    assert "Instagram Followers [Refill 30 days]" not in await public_services(http)  # no duplicate
+
+
 async def test_staff_renames_and_moves_of_categories_survive_syncs(
     http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
 ) -> None:

@@ -41,6 +41,7 @@ from typing import TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus
 
 from server.common.money import MAX_MICROS, MICROS
+from server.common.upstream_id import canonical_upstream_id
 from server.providers.adapters.base import (
     SERVICE_TYPES,
     Balance,
@@ -88,9 +89,8 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _NO_VALUE = {"", "unknown", "n/a", "na", "none", "null", "-", "?"}
 _TRUE = {"true", "1", "yes", "y", "on", "success", "ok"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
-_MAX_ID_CHARS = 64
 # What PostgreSQL text (and UTF-8) cannot hold: one such character in one entry must not fail a
-# whole sync, so it is dropped from texts and makes an id unusable.
+# whole sync, so it is dropped from texts (and makes an id unusable: server/common/upstream_id.py).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _MAX_ABS = Decimal(2**63)  # counts are stored as BIGINT: a larger one is junk, not a count
 _V = TypeVar("_V")
@@ -257,14 +257,7 @@ def to_id(value: object) -> str | None:
             return None
         return str(int(number))
     if isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > _MAX_ID_CHARS or any(c.isspace() for c in text):
-            return None
-        if _UNSTORABLE.search(text):
-            return None
-        if text.isascii() and text.lstrip("-").isdigit():
-            return str(int(text)) if int(text) > 0 else None
-        return text
+        return canonical_upstream_id(value)
     return None
 
 
