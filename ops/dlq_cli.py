@@ -10,7 +10,7 @@ import nats
 
 from core.config import Settings
 from core.events import Namespace
-from workers.dlq import list_dead_letters, replay
+from workers.dlq import dead_letter_at, dead_letters, replay
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -34,24 +34,33 @@ async def run_dlq(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     ns = Namespace(settings.nats_namespace)
     try:
-        letters = await list_dead_letters(nc, ns, durable=args.durable)
         if args.dlq_command == "list":
-            if not letters:
-                print("no dead letters")
-            for letter in letters:
+            shown = 0
+            async for letter in dead_letters(nc, ns, durable=args.durable):
                 print(
                     f"{letter.sequence}\t{letter.durable}\t{letter.subject}\tevent={letter.event_id}\t"
                     f"deliveries={letter.deliveries}\t{letter.reason}"
                 )
+                shown += 1
+            if not shown:
+                print("no dead letters")
             return 0
-        wanted = set(args.sequences)
-        chosen = [letter for letter in letters if not wanted or letter.sequence in wanted]
-        missing = wanted - {letter.sequence for letter in chosen}
-        for letter in chosen:
-            await replay(nc, ns, letter)
-        print(f"replayed {len(chosen)} dead letter(s)")
+        replayed, missing = 0, []
+        if args.sequences:  # looked up one by one: however many letters come before them
+            for sequence in sorted(set(args.sequences)):
+                found = await dead_letter_at(nc, ns, sequence)
+                if found is None or (args.durable and found.durable != args.durable):
+                    missing.append(sequence)
+                    continue
+                await replay(nc, ns, found)
+                replayed += 1
+        else:
+            async for letter in dead_letters(nc, ns, durable=args.durable):
+                await replay(nc, ns, letter)
+                replayed += 1
+        print(f"replayed {replayed} dead letter(s)")
         if missing:
-            print(f"not found: {', '.join(map(str, sorted(missing)))}", file=sys.stderr)
+            print(f"not found: {', '.join(map(str, missing))}", file=sys.stderr)
             return 1
         return 0
     finally:

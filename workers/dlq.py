@@ -7,6 +7,7 @@ the dead letter is then deleted.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
@@ -27,38 +28,46 @@ class DeadLetter:
     headers: dict[str, str]
 
 
-async def list_dead_letters(
-    nc: NATS, ns: Namespace, *, durable: str = "", limit: int = 1000
-) -> list[DeadLetter]:
+async def dead_letters(nc: NATS, ns: Namespace, *, durable: str = "") -> AsyncIterator[DeadLetter]:
+    """Every dead letter there when the walk starts, oldest first, without a cap. Letters added
+    meanwhile (a replay that fails again comes back as a new one) wait for the next walk, so
+    replaying while walking ends."""
     js = nc.jetstream()
     stream = ns.stream("DLQ")
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
-        return []
-    letters: list[DeadLetter] = []
+        return
+    last = info.state.last_seq
     sequence = info.state.first_seq
-    while sequence and sequence <= info.state.last_seq and len(letters) < limit:
-        try:
-            raw = await js.get_msg(stream, seq=sequence)
-        except NotFoundError:  # deleted after a replay
-            sequence += 1
-            continue
-        headers = dict(raw.headers or {})
-        letter = DeadLetter(
-            sequence=sequence,
-            durable=headers.get(DLQ_DURABLE, ""),
-            subject=headers.get(DLQ_SUBJECT, ""),
-            event_id=headers.get(EVENT_ID, ""),
-            reason=headers.get(DLQ_REASON, ""),
-            deliveries=int(headers.get(DLQ_DELIVERIES, "0") or 0),
-            payload=raw.data or b"",
-            headers=headers,
-        )
-        if not durable or letter.durable == durable:
-            letters.append(letter)
+    while sequence and sequence <= last:
+        letter = await dead_letter_at(nc, ns, sequence)
+        if letter is not None and (not durable or letter.durable == durable):
+            yield letter
         sequence += 1
-    return letters
+
+
+async def list_dead_letters(nc: NATS, ns: Namespace, *, durable: str = "") -> list[DeadLetter]:
+    return [letter async for letter in dead_letters(nc, ns, durable=durable)]
+
+
+async def dead_letter_at(nc: NATS, ns: Namespace, sequence: int) -> DeadLetter | None:
+    """The dead letter at ``sequence`` of the DLQ stream; None if there is none (replayed, or never)."""
+    try:
+        raw = await nc.jetstream().get_msg(ns.stream("DLQ"), seq=sequence)
+    except NotFoundError:
+        return None
+    headers = dict(raw.headers or {})
+    return DeadLetter(
+        sequence=sequence,
+        durable=headers.get(DLQ_DURABLE, ""),
+        subject=headers.get(DLQ_SUBJECT, ""),
+        event_id=headers.get(EVENT_ID, ""),
+        reason=headers.get(DLQ_REASON, ""),
+        deliveries=int(headers.get(DLQ_DELIVERIES, "0") or 0),
+        payload=raw.data or b"",
+        headers=headers,
+    )
 
 
 async def replay(nc: NATS, ns: Namespace, letter: DeadLetter) -> None:
