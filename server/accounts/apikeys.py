@@ -232,11 +232,14 @@ class ApiKeys:
                 "this API key may not be used from this address", reason="IP_NOT_ALLOWED", domain=DOMAIN
             )
         self.usage.count(live.key_id)
+        # A key acts as a customer whatever its owner's role: keys skip the second factor that
+        # staff sign-in may require, and they end up in scripts and other panels' servers.
         return auth.Principal(
-            auth.Role(live.role),
+            auth.Role.USER,
             user_id=live.user_id,
             name=live.email,
             api_key_id=live.key_id,
+            key_owner_role=auth.Role(live.role),
             email_verified=live.email_verified,
             totp_enabled=live.totp_enabled,
         )

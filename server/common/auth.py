@@ -32,6 +32,7 @@ class Principal:
     user_id: int | None = None
     name: str = ""  # "system:<tool>" for internal tools, the user's email otherwise
     api_key_id: int | None = None
+    key_owner_role: Role | None = None  # through an API key: the owner's own role (keys act as USER)
     session_id: int | None = None
     # Only people can be short of these; tools and anonymous callers count as meeting them.
     email_verified: bool = True
@@ -235,6 +236,17 @@ PLATFORM_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 def allowed_roles(rpc: str) -> frozenset[Role]:
     return RPC_ROLES.get(rpc, frozenset())
+
+
+def staff_call_with_api_key(rpc: str) -> PermissionDenied:
+    """API keys act as customers (``Role.USER``) whatever their owner's role: staff tools take a
+    signed-in session, which the staff second-factor requirement covers."""
+    return PermissionDenied(
+        "API keys act as a customer; staff tools need a signed-in session",
+        reason="API_KEY_NOT_ALLOWED",
+        domain="accounts.smm",
+        metadata={"method": rpc},
+    )
 
 
 def api_key_refusal(who: Principal, rpc: str) -> PermissionDenied | None:

@@ -258,6 +258,8 @@ class AuthorizationInterceptor(_UnaryInterceptor):
             if who.role not in allowed:
                 if who.role == auth.Role.ANONYMOUS and allowed:
                     raise Unauthenticated("sign in to do this", reason="SIGN_IN_REQUIRED")
+                if who.key_owner_role in allowed:  # the owner may, with a session
+                    raise auth.staff_call_with_api_key(call.method)
                 raise PermissionDenied("your role may not do this", metadata={"method": call.method})
             key_refusal = auth.api_key_refusal(who, call.method)
             if key_refusal is not None:

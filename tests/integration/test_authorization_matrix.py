@@ -1,8 +1,9 @@
 """Every route, called as anonymous, user, support and admin: the status follows RPC_ROLES.
 
 Generated from the compiled route table, so a new route cannot be forgotten. Signed-in callers
-use API keys, and sessions for the routes keys may not call (API_KEY_REFUSED); the logout route
-ends its session, so the caller signs in again after it."""
+use API keys, and sessions for the routes keys may not call (API_KEY_REFUSED, and every staff-only
+route: a key acts as a customer whatever its owner's role); the logout route ends its session, so
+the caller signs in again after it."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ async def test_every_route_answers_each_role_as_the_role_table_says(
         for role in ROLES:
             headers = {"Authorization": f"Bearer {keys[role]}"} if role in keys else {}
             response = await http.request(route.http_method, path, json=body, headers=headers)
-            if role in allowed and route.rpc in API_KEY_REFUSED:
+            # A key acts as a customer: staff-only routes take the staff member's session.
+            key_refused = route.rpc in API_KEY_REFUSED or Role.USER not in allowed
+            if role in allowed and key_refused:
                 assert_error(response, 403, "PERMISSION_DENIED", "API_KEY_NOT_ALLOWED")
                 by_session = await http.request(
                     route.http_method, path, json=body, headers={"Authorization": f"Bearer {sessions[role]}"}
@@ -156,6 +159,45 @@ async def test_an_api_key_cannot_manage_its_account_but_keeps_the_api(http: http
     assert (
         await http.post("/api/v1/dashboard/api-keys", json={"name": "second"}, headers=session)
     ).status_code == 200
+
+
+async def test_a_staff_members_api_key_acts_as_a_customer(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    """A staff key reached every staff tool (balance adjustments included) without the second
+    factor staff sign-in may require; keys now act as customers, and staff tools take a session."""
+    target = f"127.0.0.1:{grpc_server.port}"
+    await create_user(target, settings, email="boss@example.com", password="a long password", role="admin")  # type: ignore[arg-type]
+    customer = await create_user(
+        target, settings, email="cat@example.com", password="a long password", role="user"
+    )  # type: ignore[arg-type]
+    admin_key = {"Authorization": f"Bearer {await key_for(http, 'boss@example.com')}"}
+    admin_session = {"Authorization": f"Bearer {await session_for(http, 'boss@example.com')}"}
+    user_key = {"Authorization": f"Bearer {await key_for(http, 'cat@example.com')}"}
+    adjustment = {"amount": "5.00", "reason": "goodwill"}
+    route = f"/api/v1/admin/users/{customer}/balance-adjustments"
+
+    by_key = await http.post(route, json=adjustment, headers=admin_key)
+    error = assert_error(by_key, 403, "PERMISSION_DENIED", "API_KEY_NOT_ALLOWED")
+    assert "session" in error["message"]
+    assert_error(
+        await http.get("/api/v1/admin/users", headers=admin_key),
+        403,
+        "PERMISSION_DENIED",
+        "API_KEY_NOT_ALLOWED",
+    )
+    # A customer's key on a staff route: plainly not their role (no hint at a session).
+    refused = assert_error(
+        await http.post(route, json=adjustment, headers=user_key), 403, "PERMISSION_DENIED"
+    )
+    assert "API_KEY_NOT_ALLOWED" not in str(refused)
+    wallet = await http.get("/api/v1/dashboard/wallet", headers=user_key)
+    assert wallet.json()["available"] in ("0", "0.00"), wallet.text  # nothing was adjusted
+    # The admin's key still serves the admin's own customer side; the session the staff tools.
+    assert (await http.get("/api/v1/dashboard/wallet", headers=admin_key)).status_code == 200
+    by_session = await http.post(route, json=adjustment, headers=admin_session)
+    assert by_session.status_code == 200, by_session.text
+    assert (await http.get("/api/v1/dashboard/wallet", headers=user_key)).json()["available"] == "5.00"
 
 
 async def test_internal_tools_create_users_through_grpc(grpc_server: ServerHandle, settings: object) -> None:
