@@ -37,7 +37,7 @@ from edge.cache import connection_callbacks, listen
 from edge.context import EdgeContext, parse_proxies
 from edge.errors import FALLBACK_BODY, error_info, http_status, render_error, status_from_rpc_error
 from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
-from edge.reseller import add_reseller_routes
+from edge.reseller import add_reseller_routes, is_reseller_path, protocol_error
 from edge.routes import Route, compile_routes
 from edge.transcode import TranscodeError, decode_request, encode_response
 
@@ -271,6 +271,12 @@ class JsonErrorHandler(ErrorHandler):
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         status = getattr(exception, "status_code", 500)
+        if is_reseller_path(request.path, request.app.ctx.settings.reseller_v2_alias):
+            if status >= 500:
+                log.error("unhandled reseller error", exc_info=exception)
+            if status == 413 and _is_header_limit(exception):
+                status = 431
+            return protocol_error(status)
         if status == 404:
             return error_response(
                 grpc.StatusCode.NOT_FOUND,

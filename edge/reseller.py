@@ -101,8 +101,10 @@ _AT_MOST = re.compile(r"must be at most ([0-9]+)$")
 # 18 digits always fit int64; 15 keep any integer parameter far from int64's limits.
 _ID = re.compile(r"[0-9]{1,18}")
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,15}")
-# What gRPC metadata can carry in the bearer token (printable ASCII, no space).
-_KEY_CHARACTERS = re.compile(r"[!-~]+")
+# What gRPC metadata can carry in the bearer token (printable ASCII, no space), and short enough
+# for its size limit: our keys are 49 characters, sessions' tokens alike.
+_KEY_CHARACTERS = re.compile(r"[!-~]{1,512}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 INT_FIELDS = ("quantity", "runs", "interval", "min", "max", "posts", "old_posts", "delay")
 TEXT_FIELDS = (
     "link",
@@ -157,7 +159,7 @@ def request_params(request: Request) -> dict[str, str]:
                 parsed = None
             if isinstance(parsed, dict):
                 # null is how JSON clients leave an optional parameter out, not the text "null".
-                params.update({str(k): _text(v) for k, v in parsed.items() if v is not None})
+                params.update({_storable(str(k)): _text(v) for k, v in parsed.items() if v is not None})
         else:
             params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return params
@@ -165,12 +167,30 @@ def request_params(request: Request) -> dict[str, str]:
 
 def _text(value: object) -> str:
     if isinstance(value, str):
-        return value
+        return _storable(value)
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
     return json.dumps(value)
+
+
+def _storable(text: str) -> str:
+    """JSON may carry a lone surrogate ("\\ud800"), which no UTF-8 encoder takes (the reply then
+    failed: a 500). It becomes U+FFFD, as undecodable bytes in a form body do."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def protocol_error(status: int) -> HTTPResponse:
+    """The edge's own errors (body too large, wrong method, a crash) on a reseller path, in the
+    protocol's shape: HTTP 200 with {"error": "..."}, which existing clients read; a non-2xx
+    status or another body loses the message in most of them."""
+    messages = {413: "Request is too large", 431: "Request is too large", 500: "Internal error"}
+    return _reply(_error(messages.get(status, "Incorrect request")))
+
+
+def is_reseller_path(path: str, v2_alias: bool) -> bool:
+    return (path.rstrip("/") or "/") in paths(v2_alias)
 
 
 def _message(error: grpc.aio.AioRpcError, params: Mapping[str, str] | None = None) -> str:
