@@ -134,10 +134,20 @@ async def _faulty(ctx: DemoContext, fault: Fault, outcome: Outcome | None) -> HT
         return HTTPResponse(ERROR_PAGE, status=fault.status, content_type=HTML)
     if fault.kind == "error_body":
         return _json({"error": fault.message})
+    if fault.kind == "unknown_remains":  # as some panels answer: the status, but not how much is left
+        return _json(_unknown_remains(body))
     if fault.kind == "malformed_json":
         text = json.dumps(body, separators=(",", ":"))
         return HTTPResponse(text[: max(1, len(text) // 2)], content_type=JSON)
     return HTTPResponse(GATEWAY_PAGE, content_type=HTML)  # "html"
+
+
+def _unknown_remains(body: object) -> object:
+    if isinstance(body, dict) and "status" in body and "remains" in body:
+        return {**body, "remains": "Unknown"}
+    if isinstance(body, dict):
+        return {key: _unknown_remains(value) for key, value in body.items()}
+    return body
 
 
 def _forbidden(request: Request) -> HTTPResponse | None:

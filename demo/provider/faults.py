@@ -7,7 +7,9 @@ Kinds:
 - ``http500``: HTTP ``status`` (default 500) with an HTML error page;
 - ``error_body``: HTTP 200 ``{"error": message}``;
 - ``malformed_json``: HTTP 200, ``application/json``, a truncated JSON document;
-- ``html``: HTTP 200, ``text/html``, a gateway/challenge page.
+- ``html``: HTTP 200, ``text/html``, a gateway/challenge page;
+- ``unknown_remains``: the normal answer with every status's ``remains`` as ``"Unknown"`` (as some
+  panels answer): the status without how much is left.
 
 ``delay_s`` also delays any other kind before it applies (a refusal after a slow call).
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultBook", "parse_fault"]
 
-FAULT_KINDS = ("latency", "timeout", "http500", "error_body", "malformed_json", "html")
+FAULT_KINDS = ("latency", "timeout", "http500", "error_body", "malformed_json", "html", "unknown_remains")
 
 
 @dataclass

@@ -248,6 +248,18 @@ class DripFeed:
             if target not in states.RUN_TRANSITIONS[run.state]:
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
+            if target == states.PARTIAL and upstream.remains is None:
+                # As for an order: how much was not delivered is not ours to guess (0 charged the run
+                # in full). Staff finish the order with its remains; the run is asked about hourly.
+                note = f"{_label(order, run)}: the provider says Partial without what remains"
+                await QUERIES.execute(
+                    conn, "set_run_state", order_id=order.id, run_no=run.run_no, state=run.state, note=note
+                )
+                await QUERIES.execute(conn, "set_status", id=order.id, status=order.status, note=note)
+                await QUERIES.execute(
+                    conn, "postpone_run_polls", order_ids=[order.id], run_nos=[run.run_no], next_poll_s=3600
+                )
+                return 0
             if target in states.FINAL:
                 remains = {states.COMPLETED: 0, states.CANCELED: run.quantity}.get(
                     target, max(0, min(upstream.remains or 0, run.quantity))

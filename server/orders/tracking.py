@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from smm.v1 import events_pb2
 
 from server.common.db import Pool
+from server.common.errors import FailedPrecondition
 from server.common.money import format_micros, mul_div_round
 from server.common.outbox import add_event
 from server.orders import states
@@ -64,6 +65,15 @@ async def finish(
     note: str = "",
 ) -> int:
     """Moves a locked order to a final status and settles/releases its funds; returns the release."""
+    if order.status in states.FINAL:
+        # Its money has moved: a second split would settle or release again under a key not used
+        # the first time, out of whatever else the user has held.
+        raise FailedPrecondition(
+            f"the order is already {order.status}",
+            reason="ORDER_STATE_CONFLICT",
+            domain="orders.smm",
+            metadata={"from": order.status, "to": status},
+        )
     states.check_move(order.status, status)
     charged, released = split_money(order, status, remains)
     reference = f"order:{order.id}"
@@ -165,7 +175,8 @@ class Tracker:
             if not states.can_move(order.status, target):
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
-            if target == states.PARTIAL and upstream.remains is None:
+            # The provider's word, not our target: a subscription's "Partial" maps to expired.
+            if upstream.status.value == "Partial" and upstream.remains is None:
                 # Part was not delivered, but the provider does not say how much: any release would
                 # be a guess. Staff set it from the provider's panel (SetOrderStatus with remains);
                 # it is asked about again hourly meanwhile.

@@ -16,6 +16,7 @@ from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_edge_http import assert_error
+from tests.integration.test_events import eventually
 from tests.integration.test_providers import add_provider
 from tests.integration.test_reseller import signed
 
@@ -370,4 +371,42 @@ async def test_a_lost_run_staff_find_not_placed_after_the_user_canceled_is_cance
     done = await run_to_the_end(shop, ann, order["id"])  # run 1 still delivers
     price = Decimal(order["price"])
     assert (done["status"], Decimal(done["released"])) == ("ORDER_STATUS_PARTIAL", share(price, 100, 200))
+    assert (await shop.verify()).ok
+
+
+async def test_a_run_the_provider_calls_partial_without_remains_is_not_charged_in_full(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """A run answered "Partial" with remains "Unknown" was ended with remains 0: the user paid the
+    run in full for what the provider only partly delivered. It now waits (with a note for staff)
+    until the provider says how much is left."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/partial", quantity=150, runs=2, interval=60)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])  # run 1 out; run 2 in an hour
+
+    async def upstream_partial() -> bool:
+        return bool((await demo_provider.orders())[0]["status"] == "Partial")
+
+    await eventually(upstream_partial, 20)
+    await demo_provider.fault("unknown_remains", count=3, actions=["status"])
+    for _ in range(3):
+        await tick(shop)
+    assert [r[1:] for r in await runs_of(pool, order["id"])] == [
+        ("in_progress", 150, None),
+        ("scheduled", 150, None),
+    ]
+    waiting = await get(shop, ann, order["id"])
+    assert waiting["status"] == "ORDER_STATUS_IN_PROGRESS"
+    assert "Partial without what remains" in waiting["statusNote"]
+    assert await shop.balance(ann) == (str(Decimal("10.00") - price), order["price"])  # still held
+
+    done = await run_to_the_end(shop, ann, order["id"])  # the provider says it now
+    assert done["status"] == "ORDER_STATUS_PARTIAL"
+    runs = await runs_of(pool, order["id"])
+    assert [r[1] for r in runs] == ["partial", "partial"]
+    upstream = {str(o["order"]): int(o["remains"]) for o in await demo_provider.orders()}
+    assert sum(r[3] or 0 for r in runs) == sum(upstream.values()) > 0
+    assert Decimal(done["released"]) == share(price, sum(upstream.values()), 300)
     assert (await shop.verify()).ok

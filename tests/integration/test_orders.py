@@ -168,8 +168,15 @@ async def test_a_partial_end_without_remains_waits_for_staff_instead_of_guessing
     assert (waiting["status"], waiting["charged"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
     assert "without what remains" in waiting["statusNote"]
     assert await shop.balance(ann) == ("0.675", "0.325")
+    route = f"/api/v1/admin/orders/{order['id']}/status"
+    # Without remains (0 on the wire) a staff Partial charged in full: it must say what is left.
+    unsaid = await shop.http.post(
+        route, json={"status": "ORDER_STATUS_PARTIAL", "reason": "r"}, headers=shop.admin
+    )
+    assert_error(unsaid, 400, "INVALID_ARGUMENT")
+    assert unsaid.json()["error"]["details"][0]["metadata"]["fields"] == "remains"
     set_by_staff = await shop.http.post(
-        f"/api/v1/admin/orders/{order['id']}/status",
+        route,
         json={
             "status": "ORDER_STATUS_PARTIAL",
             "remains": "400",
@@ -178,6 +185,12 @@ async def test_a_partial_end_without_remains_waits_for_staff_instead_of_guessing
         headers=shop.admin,
     )
     assert (set_by_staff.json()["charged"], set_by_staff.json()["released"]) == ("0.195", "0.13")
+    assert await shop.balance(ann) == ("0.805", "0.00")
+    # Set again once final (a second staff tool, or after the poller): refused, money moved once.
+    again = await shop.http.post(
+        route, json={"status": "ORDER_STATUS_PARTIAL", "remains": "1000", "reason": "r"}, headers=shop.admin
+    )
+    assert_error(again, 400, "FAILED_PRECONDITION", "ORDER_STATE_CONFLICT")
     assert await shop.balance(ann) == ("0.805", "0.00")
     assert (await shop.verify()).ok
 
