@@ -19,6 +19,7 @@ from server.common.db import Pool
 from tests.fix_demo import DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import FINAL, Shop, ready_to_poll
+from tests.integration.test_dripfeed import make_due, offer_dripfeed, place, runs_of
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.integration
@@ -279,41 +280,10 @@ async def test_two_poll_ticks_at_once_finish_each_order_once(
 # ------------------------------------------------------------------------------ drip-feed smm sends
 
 
-SEO = "4"  # no drip-feed upstream: smm sends the runs itself
-
-
-async def offer_dripfeed(shop: Shop) -> str:
-    service_id = shop.service_id(SEO)
-    edited = await shop.http.patch(
-        f"/api/v1/admin/services/{service_id}", json={"dripfeed": True}, headers=shop.admin
-    )
-    assert edited.status_code == 200, edited.text
-    return service_id
-
-
 async def place_drip(
     shop: Shop, user: dict[str, str], service_id: str, link: str, *, quantity: int = 100, runs: int = 3
 ) -> dict[str, Any]:
-    placed = await shop.order(
-        user, serviceId=service_id, keywords="smm panel", link=link, quantity=quantity, runs=runs, interval=1
-    )
-    assert placed.status_code == 200, placed.text
-    order: dict[str, Any] = placed.json()
-    return order
-
-
-async def make_due(pool: Pool, order_id: str) -> None:
-    async with pool.connection() as conn:
-        await conn.execute("UPDATE order_runs SET due_time = now() WHERE order_id = %s", (int(order_id),))
-
-
-async def runs_of(pool: Pool, order_id: str) -> list[tuple[int, str, int, int | None]]:
-    async with pool.connection() as conn:
-        cursor = await conn.execute(
-            "SELECT run_no, state, quantity, remains FROM order_runs WHERE order_id = %s ORDER BY run_no",
-            (int(order_id),),
-        )
-        return list(await cursor.fetchall())
+    return await place(shop, user, service_id, link, quantity=quantity, runs=runs, interval=1)
 
 
 async def drip_to_the_end(shop: Shop, pool: Pool, order_id: str) -> str:
