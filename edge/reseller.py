@@ -105,6 +105,7 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,15}")
 # for its size limit: our keys are 49 characters, sessions' tokens alike.
 _KEY_CHARACTERS = re.compile(r"[!-~]{1,512}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+ID_LISTS = ("orders", "refills")
 INT_FIELDS = ("quantity", "runs", "interval", "min", "max", "posts", "old_posts", "delay")
 TEXT_FIELDS = (
     "link",
@@ -159,7 +160,13 @@ def request_params(request: Request) -> dict[str, str]:
                 parsed = None
             if isinstance(parsed, dict):
                 # null is how JSON clients leave an optional parameter out, not the text "null".
-                params.update({_storable(str(k)): _text(v) for k, v in parsed.items() if v is not None})
+                params.update(
+                    {
+                        _storable(str(k)): _id_list_text(v) if k in ID_LISTS else _text(v)
+                        for k, v in parsed.items()
+                        if v is not None
+                    }
+                )
         else:
             params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return params
@@ -172,7 +179,16 @@ def _text(value: object) -> str:
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # a client that holds numbers as floats sends 100 as 100.0
     return json.dumps(value)
+
+
+def _id_list_text(value: object) -> str:
+    """``orders`` / ``refills``: a JSON client's list ([1, 2]) reads as the protocol's "1,2"."""
+    if isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        return ",".join(_text(v) for v in value)
+    return _text(value)
 
 
 def _storable(text: str) -> str:

@@ -221,3 +221,27 @@ async def test_the_php_client_through_curl_with_expect_100_continue(shop: Shop) 
     )  # fmt: skip
     out, _ = await proc.communicate()
     assert set(json.loads(out)) == {"order"}, out
+
+
+async def test_json_clients_may_send_id_lists_as_arrays_and_whole_floats(shop: Shop) -> None:
+    """`"orders": [1, 2]` read as the keys "[1" and "2]", and `"quantity": 100.0` was refused."""
+    key, _ = await reseller_key(shop, "ann@example.com", "10.00")
+    followers = int(shop.service_id("1"))
+    add = {"key": key, "action": "add", "service": followers, "link": "https://x.com/j", "quantity": 100.0}
+    first = assert_protocol_reply(await shop.http.post(URL, json=add))
+    second = assert_protocol_reply(await shop.http.post(URL, json={**add, "quantity": 150}))
+    ids = [first["order"], second["order"]]
+    statuses = assert_protocol_reply(
+        await shop.http.post(URL, json={"key": key, "action": "status", "orders": ids})
+    )
+    assert sorted(statuses) == sorted(str(i) for i in ids)
+    assert all(entry["status"] in ("Pending", "In progress") for entry in statuses.values()), statuses
+    refills = assert_protocol_reply(
+        await shop.http.post(URL, json={"key": key, "action": "refill_status", "refills": [777, "778"]})
+    )
+    assert refills == [
+        {"refill": 777, "status": {"error": "Refill not found"}},
+        {"refill": 778, "status": {"error": "Refill not found"}},
+    ]
+    half = assert_protocol_reply(await shop.http.post(URL, json={**add, "quantity": 100.5}))
+    assert half == {"error": "Incorrect quantity"}
