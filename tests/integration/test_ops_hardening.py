@@ -114,27 +114,33 @@ def test_smm_dlq_list_with_nats_down_fails_fast() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_a_worker_waiting_for_nats_stops_on_sigterm() -> None:
+def test_a_worker_waiting_for_nats_stops_on_sigterm(tmp_path: Path) -> None:
     """The first NATS connection retries for as long as NATS is away; SIGTERM only sets the stop
     event, which the worker did not watch until it was connected: it waited for NATS for ever."""
     env = _clean_env(SMM_NATS_URL=f"nats://127.0.0.1:{free_port()}", SMM_LOG_LEVEL="info")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "worker", "analytics"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", "worker", "analytics"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     try:
-        time.sleep(3)  # imports done, the signal handlers installed, retrying the connection
-        assert worker.poll() is None
+        # Retrying the connection (logged per attempt) means the signal handlers are installed.
+        deadline = time.monotonic() + 60
+        while "nats: encountered error" not in log_path.read_text() and time.monotonic() < deadline:
+            assert worker.poll() is None, log_path.read_text()[-600:]
+            time.sleep(0.1)
+        assert "nats: encountered error" in log_path.read_text()
         worker.send_signal(signal.SIGTERM)
         try:
-            _, stderr = worker.communicate(timeout=15)
+            worker.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pytest.fail("the worker was still running 15 s after SIGTERM")
+        stderr = log_path.read_text()
         assert worker.returncode == 0, stderr[-600:]
         assert "stopped before NATS could be reached" in stderr
     finally:
