@@ -71,7 +71,9 @@ RUN_OPEN = frozenset({SCHEDULED, SUBMITTING, IN_PROGRESS, PROCESSING, NEEDS_REVI
 
 
 def can_move(current: str, target: str) -> bool:
-    return target == current or target in TRANSITIONS[current]
+    # Staying put is no move, except for a final order: finishing it again would split its money
+    # a second time (a settle or release under a key the first finish did not use).
+    return (target == current and current not in FINAL) or target in TRANSITIONS[current]
 
 
 def check_move(current: str, target: str) -> None:

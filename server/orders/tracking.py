@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from smm.v1 import events_pb2
 
 from server.common.db import Pool
-from server.common.errors import FailedPrecondition
 from server.common.money import format_micros, mul_div_round
 from server.common.outbox import add_event
 from server.orders import states
@@ -65,16 +64,7 @@ async def finish(
     note: str = "",
 ) -> int:
     """Moves a locked order to a final status and settles/releases its funds; returns the release."""
-    if order.status in states.FINAL:
-        # Its money has moved: a second split would settle or release again under a key not used
-        # the first time, out of whatever else the user has held.
-        raise FailedPrecondition(
-            f"the order is already {order.status}",
-            reason="ORDER_STATE_CONFLICT",
-            domain="orders.smm",
-            metadata={"from": order.status, "to": status},
-        )
-    states.check_move(order.status, status)
+    states.check_move(order.status, status)  # never from a final status: its money has moved
     charged, released = split_money(order, status, remains)
     reference = f"order:{order.id}"
     if charged:

@@ -37,6 +37,9 @@ def test_every_state_has_its_moves_and_finals_have_none() -> None:
     assert states.can_move("pending", "submitting")
     assert not states.can_move("completed", "canceled")
     assert not states.can_move("pending", "completed")  # never completed without going upstream
+    assert states.can_move("in_progress", "in_progress")  # a poll that finds no change
+    for final in states.FINAL:  # finishing twice would split the money twice
+        assert not states.can_move(final, final)
     with pytest.raises(FailedPrecondition):
         states.check_move("failed", "in_progress")
 
