@@ -28,7 +28,6 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -43,13 +42,12 @@ from server.catalog.pricing import BPS, Rules
 from server.catalog.repo import Conn, PostgresCatalogRepo, SyncedService
 from server.common.money import MAX_MICROS, convert_micros, format_micros
 from server.common.outbox import add_event
+from server.common.text import UNSTORABLE, storable
 
 REFILL_DAYS_DEFAULT = 30  # the protocol has no refill window; staff adjust it per service
 UNCATEGORISED = "Uncategorised"
 CHUNK = 1000
 MAX_LISTED_CHANGES = 1000
-# What PostgreSQL text (and UTF-8) cannot hold: NUL and lone surrogates.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -111,13 +109,9 @@ class Plan:
     updates: list[tuple[str | None, SyncedService]] = field(default_factory=list)
 
 
-def _storable(text: str) -> str:
-    return _UNSTORABLE.sub("", text)
-
-
 def _clean(offer: Offer) -> Offer | str:
     """The offer trimmed to what the catalog accepts, or why it cannot be imported."""
-    if not offer.upstream_id or len(offer.upstream_id) > 100 or _UNSTORABLE.search(offer.upstream_id):
+    if not offer.upstream_id or len(offer.upstream_id) > 100 or UNSTORABLE.search(offer.upstream_id):
         return "bad upstream id"
     if offer.type not in SERVICE_TYPES:
         return f"unsupported service type {offer.type!r}"
@@ -127,13 +121,13 @@ def _clean(offer: Offer) -> Offer | str:
         return f"rate {format_micros(offer.rate_micros)} is too large"
     if not 1 <= offer.min_quantity <= MAX_QUANTITY or offer.max_quantity < offer.min_quantity:
         return f"bad quantity range {offer.min_quantity}..{offer.max_quantity}"
-    name = " ".join(_storable(offer.name).split())[:300] or f"Service {offer.upstream_id}"
-    category = " ".join(_storable(offer.category).split())[:200] or UNCATEGORISED
+    name = " ".join(storable(offer.name).split())[:300] or f"Service {offer.upstream_id}"
+    category = " ".join(storable(offer.category).split())[:200] or UNCATEGORISED
     return replace(
         offer,
         name=name,
         category=category,
-        description=_storable(offer.description)[:10_000],
+        description=storable(offer.description)[:10_000],
         max_quantity=min(offer.max_quantity, MAX_QUANTITY),
     )
 
@@ -257,7 +251,7 @@ def _plan_unusable(result: Plan, current: SyncedService | None, raw: Offer, prob
     usable again. Any pending price decision is dropped: there is no usable price to accept."""
     result.counts.skipped += 1
     if current is None:
-        result.changes.append(Change("skip", raw.upstream_id, 0, _storable(raw.name), reason=problem))
+        result.changes.append(Change("skip", raw.upstream_id, 0, storable(raw.name), reason=problem))
         return
     reason = f"the provider's offer cannot be used: {problem}"
     target = replace(
@@ -273,7 +267,7 @@ def _plan_unusable(result: Plan, current: SyncedService | None, raw: Offer, prob
     result.changes.append(
         Change(
             "quarantine" if fields else "skip",
-            _storable(raw.upstream_id),
+            storable(raw.upstream_id),
             current.id,
             current.name,
             fields,

@@ -7,16 +7,15 @@ and anything else exactly as written.
 
 from __future__ import annotations
 
-import re
+from server.common.text import UNSTORABLE
 
 MAX_ID_CHARS = 64
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def canonical_upstream_id(text: str) -> str | None:
     """ "0023" and " 23 " -> "23"; "svc-7" as is; blank, spaced, zero or negative, too long -> None."""
     text = text.strip()
-    if not text or len(text) > MAX_ID_CHARS or any(c.isspace() for c in text) or _UNSTORABLE.search(text):
+    if not text or len(text) > MAX_ID_CHARS or any(c.isspace() for c in text) or UNSTORABLE.search(text):
         return None
     if text.isascii() and text.lstrip("-").isdigit():
         return str(int(text)) if int(text) > 0 else None

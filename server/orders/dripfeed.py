@@ -24,7 +24,7 @@ from server.common.db import Pool
 from server.orders import states
 from server.orders.dispatch import add_order, candidates_for, finish_submission
 from server.orders.repo import QUERIES, Candidate, Conn, DueRun, OrderRow, RunRow
-from server.orders.tracking import finish, poll_interval_s, record
+from server.orders.tracking import finish, partial_without_remains, poll_interval_s, record
 from server.providers.adapters.base import Accepted, Rejected, Reply, Unknown, UpstreamStatus
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
@@ -248,7 +248,7 @@ class DripFeed:
             if target not in states.RUN_TRANSITIONS[run.state]:
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
-            if target == states.PARTIAL and upstream.remains is None:
+            if partial_without_remains(upstream):
                 # As for an order: how much was not delivered is not ours to guess (0 charged the run
                 # in full). Staff finish the order with its remains; the run is asked about hourly.
                 note = f"{_label(order, run)}: the provider says Partial without what remains"

@@ -165,8 +165,7 @@ class Tracker:
             if not states.can_move(order.status, target):
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 return 0
-            # The provider's word, not our target: a subscription's "Partial" maps to expired.
-            if upstream.status.value == "Partial" and upstream.remains is None:
+            if partial_without_remains(upstream):
                 # Part was not delivered, but the provider does not say how much: any release would
                 # be a guess. Staff set it from the provider's panel (SetOrderStatus with remains);
                 # it is asked about again hourly meanwhile.
@@ -228,6 +227,12 @@ class Tracker:
         """The scheduled tick: the dispatch worker runs the poll outside the job's transaction."""
         await add_event(conn, ORDER_POLL, events_pb2.OrderPollRequested())
         return (await self.alert_stuck(conn)) + "; poll requested"
+
+
+def partial_without_remains(upstream: UpstreamStatus) -> bool:
+    """The provider's word, not our target (a subscription's "Partial" maps to expired): part was
+    not delivered, and how much is not said, so no release can be computed."""
+    return upstream.status.value == "Partial" and upstream.remains is None
 
 
 def upstream_target(order: OrderRow, word: str) -> str:

@@ -41,6 +41,7 @@ from typing import TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus
 
 from server.common.money import MAX_MICROS, MICROS
+from server.common.text import storable
 from server.common.upstream_id import canonical_upstream_id
 from server.providers.adapters.base import (
     SERVICE_TYPES,
@@ -89,9 +90,6 @@ _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+$")
 _NO_VALUE = {"", "unknown", "n/a", "na", "none", "null", "-", "?"}
 _TRUE = {"true", "1", "yes", "y", "on", "success", "ok"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
-# What PostgreSQL text (and UTF-8) cannot hold: one such character in one entry must not fail a
-# whole sync, so it is dropped from texts (and makes an id unusable: server/common/upstream_id.py).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _MAX_ABS = Decimal(2**63)  # counts are stored as BIGINT: a larger one is junk, not a count
 _V = TypeVar("_V")
 _One: TypeAlias = Callable[[object], _V]
@@ -373,7 +371,7 @@ def _entry(data: object, what: str) -> dict[str, object]:
 def _text(value: object) -> str:
     if value is None:
         return ""
-    return _UNSTORABLE.sub("", str(value)).strip()
+    return storable(str(value)).strip()
 
 
 def _service(raw: object) -> UpstreamService:
