@@ -10,8 +10,9 @@ A sequential consumer (concurrency 1) fetches one message at a time, so no messa
 while its ack deadline runs out; and while a handler runs, a heartbeat tells JetStream the message
 is in progress every third of ``ack_wait``, so a long handler is not redelivered to another copy
 mid-flight. Settling never kills the worker: if NATS is away when a message is acked (or naked,
-termed, dead-lettered), the failure is logged and JetStream redelivers the message after
-``ack_wait``; the handlers are idempotent by event id.
+termed, dead-lettered), the failure is logged; the message is then either settled when the client
+reconnects (nats-py flushes what it buffered meanwhile) or redelivered after ``ack_wait``, and the
+handlers are idempotent by event id.
 """
 
 from __future__ import annotations

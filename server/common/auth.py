@@ -238,24 +238,20 @@ def allowed_roles(rpc: str) -> frozenset[Role]:
     return RPC_ROLES.get(rpc, frozenset())
 
 
+def _key_refused(message: str, rpc: str) -> PermissionDenied:
+    return PermissionDenied(
+        message, reason="API_KEY_NOT_ALLOWED", domain="accounts.smm", metadata={"method": rpc}
+    )
+
+
 def staff_call_with_api_key(rpc: str) -> PermissionDenied:
     """API keys act as customers (``Role.USER``) whatever their owner's role: staff tools take a
     signed-in session, which the staff second-factor requirement covers."""
-    return PermissionDenied(
-        "API keys act as a customer; staff tools need a signed-in session",
-        reason="API_KEY_NOT_ALLOWED",
-        domain="accounts.smm",
-        metadata={"method": rpc},
-    )
+    return _key_refused("API keys act as a customer; staff tools need a signed-in session", rpc)
 
 
 def api_key_refusal(who: Principal, rpc: str) -> PermissionDenied | None:
     """Why ``who`` may not make this call with an API key, or None."""
     if who.api_key_id is None or rpc not in API_KEY_REFUSED:
         return None
-    return PermissionDenied(
-        "API keys may not manage the account; sign in and use a session for this",
-        reason="API_KEY_NOT_ALLOWED",
-        domain="accounts.smm",
-        metadata={"method": rpc},
-    )
+    return _key_refused("API keys may not manage the account; sign in and use a session for this", rpc)
