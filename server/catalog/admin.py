@@ -27,6 +27,7 @@ from server.common.errors import (
 )
 from server.common.money import MAX_MICROS, MICROS, convert_micros, format_micros, mul_div_round
 from server.common.outbox import add_event
+from server.common.search import contains_pattern, search_id
 from server.common.upstream_id import MAX_ID_CHARS, canonical_upstream_id
 
 MAX_FALLBACKS = 5
@@ -166,7 +167,7 @@ class CatalogAdmin:
         limit: int,
     ) -> list[AdminView]:
         query = query.strip()[:200]
-        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
+        query_id = search_id(query)
         async with self._pool.connection() as conn:
             rows = await QUERIES.all(
                 conn,
@@ -177,6 +178,7 @@ class CatalogAdmin:
                 quarantined_only=quarantined_only,
                 query=query,
                 query_id=query_id,
+                name_pattern=contains_pattern(query),
                 before_id=before_id,
                 limit=limit,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.common.money import mul_div_round, round_up_to
+from server.common.money import round_up_to
 
 BPS = 10_000
 
@@ -44,7 +44,9 @@ class Rules:
 
 
 def price_for(cost_micros: int, rule: PricingRule | None) -> int:
+    """One rounding, up, of the exact cost + markup + fixed (in 1/10,000 of a micro-unit): rounding
+    the markup on its own first (half up) could land a price below cost plus markup."""
     if rule is None:  # no default rule: sell at cost rather than guess a markup
         return cost_micros
-    marked_up = cost_micros + mul_div_round(cost_micros, rule.markup_bps, BPS) + rule.fixed_micros
-    return round_up_to(marked_up, rule.round_to_micros)
+    exact_bps = cost_micros * (BPS + rule.markup_bps) + rule.fixed_micros * BPS
+    return round_up_to(exact_bps, rule.round_to_micros * BPS) // BPS

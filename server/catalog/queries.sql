@@ -123,7 +123,8 @@ SET admin_edited = ARRAY(SELECT DISTINCT unnest(admin_edited || :fields::text[])
     manual_price = manual_price OR :manual_price
 WHERE id = :id;
 
--- name: list_admin_services(provider_id, category_id, quarantined_only, query, query_id, before_id, limit)
+-- name: list_admin_services(provider_id, category_id, quarantined_only, query, query_id, name_pattern, before_id, limit)
+-- name_pattern: the query as an ILIKE pattern, its wildcards escaped (server/common/search.py).
 SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
        s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time, s.upstream_dripfeed
@@ -131,7 +132,7 @@ FROM services s
 WHERE (:provider_id = 0 OR s.provider_id = :provider_id)
   AND (:category_id = 0 OR s.category_id = :category_id)
   AND (NOT :quarantined_only OR s.quarantined)
-  AND (:query = '' OR s.id = :query_id OR s.name ILIKE '%%' || :query || '%%')
+  AND (:query = '' OR s.id = :query_id OR s.name ILIKE :name_pattern)
   AND s.id < :before_id
 ORDER BY s.id DESC
 LIMIT :limit;

@@ -11,3 +11,4 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def storable(text: str) -> str:
     return UNSTORABLE.sub("", text)
+

@@ -29,6 +29,7 @@ from server.common.errors import (
     collect,
 )
 from server.common.money import MAX_MICROS, mul_div_round
+from server.common.search import contains_pattern, search_id
 from server.orders import states
 from server.orders.errors import (
     DOMAIN,
@@ -38,7 +39,7 @@ from server.orders.errors import (
     service_not_on_sale,
 )
 from server.orders.repo import QUERIES, Conn, OrderEventRow, OrderRow, RefillRow, ServiceForOrder
-from server.orders.validation import OrderInput, ServiceTerms, validate_order
+from server.orders.validation import OrderInput, ServiceTerms, sizing_field, validate_order
 from server.wallet import ledger
 
 ORDER_CREATED = "smm.orders.order.created"
@@ -108,18 +109,24 @@ class OrdersLogic:
             )
             valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
             panel_dripfeed = valid.runs > 1 and not service.upstream_dripfeed
-            if service.one_active_order_per_link and await QUERIES.scalar(
-                conn,
-                "active_order_for_link",
-                user_id=placement.user_id,
-                service_id=service.id,
-                link=valid.link,
+            # The rule is about links: a subscription has none (its link is ""), and must not be
+            # refused for every other subscription of the service.
+            if (
+                service.one_active_order_per_link
+                and valid.link
+                and await QUERIES.scalar(
+                    conn,
+                    "active_order_for_link",
+                    user_id=placement.user_id,
+                    service_id=service.id,
+                    link=valid.link,
+                )
             ):
                 raise active_order_for_link()
             price = price_of(service.rate_micros, valid.billable, service.discount_bps)
             if price > MAX_MICROS:
                 raise InvalidArgument.for_field(
-                    "quantity", "makes the order larger than any wallet", domain=DOMAIN
+                    sizing_field(service.type), "makes the order larger than any wallet", domain=DOMAIN
                 )
             order_id = service.order_id
             event = outbox.event_values(
@@ -207,22 +214,29 @@ class OrdersLogic:
         request_id: str = "",
         request_hash: bytes | None = None,
     ) -> list[MassLine]:
-        """Each line placed or refused on its own. With a request id, line n is placed under the
+        """Each line placed or refused on its own; blank lines are skipped, and every answer carries
+        its line's number in the text. With a request id, line n is placed under the
         key ``mass:<request id>:<n>``: a retry answers the orders placed the first time and places
         only the lines refused then; the same id with other lines is refused as a whole."""
-        lines = [line for line in text.replace("\r\n", "\n").split("\n")]
-        while lines and not lines[-1].strip():
-            lines.pop()
+        # Blank (or whitespace-only) lines are no orders: skipped wherever they are, not refused.
+        # Each line keeps its number in the text, for the answer and for its key.
+        lines = [
+            (number, line)
+            for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1)
+            if line.strip()
+        ]
         if not lines or len(lines) > MAX_MASS_LINES:
             collect([FieldViolation("lines", f"must hold 1 to {MAX_MASS_LINES} lines")], domain=DOMAIN)
-        keys = [f"mass:{request_id}:{number}" for number in range(1, len(lines) + 1)] if request_id else []
+        keys = {number: f"mass:{request_id}:{number}" for number, _ in lines} if request_id else {}
         if keys:
             async with self._pool.connection() as conn:
-                stored = await QUERIES.all(conn, "hashes_by_keys", _StoredHash, user_id=user_id, keys=keys)
+                stored = await QUERIES.all(
+                    conn, "hashes_by_keys", _StoredHash, user_id=user_id, keys=list(keys.values())
+                )
             if any(bytes(row.request_hash or b"") != request_hash for row in stored):
                 raise idempotency_key_reused()
         results = []
-        for number, line in enumerate(lines, start=1):
+        for number, line in lines:
             parts = [p.strip() for p in line.split("|")]
             if len(parts) != 3 or not _NUMBER.fullmatch(parts[0]) or not _NUMBER.fullmatch(parts[2]):
                 results.append(MassLine(number, error="expected: service | link | quantity"))
@@ -233,7 +247,7 @@ class OrdersLogic:
                 OrderInput(link=parts[1], quantity=int(parts[2])),
                 source,
                 api_key_id,
-                idempotency_key=keys[number - 1] if keys else None,
+                idempotency_key=keys.get(number),
                 request_hash=request_hash if keys else None,
             )
             try:
@@ -265,7 +279,7 @@ class OrdersLogic:
         if status and status not in states.ALL:
             collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
         query = query.strip()[:300]
-        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
+        query_id = search_id(query)
         async with self._pool.connection() as conn:
             return await QUERIES.all(
                 conn,
@@ -275,6 +289,7 @@ class OrdersLogic:
                 status=status,
                 query=query,
                 query_id=query_id,
+                link_pattern=contains_pattern(query),
                 service_id=service_id,
                 before_id=before_id,
                 limit=limit,

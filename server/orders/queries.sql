@@ -43,12 +43,13 @@ FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id
 FOR UPDATE OF o;
 
--- name: list_orders(user_id, status, query, query_id, service_id, before_id, limit)
+-- name: list_orders(user_id, status, query, query_id, link_pattern, service_id, before_id, limit)
+-- link_pattern: the query as an ILIKE pattern, its wildcards escaped (server/common/search.py).
 SELECT * FROM order_details o
 WHERE o.user_id = :user_id
   AND (:status = '' OR o.status = :status)
   AND (:service_id = 0 OR o.service_id = :service_id)
-  AND (:query = '' OR o.id = :query_id OR o.link ILIKE '%%' || :query || '%%')
+  AND (:query = '' OR o.id = :query_id OR o.link ILIKE :link_pattern)
   AND o.id < :before_id
 ORDER BY o.id DESC
 LIMIT :limit;

@@ -20,10 +20,12 @@ Every type
 
 link
 - Required by every type except SUBSCRIPTIONS, which ignores it (``ValidOrder.link`` is ``""``).
-- At most 2,048 characters, no whitespace or control characters, an ``http``/``https`` URL
-  (``urllib.parse.urlsplit``) whose host is ``localhost`` or a dotted name with no empty label
-  (IPv6 literals are refused), and a valid port if it has one. ``media`` (MENTIONS_MEDIA_LIKERS)
-  and ``referring_url`` (WEB_TRAFFIC) follow the same rules.
+- At most 2,048 bytes in UTF-8, not characters (an entry of the index on orders (user_id, link)
+  holds at most 2,704 bytes; 2,048 CJK characters are 6,144), no whitespace or control
+  characters, an ``http``/``https`` URL (``urllib.parse.urlsplit``) whose host is ``localhost``
+  or a dotted name with no empty label (IPv6 literals are refused), and a valid port if it has
+  one. ``media`` (MENTIONS_MEDIA_LIKERS) and ``referring_url`` (WEB_TRAFFIC) follow the same
+  rules.
 
 quantity and billing (``billable`` is the units the price covers: price = rate x billable / 1000)
 - DEFAULT, SEO, MENTIONS, MENTIONS_WITH_HASHTAGS, MENTIONS_HASHTAG, MENTIONS_USER_FOLLOWERS,
@@ -90,6 +92,7 @@ __all__ = [
     "OrderInput",
     "ServiceTerms",
     "ValidOrder",
+    "sizing_field",
     "validate_order",
 ]
 
@@ -143,7 +146,7 @@ COUNTED_BY = {
 MAX_QUANTITY = 10**12
 MAX_BILLABLE = 10**12
 PACKAGE_BILLABLE = 1000
-MAX_URL = 2048
+MAX_URL = 2048  # bytes in UTF-8
 MAX_TEXT = 1000
 MAX_LINE = 500
 MAX_LINES = 10_000
@@ -278,6 +281,16 @@ def validate_order(terms: ServiceTerms, order: OrderInput, *, today: date) -> Va
     return ValidOrder(
         link=link, quantity=quantity, runs=runs, interval=interval, billable=billable, upstream=upstream
     )
+
+
+def sizing_field(service_type: str) -> str:
+    """The field the client sizes an order of this type with (billable follows from it): the one
+    to name when the order as a whole is too large."""
+    if service_type == "SUBSCRIPTIONS":
+        return "posts"  # as the billable ceiling above: max x (posts + old_posts)
+    if service_type in PACKAGE_TYPES:
+        return "service"  # one package: nothing the client sized
+    return COUNTED_BY.get(service_type, "quantity")
 
 
 # --- parts ---------------------------------------------------------------------------------------
@@ -502,8 +515,8 @@ class _Check:
 def _url_problem(text: str) -> str | None:
     if not text:
         return "is required"
-    if len(text) > MAX_URL:
-        return f"must be at most {MAX_URL} characters"
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_URL:
+        return f"must be at most {MAX_URL} bytes (UTF-8)"
     if _CONTROL.search(text) or any(ch.isspace() for ch in text):
         return "must not contain spaces or control characters"
     not_url = "must be an http or https URL, like https://example.com/post"

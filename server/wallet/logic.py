@@ -53,6 +53,14 @@ class WalletLogic:
             row = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
         return row or BalanceRow(0, 0)
 
+    async def user_balance(self, user_id: int) -> BalanceRow:
+        """Any user's balance (staff): USER_NOT_FOUND for an id no user has."""
+        async with self._pool.connection() as conn:
+            row = await QUERIES.one(conn, "get_user_wallet", BalanceRow, user_id=user_id)
+        if row is None:
+            raise user_not_found(user_id)
+        return row
+
     async def transactions(self, user_id: int, before_id: int, limit: int) -> list[TransactionRow]:
         async with self._pool.connection() as conn:
             return await QUERIES.all(

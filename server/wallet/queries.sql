@@ -50,6 +50,12 @@ RETURNING available_micros, held_micros;
 -- name: get_wallet(user_id)^
 SELECT available_micros, held_micros FROM wallets WHERE user_id = :user_id;
 
+-- name: get_user_wallet(user_id)^
+-- A user's balance, zero while the user has no wallet row yet (never funded); no row: no such user.
+SELECT coalesce(w.available_micros, 0) AS available_micros, coalesce(w.held_micros, 0) AS held_micros
+FROM users u LEFT JOIN wallets w ON w.user_id = u.id
+WHERE u.id = :user_id;
+
 -- name: list_transactions(user_id, before_id, limit)
 SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
 FROM ledger_transactions

@@ -53,7 +53,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def GetUserBalance(
         self, request: pb.GetUserBalanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Balance:
-        return self._balance(await self._logic.balance(request.user_id))
+        return self._balance(await self._logic.user_balance(request.user_id))
 
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext

@@ -115,6 +115,23 @@ async def test_support_reads_but_cannot_change(
     )
 
 
+async def test_user_search_takes_percent_and_underscore_literally(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    """``a_n`` once also found ``axn`` and ``%`` every user: LIKE wildcards, not characters."""
+    admin = await admin_token(http, grpc_server, settings)
+    wanted = (await register(http, "a_n@example.com"))["user"]["id"]
+    await register(http, "axn@example.com")
+
+    async def found(query: str) -> list[str]:
+        listed = await http.get("/api/v1/admin/users", params={"query": query}, headers=bearer(admin))
+        assert listed.status_code == 200, listed.text
+        return [u["id"] for u in listed.json()["users"]]
+
+    assert await found("a_n@") == [wanted]
+    assert await found("%@example") == []
+
+
 async def test_an_overlong_admin_set_email_is_a_field_error(
     http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
 ) -> None:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -73,6 +74,25 @@ async def test_staff_adjust_balances_once_per_request_id_and_never_below_zero(sh
     ).json()
     assert len(audit["events"]) == 2
     assert (await shop.verify()).ok
+
+
+async def test_staff_see_a_users_balance_and_no_balance_for_a_user_that_does_not_exist(shop: Shop) -> None:
+    """A user never funded has no wallet row yet and a zero balance; an id with no user behind it
+    was answered with that same zero balance instead of USER_NOT_FOUND."""
+    funded = await register(shop.http, "ann@example.com")
+    await shop.fund(funded["user"]["id"], "3.00")
+    unfunded = await register(shop.http, "bob@example.com")
+
+    async def balance(user_id: object) -> httpx.Response:
+        return await shop.http.get(f"/api/v1/admin/users/{user_id}/balance", headers=shop.admin)
+
+    assert (await balance(funded["user"]["id"])).json()["available"] == "3.00"
+    never_funded = await balance(unfunded["user"]["id"])
+    assert never_funded.status_code == 200, never_funded.text
+    assert (never_funded.json()["available"], never_funded.json()["held"]) == ("0.00", "0.00")
+    error = assert_error(await balance(987654321), 404, "NOT_FOUND", "USER_NOT_FOUND")
+    [info] = [d for d in error["details"] if d.get("reason") == "USER_NOT_FOUND"]
+    assert info["metadata"] == {"id": "987654321"}
 
 
 async def test_two_callers_using_one_request_id_make_two_adjustments(
@@ -770,6 +790,25 @@ async def test_users_see_only_their_orders_with_search_filters_and_stats(shop: S
     stats = (await shop.http.get("/api/v1/dashboard/orders/stats", headers=ann)).json()
     assert stats["byStatus"] == [{"status": "ORDER_STATUS_PENDING", "count": "2"}]
     assert [(s["orders"], s["spent"]) for s in stats["spend"]] == [("2", "0.975")]
+
+
+async def test_order_search_takes_percent_underscore_and_backslash_literally(shop: Shop) -> None:
+    """The search is "part of a link": the user's ``%``, ``_`` and ``\\`` are characters to find,
+    not LIKE wildcards (``a_b`` once also found ``axb``, and ``%`` every order)."""
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    wanted = (await shop.order(ann, serviceId=likes, link="https://x.com/a_b", quantity=1000)).json()
+    await shop.order(ann, serviceId=likes, link="https://x.com/axb", quantity=1000)
+
+    async def found(query: str) -> list[str]:
+        listed = await shop.http.get("/api/v1/dashboard/orders", params={"query": query}, headers=ann)
+        assert listed.status_code == 200, listed.text
+        return [o["id"] for o in listed.json()["orders"]]
+
+    assert await found("a_b") == [wanted["id"]]
+    assert await found("x.com/%") == []
+    assert await found("%") == []
+    assert await found("\\") == []
 
 
 async def test_ledger_verify_command_passes_then_names_a_broken_invariant(

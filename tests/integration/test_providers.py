@@ -850,3 +850,38 @@ async def test_a_provider_status_change_drops_the_cached_catalog(
     assert deleted.status_code == 200, deleted.text
     assert await catalog_events() == start + 3
     await public_soon(http, lambda listed: listed == {})
+
+
+async def test_staff_service_search_takes_percent_and_underscore_literally(
+    http: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """``Likes_1`` once also found ``LikesX1`` and ``%`` every service: LIKE wildcards, not text."""
+    category = await http.post(
+        "/api/v1/admin/categories", json={"name": "Search", "enabled": True}, headers=admin
+    )
+    assert category.status_code == 200, category.text
+    ids = {}
+    for name in ("Likes_1", "LikesX1"):
+        created = await http.post(
+            "/api/v1/admin/services",
+            json={
+                "name": name,
+                "type": "SERVICE_TYPE_DEFAULT",
+                "categoryId": category.json()["id"],
+                "rate": "1.00",
+                "minQuantity": "10",
+                "maxQuantity": "100",
+            },
+            headers=admin,
+        )
+        assert created.status_code == 200, created.text
+        ids[name] = created.json()["id"]
+
+    async def found(query: str) -> list[str]:
+        listed = await http.get("/api/v1/admin/services", params={"query": query}, headers=admin)
+        assert listed.status_code == 200, listed.text
+        return [s["service"]["id"] for s in listed.json()["services"]]
+
+    assert await found("likes_1") == [ids["Likes_1"]]
+    assert await found("%") == []
+    assert await found(ids["LikesX1"]) == [ids["LikesX1"]]

@@ -300,7 +300,8 @@ BAD = [
     # link
     Bad("link-missing", terms(), d(link=""), [("link", "is required")]),
     Bad("link-blank", terms(), d(link=" \t "), [("link", "is required")]),
-    Bad("link-too-long", terms(), d(link="https://example.com/" + "a" * 2029), [("link", "must be at most 2048 characters")]),
+    Bad("link-too-long", terms(), d(link="https://example.com/" + "a" * 2029), [("link", "must be at most 2048 bytes (UTF-8)")]),
+    Bad("link-too-many-bytes", terms(), d(link="https://example.com/" + "я" * 1015), [("link", "must be at most 2048 bytes (UTF-8)")]),
     Bad("link-space", terms(), d(link="https://exa mple.com/p"), [("link", "must not contain spaces or control characters")]),
     Bad("link-nbsp", terms(), d(link="https://example.com/\u00a0p"), [("link", "must not contain spaces or control characters")]),
     Bad("link-nul", terms(), d(link="https://example.com/\x00"), [("link", "must not contain spaces or control characters")]),
@@ -450,7 +451,22 @@ def test_bad_case_ids_are_unique() -> None:
 
 
 def test_public_names() -> None:
-    assert validation.__all__ == ["DOMAIN", "OrderInput", "ServiceTerms", "ValidOrder", "validate_order"]
+    assert validation.__all__ == [
+        "DOMAIN",
+        "OrderInput",
+        "ServiceTerms",
+        "ValidOrder",
+        "sizing_field",
+        "validate_order",
+    ]
+
+
+def test_the_sizing_field_is_one_the_type_takes() -> None:
+    assert validation.sizing_field("DEFAULT") == "quantity"
+    assert validation.sizing_field("CUSTOM_COMMENTS") == "comments"
+    assert validation.sizing_field("MENTIONS_CUSTOM_LIST") == "usernames"
+    assert validation.sizing_field("SUBSCRIPTIONS") == "posts"
+    assert validation.sizing_field("PACKAGE") == "service"
 
 
 # --- properties ----------------------------------------------------------------------------------
