@@ -5,7 +5,8 @@ No domain logic here: the server decides who gets what (preferences, suppression
 records each message once per event, recipient and template; this worker renders and sends. The transport
 gets an idempotency key made of the event id and the message id, so a redelivered event (a crash
 after the send and before the ack) never sends twice through Resend. Transient transport errors
-are retried with back-off; permanent ones are recorded and dead-lettered with the reason.
+are retried with back-off; permanent ones are recorded and dead-lettered with the reason, after
+the event's other messages (other recipients) have been sent.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             plan = await stub.PlanNotifications(request, metadata=rpc.metadata, timeout=rpc.timeout_s)
         except grpc.aio.AioRpcError as exc:
             return outcome_of_rpc_error(exc)
+        refused: list[str] = []  # one recipient's refusal never holds back the others' messages
         for planned in plan.messages:
             if planned.status != "queued":
                 continue  # sent on an earlier delivery of this event
@@ -114,12 +116,20 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             except TransientMailError as exc:
                 return Retry(f"the mail transport failed for now: {exc}")
             except PermanentMailError as exc:
-                await _record(stub, rpc, planned.message_id, "failed", "", str(exc), settings.mail_transport)
-                return Permanent(f"the mail transport refused message {planned.message_id}: {exc}")
+                try:
+                    await _record(
+                        stub, rpc, planned.message_id, "failed", "", str(exc), settings.mail_transport
+                    )
+                except grpc.aio.AioRpcError as rpc_exc:
+                    return outcome_of_rpc_error(rpc_exc)
+                refused.append(f"the mail transport refused message {planned.message_id}: {exc}")
+                continue
             try:
                 await _record(stub, rpc, planned.message_id, "sent", sent_id, "", settings.mail_transport)
             except grpc.aio.AioRpcError as exc:
                 return outcome_of_rpc_error(exc)  # sent; the redelivery is deduplicated by the key
+        if refused:
+            return Permanent("; ".join(refused))
         return Ok()
 
     return [Consumer(durable, handle) for durable in DURABLES]

@@ -9,7 +9,8 @@ worker renders and sends. Twilio has no idempotency key, so each message is reco
 and the remaining window (a crash after Twilio accepted the message and before the SID was
 recorded) is documented in workers/texts/twilio_transport.py. Transient failures are retried with
 back-off (``Retry-After`` when Twilio gives one); permanent ones are recorded as failed, with
-Twilio's error code (the server suppresses numbers that cannot take texts), and dead-lettered.
+Twilio's error code (the server suppresses numbers that cannot take texts), and dead-lettered once
+the event's texts to the other numbers have been sent.
 
 A verification code is minted by the server only when this worker asks for it, after the message
 is planned: a redelivery of an event whose text already went out mints nothing (the code the
@@ -117,16 +118,19 @@ def consumers(rpc: RpcContext, settings: Settings, transport: SmsTransport | Non
         return None
 
     async def handle(event: Event, progress: Progress) -> Outcome:
+        refused: list[str] = []  # one number's refusal never holds back the others' texts
         try:
             for planned in (await plan(event)).messages:
                 if planned.status not in SENDABLE:
                     continue  # sent on an earlier delivery of this event
                 outcome = await deliver(event, planned, {})
-                if outcome is not None:
+                if isinstance(outcome, Permanent):
+                    refused.append(outcome.reason)
+                elif outcome is not None:
                     return outcome
         except grpc.aio.AioRpcError as exc:
             return outcome_of_rpc_error(exc)
-        return Ok()
+        return Permanent("; ".join(refused)) if refused else Ok()
 
     async def handle_code(event: Event, progress: Progress) -> Outcome:
         try:

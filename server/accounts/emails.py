@@ -175,8 +175,14 @@ class AccountEmails:
             raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
         return user
 
-    async def prepare(self, user_id: int, kind: Kind) -> PreparedEmail:
-        """What to send now for one requested email, with a link minted for it."""
+    async def prepare(self, user_id: int, kind: Kind, request_id: str = "") -> PreparedEmail:
+        """What to send now for one requested email, with a link minted for it.
+
+        ``request_id`` is the email event's id. A redelivered event gets a new link, but the link
+        minted for an earlier delivery of the same event stays valid: that attempt may have been
+        delivered (the worker died before its ack), and Resend then refuses the new message as a
+        duplicate of it, so the first link is the one in the user's inbox.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             user = await self._repo.user(conn, user_id)
             if user is None or user.status != "active":
@@ -184,19 +190,27 @@ class AccountEmails:
             if kind == VERIFY:
                 if user.email_verified_at is not None:
                     return PreparedEmail(False, "the address is already confirmed")
-                return await self._with_link(conn, user, "verify_email", user.email, "verify-email")
+                return await self._with_link(
+                    conn, user, "verify_email", user.email, "verify-email", request_id
+                )
             if kind == RESET:
-                return await self._with_link(conn, user, "reset_password", user.email, "reset-password")
+                return await self._with_link(
+                    conn, user, "reset_password", user.email, "reset-password", request_id
+                )
             if not user.pending_email:
                 return PreparedEmail(False, "no email change is pending")
             if kind == CHANGE:
-                return await self._with_link(conn, user, "change_email", user.pending_email, "verify-email")
+                return await self._with_link(
+                    conn, user, "change_email", user.pending_email, "verify-email", request_id
+                )
             if kind == CHANGE_NOTICE:
                 return PreparedEmail(True, to=user.email, name=user.name, new_email=user.pending_email)
         collect([FieldViolation("kind", "must be an account email kind")], domain=DOMAIN)
         raise AssertionError("unreachable")
 
-    async def _with_link(self, conn: Conn, user: UserRow, purpose: str, to: str, page: str) -> PreparedEmail:
+    async def _with_link(
+        self, conn: Conn, user: UserRow, purpose: str, to: str, page: str, request_id: str
+    ) -> PreparedEmail:
         token = LINK_PREFIX + secrets.token_urlsafe(32)
         ttl = {
             "verify_email": self._links.verify_ttl_s,
@@ -204,7 +218,13 @@ class AccountEmails:
             "change_email": self._links.change_ttl_s,
         }[purpose]
         expire_time = await self._repo.issue_account_token(
-            conn, user_id=user.id, purpose=purpose, token_hash=token_hash(token), email=to, ttl_s=ttl
+            conn,
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=token_hash(token),
+            email=to,
+            ttl_s=ttl,
+            request_id=request_id,
         )
         link = f"{self._links.web_url.rstrip('/')}/{page}?{urlencode({'token': token})}"
         return PreparedEmail(True, to=to, name=user.name, link=link, link_expire_time=expire_time)

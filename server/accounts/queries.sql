@@ -92,11 +92,12 @@ RETURNING id;
 -- name: revoke_all_sessions(user_id)!
 UPDATE sessions SET revoke_time = now() WHERE user_id = :user_id AND revoke_time IS NULL;
 
--- name: list_users(query, query_id, role, status, before_id, limit)
+-- name: list_users(query, query_id, pattern, role, status, before_id, limit)
+-- pattern: the query as an ILIKE pattern, its wildcards escaped (server/common/search.py).
 SELECT id, email, name, role, status, timezone, email_verified_at, create_time, password_hash, discount_bps,
        pending_email, totp_enabled_at
 FROM users
-WHERE (:query = '' OR id = :query_id OR email ILIKE '%%' || :query || '%%' OR name ILIKE '%%' || :query || '%%')
+WHERE (:query = '' OR id = :query_id OR email ILIKE :pattern OR name ILIKE :pattern)
   AND (:role = '' OR role = :role)
   AND (:status = '' OR status = :status)
   AND id < :before_id
@@ -133,9 +134,16 @@ UPDATE api_keys SET revoke_time = now() WHERE user_id = :user_id AND revoke_time
 UPDATE account_tokens SET used_time = now()
 WHERE user_id = :user_id AND purpose = :purpose AND used_time IS NULL;
 
--- name: insert_account_token(user_id, purpose, token_hash, email, ttl_s)$
-INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time)
-VALUES (:user_id, :purpose, :token_hash, :email, now() + make_interval(secs => :ttl_s))
+-- name: invalidate_earlier_account_tokens(user_id, purpose, request_id)!
+-- A new link replaces the earlier unused ones of the same kind, except those minted for the same
+-- request (a redelivered email event): the first attempt may have delivered its link already.
+UPDATE account_tokens SET used_time = now()
+WHERE user_id = :user_id AND purpose = :purpose AND used_time IS NULL
+  AND (:request_id = '' OR request_id <> :request_id);
+
+-- name: insert_account_token(user_id, purpose, token_hash, email, ttl_s, request_id)$
+INSERT INTO account_tokens (user_id, purpose, token_hash, email, expire_time, request_id)
+VALUES (:user_id, :purpose, :token_hash, :email, now() + make_interval(secs => :ttl_s), :request_id)
 RETURNING expire_time;
 
 -- name: use_account_token(token_hash, purposes)^

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from server.accounts.errors import email_taken
 from server.common.db import map_db_errors
+from server.common.search import contains_pattern, search_id
 from server.common.sqlfile import load
 
 QUERIES = load(__file__)
@@ -253,13 +254,14 @@ class AccountsRepo:
     async def users(
         self, conn: Conn, *, query: str, role: str, status: str, before_id: int, limit: int
     ) -> list[UserRow]:
-        query_id = int(query) if query.isascii() and query.isdigit() and len(query) < 18 else 0
+        query_id = search_id(query)
         return await QUERIES.all(
             conn,
             "list_users",
             UserRow,
             query=query,
             query_id=query_id,
+            pattern=contains_pattern(query),
             role=role,
             status=status,
             before_id=before_id,
@@ -292,9 +294,20 @@ class AccountsRepo:
     # ------------------------------------------------------------------ single-use email links
 
     async def issue_account_token(
-        self, conn: Conn, *, user_id: int, purpose: str, token_hash: bytes, email: str, ttl_s: int
+        self,
+        conn: Conn,
+        *,
+        user_id: int,
+        purpose: str,
+        token_hash: bytes,
+        email: str,
+        ttl_s: int,
+        request_id: str = "",
     ) -> datetime:
-        await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose=purpose)
+        """A new link voids the earlier unused ones of its kind, but not those of ``request_id``."""
+        await QUERIES.execute(
+            conn, "invalidate_earlier_account_tokens", user_id=user_id, purpose=purpose, request_id=request_id
+        )
         expire_time: datetime = await QUERIES.scalar(
             conn,
             "insert_account_token",
@@ -303,6 +316,7 @@ class AccountsRepo:
             token_hash=token_hash,
             email=email,
             ttl_s=ttl_s,
+            request_id=request_id,
         )
         return expire_time
 

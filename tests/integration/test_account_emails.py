@@ -4,17 +4,24 @@ email worker writes, as a person would read them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from core.config import Settings
 from server.common.db import Pool
+from tests.fakes.resend_api import FakeResend
 from tests.fix_nats import running_worker
 from tests.integration.test_accounts import PASSWORD, register
 from tests.integration.test_edge_http import assert_error
-from tests.mailbox import read_mail, wait_for_mail
+from tests.mailbox import _LINK, read_mail, wait_for_mail
+from workers.email import consumers as email_consumers
+from workers.rpc import open_channel
+from workers.runner import Event, Ok
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +246,41 @@ async def test_links_never_sit_in_the_outbox(
     for mail in mails:
         assert all(mail.token.encode() not in p for p in payloads)
         assert mail.token.encode() not in stored  # only hashes are stored
+
+
+async def test_a_redelivered_account_email_keeps_the_delivered_link_working(
+    http: httpx.AsyncClient, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """Resend accepted the verification email and the worker died before the ack: the redelivery
+    (same event, same idempotency key) must not void the link the user already holds."""
+    settings = worker_settings.model_copy(
+        update={
+            "mail_transport": "resend",
+            "resend_api_url": resend_api.base_url,
+            "resend_api_key": SecretStr(resend_api.api_key),
+        }
+    )
+    rpc = open_channel(settings, "tests")
+    [account_consumer, *_] = email_consumers(rpc, settings)
+    try:
+        await register(http, "ann@example.com")
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT event_id::text, subject, payload FROM outbox_events"
+                " WHERE subject = 'smm.accounts.email.requested'"
+            )
+            [(event_id, subject, payload)] = await cursor.fetchall()
+        event = Event(id=event_id, subject=subject, payload=bytes(payload), headers={}, delivery=1)
+        assert await account_consumer.handle(event, _nothing) == Ok()
+        [delivered] = resend_api.emails.values()
+        assert await account_consumer.handle(replace(event, delivery=2), _nothing) == Ok()
+        assert len(resend_api.emails) == 1  # Resend sent nothing new
+        token = parse_qs(urlsplit(_LINK.findall(delivered["text"])[0]).query)["token"][0]
+        verified = await http.post("/api/v1/auth/email/verify", json={"token": token})
+        assert verified.status_code == 200, verified.text
+    finally:
+        await rpc.channel.close()
+
+
+async def _nothing() -> None:
+    return None

@@ -508,3 +508,33 @@ async def test_a_replayed_event_sends_the_email_that_failed_but_never_a_suppress
         assert await _messages(pool, bob.id) == [("bob@example.com", "balance_adjusted", "suppressed")]
     finally:
         await rpc.channel.close()
+
+
+async def test_an_address_refused_for_one_admin_still_alerts_the_others(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """One event, one message per admin: Resend refusing the first admin's address is recorded and
+    dead-lettered, but the other admins are still alerted (a dead letter's alert is never planned
+    again, so an alert not sent now would never be sent)."""
+    settings = _resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    dlq_consumer = next(c for c in notification_consumers(rpc, settings) if c.durable.name == "email-dlq")
+    try:
+        await shop.user("second-admin@example.com", "1.00")
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE users SET role = 'admin' WHERE email = 'second-admin@example.com'")
+        original = Event(
+            id="evt-two-admins", subject="smm.orders.order.created", payload=b"", headers={}, delivery=1
+        )
+        letter = _dead_letter_of(original, "dispatch-order-created", 41)
+        resend_api.clear()
+        resend_api.fail_next(1, 422)  # the first admin's address
+        outcome = await dlq_consumer.handle(letter, _nothing)
+        assert isinstance(outcome, Permanent)
+        assert [e["to"] for e in resend_api.emails.values()] == [["second-admin@example.com"]]
+        assert await _messages(pool, letter.headers[MSG_ID]) == [
+            ("admin-staff@example.com", "admin_alert", "failed"),
+            ("second-admin@example.com", "admin_alert", "sent"),
+        ]
+    finally:
+        await rpc.channel.close()

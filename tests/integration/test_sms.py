@@ -692,3 +692,24 @@ async def test_a_replayed_event_resends_a_text_twilio_refused_but_never_one_it_t
         await conn.execute("UPDATE sms_messages SET status = 'failed'")
     assert await keys.handle(event, _nothing) == Ok()
     assert len(twilio.texts_to(ANN_PHONE)) == 1
+
+
+async def test_a_number_refused_for_one_admin_still_texts_the_others(
+    shop: Shop, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    """Twilio refusing one admin's number is recorded and dead-lettered, but the other admins are
+    still texted: a dead letter's alert is never planned again, so one not sent now never would be."""
+    await verified_phone(shop.http, accounts, shop.admin, ADMIN_PHONE)
+    second = await shop.user("second-admin@example.com", "1.00")
+    await verified_phone(shop.http, accounts, second, BOB_PHONE)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE users SET role = 'admin' WHERE email = 'second-admin@example.com'")
+    twilio.invalid_numbers.add(ADMIN_PHONE)
+    letter = _sms_dead_letter("ev-2", "dispatch-order-created", 3)
+    outcome = await consumer(sms_worker, "sms-dlq").handle(letter, _nothing)
+    assert isinstance(outcome, Permanent)
+    assert "21211" in outcome.reason
+    await wait_for_text(twilio, BOB_PHONE, "alert")
+    assert await rows(
+        pool, "SELECT to_number, status FROM sms_messages WHERE template = 'admin_alert' ORDER BY id"
+    ) == [(ADMIN_PHONE, "failed"), (BOB_PHONE, "sent")]

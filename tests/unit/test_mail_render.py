@@ -259,6 +259,20 @@ def test_unsafe_urls_are_refused(url: str) -> None:
         render("verify_email", SAMPLES["verify_email"], Brand("x", "#000000", url))
 
 
+@pytest.mark.parametrize(
+    "web_url", ["panel.example", "ftp://panel.example", "https://panel.example /x", "https://panel.example\t"]
+)
+def test_a_refused_link_never_repeats_its_token(web_url: str) -> None:
+    """A misconfigured SMM_WEB_URL makes every account link unsafe; the error goes to the log and
+    the dead letter's reason (and from there into the admins' alerts), so it must not carry the
+    live single-use token of the link."""
+    link = f"{web_url}/reset-password?token=smm_l_LiveSecretToken"
+    with pytest.raises(UnsafeURLError) as refused:
+        render("password_reset", sample("password_reset", link=link), BRAND)
+    assert "LiveSecretToken" not in str(refused.value)
+    assert "reset-password" in str(refused.value)  # still says which URL
+
+
 def test_a_bad_support_address_is_refused() -> None:
     with pytest.raises(UnsafeURLError):
         render("verify_email", SAMPLES["verify_email"], Brand("x", "#000000", "https://p.example", "a b"))

@@ -243,11 +243,18 @@ def _href(url: object) -> str:
     """An URL for an ``href``, checked: http(s) only, no whitespace or control characters."""
     text = _printable(url)
     if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in text):
-        raise UnsafeURLError(f"an URL holds whitespace or control characters: {text!r}")
+        raise UnsafeURLError(f"an URL holds whitespace or control characters: {_without_query(text)!r}")
     parts = urlsplit(text)
     if parts.scheme.lower() not in _SAFE_SCHEMES or not parts.netloc:
-        raise UnsafeURLError(f"not an absolute http(s) URL: {text!r}")
+        raise UnsafeURLError(f"not an absolute http(s) URL: {_without_query(text)!r}")
     return text
+
+
+def _without_query(url: str) -> str:
+    """An URL for an error message: its query and fragment may hold a live single-use token (the
+    account links), and the error goes to logs and dead-letter reasons."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    return url[:cut] + ("?..." if cut < len(url) else "")
 
 
 def _mailto(address: object) -> str:
