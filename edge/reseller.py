@@ -483,8 +483,9 @@ class Reseller:
 
 
 def _cancel_value(order: Any) -> int | dict[str, str]:
+    """The provider's own words stay with staff (a customer's order never carries them)."""
     if order.cancel_state == "rejected":
-        return _error(order.cancel_message or "Order cannot be cancelled")
+        return _error("Order cannot be cancelled")
     return 1
 
 

@@ -80,6 +80,13 @@ class Shop:
         order: opb.Order = await self.orders.SubmitOrder(request, metadata=system_metadata())
         return order
 
+    async def staff_order(self, order_id: str) -> dict[str, Any]:
+        """The order as staff see it (provider, upstream id, notes): customers see less."""
+        response = await self.http.get(f"/api/v1/admin/orders/{order_id}", headers=self.admin)
+        assert response.status_code == 200, response.text
+        order: dict[str, Any] = response.json()
+        return order
+
     async def settle(self, order_id: str, user: dict[str, str], timeout_s: float = 10.0) -> dict[str, Any]:
         """Polls (as the poller would) until the order is final."""
         async with asyncio.timeout(timeout_s):

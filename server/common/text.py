@@ -11,4 +11,3 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 def storable(text: str) -> str:
     return UNSTORABLE.sub("", text)
-

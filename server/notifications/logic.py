@@ -189,6 +189,34 @@ def order_context(order: OrderFacts, contact: Contact, currency: str, web_url: s
     }
 
 
+def resend_event(body: bytes) -> tuple[str, dict[str, Any]]:
+    """The type and data of a signed Resend event. Any other shape is BAD_WEBHOOK: never coerced
+    (``str(None)`` would look up "None")."""
+    try:
+        event = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise _not_a_resend_event() from exc
+    kind = event.get("type") if isinstance(event, dict) else None
+    data = event.get("data") if isinstance(event, dict) else None
+    if not (isinstance(kind, str) and isinstance(data, dict)):
+        raise _not_a_resend_event()
+    return kind, data
+
+
+def email_facts(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The email id and bounce details (``{}`` when absent or null) of an ``email.*`` event."""
+    email_id, bounce = data.get("email_id"), data.get("bounce")
+    if bounce is None:
+        bounce = {}
+    if not (isinstance(email_id, str) and email_id and isinstance(bounce, dict)):
+        raise _not_a_resend_event()
+    return email_id, bounce
+
+
+def _not_a_resend_event() -> InvalidArgument:
+    return InvalidArgument("not a Resend event", reason="BAD_WEBHOOK", domain=DOMAIN)
+
+
 class Notifications:
     def __init__(
         self,
@@ -384,25 +412,29 @@ class Notifications:
     async def resend_webhook(self, body: bytes, headers: dict[str, str]) -> bool:
         if not self._resend_secret:
             raise NotFound("Resend webhooks are not configured", reason="WEBHOOKS_OFF", domain=DOMAIN)
+        webhook = svix.Webhook(self._resend_secret)  # a malformed secret is ours to fix: not caught
         try:
-            svix.Webhook(self._resend_secret).verify(body, headers)
-        except svix.WebhookVerificationError as exc:
+            webhook.verify(body, headers)
+        except (svix.WebhookVerificationError, ValueError) as exc:
+            # Svix raises ValueError (binascii.Error, UnicodeDecodeError) for a signature header or
+            # a body it cannot even parse: no signature matches those either.
             raise Unauthenticated(
                 "the Svix signature does not match", reason="INVALID_SIGNATURE", domain=DOMAIN
             ) from exc
-        try:
-            event = json.loads(body)
-            kind, email_id = str(event["type"]), str(event["data"]["email_id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument("not a Resend event", reason="BAD_WEBHOOK", domain=DOMAIN) from exc
+        kind, data = resend_event(body)
         status = {
             "email.delivered": "delivered",
             "email.bounced": "bounced",
             "email.complained": "complained",
         }.get(kind)
         if status is None:
-            return False
-        bounce_type = str(event.get("data", {}).get("bounce", {}).get("type", "Permanent"))
+            return False  # contact.*, domain.*, email.sent ...: nothing of ours to record
+        email_id, bounce = email_facts(data)
+        bounce_type = bounce.get("type")
+        if bounce_type is None:
+            bounce_type = "Permanent"  # no details: treated as a hard bounce
+        elif not isinstance(bounce_type, str):
+            raise _not_a_resend_event()
         async with self._pool.connection() as conn, conn.transaction():
             row = await (
                 await conn.execute(

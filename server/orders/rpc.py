@@ -10,7 +10,7 @@ from smm.v1 import orders_service_pb2 as pb
 from smm.v1 import orders_service_pb2_grpc as pb_grpc
 
 from server.common import auth, idempotency
-from server.common.convert import timestamp
+from server.common.convert import request_time, timestamp
 from server.common.errors import InvalidArgument, NotFound
 from server.common.money import format_micros
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
@@ -89,6 +89,28 @@ def order_to_proto(
         provider_id=row.provider_id or 0,
         upstream_order_id=row.upstream_order_id,
     )
+
+
+def customer_view(order: pb.Order) -> pb.Order:
+    """The order as its customer sees it: statuses, times and money, but not which provider holds
+    it, its id there, or the notes staff and providers' answers write (a provider's "not enough
+    funds", a staff reason, a cancel or refill refusal in the provider's words). Resellers would
+    otherwise learn where to buy for less; staff see it whole (GetAnyOrder)."""
+    order.ClearField("provider_id")
+    order.ClearField("upstream_order_id")
+    order.ClearField("status_note")
+    order.ClearField("cancel_message")
+    for event in order.timeline:
+        event.ClearField("note")
+    for refill in order.refills:
+        customer_refill(refill)
+    return order
+
+
+def customer_refill(refill: pb.Refill) -> pb.Refill:
+    """A refill as its customer sees it: the status, not the provider's words."""
+    refill.ClearField("message")
+    return refill
 
 
 def order_input(request: pb.CreateOrderRequest) -> OrderInput:
@@ -173,7 +195,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             idempotency_key=request.request_id[:200] or None,
             request_hash=idempotency.request_hash(request) if request.request_id else None,
         )
-        return order_to_proto(await self._logic.place(placement), self._currency)
+        return customer_view(order_to_proto(await self._logic.place(placement), self._currency))
 
     async def CreateMassOrder(
         self, request: pb.CreateMassOrderRequest, context: grpc.aio.ServicerContext
@@ -218,12 +240,12 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             ),
         )
         return pb.ListOrdersResponse(
-            orders=[order_to_proto(r, self._currency) for r in rows], next_page_token=token
+            orders=[customer_view(order_to_proto(r, self._currency)) for r in rows], next_page_token=token
         )
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: grpc.aio.ServicerContext) -> pb.Order:
         row, events, refills = await self._logic.get(_user(auth.principal()), request.id)
-        return order_to_proto(row, self._currency, events, refills)
+        return customer_view(order_to_proto(row, self._currency, events, refills))
 
     async def GetOrderStats(
         self, request: pb.GetOrderStatsRequest, context: grpc.aio.ServicerContext
@@ -265,25 +287,31 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         rows = await self._logic.batch(_user(auth.principal()), ids)
         by_id = {r.id: r for r in rows}
         return pb.BatchGetOrdersResponse(
-            orders=[order_to_proto(by_id[i], self._currency) for i in dict.fromkeys(ids) if i in by_id]
+            orders=[
+                customer_view(order_to_proto(by_id[i], self._currency))
+                for i in dict.fromkeys(ids)
+                if i in by_id
+            ]
         )
 
     async def RefillOrder(
         self, request: pb.RefillOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Refill:
-        return refill_to_proto(await self._aftercare.refill(_user(auth.principal()), request.id))
+        return customer_refill(
+            refill_to_proto(await self._aftercare.refill(_user(auth.principal()), request.id))
+        )
 
     async def BatchGetRefills(
         self, request: pb.BatchGetRefillsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetRefillsResponse:
         rows = await self._aftercare.refills(_user(auth.principal()), _ids(request.ids))
-        return pb.BatchGetRefillsResponse(refills=[refill_to_proto(r) for r in rows])
+        return pb.BatchGetRefillsResponse(refills=[customer_refill(refill_to_proto(r)) for r in rows])
 
     async def CancelOrder(
         self, request: pb.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        return order_to_proto(
-            await self._aftercare.cancel(_user(auth.principal()), request.id), self._currency
+        return customer_view(
+            order_to_proto(await self._aftercare.cancel(_user(auth.principal()), request.id), self._currency)
         )
 
     async def ListAllOrders(
@@ -292,10 +320,14 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         size = page_size(request.page_size, default=100, maximum=1000)
         status = status_name(request.status)
         created_from = (
-            request.create_time_from.ToDatetime(UTC) if request.HasField("create_time_from") else EPOCH
+            request_time(request.create_time_from, field="create_time_from")
+            if request.HasField("create_time_from")
+            else EPOCH
         )
         created_to = (
-            request.create_time_to.ToDatetime(UTC) if request.HasField("create_time_to") else FAR_FUTURE
+            request_time(request.create_time_to, field="create_time_to")
+            if request.HasField("create_time_to")
+            else FAR_FUTURE
         )
         filters = {
             "status": status,

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 import grpc
 from smm.v1 import system_service_pb2 as pb
 from smm.v1 import system_service_pb2_grpc as pb_grpc
 
 from server.common import auth, idempotency
-from server.common.convert import timestamp
+from server.common.convert import request_time, timestamp
 from server.common.errors import InvalidArgument, Unavailable
 from server.common.health import HealthChecks
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 from server.system.logic import AuditRow, SystemLogic
-
-# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
-MIN_SECONDS = -62_135_596_800
-MAX_SECONDS = 253_402_300_799
-MAX_NANOS = 999_999_999
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
@@ -74,10 +67,7 @@ class SystemServicer(pb_grpc.SystemServiceServicer):
             raise InvalidArgument.for_field("request_id", "is required")
         occurred = None
         if request.HasField("occur_time"):
-            stamp = request.occur_time
-            if not (MIN_SECONDS <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos <= MAX_NANOS):
-                raise InvalidArgument.for_field("occur_time", "must be a time between years 1 and 9999")
-            occurred = stamp.ToDatetime(tzinfo=UTC)
+            occurred = request_time(request.occur_time, field="occur_time")
         return pb.RecordEventResponse(counted=await self._logic.record_event(key, request.subject, occurred))
 
     async def ListEventCounts(

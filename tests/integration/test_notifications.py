@@ -255,6 +255,86 @@ async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refuse
         await server.stop(None)
 
 
+async def test_a_resend_event_of_the_wrong_shape_is_refused_or_ignored_never_a_500(
+    pool: Pool, settings: Settings
+) -> None:
+    """The handler read ``data.bounce.type`` with ``.get("bounce", {}).get("type")``: a signed
+    ``"bounce": null`` (or a string) raised AttributeError, a signed body nested too deep for the
+    JSON parser raised RecursionError, and a signature header or body that Svix cannot even parse
+    (no ``v1,`` part, bad base64, not UTF-8) raised ValueError before any check: all were 500s.
+    Now null is absent (the bounce counts as permanent, as without one), a wrong type or shape is
+    400 BAD_WEBHOOK like any other signed non-event, and an unreadable signature is 401."""
+    secret = new_webhook_secret()
+    with_secret = settings.model_copy(update={"resend_webhook_secret": SecretStr(secret)})
+    server = await create_server(with_secret, pool, address="127.0.0.1:0")
+    edge = await start_edge(with_secret.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}"}))
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO email_messages (event_id, to_address, template, status, transport_message_id)"
+                " VALUES ('e1', 'gone@example.com', 'welcome', 'sent', 'em_1'),"
+                " ('e2', 'kept@example.com', 'welcome', 'sent', 'em_2')"
+            )
+        url = "/api/v1/webhooks/email/resend"
+        json_type = {"content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=edge.base_url) as hooks:
+
+            async def post(body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+                signed = svix_headers(secret, body) if headers is None else headers
+                return await hooks.post(url, content=body, headers={**signed, **json_type})
+
+            def bounced(data: object) -> bytes:
+                return json.dumps({"type": "email.bounced", "data": data}).encode()
+
+            # A null bounce is no bounce details: permanent, the address is suppressed.
+            applied = await post(bounced({"email_id": "em_1", "bounce": None}))
+            assert applied.status_code == 200, applied.text
+            assert applied.json() == {"applied": True}
+            malformed = {
+                "bounce is a string": bounced({"email_id": "em_2", "bounce": "Permanent"}),
+                "bounce is a list": bounced({"email_id": "em_2", "bounce": []}),
+                "bounce type is a number": bounced({"email_id": "em_2", "bounce": {"type": 5}}),
+                "email_id is null": bounced({"email_id": None}),
+                "email_id is an object": bounced({"email_id": {"id": "em_2"}}),
+                "data is null": bounced(None),
+                "data is a string": bounced("em_2"),
+                "type is null": json.dumps({"type": None, "data": {"email_id": "em_2"}}).encode(),
+                "the event is a list": b"[]",
+                "the event is null": b"null",
+                "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+            }
+            answers = {name: (await post(body)).status_code for name, body in malformed.items()}
+            assert answers == dict.fromkeys(malformed, 400)
+            # Events about contacts or domains carry no email id: ignored, or Resend retries them for days.
+            for other in (
+                {"type": "contact.created", "data": {"id": "c_1"}},
+                {"type": "domain.updated", "data": {}},
+            ):
+                ignored = await post(json.dumps(other).encode())
+                assert (ignored.status_code, ignored.json()) == (200, {"applied": False}), ignored.text
+            assert_error(await post(malformed["bounce is a string"]), 400, "INVALID_ARGUMENT", "BAD_WEBHOOK")
+            body = bounced({"email_id": "em_2"})
+            real = svix_headers(secret, body)
+            unreadable = {
+                "no version": {**real, "svix-signature": "garbage"},
+                "bad base64": {**real, "svix-signature": "v1,abc"},
+            }
+            answers = {name: (await post(body, headers)).status_code for name, headers in unreadable.items()}
+            answers["not UTF-8"] = (await post(b"\xff\xfe", svix_headers(secret, b"x"))).status_code
+            assert answers == {"no version": 401, "bad base64": 401, "not UTF-8": 401}
+            assert_error(
+                await post(body, unreadable["no version"]), 401, "UNAUTHENTICATED", "INVALID_SIGNATURE"
+            )
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT to_address, status FROM email_messages ORDER BY id")
+            assert await cursor.fetchall() == [("gone@example.com", "bounced"), ("kept@example.com", "sent")]
+            cursor = await conn.execute("SELECT address FROM email_suppressions")
+            assert await cursor.fetchall() == [("gone@example.com",)]
+    finally:
+        await edge.stop()
+        await server.stop(None)
+
+
 async def test_a_finished_refill_is_emailed(shop: Shop, pool: Pool, mail_dir: Path) -> None:
     user = await shop.user("ann@example.com", "5.00")
     order = (

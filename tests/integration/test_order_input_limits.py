@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import random
 
+import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import orders_service_pb2_grpc as opb_grpc
 
+from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_reseller import call, reseller_key
@@ -111,3 +116,26 @@ async def test_one_active_order_per_link_does_not_tie_subscriptions_together(sho
             ann, serviceId=subscriptions, username=username, min=50, max=100, posts=10, delay=0
         )
         assert placed.status_code == 200, placed.text
+
+
+async def test_staff_order_search_refuses_out_of_range_times_by_field(channel: grpc.aio.Channel) -> None:
+    """ListAllOrders turned its time range into datetimes unchecked: a gRPC caller (staff tools,
+    the internal path; the edge's JSON parser refuses these itself) sending a Timestamp outside
+    years 1 to 9999, or nanos outside 0 to 999,999,999, got INTERNAL instead of a field error."""
+    orders = opb_grpc.OrdersServiceStub(channel)
+    odd = [Timestamp(seconds=10**12), Timestamp(seconds=-(10**12)), Timestamp(seconds=0, nanos=-1)]
+    odd.append(Timestamp(seconds=0, nanos=10**9))
+    for field in ("create_time_from", "create_time_to"):
+        for stamp in odd:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await orders.ListAllOrders(
+                    opb.ListAllOrdersRequest(**{field: stamp}), metadata=system_metadata()
+                )
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert caught.value.details().startswith(f"{field}:"), caught.value.details()
+    # The ends of the valid range are still a search.
+    widest = opb.ListAllOrdersRequest(
+        create_time_from=Timestamp(seconds=-62_135_596_800),
+        create_time_to=Timestamp(seconds=253_402_300_799, nanos=999_999_999),
+    )
+    assert (await orders.ListAllOrders(widest, metadata=system_metadata())).orders == []

@@ -186,7 +186,7 @@ async def test_a_partial_end_without_remains_waits_for_staff_instead_of_guessing
     assert answered.json() == {"applied": False}, answered.text
     waiting = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=ann)).json()
     assert (waiting["status"], waiting["charged"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
-    assert "without what remains" in waiting["statusNote"]
+    assert "without what remains" in (await shop.staff_order(order["id"]))["statusNote"]
     assert await shop.balance(ann) == ("0.675", "0.325")
     route = f"/api/v1/admin/orders/{order['id']}/status"
     # Without remains (0 on the wire) a staff Partial charged in full: it must say what is left.
@@ -962,3 +962,55 @@ class TestSpendWhenTheDatabaseIsNotInUtc:
             )
         ).json()
         assert [(s["orders"], s["spent"]) for s in stats["spend"]] == [("1", "0.325")]
+
+
+async def test_customers_never_see_the_provider_its_order_id_or_staff_and_provider_notes(shop: Shop) -> None:
+    """Every customer view (create, get, list, cancel, refill) showed the provider's id, the order's
+    id there, and the timeline's notes: "sent to provider 1", a provider's refusal in its words, a
+    staff reason. Resellers learn where to buy for less; staff see it whole."""
+    ann = await shop.user("ann@example.com", "5.00")
+    created = await shop.order(
+        ann, serviceId=shop.service_id("2"), link="https://x.com/secret", quantity=1000
+    )
+    assert created.status_code == 200, created.text
+    order_id = created.json()["id"]
+    sent = await shop.submit(order_id)
+    assert sent.upstream_order_id
+    assert sent.provider_id
+    await shop.demo.fault("error_body", count=1, actions=["cancel"], message="Our balance is empty")  # type: ignore[attr-defined]
+    cancel = await shop.http.post(f"/api/v1/dashboard/orders/{order_id}/cancel", json={}, headers=ann)
+    assert cancel.status_code == 200, cancel.text
+
+    staff = await shop.staff_order(order_id)
+    assert (staff["providerId"], staff["upstreamOrderId"]) == (str(sent.provider_id), sent.upstream_order_id)
+    assert staff["cancelState"] == "rejected"
+    assert staff["cancelMessage"] == "Our balance is empty"
+    assert any("sent to provider" in e.get("note", "") for e in staff["timeline"])
+
+    one = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=ann)).json()
+    listed = (await shop.http.get("/api/v1/dashboard/orders", headers=ann)).json()["orders"]
+    for seen in (created.json(), cancel.json(), one, *listed):
+        staff_only = {
+            k: seen.get(k) for k in ("providerId", "upstreamOrderId", "statusNote", "cancelMessage")
+        }
+        assert staff_only == {"providerId": "0", "upstreamOrderId": "", "statusNote": "", "cancelMessage": ""}
+        assert all(not e.get("note") for e in seen.get("timeline", [])), seen["timeline"]
+    assert one["cancelState"] == "rejected"  # that the cancel was refused is the customer's to know
+    assert [e["status"] for e in one["timeline"]] == [e["status"] for e in staff["timeline"]]
+
+    done = (
+        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/kept", quantity=100)
+    ).json()
+    await shop.submit(done["id"])
+    assert (await shop.settle(done["id"], ann))["status"] == "ORDER_STATUS_COMPLETED"
+    await shop.demo.fault("error_body", count=1, actions=["refill"], message="Refills paused by SupplierX")  # type: ignore[attr-defined]
+    refill = await shop.http.post(f"/api/v1/dashboard/orders/{done['id']}/refill", json={}, headers=ann)
+    assert refill.status_code == 200, refill.text
+    assert refill.json()["status"] == "rejected"
+    assert not refill.json().get("message")
+    assert (await shop.staff_order(done["id"]))["refills"][0]["message"] == "Refills paused by SupplierX"
+    customer_refills = (await shop.http.get(f"/api/v1/dashboard/orders/{done['id']}", headers=ann)).json()[
+        "refills"
+    ]
+    assert [r["status"] for r in customer_refills] == ["rejected"]
+    assert not customer_refills[0].get("message")
