@@ -237,8 +237,11 @@ class OrdersLogic:
                 raise idempotency_key_reused()
         results = []
         for number, line in lines:
-            parts = [p.strip() for p in line.split("|")]
-            if len(parts) != 3 or not _NUMBER.fullmatch(parts[0]) or not _NUMBER.fullmatch(parts[2]):
+            # Service and quantity are the first and last fields: a link may hold a "|" itself.
+            service, _, rest = line.partition("|")
+            link, _, quantity = rest.rpartition("|")
+            parts = [service.strip(), link.strip(), quantity.strip()]
+            if not link or not _NUMBER.fullmatch(parts[0]) or not _NUMBER.fullmatch(parts[2]):
                 results.append(MassLine(number, error="expected: service | link | quantity"))
                 continue
             placement = Placement(

@@ -21,11 +21,11 @@ Every type
 link
 - Required by every type except SUBSCRIPTIONS, which ignores it (``ValidOrder.link`` is ``""``).
 - At most 2,048 bytes in UTF-8, not characters (an entry of the index on orders (user_id, link)
-  holds at most 2,704 bytes; 2,048 CJK characters are 6,144), no whitespace or control
-  characters, an ``http``/``https`` URL (``urllib.parse.urlsplit``) whose host is ``localhost``
-  or a dotted name with no empty label (IPv6 literals are refused), and a valid port if it has
-  one. ``media`` (MENTIONS_MEDIA_LIKERS) and ``referring_url`` (WEB_TRAFFIC) follow the same
-  rules.
+  holds at most 2,704 bytes; 2,048 CJK characters are 6,144), no whitespace, control (C0, C1)
+  or invisible format characters (zero-width, bidi overrides), an ``http``/``https`` URL
+  (``urllib.parse.urlsplit``) whose host is ``localhost`` or a dotted name with no empty label
+  (IPv6 literals are refused), and a valid port if it has one. ``media`` (MENTIONS_MEDIA_LIKERS)
+  and ``referring_url`` (WEB_TRAFFIC) follow the same rules.
 
 quantity and billing (``billable`` is the units the price covers: price = rate x billable / 1000)
 - DEFAULT, SEO, MENTIONS, MENTIONS_WITH_HASHTAGS, MENTIONS_HASHTAG, MENTIONS_USER_FOLLOWERS,
@@ -81,6 +81,7 @@ SUBSCRIPTIONS
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, fields
 from datetime import date
 from urllib.parse import urlsplit
@@ -517,7 +518,9 @@ def _url_problem(text: str) -> str | None:
         return "is required"
     if len(text.encode("utf-8", "surrogatepass")) > MAX_URL:
         return f"must be at most {MAX_URL} bytes (UTF-8)"
-    if _CONTROL.search(text) or any(ch.isspace() for ch in text):
+    # Format characters (Cf: zero-width, bidi overrides, BOM) are invisible: the link would read
+    # differently to staff and the provider than where it goes.
+    if any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
         return "must not contain spaces or control characters"
     not_url = "must be an http or https URL, like https://example.com/post"
     try:

@@ -139,3 +139,24 @@ async def test_staff_order_search_refuses_out_of_range_times_by_field(channel: g
         create_time_to=Timestamp(seconds=253_402_300_799, nanos=999_999_999),
     )
     assert (await orders.ListAllOrders(widest, metadata=system_metadata())).orders == []
+
+
+async def test_a_mass_order_link_may_contain_the_separator(shop: Shop) -> None:
+    """A line was split on every ``|``: a link holding one (accepted as a single order) was refused
+    as a malformed line. Service and quantity are the first and last fields; the link is between."""
+    ann = await shop.user("ann@example.com", "5.00")
+    followers = shop.service_id("1")
+    link = "https://x.com/p?tags=a|b"
+    single = await shop.order(ann, serviceId=followers, link=link, quantity=100)
+    assert single.status_code == 200, single.text
+    text = f"{followers} | {link}&n=2 | 100\n{followers} | https://x.com/q | 100 | 5\n{followers} | 100"
+    mass = await shop.http.post("/api/v1/dashboard/orders/mass", json={"lines": text}, headers=ann)
+    assert mass.status_code == 200, mass.text
+    lines = mass.json()["lines"]
+    assert lines[0]["error"] == ""
+    placed = await shop.http.get(f"/api/v1/dashboard/orders/{lines[0]['orderId']}", headers=ann)
+    assert placed.json()["link"] == f"{link}&n=2"
+    # With a fourth field the last is the quantity and the link holds the rest; two are too few.
+    assert lines[1]["error"].startswith("link must not contain spaces"), lines[1]
+    assert lines[2]["error"] == "expected: service | link | quantity"
+    assert (await shop.verify()).ok

@@ -305,6 +305,11 @@ BAD = [
     Bad("link-space", terms(), d(link="https://exa mple.com/p"), [("link", "must not contain spaces or control characters")]),
     Bad("link-nbsp", terms(), d(link="https://example.com/\u00a0p"), [("link", "must not contain spaces or control characters")]),
     Bad("link-nul", terms(), d(link="https://example.com/\x00"), [("link", "must not contain spaces or control characters")]),
+    # Invisible characters make a link read differently than it goes: zero-width, bidi overrides, C1.
+    Bad("link-zero-width", terms(), d(link="https://exam\u200bple.com/p"), [("link", "must not contain spaces or control characters")]),
+    Bad("link-bidi-override", terms(), d(link="https://example.com/\u202ep"), [("link", "must not contain spaces or control characters")]),
+    Bad("link-c1", terms(), d(link="https://example.com/\x9bp"), [("link", "must not contain spaces or control characters")]),
+    Bad("link-bom", terms(), d(link="\ufeffhttps://example.com/p"), [("link", "must not contain spaces or control characters")]),
     Bad("link-no-scheme", terms(), d(link="instagram.com/p/x"), [("link", NOT_URL)]),
     Bad("link-ftp", terms(), d(link="ftp://example.com/x"), [("link", NOT_URL)]),
     Bad("link-javascript", terms(), d(link="javascript:alert(1)"), [("link", NOT_URL)]),
