@@ -19,7 +19,7 @@ from smm.v1 import events_pb2
 
 from core.config import Settings
 from core.events import Durable
-from workers.mail.render import render
+from workers.mail.render import RENDER_ERRORS, render
 from workers.mail.transport import Transport
 from workers.mail.transports import IdempotencyConflictError, PermanentMailError, TransientMailError
 from workers.notify import brand_from, transport_from
@@ -77,7 +77,11 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             log.info("account email skipped", extra={"event_id": event.id, "reason": prepared.skip_reason})
             return Ok()
         try:
-            await carrier.send(account_message(prepared, settings), idempotency_key=event.id)
+            message = account_message(prepared, settings)
+        except RENDER_ERRORS as exc:  # deterministic: a retry would fail again, and mint another link
+            return Permanent(f"the account email cannot be rendered: {type(exc).__name__}: {exc}")
+        try:
+            await carrier.send(message, idempotency_key=event.id)
         except IdempotencyConflictError:
             return Ok()  # a redelivery: the first attempt's message (with its link) was delivered
         except (OSError, TransientMailError) as exc:

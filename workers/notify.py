@@ -4,9 +4,12 @@ the configured transport -> RecordDelivery.
 No domain logic here: the server decides who gets what (preferences, suppressions, defaults) and
 records each message once per event, recipient and template; this worker renders and sends. The transport
 gets an idempotency key made of the event id and the message id, so a redelivered event (a crash
-after the send and before the ack) never sends twice through Resend. Transient transport errors
-are retried with back-off; permanent ones are recorded and dead-lettered with the reason, after
-the event's other messages (other recipients) have been sent.
+after the send and before the ack) never sends twice through Resend; the server plans it with what
+the first planning stored, so the request is the same and Resend replays its first answer (the
+email id that later bounces name). Transient transport errors are retried with back-off; permanent
+ones, and a message that cannot be rendered (deterministic: a retry would fail the same way), are
+recorded failed and dead-lettered with the reason, after the event's other messages (other
+recipients) have been sent.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from smm.v1 import notifications_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
 from core.events import Durable
-from workers.mail.render import Brand, render
+from workers.mail.render import RENDER_ERRORS, Brand, render
 from workers.mail.transport import Transport
 from workers.mail.transports import (
     IdempotencyConflictError,
@@ -43,6 +46,10 @@ DURABLES = (
     Durable("email-wallet", "WALLET", "smm.wallet.>"),
     Durable("email-api-keys", "ACCOUNTS", "smm.accounts.api_key.created"),
     Durable("email-dlq", "DLQ", "smm.dlq.>"),
+)
+CONFLICT_NOTE = (
+    "an earlier attempt under this idempotency key was accepted with other content (409):"
+    " its email id is unknown, so its bounces cannot be matched"
 )
 
 
@@ -107,12 +114,27 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             if planned.status != "queued":
                 continue  # sent on an earlier delivery of this event
             key = f"{event.id}:{planned.message_id}"
+            note = ""
             try:
-                sent_id = await carrier.send(
-                    message_for(planned, brand, settings.mail_from, key), idempotency_key=key
-                )
+                message = message_for(planned, brand, settings.mail_from, key)
+            except RENDER_ERRORS as exc:  # deterministic: every retry would fail the same way
+                problem = f"{type(exc).__name__}: {exc}"
+                try:
+                    await _record(
+                        stub, rpc, planned.message_id, "failed", "", problem, settings.mail_transport
+                    )
+                except grpc.aio.AioRpcError as rpc_exc:
+                    return outcome_of_rpc_error(rpc_exc)
+                refused.append(f"message {planned.message_id} cannot be rendered: {problem}")
+                continue
+            try:
+                sent_id = await carrier.send(message, idempotency_key=key)
             except IdempotencyConflictError:
-                sent_id = ""  # an earlier attempt under this key was delivered (then we crashed)
+                # An earlier attempt under this key was accepted (then we crashed) with other
+                # content: the message is planned with what its first planning stored, so only a
+                # change of templates or settings in between gets here. Resend's 409 names no email
+                # id, so this message's bounces cannot be matched (docs/NOTIFICATIONS.md).
+                sent_id, note = "", CONFLICT_NOTE
             except TransientMailError as exc:
                 return Retry(f"the mail transport failed for now: {exc}")
             except PermanentMailError as exc:
@@ -125,7 +147,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
                 refused.append(f"the mail transport refused message {planned.message_id}: {exc}")
                 continue
             try:
-                await _record(stub, rpc, planned.message_id, "sent", sent_id, "", settings.mail_transport)
+                await _record(stub, rpc, planned.message_id, "sent", sent_id, note, settings.mail_transport)
             except grpc.aio.AioRpcError as exc:
                 return outcome_of_rpc_error(exc)  # sent; the redelivery is deduplicated by the key
         if refused:

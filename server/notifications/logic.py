@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 import svix
 from google.protobuf.message import DecodeError
+from psycopg.types.json import Jsonb
 from smm.v1 import events_pb2
 
 from core.events import DLQ_DELIVERIES, DLQ_DURABLE, DLQ_REASON, DLQ_SUBJECT, MSG_ID
@@ -259,6 +260,8 @@ class Notifications:
                     template=draft.template,
                     status="suppressed" if suppressed else "queued",
                     resend_failed=resends_failed(subject),
+                    context=Jsonb(draft.context),
+                    unsubscribe_url=self._unsubscribe_url(draft),
                 )
                 row = await (
                     await conn.execute(
@@ -267,18 +270,16 @@ class Notifications:
                     )
                 ).fetchone()
                 assert row is not None
-                message_id, status = row
+                message_id, status, stored_context, stored_unsubscribe = row
                 if status == "suppressed":
                     continue
+                if stored_context is None:  # planned before what a message says was stored
+                    stored_context, stored_unsubscribe = draft.context, self._unsubscribe_url(draft)
+                # What the first planning stored, not what the draft says now: the balance, a name
+                # or the clock may have moved since, and the redelivery of a message Resend
+                # accepted must be the same request (else a 409, and Resend's email id is lost).
                 planned.append(
-                    Planned(
-                        message_id,
-                        address,
-                        draft.template,
-                        draft.context,
-                        self._unsubscribe_url(draft),
-                        status,
-                    )
+                    Planned(message_id, address, draft.template, stored_context, stored_unsubscribe, status)
                 )
         return planned
 

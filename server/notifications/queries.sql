@@ -19,17 +19,19 @@ SELECT coalesce((SELECT available_micros FROM wallets WHERE user_id = :user_id),
 -- name: is_suppressed(address)$
 SELECT EXISTS (SELECT 1 FROM email_suppressions WHERE lower(address) = lower(:address));
 
--- name: plan_message(event_id, user_id, to_address, template, status, resend_failed)!
--- Once per (event, recipient, template). A message that failed is planned again (queued, or
--- suppressed if the address is suppressed now) when the event comes back and ``resend_failed``.
-INSERT INTO email_messages (event_id, user_id, to_address, template, status)
-VALUES (:event_id, :user_id, :to_address, :template, :status)
+-- name: plan_message(event_id, user_id, to_address, template, status, resend_failed, context, unsubscribe_url)!
+-- Once per (event, recipient, template), with what it says: a redelivery sends what the first
+-- planning stored. A message that failed is planned again (queued, or suppressed if the address is
+-- suppressed now), with what it says now, when the event comes back and ``resend_failed``.
+INSERT INTO email_messages (event_id, user_id, to_address, template, status, context, unsubscribe_url)
+VALUES (:event_id, :user_id, :to_address, :template, :status, :context, :unsubscribe_url)
 ON CONFLICT ON CONSTRAINT email_messages_event_recipient_template_key DO UPDATE
-SET status = excluded.status, update_time = now()
+SET status = excluded.status, context = excluded.context, unsubscribe_url = excluded.unsubscribe_url,
+    update_time = now()
 WHERE email_messages.status = 'failed' AND :resend_failed::boolean;
 
 -- name: planned_message(event_id, to_address, template)^
-SELECT id, status FROM email_messages
+SELECT id, status, context, unsubscribe_url FROM email_messages
 WHERE event_id = :event_id AND to_address = :to_address AND template = :template;
 
 -- name: record_delivery(id, status, transport, transport_message_id, error)$

@@ -21,7 +21,7 @@ from tests.integration.test_edge_http import assert_error
 from tests.mailbox import _LINK, read_mail, wait_for_mail
 from workers.email import consumers as email_consumers
 from workers.rpc import open_channel
-from workers.runner import Event, Ok
+from workers.runner import Event, Ok, Permanent
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +278,44 @@ async def test_a_redelivered_account_email_keeps_the_delivered_link_working(
         token = parse_qs(urlsplit(_LINK.findall(delivered["text"])[0]).query)["token"][0]
         verified = await http.post("/api/v1/auth/email/verify", json={"token": token})
         assert verified.status_code == 200, verified.text
+    finally:
+        await rpc.channel.close()
+
+
+async def test_an_account_email_that_cannot_be_rendered_is_dead_lettered_at_once(
+    http: httpx.AsyncClient, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """A render error (the worker's SMM_WEB_URL has no scheme) is deterministic: Permanent at once
+    (dead-lettered with the reason, never retried), so no retry mints another link, and the
+    reason never holds the link's token."""
+    settings = worker_settings.model_copy(
+        update={
+            "mail_transport": "resend",
+            "resend_api_url": resend_api.base_url,
+            "resend_api_key": SecretStr(resend_api.api_key),
+            "web_url": "panel.example",
+        }
+    )
+    rpc = open_channel(settings, "tests")
+    [account_consumer, *_] = email_consumers(rpc, settings)
+    try:
+        await register(http, "ann@example.com")
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT event_id::text, subject, payload FROM outbox_events"
+                " WHERE subject = 'smm.accounts.email.requested'"
+            )
+            [(event_id, subject, payload)] = await cursor.fetchall()
+        event = Event(id=event_id, subject=subject, payload=bytes(payload), headers={}, delivery=1)
+        outcome = await account_consumer.handle(event, _nothing)
+        assert isinstance(outcome, Permanent), outcome
+        assert "cannot be rendered" in outcome.reason
+        assert "UnsafeURLError" in outcome.reason
+        assert "token" not in outcome.reason
+        assert resend_api.requests == []
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT count(*) FROM account_tokens")
+            assert await cursor.fetchone() == (1,)  # one link minted, for the one attempt
     finally:
         await rpc.channel.close()
 

@@ -26,7 +26,9 @@ from core.events import (
     connect,
 )
 from server.common.db import Pool
+from server.common.pagetoken import PageTokenCodec
 from server.main import create_server
+from server.notifications.logic import Notifications
 from tests.fakes.resend_api import FakeResend, new_webhook_secret, svix_headers
 from tests.fakes.smtp_server import SMTP_PASSWORD, SMTP_USER, FakeSmtpServer
 from tests.fix_edge import start_edge
@@ -616,5 +618,90 @@ async def test_an_address_refused_for_one_admin_still_alerts_the_others(
             ("admin-staff@example.com", "admin_alert", "failed"),
             ("second-admin@example.com", "admin_alert", "sent"),
         ]
+    finally:
+        await rpc.channel.close()
+
+
+async def test_a_redelivery_after_a_crash_sends_the_same_request_and_keeps_resends_id(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """Resend accepted the email and the worker died before it recorded Resend's id. By the time
+    the event comes back the balance the email shows has moved. The redelivery must compose the
+    same request as the first attempt: Resend then replays its first answer (the same email id,
+    where a different body would be a 409 and leave no id), the id is recorded, and Resend's later
+    bounce for that email finds the message and suppresses the address."""
+    settings = _resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    wallet_consumer = notification_consumers(rpc, settings)[1]
+    try:
+        await shop.user("ann@example.com", "5.00")
+        adjusted = await _event(pool, "smm.wallet.balance.adjusted")
+        resend_api.clear()
+        assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
+        [email_id] = resend_api.emails
+        async with pool.connection() as conn:  # the crash: Resend's answer was never recorded
+            await conn.execute(
+                "UPDATE email_messages SET status = 'queued', transport_message_id = '' WHERE event_id = %s",
+                (adjusted.id,),
+            )
+            cursor = await conn.execute("SELECT id::text FROM users WHERE email = 'ann@example.com'")
+            [(ann,)] = await cursor.fetchall()
+        await shop.fund(ann, "2.00")  # the balance shown in the first email is not the balance now
+        assert await wallet_consumer.handle(replace(adjusted, delivery=2), _nothing) == Ok()
+        assert [r.status for r in resend_api.requests] == [200, 200]  # replayed, not refused (409)
+        assert resend_api.requests[0].json == resend_api.requests[1].json
+        assert list(resend_api.emails) == [email_id]
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT status, transport_message_id FROM email_messages WHERE event_id = %s", (adjusted.id,)
+            )
+            assert await cursor.fetchall() == [("sent", email_id)]
+
+        secret = new_webhook_secret()
+        hooks = Notifications(
+            pool,
+            PageTokenCodec(b"unused"),
+            api_url=settings.api_url,
+            web_url=settings.web_url,
+            currency=settings.currency,
+            low_balance_default=settings.low_balance_threshold,
+            resend_webhook_secret=secret,
+        )
+        bounce = json.dumps(
+            {"type": "email.bounced", "data": {"email_id": email_id, "bounce": {"type": "Permanent"}}}
+        ).encode()
+        assert await hooks.resend_webhook(bounce, svix_headers(secret, bounce)) is True
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT address, reason FROM email_suppressions")
+            assert await cursor.fetchall() == [("ann@example.com", "bounced")]
+    finally:
+        await rpc.channel.close()
+
+
+async def test_a_message_that_cannot_be_rendered_is_dead_lettered_at_once_and_recorded_failed(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
+) -> None:
+    """A render error is deterministic (here the worker's SMM_WEB_URL has no scheme, so the
+    layout's link is refused): retrying cannot help, so the outcome is Permanent (dead-lettered
+    with the reason), the message is recorded failed, and nothing reaches Resend."""
+    settings = _resend_settings(worker_settings, resend_api).model_copy(update={"web_url": "panel.example"})
+    rpc = open_channel(settings, "tests")
+    wallet_consumer = notification_consumers(rpc, settings)[1]
+    try:
+        await shop.user("ann@example.com", "5.00")
+        adjusted = await _event(pool, "smm.wallet.balance.adjusted")
+        resend_api.clear()
+        outcome = await wallet_consumer.handle(adjusted, _nothing)
+        assert isinstance(outcome, Permanent), outcome
+        assert "cannot be rendered" in outcome.reason
+        assert "UnsafeURLError" in outcome.reason
+        assert resend_api.requests == []
+        assert await _messages(pool, adjusted.id) == [("ann@example.com", "balance_adjusted", "failed")]
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT error FROM email_messages WHERE event_id = %s", (adjusted.id,)
+            )
+            [(error,)] = await cursor.fetchall()
+        assert "not an absolute http(s) URL" in error
     finally:
         await rpc.channel.close()

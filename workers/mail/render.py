@@ -121,6 +121,15 @@ class MissingParameterError(jinja2.UndefinedError):
     """A catalogue text names a ``{placeholder}`` that the call (or the context) did not give."""
 
 
+# What ``render`` raises for a message it cannot render: an unknown template (``LookupError``), a
+# context value missing (``jinja2.UndefinedError``, ``MissingParameterError``), reserved
+# (``ValueError``) or None (``TypeError``), an URL that is not http(s) (``UnsafeURLError``, a
+# ``ValueError``), a broken template (``jinja2.TemplateError``). Each depends only on the message,
+# the templates and the settings, so the same attempt fails the same way: workers never retry them.
+# (The messages never hold a link's query: ``UnsafeURLError`` cuts it off.)
+RENDER_ERRORS: tuple[type[Exception], ...] = (jinja2.TemplateError, LookupError, ValueError, TypeError)
+
+
 @dataclass(frozen=True)
 class Brand:
     """The panel as its emails show it. A ``primary_color`` that is not ``#rrggbb`` becomes the default."""
