@@ -199,8 +199,9 @@ GROUP BY 1 ORDER BY 1 DESC;
 -- name: stuck_orders(older_than_h)
 SELECT id FROM orders
 WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AND stuck_alert_time IS NULL
-  -- a drip-feed smm sends itself is stuck only once its last run is late
-  AND create_time + make_interval(mins => CASE WHEN panel_dripfeed THEN (runs - 1) * interval_minutes ELSE 0 END)
+  -- a drip-feed (smm's or the provider's: both keep runs and interval) is stuck only once its
+  -- last run is late; without drip-feed runs = 1
+  AND create_time + make_interval(mins => (runs - 1) * interval_minutes)
       < now() - make_interval(hours => :older_than_h)
 ORDER BY id LIMIT 1000;
 

@@ -8,6 +8,7 @@ over-delivery never charges more than the hold.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 ORDER_CHANGED = "smm.orders.order.changed"
 ORDERS_STUCK = "smm.orders.alert.stuck"
 ORDER_POLL = "smm.orders.poll.requested"
+# Providers polled at the same time (each has its own concurrency and rate limits besides).
+POLL_PROVIDERS_AT_ONCE = 8
 
 
 def poll_interval_s(age_s: float) -> int:
@@ -117,10 +120,21 @@ class Tracker:
         by_provider: dict[int, list[DueOrder]] = defaultdict(list)
         for order in due:
             by_provider[order.provider_id].append(order)
-        changed = 0
-        for provider_id, orders in by_provider.items():
-            changed += await self._poll_provider(provider_id, orders)
-        return len(due), changed
+        # Providers are asked side by side: a slow or timing-out one (three tries each) must not
+        # hold up the others' orders on every tick.
+        slots = asyncio.Semaphore(POLL_PROVIDERS_AT_ONCE)
+
+        async def one(provider_id: int, orders: list[DueOrder]) -> int:
+            async with slots:
+                try:
+                    return await self._poll_provider(provider_id, orders)
+                except Exception:
+                    log.exception("could not poll provider %s", provider_id)
+                    await self._postpone([o.id for o in orders], 60)
+                    return 0
+
+        counts = await asyncio.gather(*(one(p, orders) for p, orders in by_provider.items()))
+        return len(due), sum(counts)
 
     async def _poll_provider(self, provider_id: int, orders: list[DueOrder]) -> int:
         adapter = await self._clients.adapter_for(provider_id)

@@ -130,9 +130,16 @@ SET status = :status, total = :total, processed = :processed, created = :created
 WHERE id = :id;
 
 -- name: fail_stale_sync_runs(provider_id)!
--- A run left "running" by a crashed server copy for longer than any sync takes.
-UPDATE sync_runs SET status = 'failed', error = 'interrupted', finish_time = now()
-WHERE provider_id = :provider_id AND status = 'running' AND start_time < now() - interval '30 minutes';
+-- A run left "running" by a crashed server copy for longer than any sync takes, and a run still
+-- "queued" a sync period (an hour) later: its event never got a RunSync through (dead-lettered
+-- while the server was down), and it would block every later sync of the provider. A failed run
+-- is never started, should its event come back from the DLQ.
+UPDATE sync_runs
+SET status = 'failed', error = CASE WHEN status = 'running' THEN 'interrupted' ELSE 'never started' END,
+    finish_time = now()
+WHERE provider_id = :provider_id
+  AND ((status = 'running' AND start_time < now() - interval '30 minutes')
+       OR (status = 'queued' AND create_time < now() - interval '1 hour'));
 
 -- name: enabled_provider_ids()
 SELECT id FROM providers WHERE status = 'enabled' ORDER BY id;

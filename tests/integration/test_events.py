@@ -241,7 +241,9 @@ async def test_two_scheduler_copies_fire_each_period_once(
     settings: Settings, nc: NATS, pool: Pool, worker_settings: Settings
 ) -> None:
     ns = Namespace(settings.nats_namespace)
-    now = [1_800_000_000.0]
+    # The next hour: the maintenance worker skips ticks of periods long past (see below).
+    hour = (int(time.time()) // 3600 + 1) * 3600
+    now = [float(hour)]
     job = Job("outbox-purge", 3600)
     copies = [Scheduler(nc, ns, (job,), clock=lambda: now[0]) for _ in range(2)]
     await ensure_streams(nc.jetstream(), ns)
@@ -262,9 +264,39 @@ async def test_two_scheduler_copies_fire_each_period_once(
                         "SELECT extract(epoch FROM period_start)::bigint FROM job_runs ORDER BY 1"
                     )
                 ).fetchall()
-            return [r[0] for r in rows] == [1_800_000_000, 1_800_003_600]
+            return [r[0] for r in rows] == [hour, hour + 3600]
 
         await eventually(two_runs)
+
+
+async def test_ticks_queued_while_maintenance_was_down_run_each_job_once_not_once_per_missed_period(
+    settings: Settings, nc: NATS, pool: Pool, worker_settings: Settings
+) -> None:
+    """The SCHEDULE stream keeps ticks for two days: a maintenance worker back after an outage ran
+    every one of them, each hourly job once per hour missed (an alert or a sync per hour), the
+    30 s order poll thousands of times. A tick a whole period late is dropped: a later one exists."""
+    ns = Namespace(settings.nats_namespace)
+    job = Job("outbox-purge", 3600)
+    current = job.period_start(time.time())
+    await ensure_streams(nc.jetstream(), ns)
+    for start in (current - 3 * 3600, current - 2 * 3600, current - 3600, current):
+        await Scheduler(nc, ns, (job,), clock=lambda start=start: float(start)).tick()
+    assert await stream_messages(nc, ns, "SCHEDULE") == 4
+
+    async def runs() -> list[int]:
+        async with pool.connection() as conn:
+            rows = await (
+                await conn.execute("SELECT extract(epoch FROM period_start)::bigint FROM job_runs ORDER BY 1")
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    async def caught_up() -> bool:
+        return current in await runs()
+
+    async with running_worker(worker_settings, "maintenance"):
+        await eventually(caught_up)  # the ticks are handled in order: the current one comes last
+    # The previous hour's tick is less than a period late: it still runs.
+    assert await runs() == [current - 3600, current]
 
 
 async def test_run_job_is_once_per_period_and_validated(channel: grpc.aio.Channel) -> None:

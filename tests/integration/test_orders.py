@@ -18,6 +18,8 @@ import pytest
 from psycopg import sql
 from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
+from smm.v1 import system_service_pb2 as spb
+from smm.v1 import system_service_pb2_grpc as spb_grpc
 from smm.v1 import wallet_service_pb2 as wpb
 from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
 
@@ -28,13 +30,14 @@ from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
 from server.orders.repo import QUERIES, Claim
-from tests.fix_demo import DemoHandle
+from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll, shop_orders
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
-from tests.integration.test_providers import add_provider
+from tests.integration.test_events import eventually
+from tests.integration.test_providers import add_provider, run_sync
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.integration
@@ -1014,3 +1017,89 @@ async def test_customers_never_see_the_provider_its_order_id_or_staff_and_provid
     ]
     assert [r["status"] for r in customer_refills] == ["rejected"]
     assert not customer_refills[0].get("message")
+
+
+async def stuck_alerts(pool: Pool) -> list[list[int]]:
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
+            )
+        ).fetchall()
+    return [list(events_pb2.OrdersStuck.FromString(r[0]).order_ids) for r in rows]
+
+
+async def test_a_drip_feed_the_provider_runs_is_stuck_only_once_its_last_run_is_late(
+    shop: Shop, pool: Pool
+) -> None:
+    """Runs every 4 hours for 36 hours: it was reported stuck a day in, while on schedule."""
+    ann = await shop.user("ann@example.com", "5.00")
+    placed = await shop.order(
+        ann, serviceId=shop.service_id("1"), link="https://x.com/drip", quantity=50, runs=10, interval=240
+    )
+    assert placed.status_code == 200, placed.text
+    order_id = int(placed.json()["id"])
+    await shop.submit(str(order_id))
+    system = spb_grpc.SystemServiceStub(shop.channel)
+    period = 30 * 60_000_000
+
+    async def aged_and_ticked(hours: int) -> None:
+        nonlocal period
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE orders SET create_time = now() - make_interval(hours => %s) WHERE id = %s",
+                (hours, order_id),
+            )
+        period += 30
+        await system.RunJob(
+            spb.RunJobRequest(job="order-poll", period_start=period), metadata=system_metadata()
+        )
+
+    await aged_and_ticked(25)  # a day old, the last run due in 11 hours
+    assert await stuck_alerts(pool) == []
+    await aged_and_ticked(59)  # the last run was due 23 hours ago
+    assert await stuck_alerts(pool) == []
+    await aged_and_ticked(61)  # a day late
+    assert await stuck_alerts(pool) == [[order_id]]
+
+
+async def test_a_slow_provider_does_not_hold_up_the_polls_of_the_others(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle, demo_provider_factory: DemoFactory
+) -> None:
+    """The poller asked one provider after another: a provider answering in 5 s (or timing out,
+    three tries each) delayed every other provider's orders by as much on every tick."""
+    other = await demo_provider_factory()
+    second = await add_provider(shop.http, shop.admin, other, name="Demo B")
+    await run_sync(shop.channel, second["id"])
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT id FROM services WHERE provider_id = %s AND upstream_service_id = '1'",
+                (int(second["id"]),),
+            )
+        ).fetchone()
+    assert row is not None
+    ann = await shop.user("ann@example.com", "5.00")
+    first = (
+        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/a", quantity=100)
+    ).json()
+    later = (await shop.order(ann, serviceId=str(row[0]), link="https://x.com/b", quantity=100)).json()
+    await shop.submit(first["id"])
+    await shop.submit(later["id"])
+    async with pool.connection() as conn:  # the slow provider's order comes first
+        await conn.execute(
+            "UPDATE orders SET next_poll_time = now() - CASE WHEN id = %s THEN interval '1 minute' ELSE interval '1 second' END",
+            (int(first["id"]),),
+        )
+    await demo_provider.fault("latency", actions=["status"], delay_s=5.0)
+    polling = asyncio.ensure_future(
+        shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+    )
+    try:
+
+        async def other_asked() -> bool:
+            return await other.requests("status") >= 1
+
+        await eventually(other_asked, timeout_s=2.0)
+    finally:
+        await polling

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from smm.v1 import providers_service_pb2 as pb
 from smm.v1 import providers_service_pb2_grpc as pb_grpc
+from smm.v1 import system_service_pb2 as spb
+from smm.v1 import system_service_pb2_grpc as spb_grpc
 
 from core.config import Settings
 from server.common.db import Pool
@@ -885,3 +887,42 @@ async def test_staff_service_search_takes_percent_and_underscore_literally(
     assert await found("likes_1") == [ids["Likes_1"]]
     assert await found("%") == []
     assert await found(ids["LikesX1"]) == [ids["LikesX1"]]
+
+
+async def test_a_scheduled_sync_whose_event_was_lost_is_queued_again_next_period(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel,
+    pool: Pool,
+) -> None:  # fmt: skip
+    """A queued run whose event never reached RunSync (dead-lettered while the server was down)
+    used to block every later sync of the provider: each tick found it "queued" and queued nothing."""
+    pid = int((await add_provider(http, admin, demo_provider))["id"])
+    system = spb_grpc.SystemServiceStub(channel)
+    period = 3600 * 500_000
+    first = await system.RunJob(
+        spb.RunJobRequest(job="provider-sync", period_start=period), metadata=system_metadata()
+    )
+    assert first.result == "queued 1 provider sync(s)"
+    # No worker ever ran it; a sync period later it is still queued.
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE sync_runs SET create_time = now() - interval '2 hours'")
+    later = await system.RunJob(
+        spb.RunJobRequest(job="provider-sync", period_start=period + 3600), metadata=system_metadata()
+    )
+    assert later.result == "queued 1 provider sync(s)"
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT status, error FROM sync_runs WHERE provider_id = %s ORDER BY id", (pid,)
+            )
+        ).fetchall()
+    assert rows == [("failed", "never started"), ("queued", "")]
+    # The new run runs; the old one's event, should it come back from the DLQ, starts nothing.
+    async with pool.connection() as conn:
+        oldest, newest = [
+            r[0] for r in await (await conn.execute("SELECT id FROM sync_runs ORDER BY id")).fetchall()
+        ]
+    stub = pb_grpc.ProvidersServiceStub(channel)
+    assert (
+        await stub.RunSync(pb.RunSyncRequest(id=newest), metadata=system_metadata())
+    ).status == "succeeded"
+    assert (await stub.RunSync(pb.RunSyncRequest(id=oldest), metadata=system_metadata())).status == "failed"
