@@ -135,18 +135,21 @@ async def _faulty(ctx: DemoContext, fault: Fault, outcome: Outcome | None) -> HT
     if fault.kind == "error_body":
         return _json({"error": fault.message})
     if fault.kind == "unknown_remains":  # as some panels answer: the status, but not how much is left
-        return _json(_unknown_remains(body))
+        return _json(_statuses_with(body, remains="Unknown"))
+    if fault.kind == "status_word":
+        return _json(_statuses_with(body, status=fault.message))
     if fault.kind == "malformed_json":
         text = json.dumps(body, separators=(",", ":"))
         return HTTPResponse(text[: max(1, len(text) // 2)], content_type=JSON)
     return HTTPResponse(GATEWAY_PAGE, content_type=HTML)  # "html"
 
 
-def _unknown_remains(body: object) -> object:
+def _statuses_with(body: object, **fields: str) -> object:
+    """The answer with ``fields`` replaced in every order status it holds (one or a list)."""
     if isinstance(body, dict) and "status" in body and "remains" in body:
-        return {**body, "remains": "Unknown"}
+        return {**body, **fields}
     if isinstance(body, dict):
-        return {key: _unknown_remains(value) for key, value in body.items()}
+        return {key: _statuses_with(value, **fields) for key, value in body.items()}
     return body
 
 

@@ -10,6 +10,9 @@ Kinds:
 - ``html``: HTTP 200, ``text/html``, a gateway/challenge page;
 - ``unknown_remains``: the normal answer with every status's ``remains`` as ``"Unknown"`` (as some
   panels answer): the status without how much is left.
+- ``status_word``: the normal answer with every status's ``status`` replaced by ``message`` (a
+  provider's word smm's state machine may not allow from where the order is, like "Processing"
+  for a running subscription).
 
 ``delay_s`` also delays any other kind before it applies (a refusal after a slow call).
 
@@ -27,7 +30,16 @@ from dataclasses import dataclass
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultBook", "parse_fault"]
 
-FAULT_KINDS = ("latency", "timeout", "http500", "error_body", "malformed_json", "html", "unknown_remains")
+FAULT_KINDS = (
+    "latency",
+    "timeout",
+    "http500",
+    "error_body",
+    "malformed_json",
+    "html",
+    "unknown_remains",
+    "status_word",
+)
 
 
 @dataclass

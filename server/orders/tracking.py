@@ -176,8 +176,11 @@ class Tracker:
             if order is None or order.status not in states.TRACKED or order.panel_dripfeed:
                 return 0
             target = upstream_target(order, upstream.status.value)
+            age = (datetime.now(UTC) - order.create_time).total_seconds()
             if not states.can_move(order.status, target):
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
+                # Asked again at its usual pace, not on every tick ahead of every other order.
+                await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=poll_interval_s(age))
                 return 0
             if partial_without_remains(upstream):
                 # Part was not delivered, but the provider does not say how much: any release would
@@ -195,7 +198,6 @@ class Tracker:
             if target in states.FINAL:
                 await finish(conn, order, target, remains=upstream.remains, start_count=upstream.start_count)
                 return 1
-            age = (datetime.now(UTC) - order.create_time).total_seconds()
             await QUERIES.execute(
                 conn,
                 "track_order",

@@ -1103,3 +1103,34 @@ async def test_a_slow_provider_does_not_hold_up_the_polls_of_the_others(
         await eventually(other_asked, timeout_s=2.0)
     finally:
         await polling
+
+
+async def test_an_upstream_status_the_state_machine_refuses_still_moves_the_next_poll_on(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """A running subscription the provider calls "Processing" (no move from active) was ignored
+    without moving its next poll: asked again on every tick, first in line, such orders could
+    crowd every other order out of the poller's batch."""
+    ann = await shop.user("ann@example.com", "100.00")
+    placed = await shop.order(
+        ann, serviceId=shop.service_id("17"), username="steady.account", min=50, max=100, posts=30, delay=30
+    )
+    assert placed.status_code == 200, placed.text
+    order_id = int(placed.json()["id"])
+    await shop.submit(placed.json()["id"])
+
+    async def poll() -> tuple[str, bool]:
+        await ready_to_poll(pool)
+        await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT status, next_poll_time > now() + interval '10 seconds' FROM orders WHERE id = %s",
+                (order_id,),
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    assert await poll() == ("active", True)
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Processing")
+    assert await poll() == ("active", True)  # kept, and asked again later, not on the next tick
