@@ -164,7 +164,7 @@ def _rpc_handler(route: Route) -> Any:
                     route,
                     body=request.body,
                     content_type=request.content_type or "",
-                    path_params=path_params,
+                    path_params=_unescape_path(path_params),
                     query=request.query_args,
                 )
             except TranscodeError as exc:
@@ -190,6 +190,18 @@ def _rpc_handler(route: Route) -> Any:
 
     handle.__name__ = f"rpc_{route.method.containing_service.name}_{route.method.name}"
     return handle
+
+
+def _unescape_path(path_params: dict[str, str]) -> dict[str, str]:
+    """Path variables percent-decoded, as grpc-gateway hands them over (``%35`` is ``5``).
+
+    Sanic matches on the raw path and passes the segments on still encoded (its own ``unquote``
+    route option is applied per node of its routing tree, so it depends on the order the routes
+    were added). A segment that does not decode to UTF-8 is refused."""
+    try:
+        return {name: unquote(value, errors="strict") for name, value in path_params.items()}
+    except UnicodeDecodeError as exc:
+        raise TranscodeError("a path parameter is not percent-encoded UTF-8") from exc
 
 
 def _server_span(request: Request, route: Route) -> AbstractContextManager[trace.Span]:

@@ -84,7 +84,9 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
     if not body.strip():
         return  # an empty body is an empty message, as in grpc-gateway
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except TranscodeError:
+        raise
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise TranscodeError(f"the request body is not valid JSON: {exc}") from exc
     except ValueError as exc:
@@ -103,6 +105,20 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
     if is_object and not isinstance(parsed, dict):
         raise TranscodeError("the request body must be a JSON object", field=route.body)
     _parse_into({field.json_name: parsed}, request, field=route.body)
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object naming a key twice is refused, as grpc-gateway's protojson and protobuf's own
+    ``json_format.Parse`` do: silently keeping the last value lets the client (or a proxy that
+    reads the first) and the server disagree on what was asked."""
+    parsed = dict(pairs)
+    if len(parsed) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise TranscodeError(f"the request body names the key {key[:100]!r} twice")
+            seen.add(key)
+    return parsed
 
 
 def _parse_into(value: Any, message: Message, *, field: str) -> None:
@@ -143,6 +159,8 @@ def _clear(request: Message, field_path: tuple[str, ...]) -> None:
 
 def _scalar(field: FieldDescriptor, raw: str) -> Any:
     # Query and path values are strings; JSON's mapping wants booleans as booleans.
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.FieldMask":
+        return _mask_json(raw)
     if field.type == FieldDescriptor.TYPE_BOOL:
         lowered = raw.lower()
         if lowered in ("true", "1"):
@@ -204,6 +222,20 @@ def _resolve(descriptor: Any, path: tuple[str, ...]) -> FieldDescriptor | None:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         return None
     return field
+
+
+def _mask_json(raw: str) -> str:
+    """A FieldMask from the query string in its JSON spelling. grpc-gateway takes the listed paths
+    as proto field names (``update_mask=sort_order``); JSON's FieldMask is lowerCamelCase
+    (``sortOrder``). Both spellings are accepted: each segment goes to snake_case, then camelCase."""
+    if not raw:
+        return raw
+    return ",".join(".".join(_camel(_snake(part)) for part in path.split(".")) for path in raw.split(","))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _snake(name: str) -> str:

@@ -367,3 +367,58 @@ async def test_a_forwarded_hop_that_is_not_an_address_is_never_the_client_ip(
                 assert me.status_code == 200, (junk, me.text)
     finally:
         await edge.stop()  # type: ignore[attr-defined]
+
+
+async def test_percent_encoded_path_parameters_are_decoded(
+    http: httpx.AsyncClient, channel: grpc.aio.Channel
+) -> None:
+    # grpc-gateway (and every HTTP router) hands a path variable over percent-decoded: `%35` is `5`.
+    _, service = await make_catalog(pb_grpc.CatalogServiceStub(channel))
+    encoded = "".join(f"%{ord(char):02X}" for char in str(service.id))
+    response = await http.get(f"/api/v1/public/services/{encoded}")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == str(service.id)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/auth/login", b'{"email": "a@example.com", "email": "b@example.com", "password": "x"}'),
+        ("PATCH", "/api/v1/admin/services/5", b'{"enabled": true, "enabled": false}'),
+        ("POST", "/api/v1/dashboard/orders", b'{"serviceId": "1", "link": "a", "link": "b", "quantity": 100}'),
+        ("POST", "/api/v1/admin/services", b'{"name": "S", "createTime": "2024-01-01T00:00:00Z", "name": "T"}'),
+    ],
+    ids=["body-star", "body-field-patch", "body-star-order", "body-field-create"],
+)  # fmt: skip
+async def test_a_json_body_naming_a_key_twice_is_invalid_argument(
+    http: httpx.AsyncClient, method: str, path: str, body: bytes
+) -> None:
+    # grpc-gateway's protojson (and protobuf's own json_format.Parse) refuse a repeated key; taking
+    # the last one silently lets a client and anything that reads the first one disagree.
+    response = await http.request(method, path, content=body, headers={"content-type": "application/json"})
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert "twice" in error["message"]
+
+
+@pytest.mark.parametrize("mask", ["sort_order", "sortOrder", "sort_order,refill_days"])
+async def test_query_update_mask_takes_proto_field_names(
+    http: httpx.AsyncClient, channel: grpc.aio.Channel, grpc_server: object, settings: object, mask: str
+) -> None:
+    # grpc-gateway reads a FieldMask in the query string as the proto paths it lists
+    # (`update_mask=sort_order`); the JSON spelling (`sortOrder`) is accepted as well.
+    from tests.integration.test_accounts import bearer
+    from tests.integration.test_admin_users import admin_token
+
+    _, service = await make_catalog(pb_grpc.CatalogServiceStub(channel))
+    admin = await admin_token(http, grpc_server, settings)  # type: ignore[arg-type]
+    response = await http.patch(
+        f"/api/v1/admin/services/{service.id}",
+        params={"updateMask": mask},
+        json={"sortOrder": 7, "refillDays": 9, "name": "Not in the mask"},
+        headers=bearer(admin),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["sortOrder"] == 7
+    assert body["name"] == "Followers"
+    assert body["refillDays"] == (9 if "refill_days" in mask else service.refill_days)
