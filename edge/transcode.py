@@ -124,10 +124,39 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _parse_into(value: Any, message: Message, *, field: str) -> None:
     if field == "" and not isinstance(value, dict):
         raise TranscodeError("the request body must be a JSON object")
+    _refuse_unknown_enum_names(value, message.DESCRIPTOR, prefix="")
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise TranscodeError(_clean_parse_error(exc), field=_field_from_parse_error(exc) or field) from exc
+
+
+def _refuse_unknown_enum_names(value: Any, descriptor: Any, *, prefix: str) -> None:
+    """Unknown fields are ignored (clients may be newer than the server), but protobuf's parser
+    then also drops an enum value it does not know: a typo like ``"SERVICE_TYPE_PACKAG"`` became
+    the zero value and, say, a service of another type. A name the enum lacks is an error."""
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
+        if field is None:
+            continue
+        target = field
+        items: Iterable[Any] = item if isinstance(item, list) else [item]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            target = field.message_type.fields_by_name["value"]
+            items = item.values() if isinstance(item, dict) else []
+        path = f"{prefix}{field.json_name}"
+        for one in items:
+            if target.enum_type is not None and isinstance(one, str):
+                if one not in target.enum_type.values_by_name:
+                    raise TranscodeError(
+                        f"invalid {path}: {one[:100]!r} is not a {target.enum_type.name}", field=path
+                    )
+            elif target.message_type is not None and not target.message_type.full_name.startswith(
+                "google.protobuf."
+            ):
+                _refuse_unknown_enum_names(one, target.message_type, prefix=f"{path}.")
 
 
 def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source: str) -> None:

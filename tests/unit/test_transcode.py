@@ -212,6 +212,19 @@ def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route
         pytest.param(b'{"name": {"a": 1}}', "name", "service", id="object-for-string"),
         pytest.param(b'{"name": ["a"]}', "name", "service", id="array-for-string"),
         pytest.param(b'{"createTime": "yesterday"}', "createTime", "service", id="bad-timestamp"),
+        # Unknown fields are ignored, but an enum name the enum lacks was too: the zero value went on.
+        pytest.param(
+            b'{"type": "SERVICE_TYPE_PACKAG", "name": "x"}',
+            "SERVICE_TYPE_PACKAG",
+            "service.type",
+            id="enum-typo",
+        ),
+        pytest.param(
+            b'{"unknownField": 1, "type": "PACKAGE"}',
+            "is not a ServiceType",
+            "service.type",
+            id="enum-short-name",
+        ),
     ],
 )
 def test_bad_bodies(routes: dict[str, Route], body: bytes, message: str, field: str) -> None:
