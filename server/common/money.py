@@ -7,7 +7,7 @@ The only module that parses, formats or rounds money. No floats: ``Decimal`` for
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 from server.common.errors import InvalidArgument
 
@@ -78,8 +78,10 @@ def format_rate(rate: Decimal) -> str:
 
 
 def convert_micros(micros: int, rate: Decimal) -> int:
-    """An amount in another currency -> the panel's, at ``rate``, rounded half up to a micro-unit."""
-    return int((Decimal(micros) * rate).to_integral_value(rounding=ROUND_HALF_UP))
+    """A provider's cost in its currency -> the panel's, at ``rate``, rounded UP to a micro-unit (in
+    exact integers): a cost rounded down would let a price fall below what the provider charges."""
+    numerator, denominator = rate.as_integer_ratio()
+    return -(-micros * numerator // denominator)
 
 
 def round_up_to(micros: int, step: int) -> int:

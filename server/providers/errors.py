@@ -30,3 +30,13 @@ def no_exchange_rate(currency: str, panel_currency: str) -> FailedPrecondition:
         domain=DOMAIN,
         metadata={"currency": currency, "panel_currency": panel_currency},
     )
+
+
+def currency_mismatch(configured: str, reported: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the provider reports its account in {reported}, not {configured} as set up: "
+        "correct the provider's currency (and set an exchange rate for it) before syncing",
+        reason="PROVIDER_CURRENCY_MISMATCH",
+        domain=DOMAIN,
+        metadata={"currency": configured, "reported_currency": reported},
+    )

@@ -6,6 +6,7 @@ asks, or preview it. The catalog side (pricing, quarantine, what never gets over
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from smm.v1 import events_pb2
@@ -16,12 +17,13 @@ from server.common.db import Pool
 from server.common.outbox import add_event
 from server.providers.adapters.base import Accepted, UpstreamService
 from server.providers.clients import ProviderClients
-from server.providers.errors import provider_not_found, sync_run_not_found
+from server.providers.errors import currency_mismatch, provider_not_found, sync_run_not_found
 from server.providers.logic import ProvidersLogic, upstream_failed
 from server.providers.repo import Conn, ProviderRow, ProvidersRepo, SyncRunRow
 
 log = logging.getLogger(__name__)
 SYNC_REQUESTED = "smm.providers.sync.requested"
+ISO_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 
 
 def our_type(pp_type: str) -> str:
@@ -133,9 +135,19 @@ class ProviderSync:
             return await sync_offers(conn, offers, terms, dry_run=False, progress=progress)
 
     async def _offers(self, provider: ProviderRow) -> list[Offer]:
-        reply = await self._clients.adapter(provider).services(fresh=True)
+        adapter = self._clients.adapter(provider)
+        reply = await adapter.services(fresh=True)
         if not isinstance(reply, Accepted):
             raise upstream_failed(reply)
+        # The service list carries no currency; the balance does. Rates in another currency than
+        # the one configured would be priced as if they were in it: refuse rather than misprice.
+        # A provider that does not say (or not as an ISO code, or does not answer) is taken at its
+        # configured currency.
+        balance = await adapter.balance()
+        if isinstance(balance, Accepted):
+            reported = balance.value.currency.strip().upper()
+            if ISO_CURRENCY.fullmatch(reported) and reported != provider.currency.upper():
+                raise currency_mismatch(provider.currency, reported)
         return [offer_of(s) for s in reply.value]
 
     async def _terms(self, conn: Conn, provider: ProviderRow) -> ProviderTerms:

@@ -20,7 +20,7 @@ from smm.v1 import system_service_pb2_grpc as spb_grpc
 from core.config import Settings
 from server.common.db import Pool
 from server.main import ServerHandle
-from tests.fix_demo import DemoHandle
+from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.integration.test_accounts import bearer
@@ -234,9 +234,13 @@ async def test_sync_updates_quarantines_disables_and_keeps_admin_edits(
 
 
 async def test_a_provider_in_another_currency_needs_an_exchange_rate(
-    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+    http: httpx.AsyncClient,
+    admin: dict[str, str],
+    demo_provider_factory: DemoFactory,
+    channel: grpc.aio.Channel,
 ) -> None:
-    provider = await add_provider(http, admin, demo_provider, currency="EUR")
+    demo = await demo_provider_factory(currency="EUR")  # its account (balance) is in EUR
+    provider = await add_provider(http, admin, demo, currency="EUR")
     stub = pb_grpc.ProvidersServiceStub(channel)
     queued = await stub.SyncProvider(
         pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
@@ -270,6 +274,48 @@ async def test_a_provider_in_another_currency_needs_an_exchange_rate(
         "1.1",
     )
     assert (followers["cost"], followers["service"]["rate"]) == ("0.99", "1.287")
+
+
+async def test_a_provider_answering_in_another_currency_than_configured_is_not_priced(
+    http: httpx.AsyncClient,
+    admin: dict[str, str],
+    demo_provider_factory: DemoFactory,
+    channel: grpc.aio.Channel,
+) -> None:
+    """A provider set up as USD whose account is in EUR (it says so with its balance): the sync
+    priced its EUR rates as USD, selling every service about 8 % below what the provider charges."""
+    demo = await demo_provider_factory(currency="EUR")
+    rate = await http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "1.0825"}, headers=admin
+    )
+    assert rate.status_code == 200, rate.text
+    provider = await add_provider(http, admin, demo)  # configured as USD
+    preview = await http.post(
+        f"/api/v1/admin/providers/{provider['id']}/sync-preview", json={}, headers=admin
+    )
+    assert_error(preview, 400, "FAILED_PRECONDITION", "PROVIDER_CURRENCY_MISMATCH")
+    stub = pb_grpc.ProvidersServiceStub(channel)
+    queued = await stub.SyncProvider(
+        pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
+    )
+    failed = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    assert (failed.status, failed.created) == ("failed", 0), failed.error
+    assert "reports its account in EUR, not USD" in failed.error
+    assert await admin_services(http, admin) == {}
+
+    # Staff correct the currency: the sync converts at the EUR rate.
+    fixed = await http.patch(
+        f"/api/v1/admin/providers/{provider['id']}", json={"currency": "EUR"}, headers=admin
+    )
+    assert fixed.status_code == 200, fixed.text
+    await run_sync(channel, provider["id"])
+    followers = (await admin_services(http, admin))["1"]
+    # 0.90 EUR at 1.0825 = 0.97425 USD cost; +30 % = 1.266525, rounded up to 1.2666.
+    assert (followers["providerCurrency"], followers["cost"], followers["service"]["rate"]) == (
+        "EUR",
+        "0.97425",
+        "1.2666",
+    )
 
 
 async def test_pricing_rules_and_bulk_changes_reprice(
@@ -632,17 +678,21 @@ async def test_unstorable_text_upstream_is_dropped_and_the_sync_still_applies(
 
 
 async def test_an_absurd_upstream_rate_is_skipped_and_the_sync_still_applies(
-    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+    http: httpx.AsyncClient,
+    admin: dict[str, str],
+    demo_provider_factory: DemoFactory,
+    channel: grpc.aio.Channel,
 ) -> None:
+    demo = await demo_provider_factory(currency="EUR")
     # A provider billing in a currency worth 20,000 panel units (like USD for an IDR panel).
     rate = await http.post(
         "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "20000"}, headers=admin
     )
     assert rate.status_code == 200, rate.text
-    provider = await add_provider(http, admin, demo_provider, currency="EUR")
+    provider = await add_provider(http, admin, demo, currency="EUR")
     await run_sync(channel, provider["id"])
     assert "Instagram Likes" in await public_services(http)
-    control = demo_provider.control
+    control = demo.control
     assert (
         await control.put("/control/services/1", json={"rate": "1.80"})
     ).status_code == 200  # cost doubles
