@@ -56,6 +56,13 @@ FINAL = {
     opb.ORDER_STATUS_CANCELED,
     opb.ORDER_STATUS_FAILED,
 }
+
+
+def _released_any(amount: str) -> bool:
+    """Whether a decimal money string (``"0.00"``, ``"0.117"``) is above zero."""
+    return any(c in "123456789" for c in amount)
+
+
 REFILL_STATUS = {
     "pending": "Pending",
     "in_progress": "In progress",
@@ -372,10 +379,15 @@ class Reseller:
             charge = order.charged
         else:
             charge = order.price
+        status = STATUS.get(order.status, "Pending")
+        if order.status == opb.ORDER_STATUS_EXPIRED and _released_any(order.released):
+            # Part of the subscription was not delivered and its share was released: the word a
+            # client refunds by (as for a partial order), not "Completed" (delivered in full).
+            status = "Partial"
         return {
             "charge": charge,
             "start_count": str(order.start_count),
-            "status": STATUS.get(order.status, "Pending"),
+            "status": status,
             "remains": str(order.remains if order.status != opb.ORDER_STATUS_COMPLETED else 0),
             "currency": order.currency,
         }

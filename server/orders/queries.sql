@@ -139,6 +139,12 @@ WHERE id = :id;
 -- name: set_status(id, status, note)!
 UPDATE orders SET status = :status, status_note = :note, update_time = now() WHERE id = :id;
 
+-- name: note_tracked(id, note)!
+-- A note on a tracked order the provider's answer could not move (unknown to it, a Partial without
+-- remains): update_time stays the last answer applied, which a running subscription's stuck
+-- alert reads.
+UPDATE orders SET status_note = :note WHERE id = :id;
+
 -- name: mark_submitted(id, provider_id, upstream_service_id, upstream_order_id)!
 UPDATE orders
 SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
@@ -203,6 +209,15 @@ WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AN
   -- last run is late; without drip-feed runs = 1
   AND create_time + make_interval(mins => (runs - 1) * interval_minutes)
       < now() - make_interval(hours => :older_than_h)
+  -- a subscription the provider says runs (active, paused) runs for days by design: stuck only
+  -- once the end of its expiry day (UTC) is that late, or once the provider has not said it runs
+  -- for that long (update_time: a poll's answer applied; a note, such as "the provider does not
+  -- know the order", leaves it). Without an expiry it ends with its posts.
+  AND (status NOT IN ('active', 'paused')
+       OR update_time < now() - make_interval(hours => :older_than_h)
+       OR (upstream_params->>'expiry' ~ '^[0-9]{2}/[0-9]{2}/[0-9]{4}$'
+           AND to_date(upstream_params->>'expiry', 'DD/MM/YYYY') + 1 < now() AT TIME ZONE 'UTC'
+               - make_interval(hours => :older_than_h)))
 ORDER BY id LIMIT 1000;
 
 -- name: mark_stuck_alerted(ids)!

@@ -94,4 +94,18 @@ UPSTREAM: dict[str, str] = {
     "Completed": COMPLETED,
     "Partial": PARTIAL,
     "Canceled": CANCELED,
+    # A subscription word for an order that is not a subscription: what it means for an order.
+    "Active": IN_PROGRESS,
+    "Paused": IN_PROGRESS,
+    "Expired": COMPLETED,
+}
+# ... and for a subscription, where they differ: running, paused, or ended with part perhaps not
+# delivered (an expired or partial end releases the share of what remains).
+UPSTREAM_SUBSCRIPTION: dict[str, str] = {
+    "Pending": ACTIVE,
+    "In progress": ACTIVE,
+    "Active": ACTIVE,
+    "Paused": PAUSED,
+    "Partial": EXPIRED,
+    "Expired": EXPIRED,
 }

@@ -175,23 +175,23 @@ class Tracker:
             # A drip-feed smm sends itself has no upstream order of its own: its runs are tracked.
             if order is None or order.status not in states.TRACKED or order.panel_dripfeed:
                 return 0
-            target = upstream_target(order, upstream.status.value)
+            target = upstream_target(order, upstream_word(upstream))
             age = (datetime.now(UTC) - order.create_time).total_seconds()
             if not states.can_move(order.status, target):
                 log.warning("ignored an upstream status", extra={"order_id": order_id, "to": target})
                 # Asked again at its usual pace, not on every tick ahead of every other order.
                 await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=poll_interval_s(age))
                 return 0
-            if partial_without_remains(upstream):
+            if partial_without_remains(upstream, target):
                 # Part was not delivered, but the provider does not say how much: any release would
                 # be a guess. Staff set it from the provider's panel (SetOrderStatus with remains);
                 # it is asked about again hourly meanwhile.
                 await QUERIES.execute(
                     conn,
-                    "set_status",
+                    "note_tracked",
                     id=order_id,
-                    status=order.status,
-                    note="the provider says Partial without what remains: set it with the remains",
+                    note=f"the provider says {upstream_word(upstream)} without what remains:"
+                    " set it with the remains",
                 )
                 await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=3600)
                 return 0
@@ -219,13 +219,8 @@ class Tracker:
             if order is None or order.status not in states.TRACKED:
                 return 0
             # Not a state the machine allows from tracking: staff look at it, polling stops.
-            await QUERIES.execute(
-                conn,
-                "set_status",
-                id=order_id,
-                status=order.status,
-                note=f"the provider does not know the order: {message}"[:500],
-            )
+            note = f"the provider does not know the order: {message}"[:500]
+            await QUERIES.execute(conn, "note_tracked", id=order_id, note=note)
             await QUERIES.execute(conn, "postpone_poll", ids=[order_id], next_poll_s=3600)
             return 0
 
@@ -245,16 +240,21 @@ class Tracker:
         return (await self.alert_stuck(conn)) + "; poll requested"
 
 
-def partial_without_remains(upstream: UpstreamStatus) -> bool:
-    """The provider's word, not our target (a subscription's "Partial" maps to expired): part was
-    not delivered, and how much is not said, so no release can be computed."""
-    return upstream.status.value == "Partial" and upstream.remains is None
+def partial_without_remains(upstream: UpstreamStatus, target: str = "") -> bool:
+    """Part may not have been delivered, and how much is not said, so no release can be computed:
+    the provider's "Partial" (whatever our target), or a subscription's expired end (``target``)."""
+    return upstream.remains is None and (upstream.status.value == "Partial" or target == states.EXPIRED)
+
+
+def upstream_word(upstream: UpstreamStatus) -> str:
+    """The provider's word for ``upstream_target``: a subscription word when it used one."""
+    return upstream.subscription_word or upstream.status.value
 
 
 def upstream_target(order: OrderRow, word: str) -> str:
-    target = states.UPSTREAM.get(word, order.status)
-    if order.service_type == "SUBSCRIPTIONS" and target == states.IN_PROGRESS:
-        return states.ACTIVE if order.status in (states.IN_PROGRESS, states.ACTIVE) else order.status
-    if order.service_type == "SUBSCRIPTIONS" and target == states.PARTIAL:
-        return states.EXPIRED
+    if order.service_type != "SUBSCRIPTIONS":
+        return states.UPSTREAM.get(word, order.status)
+    target = states.UPSTREAM_SUBSCRIPTION.get(word) or states.UPSTREAM.get(word, order.status)
+    if target == states.ACTIVE and order.status not in (states.IN_PROGRESS, states.ACTIVE, states.PAUSED):
+        return order.status  # processing (an in-progress subscription the provider called that)
     return target

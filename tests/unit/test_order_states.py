@@ -10,7 +10,14 @@ from server.common.errors import FailedPrecondition
 from server.orders import states
 from server.orders.logic import price_of
 from server.orders.repo import OrderRow
-from server.orders.tracking import poll_interval_s, split_money, upstream_target
+from server.orders.tracking import (
+    partial_without_remains,
+    poll_interval_s,
+    split_money,
+    upstream_target,
+    upstream_word,
+)
+from server.providers.adapters.base import OrderStatus, UpstreamStatus
 
 
 def order(
@@ -86,4 +93,25 @@ def test_upstream_words_map_onto_our_states() -> None:
     assert upstream_target(order(1, 1), "Pending") == "in_progress"
     assert upstream_target(order(1, 1, type_="SUBSCRIPTIONS"), "In progress") == "active"
     assert upstream_target(order(1, 1, type_="SUBSCRIPTIONS"), "Partial") == "expired"
+    # Subscription words: states of their own for a subscription, what they mean for another order.
+    sub = order(1, 1, type_="SUBSCRIPTIONS", status="active")
+    assert [upstream_target(sub, w) for w in ("Paused", "Expired", "Active")] == [
+        "paused",
+        "expired",
+        "active",
+    ]
+    paused = order(1, 1, type_="SUBSCRIPTIONS", status="paused")
+    assert [upstream_target(paused, w) for w in ("Active", "In progress", "Paused")] == [
+        "active",
+        "active",
+        "paused",
+    ]
+    assert [upstream_target(order(1, 1), w) for w in ("Active", "Paused", "Expired")] == [
+        "in_progress",
+        "in_progress",
+        "completed",
+    ]
+    expired = UpstreamStatus(OrderStatus.COMPLETED, subscription_word="Expired")
+    assert partial_without_remains(expired, upstream_target(sub, upstream_word(expired)))
+    assert not partial_without_remains(expired, upstream_target(order(1, 1), upstream_word(expired)))
     assert [poll_interval_s(a) for a in (0, 900, 7200, 200_000)] == [15, 60, 300, 1800]

@@ -411,6 +411,23 @@ def test_parse_status(text: str, expected: UpstreamStatus) -> None:
 
 
 @pytest.mark.parametrize(
+    ("word", "status", "subscription_word"),
+    [
+        ("Active", OrderStatus.IN_PROGRESS, "Active"),
+        ("paused", OrderStatus.IN_PROGRESS, "Paused"),
+        ("EXPIRED", OrderStatus.COMPLETED, "Expired"),
+        ("In progress", OrderStatus.IN_PROGRESS, None),
+        ("Completed", OrderStatus.COMPLETED, None),
+    ],
+)
+def test_parse_status_keeps_subscription_words(
+    word: str, status: OrderStatus, subscription_word: str | None
+) -> None:
+    parsed = parse_status({"status": word, "remains": "5"})
+    assert (parsed.status, parsed.subscription_word, parsed.remains) == (status, subscription_word, 5)
+
+
+@pytest.mark.parametrize(
     "text",
     ['{"charge": "1"}', '{"status": "Failed"}', '{"status": null}', "[]", '"Completed"', '{"status": 3}'],
 )
@@ -958,3 +975,36 @@ def test_a_key_the_provider_echoes_json_escaped_is_redacted_before_parsing(key: 
     ):
         parsed = load_json(redact(body, key))
         assert key not in str(parsed), (body, parsed)
+
+
+# --- a provider's cost is never rounded below what it charges --------------------------------------
+
+
+def test_a_rate_finer_than_a_micro_unit_rounds_up_not_to_a_lower_cost() -> None:
+    """A rate with more decimals than micro-units hold was rounded half up: "0.0000004" per 1000 became
+    a cost of 0 (the service sold for nothing but the rule's fixed part) and "0.0000014" became
+    0.000001, below what the provider charges."""
+    entries = [
+        {"service": 1, "name": "Views", "rate": "0.0000004", "min": 1, "max": 10},
+        {"service": 2, "name": "Plays", "rate": "0.0000014", "min": 1, "max": 10},
+        {"service": 3, "name": "Likes", "rate": "0.90", "min": 1, "max": 10},
+    ]
+    services, problems = parse_services(entries)
+    assert problems == []
+    assert [s.rate_micros for s in services] == [1, 2, 900_000]
+
+
+def test_plan_a_cost_converted_from_another_currency_is_never_below_the_providers() -> None:
+    """convert_micros rounded half up: 0.000001 EUR at 0.4 made a cost of 0 (a price of 0 under the
+    default rule), and 1.000001 EUR at 1.0825 (1.0825010825) a cost of 1.082501."""
+    free = replace(_TERMS, currency="EUR", exchange_rate=Decimal("0.4"))
+    [(_, row)] = plan([], [_offer(rate_micros=1)], free, _RULES, {"Instagram": 3}).creates
+    assert (row.cost_micros, row.rate_micros) == (1, 100)
+    terms = replace(_TERMS, currency="EUR", exchange_rate=Decimal("1.0825"))
+    at_cost = Rules([PricingRule(1, None, None, 0, 0, 1, datetime(2024, 1, 1, tzinfo=UTC))])
+    [(_, row)] = plan([], [_offer(rate_micros=1_000_001)], terms, at_cost, {"Instagram": 3}).creates
+    assert (row.cost_micros, row.rate_micros) == (1_082_502, 1_082_502)
+    # An exact conversion is not rounded further.
+    [(_, row)] = plan([], [_offer(rate_micros=900_000)], replace(terms, exchange_rate=Decimal("1.1")),
+                      at_cost, {"Instagram": 3}).creates  # fmt: skip
+    assert row.cost_micros == 990_000

@@ -160,6 +160,11 @@ class UpstreamStatus:
     start_count: int | None = None
     remains: int | None = None
     currency: str | None = None
+    # "Active", "Paused" or "Expired" when the provider answered with a subscription word (PROTOCOL.md
+    # §4): ``status`` is then In progress, In progress or Completed, which is what they mean for an
+    # order, but a subscription's paused and expired are states of their own (its expired end
+    # releases what was not delivered).
+    subscription_word: str | None = None
 
 
 @dataclass(frozen=True)

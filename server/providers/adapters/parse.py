@@ -14,7 +14,10 @@ In progress     in progress, inprogress, progress, active, running, started, pau
                 (``Active``/``Paused`` are SmartPanel subscription states: not finished)
 Processing      processing
 Completed       completed, complete, done, finished, success, delivered, expired
-                (an expired subscription has ended normally)
+                (an expired subscription has ended)
+
+``Active``, ``Paused`` and ``Expired`` are also kept as ``UpstreamStatus.subscription_word``: for a
+subscription they are states of their own (paused; expired, which releases what was not delivered).
 Partial         partial, partially completed, partial completed, partially refunded
 Canceled        canceled, cancelled, cancel, refunded, refund, refunds, canceled and refunded
 =============== ===========================================================================
@@ -36,7 +39,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TypeAlias, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -144,6 +147,8 @@ _STATUS_WORDS: dict[OrderStatus, tuple[str, ...]] = {
     ),
 }
 _STATUSES = {word: status for status, words in _STATUS_WORDS.items() for word in words}
+# Subscription words (PROTOCOL.md §4) kept besides the six: see ``UpstreamStatus.subscription_word``.
+_SUBSCRIPTION_WORDS = {"active": "Active", "paused": "Paused", "expired": "Expired"}
 
 _REFILL_WORDS: dict[RefillState, tuple[str, ...]] = {
     RefillState.PENDING: ("pending", "awaiting", "queued", "waiting"),
@@ -223,12 +228,13 @@ def to_int(value: object) -> int | None:
     return int(number)
 
 
-def to_micros(value: object) -> int | None:
-    """A decimal amount (string or number) -> int micro-units, rounded half up; None if not a number."""
+def to_micros(value: object, *, rounding: str = ROUND_HALF_UP) -> int | None:
+    """A decimal amount (string or number) -> int micro-units, rounded half up (a rate: ``rounding=
+    ROUND_CEILING``, so a cost finer than a micro-unit is never rounded below it); None if not a number."""
     number = _decimal(value)
     if number is None:
         return None
-    micros = int((number * _MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    micros = int((number * _MICROS).quantize(Decimal(1), rounding=rounding))
     if abs(micros) > MAX_MICROS:
         return None
     return micros
@@ -382,7 +388,8 @@ def _service(raw: object) -> UpstreamService:
     name = _text(entry.get("name"))
     if not name:
         raise ParseError(f"service {service_id}: no name")
-    rate = to_micros(entry.get("rate", entry.get("price")))
+    # Up: "0.0000004" per 1000 is a cost of 0.000001, never 0 (a service sold for nothing).
+    rate = to_micros(entry.get("rate", entry.get("price")), rounding=ROUND_CEILING)
     if rate is None or rate < 0:
         raise ParseError(f"service {service_id}: bad rate")
     low, high = to_int(entry.get("min")), to_int(entry.get("max"))
@@ -461,6 +468,7 @@ def _status_entry(raw: object) -> UpstreamStatus | Rejected:
         start_count=to_int(entry.get("start_count")),
         remains=to_int(entry.get("remains")),
         currency=currency or None,
+        subscription_word=_SUBSCRIPTION_WORDS.get(_word(str(entry["status"]))),
     )
 
 
