@@ -104,6 +104,8 @@ UPSTREAM: dict[str, str] = {
 UPSTREAM_SUBSCRIPTION: dict[str, str] = {
     "Pending": ACTIVE,
     "In progress": ACTIVE,
+    # Running too: processing has no move to active, paused or expired (it is an order's state).
+    "Processing": ACTIVE,
     "Active": ACTIVE,
     "Paused": PAUSED,
     "Partial": EXPIRED,

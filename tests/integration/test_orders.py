@@ -1108,9 +1108,10 @@ async def test_a_slow_provider_does_not_hold_up_the_polls_of_the_others(
 async def test_an_upstream_status_the_state_machine_refuses_still_moves_the_next_poll_on(
     shop: Shop, demo_provider: DemoHandle, pool: Pool
 ) -> None:
-    """A running subscription the provider calls "Processing" (no move from active) was ignored
-    without moving its next poll: asked again on every tick, first in line, such orders could
-    crowd every other order out of the poller's batch."""
+    """An upstream status the state machine refuses was ignored without moving the order's next
+    poll: asked again on every tick, first in line, such orders could crowd every other order out
+    of the poller's batch. (A subscription left in processing, which has no move to paused, stands
+    for any such pair: the provider's words no longer lead there.)"""
     ann = await shop.user("ann@example.com", "100.00")
     placed = await shop.order(
         ann, serviceId=shop.service_id("17"), username="steady.account", min=50, max=100, posts=30, delay=30
@@ -1132,5 +1133,7 @@ async def test_an_upstream_status_the_state_machine_refuses_still_moves_the_next
         return row[0], row[1]
 
     assert await poll() == ("active", True)
-    await demo_provider.fault("status_word", count=1, actions=["status"], message="Processing")
-    assert await poll() == ("active", True)  # kept, and asked again later, not on the next tick
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE orders SET status = 'processing' WHERE id = %s", (order_id,))
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Paused")
+    assert await poll() == ("processing", True)  # kept, and asked again later, not on the next tick

@@ -215,3 +215,23 @@ async def test_a_running_subscription_the_provider_no_longer_answers_for_is_stuc
         spb.RunJobRequest(job="order-poll", period_start=30 * 60_000_000 + 30), metadata=system_metadata()
     )
     assert await stuck_alerts(pool) == [[ids[0]]]
+
+
+async def test_a_subscription_the_provider_calls_processing_still_ends_and_releases(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    """ "Processing" moved a fresh subscription to processing, from where the state machine has no
+    move to active, paused or expired: every later answer was ignored and the hold never left."""
+    ann = await shop.user("ann@example.com", "100.00")
+    placed = await subscribe(shop, ann)
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Processing")
+    assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"  # it runs
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Expired")
+    ended = await poll(shop, placed["id"], ann)
+    assert (ended["status"], ended["charged"], ended["released"]) == (
+        "ORDER_STATUS_EXPIRED",
+        "0.00",
+        placed["price"],
+    )
+    assert await shop.balance(ann) == ("100.00", "0.00")
+    assert (await shop.verify()).ok
