@@ -79,9 +79,12 @@ class OrdersAdmin:
         why = _reason(reason)
         if status not in states.ALL:
             collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
-        if status == states.PARTIAL and not remains:
-            # remains has no presence on the wire: a Partial set without it would charge in full.
-            missing = FieldViolation("remains", "is required for partial: what was not delivered")
+        if status in (states.PARTIAL, states.EXPIRED) and not remains:
+            # remains has no presence on the wire: a Partial (or a subscription's Expired) set
+            # without it would charge in full; everything delivered is Completed.
+            missing = FieldViolation(
+                "remains", f"is required for {status}: what was not delivered (completed if nothing)"
+            )
             collect([missing], domain=DOMAIN)
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)

@@ -235,3 +235,31 @@ async def test_a_subscription_the_provider_calls_processing_still_ends_and_relea
     )
     assert await shop.balance(ann) == ("100.00", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_staff_expiring_a_subscription_must_say_what_was_not_delivered(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    """Only Partial required ``remains``: staff setting Expired without it (0 on the wire) charged
+    the whole hold, max x posts, whatever the provider had delivered."""
+    ann = await shop.user("ann@example.com", "100.00")
+    placed = await subscribe(shop, ann)
+    assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"
+    route = f"/api/v1/admin/orders/{placed['id']}/status"
+    unsaid = await shop.http.post(
+        route, json={"status": "ORDER_STATUS_EXPIRED", "reason": "r"}, headers=shop.admin
+    )
+    assert unsaid.status_code == 400, unsaid.text
+    assert unsaid.json()["error"]["details"][0]["metadata"]["fields"] == "remains"
+    said = await shop.http.post(
+        route,
+        json={"status": "ORDER_STATUS_EXPIRED", "remains": "100", "reason": "the provider's panel: 100 left"},
+        headers=shop.admin,
+    )
+    assert said.status_code == 200, said.text
+    price = Decimal(placed["price"])  # for 100 x 3: a third was not delivered
+    assert (Decimal(said.json()["released"]), Decimal(said.json()["charged"])) == (
+        price / 3,
+        price - price / 3,
+    )
+    assert (await shop.verify()).ok
