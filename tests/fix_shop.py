@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
 from smm.v1 import orders_service_pb2_grpc as opb_grpc
 from smm.v1 import wallet_service_pb2 as wpb
@@ -146,3 +147,14 @@ async def shop_orders(shop: Shop) -> list[dict[str, Any]]:
 def _demo_on_shop(request: pytest.FixtureRequest) -> None:
     if "shop" in request.fixturenames:
         request.getfixturevalue("shop").demo = request.getfixturevalue("demo_provider")
+
+
+async def stuck_alerts(pool: Pool) -> list[list[int]]:
+    """The order ids of every stuck-order alert written so far, one list per alert."""
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
+            )
+        ).fetchall()
+    return [list(events_pb2.OrdersStuck.FromString(r[0]).order_ids) for r in rows]

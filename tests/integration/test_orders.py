@@ -33,7 +33,7 @@ from server.orders.repo import QUERIES, Claim
 from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
-from tests.fix_shop import Shop, ready_to_poll, shop_orders
+from tests.fix_shop import Shop, ready_to_poll, shop_orders, stuck_alerts
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
@@ -1017,16 +1017,6 @@ async def test_customers_never_see_the_provider_its_order_id_or_staff_and_provid
     ]
     assert [r["status"] for r in customer_refills] == ["rejected"]
     assert not customer_refills[0].get("message")
-
-
-async def stuck_alerts(pool: Pool) -> list[list[int]]:
-    async with pool.connection() as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
-            )
-        ).fetchall()
-    return [list(events_pb2.OrdersStuck.FromString(r[0]).order_ids) for r in rows]
 
 
 async def test_a_drip_feed_the_provider_runs_is_stuck_only_once_its_last_run_is_late(

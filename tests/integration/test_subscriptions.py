@@ -13,7 +13,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
 from smm.v1 import system_service_pb2 as spb
 from smm.v1 import system_service_pb2_grpc as spb_grpc
@@ -21,7 +20,7 @@ from smm.v1 import system_service_pb2_grpc as spb_grpc
 from server.common.db import Pool
 from tests.fix_demo import TEST_CONFIG, DemoHandle, start_demo
 from tests.fix_grpc import system_metadata
-from tests.fix_shop import Shop, ready_to_poll
+from tests.fix_shop import Shop, ready_to_poll, stuck_alerts
 from tests.integration.test_reseller import call, reseller_key
 
 
@@ -94,16 +93,6 @@ async def test_a_subscription_the_provider_pauses_is_paused_and_resumes(
     # The standard word for a running order resumes it too.
     assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"
     assert await shop.balance(ann) == (str(Decimal("100.00") - Decimal(placed["price"])), placed["price"])
-
-
-async def stuck_alerts(pool: Pool) -> list[list[int]]:
-    async with pool.connection() as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
-            )
-        ).fetchall()
-    return [list(events_pb2.OrdersStuck.FromString(r[0]).order_ids) for r in rows]
 
 
 async def test_an_active_subscription_is_stuck_only_once_its_expiry_is_a_day_past(
