@@ -276,6 +276,16 @@ class CatalogAdmin:
                     provider_id=primary[0] if primary else None,
                     upstream_service_id=primary[1] if primary else "",
                 )
+            if primary and primary != (before.admin.provider_id, before.admin.upstream_service_id):
+                # The old provider's cost, rate and currency say nothing of the new one's: not sold
+                # until a sync of that provider prices it (a cost rise then quarantines as usual).
+                await QUERIES.execute(
+                    conn,
+                    "quarantine_service",
+                    id=service_id,
+                    reason=f"linked to provider {primary[0]}'s service {primary[1]}: "
+                    "not sold until a sync of that provider prices it",
+                )
             await QUERIES.execute(conn, "delete_fallbacks", service_id=service_id)
             await QUERIES.execute_many(
                 conn,

@@ -162,6 +162,13 @@ UPDATE services SET provider_id = :provider_id, upstream_service_id = :upstream_
     update_time = now()
 WHERE id = :id;
 
+-- name: quarantine_service(id, reason)!
+-- Off sale with no price to accept: the provider's next sync decides (release, or a pending price).
+UPDATE services
+SET quarantined = true, quarantine_reason = :reason,
+    pending_provider_rate_micros = NULL, pending_exchange_rate = NULL, update_time = now()
+WHERE id = :id;
+
 -- name: delete_fallbacks(service_id)!
 DELETE FROM service_fallbacks WHERE service_id = :service_id;
 

@@ -5,8 +5,9 @@
 2. The provider is called once (``add`` is never retried).
 3. The outcome is recorded:
    - accepted: the upstream order id is stored and the order is in progress;
-   - rejected (a definite error): the next fallback provider is tried; with none left the order
-     fails and its hold is released in full;
+   - rejected (a definite error): the next fallback provider is tried (one whose known cost is
+     above the order's price is skipped); with none left the order fails and its hold is released
+     in full. The order records the provider rate and exchange rate of the provider that took it;
    - unknown but certainly not sent (circuit open, connection refused): back to pending, and the
      worker retries later;
    - unknown (timeout, 5xx, garbage, or this process dying mid-call): needs review. It is never
@@ -25,10 +26,10 @@ from smm.v1 import events_pb2
 from server.common import outbox
 from server.common.db import Pool
 from server.common.errors import Unavailable
-from server.common.money import format_micros
+from server.common.money import convert_micros, format_micros
 from server.orders import states
 from server.orders.errors import DOMAIN, order_not_found
-from server.orders.repo import QUERIES, Candidate, Claim, Conn, OrderRow
+from server.orders.repo import QUERIES, Candidate, Claim, Conn, KnownTerms, OrderRow
 from server.orders.tracking import ORDER_CHANGED, finish, record
 from server.providers.adapters.base import Accepted, AddOrder, Rejected, Reply, Unknown
 from server.providers.clients import ProviderClients
@@ -64,6 +65,36 @@ async def candidates_for(conn: Conn, order: OrderRow) -> list[Candidate]:
     if order.pinned_provider and order.provider_id is not None:  # staff chose the provider
         return [Candidate(order.provider_id, order.upstream_service_id)]
     return await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
+
+
+async def _dearer_than_order(conn: Conn, order: OrderRow, candidate: Candidate) -> bool:
+    """A fallback whose known cost (at its exchange rate) is above what the order charges is
+    skipped, with a line on the timeline: sending it there would lose money on the order. The
+    primary priced the order, and a provider staff chose (pinned) is theirs to decide; a fallback
+    whose cost smm does not know (its upstream service is not synced as a service of that
+    provider) is tried (docs/PROVIDERS.md, Fallbacks)."""
+    if order.pinned_provider or candidate.position == 0:
+        return False
+    terms = await QUERIES.one(
+        conn,
+        "known_terms",
+        KnownTerms,
+        provider_id=candidate.provider_id,
+        upstream_service_id=candidate.upstream_service_id,
+    )
+    if terms is None:
+        return False
+    cost = convert_micros(terms.provider_rate_micros, terms.exchange_rate)
+    if cost * order.billable <= order.price_micros * 1000:
+        return False
+    await QUERIES.execute(conn, "next_attempt", id=order.id)
+    would_cost = format_micros(-(-cost * order.billable // 1000))
+    note = (
+        f"provider {candidate.provider_id} skipped: it would cost {would_cost},"
+        f" more than the order's price {format_micros(order.price_micros)}"
+    )
+    await QUERIES.execute(conn, "add_event", order_id=order.id, status=states.PENDING, note=note[:500])
+    return True
 
 
 def add_order(upstream_service_id: str, params: dict[str, str]) -> AddOrder:
@@ -169,10 +200,13 @@ class Dispatcher:
             if order.status != states.PENDING:
                 return None  # already sent (a redelivered event), or finished
             candidates = await candidates_for(conn, order)
-            if order.attempt >= len(candidates):
+            attempt = order.attempt
+            while attempt < len(candidates) and await _dearer_than_order(conn, order, candidates[attempt]):
+                attempt += 1
+            if attempt >= len(candidates):
                 await finish(conn, order, states.FAILED, note="no provider accepted the order")
                 return None
-            candidate = candidates[order.attempt]
+            candidate = candidates[attempt]
             submission_id = await QUERIES.scalar(
                 conn,
                 "start_submission",

@@ -59,20 +59,32 @@ SELECT status, note, create_time FROM order_events WHERE order_id = :order_id OR
 
 -- name: list_candidates(service_id)
 -- Where an order for the service may go, in order: the primary provider, then the fallbacks.
-SELECT provider_id, upstream_service_id FROM service_candidates WHERE service_id = :service_id ORDER BY position;
+SELECT provider_id, upstream_service_id, position FROM service_candidates WHERE service_id = :service_id ORDER BY position;
+
+-- name: known_terms(provider_id, upstream_service_id)^
+SELECT provider_rate_micros, exchange_rate FROM known_terms
+WHERE provider_id = :provider_id AND upstream_service_id = :upstream_service_id;
 
 -- name: claim_submission(id)^
 -- The usual claim as one autocommit statement: a pending order (neither pinned by staff nor a
 -- drip-feed smm sends itself) whose next candidate exists becomes submitting, with a 'starting'
 -- submission row, before the provider is called. No row: the dispatcher's locking path decides.
 WITH target AS (
-    SELECT id, user_id, service_id, attempt, upstream_params FROM orders
+    SELECT id, user_id, service_id, attempt, upstream_params, billable, price_micros FROM orders
     WHERE id = :id AND status = 'pending' AND NOT panel_dripfeed AND NOT pinned_provider
     FOR UPDATE
 ), candidate AS (
-    SELECT c.provider_id, c.upstream_service_id
-    FROM target t JOIN service_candidates c ON c.service_id = t.service_id
-    ORDER BY c.position OFFSET (SELECT attempt FROM target) LIMIT 1
+    SELECT n.provider_id, n.upstream_service_id FROM (
+        SELECT c.provider_id, c.upstream_service_id, c.position
+        FROM target t JOIN service_candidates c ON c.service_id = t.service_id
+        ORDER BY c.position OFFSET (SELECT attempt FROM target) LIMIT 1
+    ) n
+    -- A fallback known to cost more than the order's price is left to the locking path, which
+    -- skips it (``_dearer_than_order``: the same rule, cost rounded up to the micro-unit).
+    WHERE n.position = 0 OR NOT EXISTS (
+        SELECT 1 FROM known_terms k CROSS JOIN target t
+        WHERE k.provider_id = n.provider_id AND k.upstream_service_id = n.upstream_service_id
+          AND ceil(k.provider_rate_micros * k.exchange_rate) * t.billable > t.price_micros * 1000::numeric)
 ), moved AS (
     UPDATE orders o SET status = 'submitting', status_note = '', update_time = now()
     FROM target t CROSS JOIN candidate c
@@ -101,8 +113,13 @@ RETURNING id;
 -- submitting: no row otherwise, and the caller takes the general path), the submission, the
 -- timeline line and the order.changed outbox row.
 WITH moved AS (
-    UPDATE orders
-    SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    UPDATE orders o
+    SET status = 'in_progress',
+    -- The terms of the provider that took the order (sql/0023: ``taker_terms``).
+    (provider_rate_micros, provider_currency, exchange_rate) = (
+        SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
+                                  o.provider_currency, o.exchange_rate, :provider_id, :upstream_service_id)),
+        provider_id = :provider_id, upstream_service_id = :upstream_service_id,
         upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
         next_poll_time = now() + interval '15 seconds'
     WHERE id = :id AND status = 'submitting'
@@ -146,8 +163,13 @@ UPDATE orders SET status = :status, status_note = :note, update_time = now() WHE
 UPDATE orders SET status_note = :note WHERE id = :id;
 
 -- name: mark_submitted(id, provider_id, upstream_service_id, upstream_order_id)!
-UPDATE orders
-SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+UPDATE orders o
+SET status = 'in_progress',
+    -- The terms of the provider that took the order (sql/0023: ``taker_terms``).
+    (provider_rate_micros, provider_currency, exchange_rate) = (
+        SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
+                                  o.provider_currency, o.exchange_rate, :provider_id, :upstream_service_id)),
+        provider_id = :provider_id, upstream_service_id = :upstream_service_id,
     upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
     next_poll_time = now() + interval '15 seconds'
 WHERE id = :id;

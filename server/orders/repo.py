@@ -96,6 +96,15 @@ class OrderEventRow:
 class Candidate:
     provider_id: int
     upstream_service_id: str
+    position: int = 0  # 0 = the service's primary provider, then its fallbacks
+
+
+@dataclass(frozen=True)
+class KnownTerms:
+    """What a provider charges per 1000 for an upstream service, in its currency, and the rate."""
+
+    provider_rate_micros: int
+    exchange_rate: Decimal
 
 
 @dataclass(frozen=True)

@@ -1127,3 +1127,101 @@ async def test_an_upstream_status_the_state_machine_refuses_still_moves_the_next
         await conn.execute("UPDATE orders SET status = 'processing' WHERE id = %s", (order_id,))
     await demo_provider.fault("status_word", count=1, actions=["status"], message="Paused")
     assert await poll() == ("processing", True)  # kept, and asked again later, not on the next tick
+
+
+async def test_a_service_relinked_to_another_provider_is_not_sold_on_the_old_terms(
+    shop: Shop, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """Relinking kept the old provider's cost, rate and currency, and the service on sale: orders
+    placed before the new provider's next sync were priced on the old terms and sent to a provider
+    charging four times as much, in another currency: sold below cost."""
+    euro = await demo_provider_factory(currency="EUR")
+    assert (await euro.control.put("/control/services/2", json={"rate": "0.50"})).status_code == 200
+    rate = await shop.http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
+    )
+    assert rate.status_code == 200, rate.text
+    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    likes = shop.service_id("2")  # 0.25 USD a 1000 at the demo, sold at 0.325
+    relinked = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        json={"provider": {"providerId": backup["id"], "upstreamServiceId": "2"}},
+        headers=shop.admin,
+    )
+    assert relinked.status_code == 200, relinked.text
+    assert relinked.json()["quarantined"] is True
+    assert "until a sync of that provider prices it" in relinked.json()["quarantineReason"]
+    ann = await shop.user("ann@example.com", "5.00")
+    refused = await shop.order(ann, serviceId=likes, link="https://x.com/relinked", quantity=1000)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "SERVICE_NOT_ON_SALE")
+    assert await euro.orders() == []
+
+    # The new provider's sync prices it: 0.50 EUR at 2 is 1.00 a 1000, four times the old cost,
+    # so staff decide, as for any cost rise.
+    await run_sync(shop.channel, backup["id"])
+    view = (await shop.http.get(f"/api/v1/admin/services/{likes}", headers=shop.admin)).json()
+    assert (view["quarantined"], view["pendingProviderRate"]) == (True, "0.50")
+    accepted = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/accept-price", json={}, headers=shop.admin
+    )
+    assert accepted.status_code == 200, accepted.text
+    view = accepted.json()
+    assert (view["quarantined"], view["providerCurrency"], view["cost"], view["service"]["rate"]) == (
+        False,
+        "EUR",
+        "1.00",
+        "1.30",
+    )
+    order = (await shop.order(ann, serviceId=likes, link="https://x.com/relinked", quantity=1000)).json()
+    assert order["price"] == "1.30"
+    sent = await shop.submit(order["id"])
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert len(await euro.orders()) == 1
+
+
+async def test_a_fallback_costing_more_than_the_order_is_skipped_and_the_taker_s_terms_are_kept(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """A refused order went to the fallback whatever it cost: a fallback charging 1.00 (0.50 EUR at
+    2) for likes sold at 0.325 lost money on every such order, and the order kept the primary's
+    rate, currency and exchange rate."""
+    euro = await demo_provider_factory(currency="EUR")
+    assert (await euro.control.put("/control/services/2", json={"rate": "0.50"})).status_code == 200
+    rate = await shop.http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
+    )
+    assert rate.status_code == 200, rate.text
+    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    await run_sync(shop.channel, backup["id"])  # smm knows what the fallback charges
+    likes = shop.service_id("2")
+    await shop.with_fallback(likes, "2", backup["id"])
+    ann = await shop.user("ann@example.com", "5.00")
+
+    await demo_provider.fault("error_body", count=1, actions=["add"])
+    dear = (await shop.order(ann, serviceId=likes, link="https://x.com/dear", quantity=1000)).json()
+    failed = await shop.submit(dear["id"])
+    assert failed.status == opb.ORDER_STATUS_FAILED
+    assert (failed.charged, failed.released) == ("0.00", "0.325")
+    assert await euro.orders() == []
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT note FROM order_events WHERE order_id = %s", (int(dear["id"]),))
+        notes = [r[0] for r in await cursor.fetchall()]
+    assert any("skipped: it would cost 1.00, more than the order's price 0.325" in n for n in notes), notes
+
+    # Cheaper upstream (0.10 EUR at 2 = 0.20 a 1000): the fallback takes the order, which records
+    # the fallback's own rate, currency and exchange rate.
+    assert (await euro.control.put("/control/services/2", json={"rate": "0.10"})).status_code == 200
+    await run_sync(shop.channel, backup["id"])
+    await demo_provider.fault("error_body", count=1, actions=["add"])
+    cheap = (await shop.order(ann, serviceId=likes, link="https://x.com/cheap", quantity=1000)).json()
+    sent = await shop.submit(cheap["id"])
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    assert len(await euro.orders()) == 1
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT provider_id, provider_rate_micros, provider_currency, exchange_rate FROM orders WHERE id = %s",
+            (int(cheap["id"]),),
+        )
+        assert await cursor.fetchone() == (int(backup["id"]), 100_000, "EUR", Decimal(2))
+    assert await shop.balance(ann) == ("4.675", "0.325")
+    assert (await shop.verify()).ok

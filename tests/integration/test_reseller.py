@@ -25,7 +25,7 @@ from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
-from tests.integration.test_providers import add_provider
+from tests.integration.test_providers import add_provider, run_sync
 
 pytestmark = pytest.mark.integration
 URL = "/api/v1/reseller"
@@ -229,6 +229,7 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
         json={"provider": {"providerId": provider["id"], "upstreamServiceId": "2"}},
     )
     assert mapped.status_code == 200, mapped.text
+    await run_sync(shop.channel, provider["id"])  # a relinked service is sold once its provider prices it
     order = (await shop.order(user, serviceId=likes, link="https://x.com/hook", quantity=1000)).json()
     sent = await shop.submit(order["id"])
     upstream_id = sent.upstream_order_id
