@@ -25,15 +25,19 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic import SecretStr
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic.response import json as json_response
 from svix.webhooks import Webhook
 
 from ops.embedded import free_port
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 __all__ = [
     "RESEND_API_KEY",
@@ -237,3 +241,15 @@ def svix_headers(
         "svix-timestamp": str(int(timestamp.timestamp())),
         "svix-signature": signature,
     }
+
+
+def resend_settings(worker_settings: Settings, fake: FakeResend, **extra: object) -> Settings:
+    """Worker settings that send mail through ``fake`` (plus any ``extra`` setting)."""
+    return worker_settings.model_copy(
+        update={
+            "mail_transport": "resend",
+            "resend_api_url": fake.base_url,
+            "resend_api_key": SecretStr(fake.api_key),
+            **extra,
+        }
+    )

@@ -10,11 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from core.config import Settings
 from server.common.db import Pool
-from tests.fakes.resend_api import FakeResend
+from tests.fakes.resend_api import FakeResend, resend_settings
 from tests.fix_nats import running_worker
 from tests.integration.test_accounts import PASSWORD, register
 from tests.integration.test_edge_http import assert_error
@@ -253,24 +252,12 @@ async def test_a_redelivered_account_email_keeps_the_delivered_link_working(
 ) -> None:
     """Resend accepted the verification email and the worker died before the ack: the redelivery
     (same event, same idempotency key) must not void the link the user already holds."""
-    settings = worker_settings.model_copy(
-        update={
-            "mail_transport": "resend",
-            "resend_api_url": resend_api.base_url,
-            "resend_api_key": SecretStr(resend_api.api_key),
-        }
-    )
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     [account_consumer, *_] = email_consumers(rpc, settings)
     try:
         await register(http, "ann@example.com")
-        async with pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT event_id::text, subject, payload FROM outbox_events"
-                " WHERE subject = 'smm.accounts.email.requested'"
-            )
-            [(event_id, subject, payload)] = await cursor.fetchall()
-        event = Event(id=event_id, subject=subject, payload=bytes(payload), headers={}, delivery=1)
+        event = await account_email_event(pool)
         assert await account_consumer.handle(event, _nothing) == Ok()
         [delivered] = resend_api.emails.values()
         assert await account_consumer.handle(replace(event, delivery=2), _nothing) == Ok()
@@ -288,25 +275,12 @@ async def test_an_account_email_that_cannot_be_rendered_is_dead_lettered_at_once
     """A render error (the worker's SMM_WEB_URL has no scheme) is deterministic: Permanent at once
     (dead-lettered with the reason, never retried), so no retry mints another link, and the
     reason never holds the link's token."""
-    settings = worker_settings.model_copy(
-        update={
-            "mail_transport": "resend",
-            "resend_api_url": resend_api.base_url,
-            "resend_api_key": SecretStr(resend_api.api_key),
-            "web_url": "panel.example",
-        }
-    )
+    settings = resend_settings(worker_settings, resend_api, web_url="panel.example")
     rpc = open_channel(settings, "tests")
     [account_consumer, *_] = email_consumers(rpc, settings)
     try:
         await register(http, "ann@example.com")
-        async with pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT event_id::text, subject, payload FROM outbox_events"
-                " WHERE subject = 'smm.accounts.email.requested'"
-            )
-            [(event_id, subject, payload)] = await cursor.fetchall()
-        event = Event(id=event_id, subject=subject, payload=bytes(payload), headers={}, delivery=1)
+        event = await account_email_event(pool)
         outcome = await account_consumer.handle(event, _nothing)
         assert isinstance(outcome, Permanent), outcome
         assert "cannot be rendered" in outcome.reason
@@ -318,6 +292,17 @@ async def test_an_account_email_that_cannot_be_rendered_is_dead_lettered_at_once
             assert await cursor.fetchone() == (1,)  # one link minted, for the one attempt
     finally:
         await rpc.channel.close()
+
+
+async def account_email_event(pool: Pool) -> Event:
+    """The one account-email event in the outbox, as the email worker would receive it."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT event_id::text, subject, payload FROM outbox_events"
+            " WHERE subject = 'smm.accounts.email.requested'"
+        )
+        [(event_id, subject, payload)] = await cursor.fetchall()
+    return Event(id=event_id, subject=subject, payload=bytes(payload), headers={}, delivery=1)
 
 
 async def _nothing() -> None:

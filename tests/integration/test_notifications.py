@@ -29,7 +29,7 @@ from server.common.db import Pool
 from server.common.pagetoken import PageTokenCodec
 from server.main import create_server
 from server.notifications.logic import Notifications
-from tests.fakes.resend_api import FakeResend, new_webhook_secret, svix_headers
+from tests.fakes.resend_api import FakeResend, new_webhook_secret, resend_settings, svix_headers
 from tests.fakes.smtp_server import SMTP_PASSWORD, SMTP_USER, FakeSmtpServer
 from tests.fix_edge import start_edge
 from tests.fix_nats import running_worker
@@ -159,13 +159,7 @@ async def _nothing() -> None:
 async def test_resend_never_sends_twice_across_a_crash_and_dead_letters_refusals(
     shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
 ) -> None:
-    settings = worker_settings.model_copy(
-        update={
-            "mail_transport": "resend",
-            "resend_api_url": resend_api.base_url,
-            "resend_api_key": SecretStr(resend_api.api_key),
-        }
-    )
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     [orders_consumer, wallet_consumer, *_] = notification_consumers(rpc, settings)
     try:
@@ -436,16 +430,6 @@ async def test_the_email_worker_delivers_through_smtp_with_starttls_and_auth(
         relay.stop()
 
 
-def _resend_settings(worker_settings: Settings, resend_api: FakeResend) -> Settings:
-    return worker_settings.model_copy(
-        update={
-            "mail_transport": "resend",
-            "resend_api_url": resend_api.base_url,
-            "resend_api_key": SecretStr(resend_api.api_key),
-        }
-    )
-
-
 async def _messages(pool: Pool, key: str) -> list[tuple[str, str, str]]:
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -459,7 +443,7 @@ async def test_an_order_below_the_threshold_sends_the_order_and_the_low_balance_
 ) -> None:
     """One order.created plans order_placed and low_balance for one user: two messages, two
     idempotency keys (they used to share one row, so Resend refused the second as a conflict)."""
-    settings = _resend_settings(worker_settings, resend_api)
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     orders_consumer = notification_consumers(rpc, settings)[0]
     try:
@@ -507,7 +491,7 @@ def _dead_letter_of(original: Event, durable: str, sequence: int) -> Event:
 async def test_every_dead_letter_of_one_event_alerts_and_alerts_about_alerts_never_loop(
     shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend
 ) -> None:
-    settings = _resend_settings(worker_settings, resend_api)
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     dlq_consumer = next(c for c in notification_consumers(rpc, settings) if c.durable.name == "email-dlq")
     try:
@@ -559,7 +543,7 @@ async def test_a_replayed_event_sends_the_email_that_failed_but_never_a_suppress
     """Resend refused the key (permanent until the operator fixes it): the email is recorded failed
     and the event dead-lettered. `smm dlq replay` re-drives the event with its id: the email goes out.
     A suppressed address stays unsent."""
-    settings = _resend_settings(worker_settings, resend_api)
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     wallet_consumer = notification_consumers(rpc, settings)[1]
     try:
@@ -598,7 +582,7 @@ async def test_an_address_refused_for_one_admin_still_alerts_the_others(
     """One event, one message per admin: Resend refusing the first admin's address is recorded and
     dead-lettered, but the other admins are still alerted (a dead letter's alert is never planned
     again, so an alert not sent now would never be sent)."""
-    settings = _resend_settings(worker_settings, resend_api)
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     dlq_consumer = next(c for c in notification_consumers(rpc, settings) if c.durable.name == "email-dlq")
     try:
@@ -630,7 +614,7 @@ async def test_a_redelivery_after_a_crash_sends_the_same_request_and_keeps_resen
     same request as the first attempt: Resend then replays its first answer (the same email id,
     where a different body would be a 409 and leave no id), the id is recorded, and Resend's later
     bounce for that email finds the message and suppresses the address."""
-    settings = _resend_settings(worker_settings, resend_api)
+    settings = resend_settings(worker_settings, resend_api)
     rpc = open_channel(settings, "tests")
     wallet_consumer = notification_consumers(rpc, settings)[1]
     try:
@@ -684,7 +668,7 @@ async def test_a_message_that_cannot_be_rendered_is_dead_lettered_at_once_and_re
     """A render error is deterministic (here the worker's SMM_WEB_URL has no scheme, so the
     layout's link is refused): retrying cannot help, so the outcome is Permanent (dead-lettered
     with the reason), the message is recorded failed, and nothing reaches Resend."""
-    settings = _resend_settings(worker_settings, resend_api).model_copy(update={"web_url": "panel.example"})
+    settings = resend_settings(worker_settings, resend_api, web_url="panel.example")
     rpc = open_channel(settings, "tests")
     wallet_consumer = notification_consumers(rpc, settings)[1]
     try:

@@ -56,6 +56,18 @@ async def poll(shop: Shop, order_id: str, user: dict[str, str]) -> dict[str, Any
     return order
 
 
+async def expires_undelivered(shop: Shop, placed: dict[str, Any], user: dict[str, str]) -> None:
+    """The next poll ends the subscription expired with nothing delivered: all of it released."""
+    ended = await poll(shop, placed["id"], user)
+    assert (ended["status"], ended["charged"], ended["released"]) == (
+        "ORDER_STATUS_EXPIRED",
+        "0.00",
+        placed["price"],
+    )
+    assert await shop.balance(user) == ("100.00", "0.00")
+    assert (await shop.verify()).ok
+
+
 async def test_a_subscription_the_provider_calls_expired_releases_what_it_did_not_deliver(
     shop: Shop, demo_provider: DemoHandle
 ) -> None:
@@ -65,15 +77,8 @@ async def test_a_subscription_the_provider_calls_expired_releases_what_it_did_no
     placed = await subscribe(shop, ann)
     assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"
     await demo_provider.fault("status_word", count=1, actions=["status"], message="Expired")
-    ended = await poll(shop, placed["id"], ann)
     # The demo still has all 100 x 3 to deliver: remains 300 of 300.
-    assert (ended["status"], ended["charged"], ended["released"]) == (
-        "ORDER_STATUS_EXPIRED",
-        "0.00",
-        placed["price"],
-    )
-    assert await shop.balance(ann) == ("100.00", "0.00")
-    assert (await shop.verify()).ok
+    await expires_undelivered(shop, placed, ann)
 
 
 async def test_a_subscription_the_provider_pauses_is_paused_and_resumes(
@@ -216,14 +221,7 @@ async def test_a_subscription_the_provider_calls_processing_still_ends_and_relea
     await demo_provider.fault("status_word", count=1, actions=["status"], message="Processing")
     assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"  # it runs
     await demo_provider.fault("status_word", count=1, actions=["status"], message="Expired")
-    ended = await poll(shop, placed["id"], ann)
-    assert (ended["status"], ended["charged"], ended["released"]) == (
-        "ORDER_STATUS_EXPIRED",
-        "0.00",
-        placed["price"],
-    )
-    assert await shop.balance(ann) == ("100.00", "0.00")
-    assert (await shop.verify()).ok
+    await expires_undelivered(shop, placed, ann)
 
 
 async def test_staff_expiring_a_subscription_must_say_what_was_not_delivered(
