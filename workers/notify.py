@@ -114,42 +114,36 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             if planned.status != "queued":
                 continue  # sent on an earlier delivery of this event
             key = f"{event.id}:{planned.message_id}"
-            note = ""
+            sent_id, note = "", ""
+            error, refusal = "", ""  # why the message cannot go out: its record, the dead letter's
             try:
                 message = message_for(planned, brand, settings.mail_from, key)
             except RENDER_ERRORS as exc:  # deterministic: every retry would fail the same way
-                problem = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                refusal = f"message {planned.message_id} cannot be rendered: {error}"
+            else:
                 try:
-                    await _record(
-                        stub, rpc, planned.message_id, "failed", "", problem, settings.mail_transport
-                    )
-                except grpc.aio.AioRpcError as rpc_exc:
-                    return outcome_of_rpc_error(rpc_exc)
-                refused.append(f"message {planned.message_id} cannot be rendered: {problem}")
-                continue
+                    sent_id = await carrier.send(message, idempotency_key=key)
+                except IdempotencyConflictError:
+                    # An earlier attempt under this key was accepted (then we crashed) with other
+                    # content: the message is planned with what its first planning stored, so only
+                    # a change of templates or settings in between gets here. Resend's 409 names no
+                    # email id, so this message's bounces cannot be matched (docs/NOTIFICATIONS.md).
+                    note = CONFLICT_NOTE
+                except TransientMailError as exc:
+                    return Retry(f"the mail transport failed for now: {exc}")
+                except PermanentMailError as exc:
+                    error = str(exc)
+                    refusal = f"the mail transport refused message {planned.message_id}: {exc}"
+            status = "failed" if refusal else "sent"
             try:
-                sent_id = await carrier.send(message, idempotency_key=key)
-            except IdempotencyConflictError:
-                # An earlier attempt under this key was accepted (then we crashed) with other
-                # content: the message is planned with what its first planning stored, so only a
-                # change of templates or settings in between gets here. Resend's 409 names no email
-                # id, so this message's bounces cannot be matched (docs/NOTIFICATIONS.md).
-                sent_id, note = "", CONFLICT_NOTE
-            except TransientMailError as exc:
-                return Retry(f"the mail transport failed for now: {exc}")
-            except PermanentMailError as exc:
-                try:
-                    await _record(
-                        stub, rpc, planned.message_id, "failed", "", str(exc), settings.mail_transport
-                    )
-                except grpc.aio.AioRpcError as rpc_exc:
-                    return outcome_of_rpc_error(rpc_exc)
-                refused.append(f"the mail transport refused message {planned.message_id}: {exc}")
-                continue
-            try:
-                await _record(stub, rpc, planned.message_id, "sent", sent_id, note, settings.mail_transport)
+                await _record(
+                    stub, rpc, planned.message_id, status, sent_id, error or note, settings.mail_transport
+                )
             except grpc.aio.AioRpcError as exc:
-                return outcome_of_rpc_error(exc)  # sent; the redelivery is deduplicated by the key
+                return outcome_of_rpc_error(exc)  # if sent, the redelivery is deduplicated by the key
+            if refusal:
+                refused.append(refusal)
         if refused:
             return Permanent("; ".join(refused))
         return Ok()
