@@ -19,7 +19,7 @@ from server.common.errors import InvalidArgument, NotFound, Unauthenticated
 from server.orders.errors import DOMAIN
 from server.orders.repo import QUERIES
 from server.orders.tracking import Tracker
-from server.providers.adapters.parse import ParseError, parse_status
+from server.providers.adapters.parse import ParseError, normalise_keys, parse_status, to_id
 from server.providers.clients import ProviderClients
 
 TOLERANCE_S = 300
@@ -28,7 +28,12 @@ TOLERANCE_S = 300
 def verify_signature(secret: str, body: bytes, header: str, now: float) -> None:
     parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     timestamp, given = parts.get("t", ""), parts.get("v1", "")
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not given:
+    # compare_digest raises on non-ASCII text: a header decoded from arbitrary bytes can hold any.
+    if (
+        not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
+        or not given
+        or not given.isascii()
+    ):
         raise _forged("the X-Smm-Signature header is missing or malformed")
     if abs(now - int(timestamp)) > TOLERANCE_S:
         raise _forged("the signature is too old (or from the future)")
@@ -54,8 +59,9 @@ class ProviderWebhooks:
         verify_signature(secret, body, signature, time.time())
         try:
             data = json.loads(body)
-            upstream_id = str(data["order"]).strip()
-            if not upstream_id:
+            # The id is read by the rule that stored it from the add reply ("0023", 23.0 -> "23").
+            upstream_id = to_id(normalise_keys(data).get("order")) if isinstance(data, dict) else None
+            if upstream_id is None:
                 raise ValueError("no order id")
             status = parse_status(data)
         except (ValueError, KeyError, TypeError, RecursionError, ParseError) as exc:

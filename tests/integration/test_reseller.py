@@ -262,6 +262,44 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
     assert (await shop.verify()).ok
 
 
+async def test_a_webhook_names_the_order_by_the_rule_the_add_reply_was_stored_by(
+    shop: Shop, demo_provider_factory: DemoFactory
+) -> None:
+    """ "0023", 23.0 and " 23 " are one upstream order, and keys come in any case ("Order"), as in
+    the provider's other replies; each spelling had been a 400 and the push was lost."""
+    secret = "whsec-test-provider"
+    pushing = await demo_provider_factory(step_s=60)
+    provider = await add_provider(shop.http, shop.admin, pushing, name="Pushing", webhookSecret=secret)
+    hook = f"/api/v1/webhooks/provider/{provider['id']}"
+    user = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    mapped = await shop.http.post(
+        f"/api/v1/admin/services/{likes}/providers",
+        headers=shop.admin,
+        json={"provider": {"providerId": provider["id"], "upstreamServiceId": "2"}},
+    )
+    assert mapped.status_code == 200, mapped.text
+    await run_sync(shop.channel, provider["id"])
+    orders = [
+        (await shop.order(user, serviceId=likes, link=f"https://x.com/hook{n}", quantity=1000)).json()
+        for n in range(3)
+    ]
+    spellings: list[object] = []
+    for order, spell in zip(
+        orders, (lambda i: f"00{i}", lambda i: float(i), lambda i: f" {i} "), strict=True
+    ):
+        upstream_id = (await shop.submit(order["id"])).upstream_order_id
+        spellings.append(spell(int(upstream_id)))
+    for order, spelled in zip(orders, spellings, strict=True):
+        body = json.dumps({"Order": spelled, "Status": "Completed", "Remains": "0"}).encode()
+        pushed = await shop.http.post(hook, content=body, headers=signed(secret, body))
+        assert pushed.status_code == 200, pushed.text
+        assert pushed.json()["applied"] is True, spelled
+        done = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()
+        assert done["status"] == "ORDER_STATUS_COMPLETED"
+    assert (await shop.verify()).ok
+
+
 async def test_staff_resolve_set_status_resubmit_and_read_the_provider_log(
     shop: Shop, pool: Pool, demo_provider: DemoHandle
 ) -> None:
