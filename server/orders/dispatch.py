@@ -67,14 +67,17 @@ async def candidates_for(conn: Conn, order: OrderRow) -> list[Candidate]:
     return await QUERIES.all(conn, "list_candidates", Candidate, service_id=order.service_id)
 
 
-async def _dearer_than_order(conn: Conn, order: OrderRow, candidate: Candidate) -> bool:
-    """A fallback whose known cost (at its exchange rate) is above what the order charges is
-    skipped, with a line on the timeline: sending it there would lose money on the order. The
-    primary priced the order, and a provider staff chose (pinned) is theirs to decide; a fallback
-    whose cost smm does not know (its upstream service is not synced as a service of that
-    provider) is tried (docs/PROVIDERS.md, Fallbacks)."""
+async def dearer_fallback(
+    conn: Conn, order: OrderRow, candidate: Candidate, *, units: int, price_micros: int, priced: str
+) -> str | None:
+    """Why a fallback is skipped, or None when it may be tried: its known cost (at its exchange
+    rate) for ``units`` is above ``price_micros``, what the order (or one drip-feed run, its share)
+    charges, so sending it there would lose money. The primary priced the order, and a provider
+    staff chose (pinned) is theirs to decide; a fallback whose cost smm does not know (its upstream
+    service is not synced as a service of that provider) is tried (docs/PROVIDERS.md, Fallbacks).
+    One rule for orders and runs, and ``claim_submission`` (queries.sql) spells it in SQL."""
     if order.pinned_provider or candidate.position == 0:
-        return False
+        return None
     terms = await QUERIES.one(
         conn,
         "known_terms",
@@ -83,16 +86,30 @@ async def _dearer_than_order(conn: Conn, order: OrderRow, candidate: Candidate) 
         upstream_service_id=candidate.upstream_service_id,
     )
     if terms is None:
-        return False
+        return None
     cost = convert_micros(terms.provider_rate_micros, terms.exchange_rate)
-    if cost * order.billable <= order.price_micros * 1000:
+    if cost * units <= price_micros * 1000:
+        return None
+    would_cost = format_micros(-(-cost * units // 1000))
+    return (
+        f"provider {candidate.provider_id} skipped: it would cost {would_cost},"
+        f" more than {priced} {format_micros(price_micros)}"
+    )
+
+
+async def _dearer_than_order(conn: Conn, order: OrderRow, candidate: Candidate) -> bool:
+    """Skips a fallback dearer than the order (``dearer_fallback``), with a line on its timeline."""
+    note = await dearer_fallback(
+        conn,
+        order,
+        candidate,
+        units=order.billable,
+        price_micros=order.price_micros,
+        priced="the order's price",
+    )
+    if note is None:
         return False
     await QUERIES.execute(conn, "next_attempt", id=order.id)
-    would_cost = format_micros(-(-cost * order.billable // 1000))
-    note = (
-        f"provider {candidate.provider_id} skipped: it would cost {would_cost},"
-        f" more than the order's price {format_micros(order.price_micros)}"
-    )
     await QUERIES.execute(conn, "add_event", order_id=order.id, status=states.PENDING, note=note[:500])
     return True
 

@@ -3,7 +3,8 @@
 An order of ``runs`` x ``quantity`` every ``interval`` minutes gets ``runs`` rows in ``order_runs``,
 due at placement, + interval, + 2 x interval, ... Each run goes out when due as an upstream order
 of its own, with the same care as a whole order (``dispatch.py``): a ``starting`` submission row
-before the call; a refusal tries the next fallback; certainly-not-sent waits and goes out later; an
+before the call; a refusal tries the next fallback (one known to cost more than the run's share of
+the order's price is skipped, as for an order); certainly-not-sent waits and goes out later; an
 unknown answer (or a submission interrupted by a crash) is never sent again blindly: the run and
 the order go to needs review. Runs are polled like orders, in batches per provider.
 
@@ -21,8 +22,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from server.common.db import Pool
+from server.common.money import mul_div_round
 from server.orders import states
-from server.orders.dispatch import add_order, candidates_for, finish_submission
+from server.orders.dispatch import add_order, candidates_for, dearer_fallback, finish_submission
 from server.orders.repo import QUERIES, Candidate, Conn, DueRun, OrderRow, RunRow
 from server.orders.tracking import finish, partial_without_remains, poll_interval_s, record
 from server.providers.adapters.base import Accepted, Rejected, Reply, Unknown, UpstreamStatus
@@ -97,12 +99,17 @@ class DripFeed:
                     )
                     return None
                 candidates = await candidates_for(conn, order)
-                if run.attempt >= len(candidates):
+                attempt = run.attempt
+                while attempt < len(candidates) and await _dearer_than_run(
+                    conn, order, run, candidates[attempt]
+                ):
+                    attempt += 1
+                if attempt >= len(candidates):
                     await self._end_run(
                         conn, order, run, states.FAILED, run.quantity, "no provider accepted the run"
                     )
                     continue  # the order may have finished; the loop re-reads it
-                candidate = candidates[run.attempt]
+                candidate = candidates[attempt]
                 submission_id = await QUERIES.scalar(
                     conn,
                     "insert_run_submission",
@@ -342,6 +349,22 @@ class DripFeed:
         current = await QUERIES.one(conn, "lock_order", OrderRow, id=order.id)
         assert current is not None
         await finish_when_done(conn, current)
+
+
+async def _dearer_than_run(conn: Conn, order: OrderRow, run: RunRow, candidate: Candidate) -> bool:
+    """Skips a fallback dearer than the run (``dearer_fallback``), with a line on the timeline. A run
+    is priced at its share of the order's price, the part its release would give back: the whole
+    order's price would let a fallback take every run at a loss."""
+    share = mul_div_round(order.price_micros, run.quantity, order.units)
+    note = await dearer_fallback(
+        conn, order, candidate, units=run.quantity, price_micros=share, priced="the run's price"
+    )
+    if note is None:
+        return False
+    note = f"{_label(order, run)}: {note}"[:500]
+    await QUERIES.execute(conn, "next_run_attempt", order_id=order.id, run_no=run.run_no, note=note)
+    await QUERIES.execute(conn, "add_event", order_id=order.id, status=order.status, note=note)
+    return True
 
 
 async def finish_when_done(conn: Conn, order: OrderRow) -> None:

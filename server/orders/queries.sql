@@ -80,7 +80,7 @@ WITH target AS (
         ORDER BY c.position OFFSET (SELECT attempt FROM target) LIMIT 1
     ) n
     -- A fallback known to cost more than the order's price is left to the locking path, which
-    -- skips it (``_dearer_than_order``: the same rule, cost rounded up to the micro-unit).
+    -- skips it (``dispatch.dearer_fallback``: the same rule, cost rounded up to the micro-unit).
     WHERE n.position = 0 OR NOT EXISTS (
         SELECT 1 FROM known_terms k CROSS JOIN target t
         WHERE k.provider_id = n.provider_id AND k.upstream_service_id = n.upstream_service_id
@@ -458,9 +458,15 @@ LIMIT :limit;
 
 -- name: start_panel_dripfeed(id, provider_id, upstream_service_id)!
 -- The first run of a drip-feed smm sends itself went out: the order is in progress (it is not
--- polled itself; its runs are).
-UPDATE orders SET status = 'in_progress', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
-                  status_note = '', submit_time = coalesce(submit_time, now()), update_time = now()
+-- polled itself; its runs are), and its provider is the one that took that run, with that
+-- provider's terms as for an order (sql/0023: ``taker_terms``).
+UPDATE orders o
+SET status = 'in_progress',
+    (provider_rate_micros, provider_currency, exchange_rate) = (
+        SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
+                                  o.provider_currency, o.exchange_rate, :provider_id, :upstream_service_id)),
+    provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    status_note = '', submit_time = coalesce(submit_time, now()), update_time = now()
 WHERE id = :id;
 
 -- name: found_run_upstream(order_id, run_no, upstream_order_id)!

@@ -17,7 +17,7 @@ from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
-from tests.integration.test_providers import add_provider
+from tests.integration.test_providers import add_provider, run_sync
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.usefixtures("shop")
@@ -409,4 +409,103 @@ async def test_a_run_the_provider_calls_partial_without_remains_is_not_charged_i
     upstream = {str(o["order"]): int(o["remains"]) for o in await demo_provider.orders()}
     assert sum(r[3] or 0 for r in runs) == sum(upstream.values()) > 0
     assert Decimal(done["released"]) == share(price, sum(upstream.values()), 300)
+    assert (await shop.verify()).ok
+
+
+async def notes_of(pool: Pool, order_id: str) -> list[str]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT note FROM order_events WHERE order_id = %s ORDER BY id", (int(order_id),)
+        )
+        return [r[0] for r in await cursor.fetchall()]
+
+
+async def terms_of(pool: Pool, order_id: str) -> tuple[int | None, int | None, str, Decimal | None]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT provider_id, provider_rate_micros, provider_currency, exchange_rate FROM orders WHERE id = %s",
+            (int(order_id),),
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return row[0], row[1], row[2], row[3]
+
+
+async def test_a_run_is_not_sent_to_a_fallback_costing_more_than_its_share_of_the_price(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """A refused run went to the fallback whatever it cost: a fallback charging 5.00 a 1000 took a
+    run of 100 (0.50) priced at 0.39, losing money on every run. Like an order, the run now skips
+    a fallback known to cost more than its share of the order's price."""
+    backup_demo = await demo_provider_factory()
+    assert (await backup_demo.control.put("/control/services/4", json={"rate": "5.00"})).status_code == 200
+    backup = await add_provider(shop.http, shop.admin, backup_demo, name="Backup")
+    await run_sync(shop.channel, backup["id"])  # smm knows what the fallback charges
+    seo = await offer_dripfeed(shop)
+    await shop.with_fallback(seo, SEO, backup["id"])
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/dear", quantity=100, runs=3, interval=60)
+    assert order["price"] == "1.17"  # 3.90 a 1000 x 300: 0.39 a run
+
+    await demo_provider.fault("error_body", count=1, actions=["add"])  # run 1 refused by the primary
+    sent = await shop.submit(order["id"])
+    assert await backup_demo.orders() == []
+    assert sent.status == opb.ORDER_STATUS_PENDING  # runs 2 and 3 are still to go
+    assert await demo_provider.orders() == []
+    assert await runs_of(pool, order["id"]) == [
+        (1, "failed", 100, 100),
+        (2, "scheduled", 100, None),
+        (3, "scheduled", 100, None),
+    ]
+    notes = await notes_of(pool, order["id"])
+    assert (
+        f"run 1/3: provider {backup['id']} skipped: it would cost 0.50, more than the run's price 0.39"
+        in notes
+    )
+    assert "run 1/3 failed: no provider accepted the run" in notes
+    assert await shop.balance(ann) == ("8.83", "1.17")
+
+    done = await run_to_the_end(shop, ann, order["id"])  # runs 2 and 3 at the primary
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_PARTIAL", "0.78", "0.39")
+    assert len(await demo_provider.orders()) == 2
+    assert await backup_demo.orders() == []
+    primary = int(shop.provider_id)  # type: ignore[attr-defined]
+    assert await terms_of(pool, order["id"]) == (primary, 3_000_000, "USD", Decimal(1))  # as it was priced
+    assert await shop.balance(ann) == ("9.22", "0.00")
+    assert (await shop.verify()).ok
+
+
+async def test_a_run_a_cheaper_fallback_takes_records_that_fallback_s_terms_on_the_order(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """The first run's provider becomes the order's, and the order kept the primary's rate,
+    currency and exchange rate when a fallback took that run: staff read the wrong cost."""
+    euro = await demo_provider_factory(currency="EUR")
+    assert (await euro.control.put("/control/services/4", json={"rate": "0.10"})).status_code == 200
+    rate = await shop.http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
+    )
+    assert rate.status_code == 200, rate.text
+    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    await run_sync(shop.channel, backup["id"])  # 0.20 a 1000: a run of 100 costs 0.02, under its 0.39
+    seo = await offer_dripfeed(shop)
+    await shop.with_fallback(seo, SEO, backup["id"])
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/cheap", quantity=100, runs=3, interval=60)
+    assert order["price"] == "1.17"
+
+    await demo_provider.fault("error_body", count=1, actions=["add"])
+    sent = await shop.submit(order["id"])
+    assert sent.status == opb.ORDER_STATUS_IN_PROGRESS
+    [taken] = await euro.orders()
+    assert await demo_provider.orders() == []
+    assert f"run 1/3 sent to provider {backup['id']} (order {taken['order']})" in await notes_of(
+        pool, order["id"]
+    )
+    assert await terms_of(pool, order["id"]) == (int(backup["id"]), 100_000, "EUR", Decimal(2))
+
+    done = await run_to_the_end(shop, ann, order["id"])  # runs 2 and 3 at the primary
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_COMPLETED", "1.17", "0.00")
+    assert len(await demo_provider.orders()) == 2
+    assert await shop.balance(ann) == ("8.83", "0.00")
     assert (await shop.verify()).ok
