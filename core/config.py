@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     rpc_timeout_s: float = 10.0
     # Serve the reseller endpoint at /api/v2 as well, for panels migrating from elsewhere.
     reseller_v2_alias: bool = False
+    # Deadline of each attempt of the reseller `add` (CreateOrder); an attempt that ends without an
+    # answer is tried again under the same idempotency key (edge/reseller.py).
+    reseller_add_timeout_s: float = 30.0
 
     # Observability.
     log_level: str = "INFO"

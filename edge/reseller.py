@@ -13,8 +13,10 @@ error messages come from the (reason, field) of the gRPC error through ``_messag
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl
@@ -33,6 +35,14 @@ from edge.headers import CLIENT_IP_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_HEADER, c
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 100
 SOURCE_KEY = "x-smm-source"
+CREATE_ORDER = "/smm.v1.OrdersService/CreateOrder"
+# An ``add`` attempt that ends with one of these may have placed the order (the deadline passed, or
+# the connection went, after the server had the request): it is tried again under the same
+# idempotency key, which answers the order the first attempt placed, if it did, instead of a second.
+AMBIGUOUS = frozenset(
+    {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+)
+ADD_RETRY_PAUSES_S = (0.1, 0.5)  # before the second and the third (last) attempt
 
 # smm's states -> the six standard words (PROTOCOL.md §4), in one place.
 STATUS: dict[int, str] = {
@@ -297,7 +307,7 @@ class Reseller:
         )
         actions: dict[str, Callable[[Mapping[str, str], tuple[tuple[str, str], ...]], Awaitable[object]]] = {
             "services": self._services,
-            "add": self._add,
+            "add": functools.partial(self._add, idempotency_key=_idempotency_key(request)),
             "status": self._status,
             "refill": self._refill,
             "refill_status": self._refill_status,
@@ -329,7 +339,9 @@ class Reseller:
                         "name": s.name,
                         "type": TYPE_NAMES.get(type_name, "Default"),
                         "category": s.category_name,
-                        "rate": s.rate,
+                        # What this caller pays (their discount applied), as panels show it; a
+                        # server from before caller_rate leaves it empty.
+                        "rate": s.caller_rate or s.rate,
                         "min": str(s.min_quantity),
                         "max": str(s.max_quantity),
                         "dripfeed": s.dripfeed,
@@ -341,7 +353,7 @@ class Reseller:
             if not token:
                 return listed
 
-    async def _add(self, params: Mapping[str, str], metadata: Any) -> object:
+    async def _add(self, params: Mapping[str, str], metadata: Any, *, idempotency_key: str) -> object:
         service_id = _parse_id(params.get("service", ""))
         if service_id is None:
             raise ResellerError("Incorrect service ID")
@@ -359,8 +371,26 @@ class Reseller:
         for name in TEXT_FIELDS:
             if name in params:
                 setattr(request, name, params[name])
-        order = await self._call("/smm.v1.OrdersService/CreateOrder")(request, metadata=metadata, timeout=30)
+        request.request_id = idempotency_key
+        order = await self._create_order(request, metadata)
         return {"order": order.id}
+
+    async def _create_order(self, request: opb.CreateOrderRequest, metadata: Any) -> opb.Order:
+        """CreateOrder, tried again (same request, same key, a fresh deadline) while an attempt ends
+        without telling whether it placed the order. A retry that finds the first attempt still
+        running waits for it (the orders' unique key on (user, idempotency key)) and answers its
+        order; if the first was cut off before it committed, the retry places the one order."""
+        call = self._call(CREATE_ORDER)
+        timeout = self._ctx.settings.reseller_add_timeout_s
+        for pause in ADD_RETRY_PAUSES_S:
+            try:
+                return cast(opb.Order, await call(request, metadata=metadata, timeout=timeout))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in AMBIGUOUS:
+                    raise
+            await asyncio.sleep(pause)
+        # The last attempt: its error, if it fails too, is the client's answer.
+        return cast(opb.Order, await call(request, metadata=metadata, timeout=timeout))
 
     async def _orders(self, ids: list[int | None], metadata: Any) -> dict[int, Any]:
         wanted = [i for i in ids if i is not None and i > 0]
@@ -492,6 +522,12 @@ class Reseller:
             wpb.GetBalanceRequest(), metadata=metadata, timeout=30
         )
         return {"balance": balance.available, "currency": balance.currency}
+
+
+def _idempotency_key(request: Request) -> str:
+    """The client's ``Idempotency-Key`` header, as the JSON API takes it (the protocol has none),
+    else a key of the edge's own for this HTTP request: its retries share it, a new request does not."""
+    return request.headers.get("idempotency-key", "")[:200] or f"reseller:{secrets.token_hex(16)}"
 
 
 def _cancel_value(order: Any) -> int | dict[str, str]:

@@ -91,6 +91,13 @@ class CatalogLogic:
             rows, ServicePosition(last.category_sort, last.category_id, last.sort_order, last.id)
         )
 
+    async def discount_bps(self, user_id: int | None) -> int:
+        """The discount a user's orders get (0 for callers who are not a user)."""
+        if user_id is None:
+            return 0
+        async with self._pool.connection() as conn:
+            return await self._repo.user_discount(conn, user_id)
+
     async def service_on_sale(self, service_id: int) -> ServiceRow:
         async with self._pool.connection() as conn:
             row = await self._repo.service(conn, service_id)

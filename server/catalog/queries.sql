@@ -37,6 +37,10 @@ FROM services s
 JOIN categories c ON c.id = s.category_id
 WHERE s.id = :id;
 
+-- name: user_discount(user_id)$
+-- The user's discount (the accounts' table, read-only here), to show what they pay per 1000.
+SELECT coalesce((SELECT discount_bps FROM users WHERE id = :user_id), 0);
+
 -- name: get_category(id)^
 SELECT id, name, sort_order, enabled, create_time, update_time FROM categories WHERE id = :id;
 

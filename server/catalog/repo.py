@@ -126,6 +126,7 @@ class CatalogRepo(Protocol):
         self, conn: Conn, *, category_id: int, after: ServicePosition | None, limit: int
     ) -> list[ServiceRow]: ...
     async def service(self, conn: Conn, service_id: int) -> ServiceRow | None: ...
+    async def user_discount(self, conn: Conn, user_id: int) -> int: ...
     async def category(self, conn: Conn, category_id: int, *, lock: bool = False) -> CategoryRow | None: ...
     async def insert_category(
         self, conn: Conn, *, name: str, sort_order: int, enabled: bool
@@ -162,6 +163,9 @@ class PostgresCatalogRepo:
 
     async def service(self, conn: Conn, service_id: int) -> ServiceRow | None:
         return await QUERIES.one(conn, "get_service", ServiceRow, id=service_id)
+
+    async def user_discount(self, conn: Conn, user_id: int) -> int:
+        return int(await QUERIES.scalar(conn, "user_discount", user_id=user_id))
 
     async def category(self, conn: Conn, category_id: int, *, lock: bool = False) -> CategoryRow | None:
         name = "lock_category" if lock else "get_category"

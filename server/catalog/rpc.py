@@ -13,7 +13,14 @@ from server.catalog.repo import CategoryRow, ServiceFields, ServicePosition, Ser
 from server.common import auth, idempotency
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
-from server.common.money import format_bps, format_micros, format_rate, parse_micros, parse_percent_bps
+from server.common.money import (
+    format_bps,
+    format_micros,
+    format_rate,
+    parse_micros,
+    parse_percent_bps,
+    price_of,
+)
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
 
 CATEGORY_FIELDS = frozenset({"name", "sort_order", "enabled"})
@@ -37,7 +44,8 @@ def category_to_proto(row: CategoryRow) -> pb.Category:
     )
 
 
-def service_to_proto(row: ServiceRow, currency: str) -> pb.Service:
+def service_to_proto(row: ServiceRow, currency: str, discount_bps: int = 0) -> pb.Service:
+    """``discount_bps``: the caller's, for ``caller_rate`` (what 1000 units cost them)."""
     return pb.Service(
         id=row.id,
         name=row.name,
@@ -59,6 +67,7 @@ def service_to_proto(row: ServiceRow, currency: str) -> pb.Service:
         update_time=timestamp(row.update_time),
         average_completion_seconds=row.average_completion_s,
         one_active_order_per_link=row.one_active_order_per_link,
+        caller_rate=format_micros(price_of(row.rate_micros, 1000, discount_bps)),
     )
 
 
@@ -185,14 +194,17 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             category_id=request.category_id, after=after, page_size=size
         )
         token = self._tokens.encode(vars(page.next_position), filters=filters) if page.next_position else ""
+        discount = await self._logic.discount_bps(auth.principal().user_id)
         return pb.ListServicesResponse(
-            services=[service_to_proto(r, self._currency) for r in page.services], next_page_token=token
+            services=[service_to_proto(r, self._currency, discount) for r in page.services],
+            next_page_token=token,
         )
 
     async def GetService(
         self, request: pb.GetServiceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Service:
-        return service_to_proto(await self._logic.service_on_sale(request.id), self._currency)
+        row = await self._logic.service_on_sale(request.id)
+        return service_to_proto(row, self._currency, await self._logic.discount_bps(auth.principal().user_id))
 
     async def CreateCategory(
         self, request: pb.CreateCategoryRequest, context: grpc.aio.ServicerContext

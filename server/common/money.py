@@ -45,6 +45,12 @@ def format_micros(micros: int, *, min_fraction_digits: int = 2) -> str:
     return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
 
 
+def price_of(rate_micros: int, billable: int, discount_bps: int) -> int:
+    """An order's price: ``rate per 1000 x billable / 1000 x (1 - discount)``, one rounding, half
+    up, to the micro-unit. The catalog shows a user's rate as the price of 1000 by this rule."""
+    return mul_div_round(rate_micros * billable, 10_000 - discount_bps, 10_000_000)
+
+
 def mul_div_round(micros: int, numerator: int, denominator: int) -> int:
     """micros * numerator / denominator, rounded half up (away from zero for halves), in ints."""
     if denominator <= 0:

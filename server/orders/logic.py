@@ -4,7 +4,7 @@ One unit of work per order: the order row, the hold on the user's wallet (``serv
 and the ``smm.orders.order.created`` outbox event commit together or not at all.
 
 Price rule (one rounding, half up, in micro-units): ``price = rate_per_1000 x billable / 1000 x
-(1 - discount)``, computed as ``mul_div_round(rate x billable, 10000 - discount_bps, 10_000_000)``.
+(1 - discount)``, computed by ``server.common.money.price_of`` (the catalog shows a user's rate by it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from server.common.errors import (
     InvalidArgument,
     collect,
 )
-from server.common.money import MAX_MICROS, mul_div_round
+from server.common.money import MAX_MICROS, price_of
 from server.common.search import contains_pattern, search_id
 from server.orders import states
 from server.orders.errors import (
@@ -68,10 +68,6 @@ class MassLine:
     line: int
     order_id: int = 0
     error: str = ""
-
-
-def price_of(rate_micros: int, billable: int, discount_bps: int) -> int:
-    return mul_div_round(rate_micros * billable, 10_000 - discount_bps, 10_000_000)
 
 
 # A mass order line's service id and quantity: ASCII digits that fit an int64 ("²".isdigit() is true).

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from server.common.errors import FailedPrecondition
+from server.common.money import price_of
 from server.orders import states
-from server.orders.logic import price_of
 from server.orders.repo import OrderRow
 from server.orders.tracking import (
     partial_without_remains,

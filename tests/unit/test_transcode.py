@@ -427,6 +427,7 @@ def test_encode_prints_defaults_and_int64_as_strings(routes: dict[str, Route]) -
         "currency": "",
         "averageCompletionSeconds": "0",
         "oneActiveOrderPerLink": False,
+        "callerRate": "",
     }
 
 
