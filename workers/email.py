@@ -19,7 +19,7 @@ from smm.v1 import events_pb2
 
 from core.config import Settings
 from core.events import Durable
-from workers.mail.render import RENDER_ERRORS, render
+from workers.mail.render import RENDER_ERRORS, render, render_error
 from workers.mail.transport import Transport
 from workers.mail.transports import IdempotencyConflictError, PermanentMailError, TransientMailError
 from workers.notify import brand_from, transport_from
@@ -79,7 +79,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
         try:
             message = account_message(prepared, settings)
         except RENDER_ERRORS as exc:  # deterministic: a retry would fail again, and mint another link
-            return Permanent(f"the account email cannot be rendered: {type(exc).__name__}: {exc}")
+            return Permanent(f"the account email cannot be rendered: {render_error(exc)}")
         try:
             await carrier.send(message, idempotency_key=event.id)
         except IdempotencyConflictError:

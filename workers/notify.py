@@ -26,7 +26,7 @@ from smm.v1 import notifications_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
 from core.events import Durable
-from workers.mail.render import RENDER_ERRORS, Brand, render
+from workers.mail.render import RENDER_ERRORS, Brand, render, render_error
 from workers.mail.transport import Transport
 from workers.mail.transports import (
     IdempotencyConflictError,
@@ -119,7 +119,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             try:
                 message = message_for(planned, brand, settings.mail_from, key)
             except RENDER_ERRORS as exc:  # deterministic: every retry would fail the same way
-                error = f"{type(exc).__name__}: {exc}"
+                error = render_error(exc)
                 refusal = f"message {planned.message_id} cannot be rendered: {error}"
             else:
                 try:

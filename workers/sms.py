@@ -10,7 +10,9 @@ and the remaining window (a crash after Twilio accepted the message and before t
 recorded) is documented in workers/texts/twilio_transport.py. Transient failures are retried with
 back-off (``Retry-After`` when Twilio gives one); permanent ones are recorded as failed, with
 Twilio's error code (the server suppresses numbers that cannot take texts), and dead-lettered once
-the event's texts to the other numbers have been sent.
+the event's texts to the other numbers have been sent. A text that cannot be rendered
+(``RENDER_ERRORS``, as for email: an unknown template, a context value missing) fails the same way
+on every attempt, so it is treated as a refusal too, never retried.
 
 A verification code is minted by the server only when this worker asks for it, after the message
 is planned: a redelivery of an event whose text already went out mints nothing (the code the
@@ -36,6 +38,7 @@ from smm.v1 import notifications_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
 from core.events import Durable
+from workers.mail.render import RENDER_ERRORS, render_error
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
 from workers.texts.render import render
@@ -100,9 +103,14 @@ def consumers(rpc: RpcContext, settings: Settings, transport: SmsTransport | Non
                 extra={"event_id": event.id, "message_id": planned.message_id},
             )
         context = {**json_format.MessageToDict(planned.context), **extra}
-        body = render(
-            planned.template, context, panel_name=settings.panel_name, locale=planned.locale or "en"
-        )
+        try:
+            body = render(
+                planned.template, context, panel_name=settings.panel_name, locale=planned.locale or "en"
+            )
+        except RENDER_ERRORS as exc:  # deterministic: every retry would fail the same way
+            error = render_error(exc)
+            await _record(stub, rpc, planned.message_id, "failed", kind, error=error)
+            return Permanent(f"message {planned.message_id} cannot be rendered: {error}")
         await _record(stub, rpc, planned.message_id, "sending", kind)
         message = TextMessage(planned.to, body, planned.status_callback_url)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +19,21 @@ from server.common.outbox import add_event
 from server.wallet import ledger
 from server.wallet.ledger import DOMAIN, QUERIES, Conn
 
+log = logging.getLogger(__name__)
 MAX_REASON = 500
 LEDGER_ALERT = "smm.wallet.ledger.alert"
 BALANCE_ADJUSTED = "smm.wallet.balance.adjusted"
+FINAL_STATUSES = frozenset({"completed", "partial", "canceled", "failed", "expired"})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken invariant: what an operator reads (``text``), and what it is (``key``): the thing
+    that is broken and by how much, without the amounts that move with ordinary use (a drifted
+    wallet's balances change with every order; its drift does not). The alert compares keys."""
+
+    text: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -120,12 +134,29 @@ class WalletLogic:
             return await check(conn)
 
     async def verify_job(self, conn: Conn) -> str:
-        """The scheduled check: an alert event when an invariant is broken."""
-        problems, checked = await check(conn)
-        if problems:
-            await add_event(conn, LEDGER_ALERT, events_pb2.LedgerAlert(problems=problems[:100]))
-            return f"LEDGER BROKEN: {len(problems)} problem(s) in {checked} transactions; alert raised"
-        return f"ledger ok ({checked} transactions)"
+        """The scheduled check (hourly). An alert event when the set of problems is new: the ledger
+        was clean (or never alerted) before, or the set differs from the one last alerted about.
+        An unchanged set is not alerted again, but every run's result (``job_runs``) and a log line
+        say that the ledger is still broken."""
+        problems, checked = await find_problems(conn)
+        if not problems:
+            cleared = await QUERIES.scalar(conn, "clear_ledger_alert")
+            if cleared is not None:
+                log.info("the ledger is clean again (broken since the alert at %s)", cleared)
+                return f"ledger ok ({checked} transactions); clean again since the alert at {cleared}"
+            return f"ledger ok ({checked} transactions)"
+        broken = f"LEDGER BROKEN: {len(problems)} problem(s) in {checked} transactions"
+        alerted = await QUERIES.scalar(
+            conn, "note_ledger_problems", digest=problems_digest(problems), problem_count=len(problems)
+        )
+        if alerted is not None:
+            texts = [p.text for p in problems[:100]]
+            await add_event(conn, LEDGER_ALERT, events_pb2.LedgerAlert(problems=texts))
+            log.error("%s; alert raised", broken)
+            return f"{broken}; alert raised"
+        since = await QUERIES.scalar(conn, "last_ledger_alert")
+        log.error("%s; unchanged since the alert at %s, not alerted again", broken, since)
+        return f"{broken}; unchanged since the alert at {since}, not alerted again"
 
 
 async def _by_key(conn: Conn, key: str) -> TransactionRow:
@@ -137,32 +168,55 @@ async def _by_key(conn: Conn, key: str) -> TransactionRow:
 async def check(conn: Conn) -> tuple[list[str], int]:
     """Every invariant: entries sum to zero per transaction (and overall), cached balances equal
     their entries and are never negative, and each order's money adds up."""
-    problems: list[str] = []
+    problems, checked = await find_problems(conn)
+    return [p.text for p in problems], checked
+
+
+def problems_digest(problems: list[Problem]) -> bytes:
+    """What the last alert was about, in 32 bytes: the SHA-256 of the problems' keys as a set."""
+    return hashlib.sha256("\n".join(sorted({p.key for p in problems})).encode()).digest()
+
+
+async def find_problems(conn: Conn) -> tuple[list[Problem], int]:
+    """``check``'s problems, each with its key (``Problem``)."""
+    problems: list[Problem] = []
     async with conn.cursor() as cur:
         await cur.execute(QUERIES.sql("unbalanced_transactions"))
         for transaction_id, total, entries in await cur.fetchall():
-            problems.append(
-                f"transaction {transaction_id}: {entries} entries summing to {format_micros(total)}"
-            )
+            # The ledger is append-only: a transaction's entries never change, so its text is its key.
+            text = f"transaction {transaction_id}: {entries} entries summing to {format_micros(total)}"
+            problems.append(Problem(text, text))
         await cur.execute(QUERIES.sql("wallet_mismatches"))
         for user_id, cached_available, cached_held, ledger_available, ledger_held in await cur.fetchall():
-            problems.append(
+            text = (
                 f"user {user_id}: cached available {format_micros(cached_available)} / held "
                 f"{format_micros(cached_held)}, ledger says {format_micros(ledger_available)} / "
                 f"{format_micros(ledger_held)}"
             )
+            key = (
+                f"user {user_id}: available off by {cached_available - ledger_available}, held off by "
+                f"{cached_held - ledger_held}, negative {cached_available < 0}/{cached_held < 0}"
+            )
+            problems.append(Problem(text, key))
         await cur.execute(QUERIES.sql("order_money_mismatches"))
         for row in await cur.fetchall():
             order_id, status, price, charged, released, l_held, l_charged, l_released = row
-            problems.append(
+            text = (
                 f"order {order_id} ({status}): price {format_micros(price)} charged {format_micros(charged)} "
                 f"released {format_micros(released)}; ledger held {format_micros(l_held)} charged "
                 f"{format_micros(l_charged)} released {format_micros(l_released)}"
             )
+            unsettled = price - charged - released if status in FINAL_STATUSES else 0
+            key = (
+                f"order {order_id}: held off by {l_held - price}, charged off by {l_charged - charged}, "
+                f"released off by {l_released - released}, final and off by {unsettled}"
+            )
+            problems.append(Problem(text, key))
         await cur.execute(QUERIES.sql("ledger_totals"))
         total_row: Any = await cur.fetchone()
         if total_row and total_row[0] != 0:
-            problems.append(f"all entries sum to {format_micros(total_row[0])}, not 0")
+            text = f"all entries sum to {format_micros(total_row[0])}, not 0"
+            problems.append(Problem(text, text))
         await cur.execute(QUERIES.sql("count_transactions"))
         count_row: Any = await cur.fetchone()
     return problems, int(count_row[0]) if count_row else 0

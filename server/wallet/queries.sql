@@ -126,6 +126,24 @@ SELECT coalesce(sum(amount_micros), 0)::bigint FROM ledger_entries;
 -- name: count_transactions()$
 SELECT count(*) FROM ledger_transactions;
 
+-- name: note_ledger_problems(digest, problem_count)^
+-- The set of problems found now; a row (the alert's time) only when it differs from the set last
+-- alerted about, or none was: raise an alert then. Concurrent runs cannot both get a row (the
+-- conflicting insert waits for the row lock and re-checks the digest).
+INSERT INTO ledger_alert_state (singleton, problems_digest, problem_count)
+VALUES (true, :digest, :problem_count)
+ON CONFLICT ON CONSTRAINT ledger_alert_state_pkey DO UPDATE
+SET problems_digest = EXCLUDED.problems_digest, problem_count = EXCLUDED.problem_count, alert_time = now()
+WHERE ledger_alert_state.problems_digest <> EXCLUDED.problems_digest
+RETURNING alert_time;
+
+-- name: last_ledger_alert()^
+SELECT alert_time FROM ledger_alert_state;
+
+-- name: clear_ledger_alert()^
+-- The ledger is clean: forget the last alert (its time, if there was one), so a new breakage alerts.
+DELETE FROM ledger_alert_state RETURNING alert_time;
+
 -- name: insert_hold_along(hold_user_id, hold_amount, hold_key, hold_reference, hold_actor, hold_debit, hold_credit)
 -- The head of one statement that holds funds and, in the same statement, runs the caller's writes
 -- (ledger.hold_with appends the caller's CTEs and final SELECT). ``hold`` has one row when the

@@ -37,6 +37,7 @@ from workers.dlq import list_dead_letters
 from workers.rpc import open_channel
 from workers.runner import Consumer, Event, Ok, Permanent, Retry
 from workers.sms import consumers as sms_consumers
+from workers.texts import render as texts_render
 from workers.texts.transport import TextMessage
 from workers.texts.transports import PermanentSmsError, TransientSmsError
 from workers.texts.twilio_transport import TwilioTransport
@@ -44,6 +45,7 @@ from workers.texts.twilio_transport import TwilioTransport
 pytestmark = pytest.mark.integration
 ANN_PHONE = "+15551230001"
 BOB_PHONE = "+15551230002"
+CY_PHONE = "+15551230003"
 ADMIN_PHONE = "+15551230009"
 CODE = re.compile(r"code is (\d{6})")
 
@@ -338,6 +340,18 @@ async def test_staff_alerts_go_to_admins_with_a_verified_phone_unless_switched_o
     ]
 
 
+async def keyed_order(shop: Shop, who: dict[str, str], link: str) -> dict[str, Any]:
+    """An order placed with a new API key of the user's, sent and completed."""
+    key = (await shop.http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=who)).json()
+    keyed = {"Authorization": f"Bearer {key['secret']}"}
+    order: dict[str, Any] = (
+        await shop.order(keyed, serviceId=shop.service_id("2"), link=link, quantity=1000)
+    ).json()
+    await shop.submit(order["id"])
+    await shop.settle(order["id"], who)
+    return order
+
+
 async def test_order_texts_only_for_users_who_opted_in_and_api_orders_off_by_default(
     shop: Shop, accounts: Any, pool: Pool, worker_settings: Settings, twilio: FakeTwilio
 ) -> None:
@@ -356,17 +370,15 @@ async def test_order_texts_only_for_users_who_opted_in_and_api_orders_off_by_def
         done = await wait_for_text(twilio, ANN_PHONE, f"order #{order['id']}")
         assert done.body.startswith(f"smm: order #{order['id']} (")
         assert done.body.endswith("is complete. Charged 0.325 USD.")
-        # Orders placed with an API key text nobody unless the user asks for that too.
-        key = (await shop.http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=ann)).json()
-        keyed = {"Authorization": f"Bearer {key['secret']}"}
-        quiet = (await shop.order(keyed, serviceId=likes, link="https://x.com/api", quantity=1000)).json()
-        await shop.submit(quiet["id"])
-        await shop.settle(quiet["id"], ann)
-        await opt_in(shop.http, ann, sms={"order_finished": True}, api_order_sms=True)
-        loud = (await shop.order(keyed, serviceId=likes, link="https://x.com/api2", quantity=1000)).json()
-        await shop.submit(loud["id"])
-        await shop.settle(loud["id"], ann)
-        await wait_for_text(twilio, ANN_PHONE, f"order #{loud['id']}")
+        # Orders placed with an API key text nobody unless the user asks for that too. (Cy asks
+        # from the start: turning it on for Ann here would race the worker, which reads the
+        # preference when it handles her earlier order's event.)
+        cy = await shop.user("cy@example.com", "20.00")
+        await verified_phone(shop.http, accounts, cy, CY_PHONE)
+        await opt_in(shop.http, cy, sms={"order_finished": True}, api_order_sms=True)
+        quiet = await keyed_order(shop, ann, "https://x.com/api")
+        loud = await keyed_order(shop, cy, "https://x.com/api2")
+        await wait_for_text(twilio, CY_PHONE, f"order #{loud['id']}")
     assert twilio.texts_to(BOB_PHONE) == []
     assert not [t for t in twilio.texts_to(ANN_PHONE) if f"order #{quiet['id']} " in t.body]
     history = await shop.http.get(
@@ -523,6 +535,48 @@ async def test_a_refused_text_is_dead_lettered_with_the_reason_by_the_running_wo
     assert "21211" in letter.reason
     assert "not a valid phone number" in letter.reason
     assert await rows(pool, "SELECT status FROM sms_messages") == [("failed",)]
+
+
+async def test_a_text_that_cannot_be_rendered_is_recorded_failed_and_dead_lettered_at_once(
+    http: httpx.AsyncClient,
+    worker_settings: Settings,
+    pool: Pool,
+    twilio: FakeTwilio,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A render error is deterministic (here the worker predates a template the server plans, as
+    in a rolling deploy: ``LookupError``; ``RENDER_ERRORS`` as for email): the running worker records
+    the text failed with the error and dead-letters the event on its first delivery, never retrying
+    it, and nothing reaches Twilio."""
+    monkeypatch.setattr(
+        texts_render, "TEMPLATES", tuple(t for t in texts_render.TEMPLATES if t != "phone_verification")
+    )
+    ann = bearer((await register(http))["token"])
+    async with running_worker(worker_settings, "sms"):
+        added = await http.post("/api/v1/dashboard/profile/phone", json={"phone": ANN_PHONE}, headers=ann)
+        assert added.status_code == 200, added.text
+        nc = await connect(worker_settings.nats_url, name="tests-sms-render")
+        try:
+            letters: list[Any] = []
+
+            async def dead_lettered() -> bool:
+                letters[:] = await list_dead_letters(
+                    nc, Namespace(worker_settings.nats_namespace), durable="sms-phone-codes"
+                )
+                return bool(letters)
+
+            await eventually(dead_lettered)
+        finally:
+            await nc.close()
+    [letter] = letters
+    assert letter.subject == "smm.accounts.sms.requested"
+    assert letter.deliveries == 1  # terminated on the first delivery, not after max_deliver
+    assert "cannot be rendered" in letter.reason
+    assert "LookupError" in letter.reason
+    assert twilio.requests == []
+    [(status, error, sid)] = await rows(pool, "SELECT status, error, transport_message_id FROM sms_messages")
+    assert (status, sid) == ("failed", "")
+    assert "no text message template 'phone_verification'" in error
 
 
 async def _an_api_key_security_text(

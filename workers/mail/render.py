@@ -127,7 +127,14 @@ class MissingParameterError(jinja2.UndefinedError):
 # ``ValueError``), a broken template (``jinja2.TemplateError``). Each depends only on the message,
 # the templates and the settings, so the same attempt fails the same way: workers never retry them.
 # (The messages never hold a link's query: ``UnsafeURLError`` cuts it off.)
+# The text renderer (``workers/texts/render.py``) raises the same kinds, so the SMS worker treats
+# them the same way, with this tuple and ``render_error``.
 RENDER_ERRORS: tuple[type[Exception], ...] = (jinja2.TemplateError, LookupError, ValueError, TypeError)
+
+
+def render_error(exc: Exception) -> str:
+    """How a render error is recorded on its message and named in the dead letter's reason."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)
