@@ -7,7 +7,7 @@ from typing import Any
 
 from server.accounts.errors import DOMAIN
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.logic import ROLES, is_email_address
+from server.accounts.logic import ANONYMISED_DOMAIN, ROLES, is_email_address
 from server.accounts.repo import AccountsRepo, UserRow
 from server.common import audit
 from server.common.db import Pool
@@ -70,7 +70,7 @@ class UserAdmin:
 
     async def delete(self, user_id: int) -> UserRow:
         anonymous = {
-            "email": f"deleted-{user_id}@deleted.invalid",
+            "email": f"deleted-{user_id}@{ANONYMISED_DOMAIN}",
             "name": "",
             "status": "deleted",
             "password_hash": "!",  # matches no password
@@ -92,12 +92,10 @@ class UserAdmin:
                 await self._repo.revoke_all_sessions(conn, user_id)
                 await self._repo.revoke_all_api_keys(conn, user_id)
             if updated.status != "active" or updated.email.lower() != current.email.lower():
-                # A reset link must not outlive a suspension (to work after a reactivation) nor
-                # the address it was mailed to.
-                await self._repo.void_reset_links(conn, user_id)
-            if updated.email.lower() != current.email.lower():
-                # Confirming a change the user asked for earlier would overwrite what staff set.
-                await self._repo.drop_pending_email_change(conn, user_id)
+                # A reset link or an address change asked for earlier must not outlive a suspension
+                # (to work after a reactivation) nor the address it was mailed to; confirming the
+                # change would also overwrite an address staff set.
+                await self._repo.void_mailed_links(conn, user_id)
             await audit.record(
                 conn, action, target=f"user:{user_id}", before=_visible(current), after=_visible(updated)
             )

@@ -101,7 +101,8 @@ class AccountEmails:
                 raise invalid_link()
             await self._repo.update_password_hash(conn, user.id, new_hash)
             await self._repo.revoke_all_sessions(conn, user.id)
-            await self._repo.void_reset_links(conn, user.id)  # the others mailed before this one
+            # The other reset links mailed before this one, and a pending address change.
+            await self._repo.void_mailed_links(conn, user.id)
             # The link reached this inbox, which proves the address as a verification link would.
             await self._repo.mark_email_verified(conn, user.id, used.email)
             await audit.record(conn, "auth.password_reset", actor=f"user:{user.id}", target=f"user:{user.id}")
@@ -124,7 +125,7 @@ class AccountEmails:
             if confirmed is None:  # the address changed since, or the account is no longer active
                 raise invalid_link()
             if used.purpose == "change_email":
-                await self._repo.void_reset_links(conn, used.user_id)  # they went to the old inbox
+                await self._repo.void_mailed_links(conn, used.user_id)  # they went to the old inbox
             await audit.record(
                 conn,
                 action,

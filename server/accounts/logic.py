@@ -33,6 +33,9 @@ ROLES = ("user", "support", "admin")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 MAX_EMAIL = 320
+# Deleting an account anonymises its address to deleted-<id>@ANONYMISED_DOMAIN (admin.py). No one
+# may hold such an address: whoever registered deleted-<id>@ first made account <id> undeletable.
+ANONYMISED_DOMAIN = "deleted.invalid"
 
 
 async def request_email(conn: object, user_id: int, kind: accounts_pb.AccountEmailKind.ValueType) -> None:
@@ -52,8 +55,13 @@ class SignedIn:
 
 
 def is_email_address(email: str) -> bool:
-    """The one rule for an address, wherever it is set: it must also fit users_email_check."""
-    return len(email) <= MAX_EMAIL and EMAIL_PATTERN.match(email) is not None
+    """The one rule for an address, wherever it is set: it must also fit users_email_check, and
+    the domain deleted accounts are given is not for the living."""
+    return (
+        len(email) <= MAX_EMAIL
+        and EMAIL_PATTERN.match(email) is not None
+        and email.rpartition("@")[2].lower() != ANONYMISED_DOMAIN
+    )
 
 
 def validate_registration(email: str, password: str, name: str) -> None:
@@ -241,8 +249,9 @@ class Profiles:
             await self._repo.update_password_hash(conn, user_id, new_hash)
             # Whoever else held a session (or a stolen one) is out; this device gets a new one.
             await self._repo.revoke_all_sessions(conn, user_id)
-            # So is whoever holds a reset link mailed before: it would undo this change.
-            await self._repo.void_reset_links(conn, user_id)
+            # So is whoever holds a reset link mailed before, or a pending address change (asked for
+            # with the old password, perhaps by whoever is being locked out): either would undo this.
+            await self._repo.void_mailed_links(conn, user_id)
             await audit.record(conn, "auth.password_changed", target=f"user:{user_id}")
             await security.security_changed(conn, user_id, security.PASSWORD_CHANGED)
             return await self._accounts.open_session(conn, user, client_ip, user_agent)

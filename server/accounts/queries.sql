@@ -163,7 +163,8 @@ WHERE id = :id AND pending_email <> '' AND lower(pending_email) = lower(:email) 
 RETURNING email;
 
 -- name: drop_pending_email(id)!
--- Staff set the address: a change the user had asked for (and its link) no longer applies.
+-- A new password, a new status or an address staff set: a change the user had asked for (and its
+-- link, invalidated beside it) no longer applies.
 UPDATE users SET pending_email = '', update_time = now() WHERE id = :id AND pending_email <> '';
 
 -- name: set_pending_email(id, email)!

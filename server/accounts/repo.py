@@ -320,14 +320,13 @@ class AccountsRepo:
         )
         return expire_time
 
-    async def drop_pending_email_change(self, conn: Conn, user_id: int) -> None:
-        """The user's own pending address change, and its link, end when staff set the address."""
+    async def void_mailed_links(self, conn: Conn, user_id: int) -> None:
+        """Unused password-reset links, and the user's pending address change with its link, die
+        with the password, address or status they were asked for: a change link confirmed after a
+        new password, a suspension or an address staff set would undo it."""
+        await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose="reset_password")
         await QUERIES.execute(conn, "drop_pending_email", id=user_id)
         await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose="change_email")
-
-    async def void_reset_links(self, conn: Conn, user_id: int) -> None:
-        """Unused password-reset links die with the password, address or status they were sent for."""
-        await QUERIES.execute(conn, "invalidate_account_tokens", user_id=user_id, purpose="reset_password")
 
     async def use_account_token(self, conn: Conn, token_hash: bytes, purposes: list[str]) -> UsedToken | None:
         return await QUERIES.one(

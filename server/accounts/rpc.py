@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
 from server.accounts.admin import UserAdmin
 from server.accounts.apikeys import ApiKeys, IssuedKey
 from server.accounts.emails import AccountEmails
+from server.accounts.errors import DOMAIN
 from server.accounts.logic import AccountsLogic, Profiles, SignedIn
 from server.accounts.phones import Phones
 from server.accounts.repo import ApiKeyRow, ProfileRow, SessionRow, UserRow
@@ -74,6 +77,18 @@ def issued(result: IssuedKey) -> pb.CreateApiKeyResponse:
 
 
 PROFILE_FIELDS = frozenset({"name", "timezone", "notification_preferences"})
+
+
+def preferences_to_dict(preferences: struct_pb2.Struct) -> dict[str, Any]:
+    """The map as JSON values. A number JSON cannot carry (1e999 arrives as Infinity, a gRPC caller
+    may send NaN) is the caller's mistake: protobuf refuses to render it, and PostgreSQL's jsonb
+    could not store it either."""
+    try:
+        return json_format.MessageToDict(preferences)
+    except ValueError:
+        raise InvalidArgument.for_field(
+            "profile.notification_preferences", "numbers must be finite", domain=DOMAIN
+        ) from None
 
 
 def profile_to_proto(row: ProfileRow) -> pb.Profile:
@@ -204,7 +219,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         changes: dict[str, object] = {}
         for path in paths:
             if path == "notification_preferences":
-                changes[path] = json_format.MessageToDict(request.profile.notification_preferences)
+                changes[path] = preferences_to_dict(request.profile.notification_preferences)
             else:
                 changes[path] = getattr(request.profile, path)
         return profile_to_proto(await self._profiles.update_profile(auth.principal(), changes))

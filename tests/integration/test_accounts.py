@@ -447,3 +447,64 @@ async def test_an_allow_list_is_bounded_and_deduplicated(http: httpx.AsyncClient
     secret = created.json()["secret"]
     for _ in range(2):  # uncached, then from the key cache with its parsed networks
         assert (await http.get("/api/v1/auth/me", headers=bearer(secret))).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["change", "reset"])
+async def test_a_new_password_ends_a_pending_email_change(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, how: str
+) -> None:
+    """Someone holding the password (and a session) asked to move the address to their inbox; the
+    owner changes or resets the password to lock them out, but their change link still moved the
+    address, and with it every later reset link."""
+    email = f"ann-{how}@example.com"
+    ann = await register(http, email)
+    user_id = ann["user"]["id"]
+    asked = await http.post(
+        "/api/v1/auth/email/change",
+        json={"newEmail": f"thief-{how}@example.com", "password": PASSWORD},
+        headers=bearer(ann["token"]),
+    )
+    assert asked.status_code == 200, asked.text
+    change = await account_link(grpc_server, user_id, pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL)
+    if how == "change":
+        done = await http.post(
+            "/api/v1/auth/password",
+            json={"currentPassword": PASSWORD, "newPassword": "the owner's new password"},
+            headers=bearer(ann["token"]),
+        )
+        token = done.json()["token"]
+    else:
+        done = await reset(http, await account_link(grpc_server, user_id), "the owner's new password")
+        login = {"email": email, "password": "the owner's new password"}
+        token = (await http.post("/api/v1/auth/login", json=login)).json()["token"]
+    assert done.status_code == 200, done.text
+    assert_error(
+        await http.post("/api/v1/auth/email/verify", json={"token": change}),
+        400,
+        "FAILED_PRECONDITION",
+        "INVALID_LINK",
+    )
+    me = (await http.get("/api/v1/auth/me", headers=bearer(token))).json()
+    assert (me["email"], me.get("pendingEmail", "")) == (email, "")
+
+
+async def test_notification_preferences_with_a_number_json_cannot_carry_are_a_field_error(
+    http: httpx.AsyncClient,
+) -> None:
+    """1e999 is valid JSON that no double holds: it became Infinity, which protobuf cannot render
+    back into a map, and the call answered 500."""
+    token = (await register(http))["token"]
+    for body in (
+        b'{"notificationPreferences": {"theme": 1e999}}',
+        b'{"notificationPreferences": {"x": [-1e400]}}',
+    ):
+        response = await http.patch(
+            "/api/v1/dashboard/profile",
+            content=body,
+            headers={**bearer(token), "Content-Type": "application/json"},
+        )
+        error = assert_error(response, 400, "INVALID_ARGUMENT")
+        [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+        assert [v["field"] for v in bad_request["fieldViolations"]] == ["profile.notification_preferences"]
+    profile = (await http.get("/api/v1/dashboard/profile", headers=bearer(token))).json()
+    assert profile["notificationPreferences"] == {}

@@ -208,3 +208,67 @@ async def test_an_address_staff_set_ends_the_users_own_pending_change(
     )
     me = (await http.get("/api/v1/auth/me", headers=bearer(ann["token"]))).json()
     assert (me["email"], me.get("pendingEmail", "")) == ("ann.staff@example.com", "")
+
+
+async def test_a_suspension_ends_the_users_pending_email_change(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    """A change link mailed before a suspension came back to life with the reactivation: whoever
+    asked for it (a thief with the password, the reason for the suspension) took the address."""
+    admin = await admin_token(http, grpc_server, settings)
+    ann = await register(http, "ann@example.com")
+    ann_id = ann["user"]["id"]
+    asked = await http.post(
+        "/api/v1/auth/email/change",
+        json={"newEmail": "thief@example.com", "password": PASSWORD},
+        headers=bearer(ann["token"]),
+    )
+    assert asked.status_code == 200, asked.text
+    change = await account_link(grpc_server, ann_id, pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL)
+    for action in ("suspend", "reactivate"):
+        changed = await http.post(f"/api/v1/admin/users/{ann_id}/{action}", json={}, headers=bearer(admin))
+        assert changed.status_code == 200, changed.text
+    assert changed.json()["email"] == "ann@example.com"
+    assert changed.json().get("pendingEmail", "") == ""
+    assert_error(
+        await http.post("/api/v1/auth/email/verify", json={"token": change}),
+        400,
+        "FAILED_PRECONDITION",
+        "INVALID_LINK",
+    )
+    user = (await http.get(f"/api/v1/admin/users/{ann_id}", headers=bearer(admin))).json()
+    assert (user["email"], user.get("pendingEmail", "")) == ("ann@example.com", "")
+
+
+async def test_no_address_can_stand_in_the_way_of_deleting_an_account(
+    http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object
+) -> None:
+    """Deleting anonymises the address to deleted-<id>@deleted.invalid; anyone could register that
+    address first and so make the account impossible to delete (409 EMAIL_TAKEN)."""
+    admin = await admin_token(http, grpc_server, settings)
+    ann_id = (await register(http, "ann@example.com"))["user"]["id"]
+    squatter = await http.post(
+        "/api/v1/auth/register",
+        json={"email": f"deleted-{ann_id}@Deleted.Invalid", "password": PASSWORD},
+    )
+    deleted = await http.delete(f"/api/v1/admin/users/{ann_id}", headers=bearer(admin))
+    assert deleted.status_code == 200, deleted.text
+    assert (deleted.json()["email"], deleted.json()["status"]) == (
+        f"deleted-{ann_id}@deleted.invalid",
+        "deleted",
+    )
+    assert_error(squatter, 400, "INVALID_ARGUMENT")
+    # Nor can a living account be moved there, by its owner or by staff.
+    bob = await register(http, "bob@example.com")
+    moved = await http.post(
+        "/api/v1/auth/email/change",
+        json={"newEmail": "someone@deleted.invalid", "password": PASSWORD},
+        headers=bearer(bob["token"]),
+    )
+    assert_error(moved, 400, "INVALID_ARGUMENT")
+    staff_set = await http.patch(
+        f"/api/v1/admin/users/{bob['user']['id']}",
+        json={"email": "someone@deleted.invalid"},
+        headers=bearer(admin),
+    )
+    assert_error(staff_set, 400, "INVALID_ARGUMENT")
