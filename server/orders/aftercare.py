@@ -1,12 +1,14 @@
 """After an order went out: refills and cancels, asked of the provider and tracked.
 
 A refill is possible on a completed order of a refill service within its window, one at a time;
-its status (pending, in progress, completed, rejected) is polled like orders. A cancel is at once
+its status (pending, in progress, completed, rejected) is polled like orders (a provider disabled or
+not answering is asked again later; one that does not know the refill ends it). A cancel is at once
 for an order not yet sent (full release); for one with a provider it is asked upstream where the
-service allows it, and the provider's confirmation, seen by the poller or a webhook, settles and
-releases exactly once through the same path as every final status. A drip-feed smm sends itself
-cancels by not sending its remaining runs: the runs already out finish, then the order ends with
-the rest released. Its runs are separate upstream orders, so it has no refill.
+service allows it (refused, "try again", when the call certainly never left), and the provider's
+confirmation, seen by the poller or a webhook, settles and releases exactly once through the same
+path as every final status. A drip-feed smm sends itself cancels by not sending its remaining
+runs: the runs already out finish, then the order ends with the rest released. Its runs are
+separate upstream orders, so it has no refill.
 """
 
 from __future__ import annotations
@@ -127,12 +129,16 @@ class Aftercare:
             by_provider.setdefault(refill.provider_id, []).append(refill)
         changed = 0
         for provider_id, refills in by_provider.items():
+            # A provider disabled, or not answering usefully, is asked again later (as for orders):
+            # left due, its refills would come first on every tick, ahead of every other refill.
             adapter = await self._clients.adapter_for(provider_id)
             if adapter is None:
+                await self._postpone(refills, 300)
                 continue
             with about_orders([r.order_id for r in refills]):
                 reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
             if not isinstance(reply, Accepted):
+                await self._postpone(refills, 60)
                 continue
             for refill in refills:
                 found = reply.value.get(refill.upstream_refill_id)
@@ -154,6 +160,12 @@ class Aftercare:
                         await add_event(conn, REFILL_COMPLETED, done)
                 changed += status != refill.status
         return changed
+
+    async def _postpone(self, refills: list[RefillRow], seconds: int) -> None:
+        async with self._pool.connection() as conn:
+            await QUERIES.execute(
+                conn, "postpone_refill_polls", ids=[r.id for r in refills], next_poll_s=seconds
+            )
 
     async def cancel(self, user_id: int | None, order_id: int) -> OrderRow:
         order = await self._own(user_id, order_id)
@@ -203,6 +215,10 @@ class Aftercare:
             state, message = "rejected", refused.message if isinstance(refused, Rejected) else "refused"
         elif isinstance(reply, Rejected):
             state, message = "rejected", reply.message
+        elif not reply.sent:
+            # Nothing left smm (circuit open, connection refused): there is no cancel to wait for,
+            # and recording one would make the user's next cancel a no-op while the order runs on.
+            raise not_cancellable("The order's provider cannot be reached now; try again in a moment")
         else:
             # The cancel may have reached the provider: polling shows the outcome either way.
             state, message = "requested", f"the provider's answer is unknown ({reply.reason})"

@@ -302,6 +302,11 @@ SET status = :status, message = :message, update_time = now(),
     next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + make_interval(secs => :next_poll_s) END
 WHERE id = :id;
 
+-- name: postpone_refill_polls(ids, next_poll_s)!
+-- Refills whose provider is disabled or did not answer usefully: asked about again later.
+UPDATE order_refills SET next_poll_time = now() + make_interval(secs => :next_poll_s)
+WHERE id = ANY(:ids) AND status IN ('pending', 'in_progress');
+
 -- name: set_cancel_state(id, cancel_state, cancel_message)!
 UPDATE orders SET cancel_state = :cancel_state, cancel_message = :cancel_message, update_time = now(),
                   next_poll_time = CASE WHEN :cancel_state = 'requested' THEN now() + interval '5 seconds'

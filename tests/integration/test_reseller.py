@@ -603,3 +603,79 @@ async def test_a_refill_never_stays_open_without_a_way_to_end(
     assert blocked == {"error": "A refill of this order is already in progress"}
     await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
     assert set(await call(shop.http, key, action="refill", order=done)) == {"refill"}
+
+
+async def test_a_refill_the_provider_no_longer_knows_ends_rejected(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    """Asked about one refill, a provider answers one it does not know in the single form's canonical
+    way, a top-level ``{"error": "Refill not found"}`` (PROTOCOL.md 3.5). The poller dropped that
+    answer as it drops a provider that did not answer: the refill stayed "Pending" for ever, asked
+    about on every tick, and refused every later refill of the order."""
+    key, user = await reseller_key(shop, "cat@example.com", "10.00")
+    done = await _completed_with_refill(shop, key, user, "https://x.com/forgotten")
+    first = await call(shop.http, key, action="refill", order=done)
+    async with pool.connection() as conn:  # the provider lost it (purged, or restored from a backup)
+        await conn.execute(
+            "UPDATE order_refills SET upstream_refill_id = '987654', next_poll_time = now() WHERE id = %s",
+            (int(first["refill"]),),
+        )
+    asked = await demo_provider.requests("refill_status")
+    await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+    assert await demo_provider.requests("refill_status") == asked + 1
+    assert await call(shop.http, key, action="refill_status", refill=first["refill"]) == {
+        "status": "Rejected"
+    }
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT status, message, next_poll_time FROM order_refills WHERE id = %s",
+                (int(first["refill"]),),
+            )
+        ).fetchone()
+    assert row == ("rejected", "Refill not found", None)
+    again = await call(shop.http, key, action="refill", order=done)
+    assert set(again) == {"refill"}
+    assert again["refill"] != first["refill"]
+
+
+async def test_a_refill_whose_provider_did_not_answer_waits_its_turn(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    """A refill whose provider did not answer (or is disabled) kept its place at the head of the
+    line: asked about again on every tick, ahead of the rest, so once a tick's batch was full of
+    them no other refill was ever polled. It is asked again later, as an order is."""
+    key, user = await reseller_key(shop, "dan@example.com", "10.00")
+    first = await call(
+        shop.http,
+        key,
+        action="refill",
+        order=await _completed_with_refill(shop, key, user, "https://x.com/r1"),
+    )
+    second = await call(
+        shop.http,
+        key,
+        action="refill",
+        order=await _completed_with_refill(shop, key, user, "https://x.com/r2"),
+    )
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE order_refills SET next_poll_time = now() - interval '1 minute' WHERE id = %s",
+            (int(first["refill"]),),
+        )
+        await conn.execute(
+            "UPDATE order_refills SET next_poll_time = now() WHERE id = %s", (int(second["refill"]),)
+        )
+    await demo_provider.fault("http500", count=3, actions=["refill_status"])  # every try of one read
+    one_at_a_time = opb.PollOrdersRequest(limit=1)
+    await shop.orders.PollOrders(one_at_a_time, metadata=system_metadata())  # the first: no answer
+    await shop.orders.PollOrders(one_at_a_time, metadata=system_metadata())  # the second's turn
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT id, status, next_poll_time > now() + interval '30 seconds' FROM order_refills"
+            " WHERE id = ANY(%s)",
+            ([int(first["refill"]), int(second["refill"])],),
+        )
+        rows = {int(r[0]): (r[1], r[2]) for r in await cursor.fetchall()}
+    assert rows[int(second["refill"])][0] in ("in_progress", "completed")
+    assert rows[int(first["refill"])] == ("pending", True)  # asked again in a minute

@@ -184,12 +184,16 @@ class StandardAdapter:
         async def one(batch: list[str]) -> Reply[dict[str, RefillState | Rejected]]:
             if len(batch) == 1:
                 only = batch[0]
-                return await self._call(
+                reply = await self._call(
                     "refill_status",
                     {"refill": only},
                     lambda data: {only: parse_refill_status(data)},
                     read=True,
                 )
+                # The single form answers a refill it does not know at the top level,
+                # {"error": "Refill not found"} (PROTOCOL.md 3.5): that refill's own answer, as an
+                # entry's error is in the list form, never a refusal of the call.
+                return Accepted({only: reply}) if isinstance(reply, Rejected) else reply
             return await self._call(
                 "refill_status",
                 {"refills": ",".join(batch)},

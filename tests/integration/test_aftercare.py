@@ -1,0 +1,74 @@
+"""Customer cancels end to end, with money, against a demo provider whose orders stay Pending
+upstream for a minute: a cancel always finds them running there, so its outcome is the cancel's
+alone, not a race with the order finishing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from server.common.db import Pool
+from tests.fix_demo import TEST_CONFIG, DemoHandle, start_demo
+from tests.fix_shop import Shop
+from tests.integration.test_edge_http import assert_error
+from tests.integration.test_reseller import call, reseller_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def demo_provider() -> AsyncIterator[DemoHandle]:
+    """The demo provider of ``shop`` here: its orders take a minute per step."""
+    handle = await start_demo(replace(TEST_CONFIG, step_s=60.0))
+    yield handle
+    await handle.stop()
+
+
+async def _circuit(pool: Pool, phase: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE provider_health SET circuit_phase = %s, circuit_failures = 0,"
+            " circuit_opened_time = CASE WHEN %s = 'open' THEN now() END",
+            (phase, phase),
+        )
+
+
+async def test_a_cancel_that_never_left_smm_is_not_taken_as_requested(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """With the provider's circuit open the cancel never left smm (``Unknown(sent=False)``), yet it
+    was recorded as "requested": the reseller was told ``"cancel": "1"``, and every later cancel
+    returned at once without asking the provider, so the order ran on and was charged in full."""
+    key, ann = await reseller_key(shop, "ann@example.com", "5.00")
+    order_id = (
+        await call(
+            shop.http, key, action="add", service=shop.service_id("1"), link="https://x.com/k", quantity=1000
+        )
+    )["order"]
+    await shop.submit(str(order_id))
+    url = f"/api/v1/dashboard/orders/{order_id}/cancel"
+
+    await _circuit(pool, "open")
+    refused = await shop.http.post(url, json={}, headers=ann)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "ORDER_NOT_CANCELLABLE")
+    assert await call(shop.http, key, action="cancel", order=order_id) == {
+        "error": "The order's provider cannot be reached now; try again in a moment"
+    }
+    assert await demo_provider.requests("cancel") == 0
+    seen = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=ann)).json()
+    assert (seen["status"], seen["cancelState"]) == ("ORDER_STATUS_IN_PROGRESS", "")
+
+    await _circuit(pool, "closed")
+    assert await call(shop.http, key, action="cancel", order=order_id) == {"cancel": "1"}
+    assert await demo_provider.requests("cancel") == 1
+    done = await shop.settle(str(order_id), ann)
+    assert (done["status"], done["price"], done["charged"], done["released"]) == (
+        "ORDER_STATUS_CANCELED",
+        "1.17",
+        "0.00",
+        "1.17",
+    )
+    assert await shop.balance(ann) == ("5.00", "0.00")
+    assert (await shop.verify()).ok
