@@ -48,7 +48,9 @@ def client_ip(request: Request, ctx: EdgeContext) -> str:
     trusted proxy that could not tell who its client was, so the nearest address we can still
     vouch for is that proxy's: never text from the request, and not an address a client can pick.
     """
-    peer = str(request.conn_info.client_ip) if request.conn_info else ""
+    raw_peer = str(request.conn_info.client_ip) if request.conn_info else ""
+    peer_address = _address(raw_peer)
+    peer = str(peer_address) if peer_address is not None else raw_peer
     if not ctx.trusted_proxies or not _trusted(peer, ctx):
         return peer
     lines: list[str] = request.headers.getall("x-forwarded-for", [])
@@ -65,10 +67,15 @@ def client_ip(request: Request, ctx: EdgeContext) -> str:
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, IPv4-mapped IPv6 (``::ffff:a.b.c.d``, what a dual-stack listener sees of an
+    IPv4 peer) as the IPv4 address it is: one spelling for proxy lists, allow-lists and buckets."""
     try:
-        return ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _in_proxies(address: ipaddress.IPv4Address | ipaddress.IPv6Address, ctx: EdgeContext) -> bool:

@@ -278,6 +278,11 @@ async def test_oversized_url_or_headers_is_431_not_body_too_large(
         ("127.0.0.1", ["203.0.113.7", "198.51.100.66:4711"], "127.0.0.1"),
         ("127.0.0.1", ["203.0.113.7, <script>, 10.0.0.2"], "10.0.0.2"),
         ("127.0.0.1", ["2001:DB8::1"], "2001:db8::1"),  # one spelling per address (per-IP buckets)
+        # A dual-stack listener ([::]) sees IPv4 peers as IPv4-mapped IPv6: still the IPv4 address,
+        # for the proxy list, key allow-lists and per-IP buckets alike.
+        ("::ffff:127.0.0.1", ["203.0.113.7"], "203.0.113.7"),
+        ("::ffff:198.51.100.9", [], "198.51.100.9"),
+        ("127.0.0.1", ["::ffff:203.0.113.7, ::ffff:10.0.0.2"], "203.0.113.7"),
     ],
 )
 def test_client_ip_reads_every_forwarded_line_and_never_returns_a_non_address(
