@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # Headers on every event message.
 MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication
 EVENT_ID = "Smm-Event-Id"  # the outbox event id; the worker's RPC uses it as request_id
+# On a re-driven dead letter (``smm dlq replay``): the one durable that handles it; every other
+# durable on the subject handled the event the first time and settles the copy untouched.
+REPLAY_FOR = "Smm-Replay-For"
 # Headers on dead letters.
 DLQ_REASON = "Smm-Dlq-Reason"
 DLQ_DELIVERIES = "Smm-Dlq-Deliveries"

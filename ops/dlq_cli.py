@@ -10,7 +10,7 @@ import nats
 
 from core.config import Settings
 from core.events import Namespace
-from workers.dlq import dead_letter_at, dead_letters, replay
+from workers.dlq import DeadLetter, DurableGone, dead_letter_at, dead_letters, replay
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -45,23 +45,32 @@ async def run_dlq(settings: Settings, args: argparse.Namespace) -> int:
             if not shown:
                 print("no dead letters")
             return 0
-        replayed, missing = 0, []
+        replayed, missing, orphaned = 0, [], []
+
+        async def replay_one(letter: DeadLetter) -> None:
+            nonlocal replayed
+            try:
+                await replay(nc, ns, letter)
+            except DurableGone:
+                orphaned.append(letter.sequence)
+                return
+            replayed += 1
+
         if args.sequences:  # looked up one by one: however many letters come before them
             for sequence in sorted(set(args.sequences)):
                 found = await dead_letter_at(nc, ns, sequence)
                 if found is None or (args.durable and found.durable != args.durable):
                     missing.append(sequence)
                     continue
-                await replay(nc, ns, found)
-                replayed += 1
+                await replay_one(found)
         else:
             async for letter in dead_letters(nc, ns, durable=args.durable):
-                await replay(nc, ns, letter)
-                replayed += 1
+                await replay_one(letter)
         print(f"replayed {replayed} dead letter(s)")
         if missing:
             print(f"not found: {', '.join(map(str, missing))}", file=sys.stderr)
-            return 1
-        return 0
+        if orphaned:
+            print(f"kept, their consumer no longer exists: {', '.join(map(str, orphaned))}", file=sys.stderr)
+        return 1 if missing or orphaned else 0
     finally:
         await nc.drain()

@@ -1,8 +1,11 @@
 """Dead letters: list them and re-drive them (``smm dlq list`` / ``smm dlq replay``).
 
 A replayed message goes back to its original subject with its original event id (so the RPC
-stays idempotent) and a fresh ``Nats-Msg-Id`` (so JetStream does not drop it as a duplicate);
-the dead letter is then deleted.
+stays idempotent), a fresh ``Nats-Msg-Id`` (so JetStream does not drop it as a duplicate) and
+``Smm-Replay-For`` = the durable that dead-lettered it: only that durable handles it again, the
+others on the subject (which handled the event the first time) ack it untouched. A letter whose
+durable no longer exists is refused (``DurableGone``), since its replay would reach no one; the
+dead letter is deleted once its replay is published.
 """
 
 from __future__ import annotations
@@ -13,7 +16,21 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from core.events import DLQ_DELIVERIES, DLQ_DURABLE, DLQ_REASON, DLQ_SUBJECT, EVENT_ID, MSG_ID, Namespace
+from core.events import (
+    DLQ_DELIVERIES,
+    DLQ_DURABLE,
+    DLQ_REASON,
+    DLQ_SUBJECT,
+    EVENT_ID,
+    MSG_ID,
+    REPLAY_FOR,
+    Namespace,
+    stream_for,
+)
+
+
+class DurableGone(LookupError):
+    """The durable a dead letter names does not exist (renamed, removed): nothing would handle it."""
 
 
 @dataclass(frozen=True)
@@ -72,9 +89,16 @@ async def dead_letter_at(nc: NATS, ns: Namespace, sequence: int) -> DeadLetter |
 
 async def replay(nc: NATS, ns: Namespace, letter: DeadLetter) -> None:
     js = nc.jetstream()
-    dropped = {DLQ_REASON, DLQ_DELIVERIES, DLQ_SUBJECT, DLQ_DURABLE, MSG_ID}
+    dropped = {DLQ_REASON, DLQ_DELIVERIES, DLQ_SUBJECT, DLQ_DURABLE, MSG_ID, REPLAY_FOR}
     headers = {k: v for k, v in letter.headers.items() if k not in dropped}
     headers[MSG_ID] = f"{letter.event_id}:replay:{letter.sequence}"
     headers[EVENT_ID] = letter.event_id
+    if letter.durable:  # a letter built by hand without one goes to every durable on the subject
+        stream = ns.stream(stream_for(letter.subject).name)
+        try:
+            await js.consumer_info(stream, ns.durable(letter.durable))
+        except NotFoundError:
+            raise DurableGone(letter.durable) from None
+        headers[REPLAY_FOR] = letter.durable
     await js.publish(ns.subject(letter.subject), letter.payload, headers=headers)
     await js.delete_msg(ns.stream("DLQ"), letter.sequence)

@@ -4,7 +4,8 @@ Each consumer's ``handle(event, progress) -> Outcome`` turns an event into an RP
 went: ``Ok`` acks, ``Retry(delay)`` naks with that delay, ``Permanent(reason)`` terms. A message
 that failed ``max_deliver`` times, or permanently, is copied to ``smm.dlq.<durable>`` with the
 reason and the delivery count in headers before it is termed (Dramatiq's ``throws``), so nothing
-is dropped silently. ``smm dlq replay`` re-drives it later.
+is dropped silently. ``smm dlq replay`` re-drives it later, for that durable only: the copy carries
+``Smm-Replay-For``, and every other durable on the subject acks it without calling its handler.
 
 A sequential consumer (concurrency 1) fetches one message at a time, so no message waits in hand
 while its ack deadline runs out; and while a handler runs, a heartbeat tells JetStream the message
@@ -27,6 +28,7 @@ import grpc
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
 from core.events import (
@@ -36,6 +38,7 @@ from core.events import (
     DLQ_SUBJECT,
     EVENT_ID,
     MSG_ID,
+    REPLAY_FOR,
     Durable,
     Namespace,
     ensure_durable,
@@ -142,9 +145,10 @@ class Runner:
                     messages = await subscription.fetch(wanted, timeout=1.0)
                 except (NatsTimeout, TimeoutError):  # nothing to do within the wait: poll again
                     continue
-                except Exception as exc:  # NATS reconnecting: wait, do not crash the worker
+                except Exception as exc:  # NATS reconnecting, or back without its store
                     log.warning("fetch failed for %s: %s", durable.name, type(exc).__name__)
                     await asyncio.sleep(1.0)
+                    await self._declare_if_lost(durable)
                     continue
                 for message in messages:
                     if consumer.concurrency == 1:
@@ -157,6 +161,25 @@ class Runner:
             if in_flight:  # drain: every message in hand is finished (acked or naked) first
                 await asyncio.gather(*in_flight, return_exceptions=True)
             await subscription.unsubscribe()
+
+    async def _declare_if_lost(self, durable: Durable) -> None:
+        """Declare the durable (and the streams) again when NATS no longer has it: a server back
+        with a new, empty store, or a stream recreated. The relay declares the streams again after
+        any failure, but nothing else brings a worker's durable back, and every fetch would fail."""
+        try:
+            await self._js.consumer_info(self._ns.stream(durable.stream), self._ns.durable(durable.name))
+            return
+        except NotFoundError:
+            pass
+        except Exception:  # NATS still away: the next fetch says so
+            return
+        try:
+            await ensure_streams(self._js, self._ns)
+            await ensure_durable(self._js, self._ns, durable)
+        except Exception as exc:
+            log.warning("could not declare %s again: %s", durable.name, type(exc).__name__)
+            return
+        log.warning("declared %s again: NATS had lost it", durable.name)
 
     async def _process(self, consumer: Consumer, message: Msg) -> None:
         durable = consumer.durable
@@ -177,11 +200,16 @@ class Runner:
             span.set_attribute("messaging.delivery", delivery)
             heartbeat = asyncio.create_task(_heartbeat(message, durable), name=f"heartbeat-{durable.name}")
             try:
-                try:
-                    outcome = await consumer.handle(event, message.in_progress)
-                except Exception as exc:  # a handler bug must not kill the loop; retry, then dead-letter
-                    log.exception("handler for %s failed", durable.name)
-                    outcome = Retry(f"{type(exc).__name__}: {exc}"[:500])
+                replay_for = headers.get(REPLAY_FOR)
+                if replay_for and replay_for != durable.name:
+                    # A dead letter re-driven for another durable: this one handled the event.
+                    outcome: Outcome = Ok()
+                else:
+                    try:
+                        outcome = await consumer.handle(event, message.in_progress)
+                    except Exception as exc:  # a handler bug must not kill the loop; retry, then dead-letter
+                        log.exception("handler for %s failed", durable.name)
+                        outcome = Retry(f"{type(exc).__name__}: {exc}"[:500])
                 span.set_attribute("smm.outcome", type(outcome).__name__)
                 try:
                     await self._settle(durable, message, event, outcome)

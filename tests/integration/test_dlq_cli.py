@@ -15,7 +15,10 @@ from core.events import (
     DLQ_SUBJECT,
     EVENT_ID,
     MSG_ID,
+    REPLAY_FOR,
+    Durable,
     Namespace,
+    ensure_durable,
     ensure_streams,
 )
 from ops.dlq_cli import run_dlq
@@ -49,6 +52,8 @@ async def test_list_and_replay_reach_every_dead_letter(
     ns = Namespace("dlqcli")
     js = nc.jetstream()
     await ensure_streams(js, ns)
+    for name in ("analytics", "email-orders"):  # a replay is for the durable that dead-lettered it
+        await ensure_durable(js, ns, Durable(name, "CATALOG", "smm.catalog.>"))
     local = settings.model_copy(update={"nats_namespace": ns.prefix})
     sequences = [await _dead_letter(nc, ns, n) for n in range(LETTERS)]
 
@@ -72,7 +77,8 @@ async def test_list_and_replay_reach_every_dead_letter(
     assert f"not found: {10**9}" in captured.err
     assert await dead_letter_at(nc, ns, late) is None
     replayed = await js.get_last_msg(ns.stream("CATALOG"), ns.subject("smm.catalog.category.changed"))
-    assert (replayed.data, dict(replayed.headers or {})[EVENT_ID]) == (b"1003", "e1003")
+    headers = dict(replayed.headers or {})
+    assert (replayed.data, headers[EVENT_ID], headers[REPLAY_FOR]) == (b"1003", "e1003", "email-orders")
 
     # All the rest of one consumer's, then everything left.
     assert await run_dlq(local, _args("replay", durable="analytics")) == 0
@@ -83,3 +89,24 @@ async def test_list_and_replay_reach_every_dead_letter(
     assert capsys.readouterr().out == "no dead letters\n"
     catalog = await js.stream_info(ns.stream("CATALOG"))
     assert catalog.state.messages == LETTERS
+
+
+async def test_a_letter_whose_consumer_is_gone_is_kept_not_replayed(
+    settings: Settings, nc: NATS, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replay goes to the durable that dead-lettered the event only; one renamed or removed since
+    would never see it, so the letter stays for the operator instead of vanishing."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    await ensure_durable(js, ns, Durable("analytics", "CATALOG", "smm.catalog.>"))
+    kept = await _dead_letter(nc, ns, 1)  # email-orders: no such consumer here
+    sent = await _dead_letter(nc, ns, 2)  # analytics
+    assert await run_dlq(settings, _args("replay")) == 1
+    captured = capsys.readouterr()
+    assert "replayed 1 dead letter(s)" in captured.out
+    assert f"kept, their consumer no longer exists: {kept}" in captured.err
+    assert await dead_letter_at(nc, ns, sent) is None
+    letter = await dead_letter_at(nc, ns, kept)
+    assert letter is not None
+    assert letter.durable == "email-orders"

@@ -10,6 +10,8 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 from smm.v1 import system_service_pb2 as spb
@@ -24,7 +26,7 @@ from server.main import ServerHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from workers.dlq import list_dead_letters, replay
-from workers.runner import Consumer, Event, Ok, Outcome, Progress, Retry, Runner
+from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, Runner
 from workers.scheduler import Scheduler
 
 pytestmark = pytest.mark.integration
@@ -192,6 +194,77 @@ async def test_retry_then_dead_letter_then_replay(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_replay_re_drives_only_the_durable_that_dead_lettered_it(
+    settings: Settings, nc: NATS
+) -> None:
+    """A replayed dead letter went back on its subject for every durable there: one worker's
+    failure re-ran the event in all the others, which had handled it (analytics dead-letters an
+    `email.requested`, its replay made the email worker mint and send a second reset link; an
+    `order.created` dead-lettered by `email-orders` came back to dispatch). Only the durable named
+    in the letter handles the replay; the others settle it untouched."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    handled: list[tuple[str, str, int]] = []
+    broken = [True]
+
+    async def healthy(event: Event, progress: Progress) -> Outcome:
+        handled.append(("test-healthy", event.id, event.delivery))
+        return Ok()
+
+    async def failing(event: Event, progress: Progress) -> Outcome:
+        handled.append(("test-failing", event.id, event.delivery))
+        return Permanent("upstream refused") if broken[0] else Ok()
+
+    good = Durable("test-healthy", "CATALOG", "smm.catalog.>")
+    bad = Durable("test-failing", "CATALOG", "smm.catalog.>")
+    runner = Runner(nc, ns, [Consumer(good, healthy), Consumer(bad, failing)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: _durables_exist(js, ns, good, bad))
+        await js.publish(
+            ns.subject("smm.catalog.category.changed"), b"", headers={MSG_ID: "r1", EVENT_ID: "r1"}
+        )
+        letters = []
+
+        async def dead_lettered() -> bool:
+            letters[:] = await list_dead_letters(nc, ns)
+            return len(letters) == 1
+
+        await eventually(dead_lettered)
+        [letter] = letters
+        assert letter.durable == "test-failing"
+        broken[0] = False
+        await replay(nc, ns, letter)
+        # Both durables have taken the replayed copy (stream sequence 2) and settled it.
+        await eventually(lambda: _settled_up_to(js, ns, bad, 2))
+        await eventually(lambda: _settled_up_to(js, ns, good, 2))
+        assert sorted(handled) == [
+            ("test-failing", "r1", 1),
+            ("test-failing", "r1", 1),
+            ("test-healthy", "r1", 1),
+        ]
+        assert await list_dead_letters(nc, ns) == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _durables_exist(js: JetStreamContext, ns: Namespace, *durables: Durable) -> bool:
+    try:
+        for durable in durables:
+            await js.consumer_info(ns.stream(durable.stream), ns.durable(durable.name))
+    except NotFoundError:
+        return False
+    return True
+
+
+async def _settled_up_to(js: JetStreamContext, ns: Namespace, durable: Durable, sequence: int) -> bool:
+    info = await js.consumer_info(ns.stream(durable.stream), ns.durable(durable.name))
+    return bool(info.delivered.stream_seq == sequence and info.num_ack_pending == 0 and info.num_pending == 0)
 
 
 async def test_a_concurrent_consumer_handles_messages_side_by_side_and_drains_on_stop(

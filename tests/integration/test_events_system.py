@@ -218,3 +218,55 @@ async def _settled(js: JetStreamContext, ns: Namespace, durable: Durable) -> boo
     """Both messages delivered and acknowledged: nothing waits, nothing is in hand."""
     info = await js.consumer_info(ns.stream(durable.stream), ns.durable(durable.name))
     return bool(info.num_pending == 0 and info.num_ack_pending == 0 and info.ack_floor.stream_seq == 2)
+
+
+async def test_a_worker_declares_its_durable_again_when_nats_comes_back_without_its_store(
+    tmp_path: Path,
+) -> None:
+    """docs/DEPLOYMENT.md: a lost NATS store loses nothing, unpublished rows are re-published. The
+    relay declares the streams again after any failure, but a running worker declared its durable
+    only at start: against the new, empty store every fetch failed (no responders) for ever, and no
+    event was handled until someone restarted every worker."""
+    nats = start_nats(tmp_path / "nats", free_port())
+    nc = await connect(nats.url, name="tests-lost-store")
+    ns = Namespace("loststore")
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    handled: list[str] = []
+
+    async def handler(event: Event, progress: Progress) -> Outcome:
+        handled.append(event.id)
+        return Ok()
+
+    durable = Durable("test-lost-store", "CATALOG", "smm.catalog.>")
+    subject = ns.subject("smm.catalog.service.changed")
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(nc, ns, [Consumer(durable, handler)]).run(stop))
+    try:
+        await js.publish(subject, b"", headers={MSG_ID: "before", EVENT_ID: "before"})
+        await eventually(lambda: _is(_count(handled), 1))
+        nats.stop()
+        nats = start_nats(tmp_path / "nats-new-volume", nats.port)  # same address, empty store
+        await eventually(lambda: _is(_connected(nc), True), 30)
+        await eventually(lambda: _declared(js, ns), 30)  # as the relay does once it can publish again
+        await js.publish(subject, b"", headers={MSG_ID: "after", EVENT_ID: "after"})
+        await eventually(lambda: _is(_count(handled), 2), 15)
+        assert handled == ["before", "after"]
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 20)
+        await nc.close()
+        nats.stop()
+
+
+async def _declared(js: JetStreamContext, ns: Namespace) -> bool:
+    try:
+        await ensure_streams(js, ns)
+    except Exception:  # JetStream still starting on the new server
+        return False
+    return True
+
+
+async def _count(items: list[str]) -> int:
+    return len(items)
