@@ -11,9 +11,9 @@ from decimal import Decimal
 import psycopg
 from smm.v1 import events_pb2
 
-from server.catalog.errors import DOMAIN, service_not_found
+from server.catalog.errors import DOMAIN, price_below_cost, service_not_found
 from server.catalog.logic import CATEGORY_CHANGED, SERVICE_CHANGED
-from server.catalog.pricing import PricingRule, Rules
+from server.catalog.pricing import PricingRule, Rules, below_cost
 from server.catalog.repo import QUERIES, Conn, PostgresCatalogRepo, ServiceRow
 from server.common import audit
 from server.common.db import Pool, map_db_errors
@@ -25,7 +25,7 @@ from server.common.errors import (
     NotFound,
     collect,
 )
-from server.common.money import MAX_MICROS, MICROS, convert_micros, format_micros, mul_div_round
+from server.common.money import MAX_MICROS, MICROS, convert_micros, mul_div_round
 from server.common.outbox import add_event
 from server.common.search import contains_pattern, search_id
 from server.common.upstream_id import MAX_ID_CHARS, canonical_upstream_id
@@ -325,16 +325,9 @@ class CatalogAdmin:
                     domain=DOMAIN,
                 )
             cost = convert_micros(pending, view.admin.pending_exchange_rate or Decimal(1))
-            if view.admin.manual_price and view.service.rate_micros < cost:
+            if view.admin.manual_price and below_cost(view.service.rate_micros, cost):
                 # The hand-set price stays: accepting would put the service back on sale at a loss.
-                rate, new_cost = format_micros(view.service.rate_micros), format_micros(cost)
-                raise FailedPrecondition(
-                    f"the hand-set price {rate} is below the provider's new cost {new_cost}: "
-                    "set a price that covers it first",
-                    reason="PRICE_BELOW_COST",
-                    domain=DOMAIN,
-                    metadata={"rate": rate, "cost": new_cost},
-                )
+                raise price_below_cost(view.service.rate_micros, cost)
             await QUERIES.execute(conn, "accept_pending_price", id=service_id, cost_micros=cost)
             if not view.admin.manual_price:
                 rules = Rules(await self._repo.pricing_rules(conn))
@@ -378,10 +371,17 @@ class CatalogAdmin:
                 rows = await QUERIES.all(conn, "lock_services_by_id", PricedService, ids=unique)
                 rules = Rules(await self._repo.pricing_rules(conn))
                 changes = []
+                losing: list[tuple[int, int, int]] = []
                 for row in rows:
                     new_rate, manual = _bulk_rate(row, action, rate_micros, percent_bps, rules)
+                    if manual and below_cost(new_rate, row.cost_micros):
+                        assert row.cost_micros is not None
+                        losing.append((row.id, new_rate, row.cost_micros))
                     if (new_rate, manual) != (row.rate_micros, row.manual_price):
                         changes.append({"id": row.id, "rate_micros": new_rate, "manual_price": manual})
+                if losing:  # all or nothing: staff see which services the price would not cover
+                    _, rate, cost = losing[0]
+                    raise price_below_cost(rate, cost, service_ids=[i for i, _, _ in losing])
                 await QUERIES.execute_many(conn, "set_service_rate", changes)
                 updated = len(changes)
             await audit.record(

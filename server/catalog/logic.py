@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 
 from smm.v1 import events_pb2
 
-from server.catalog.errors import DOMAIN, category_not_found, service_not_found
+from server.catalog.errors import DOMAIN, category_not_found, price_below_cost, service_not_found
+from server.catalog.pricing import below_cost
 from server.catalog.repo import CatalogRepo, CategoryRow, ServiceFields, ServicePosition, ServiceRow
 from server.common import idempotency
 from server.common.db import Pool
@@ -60,8 +61,9 @@ def validate_service(fields: ServiceFields) -> None:
         violations.append(FieldViolation("service.min_quantity", "must be at least 1"))
     if not fields.min_quantity <= fields.max_quantity <= MAX_QUANTITY:
         violations.append(FieldViolation("service.max_quantity", "must be at least min_quantity"))
-    if fields.refill_days < 0 or fields.refill_days > 3650:
-        violations.append(FieldViolation("service.refill_days", "must be between 0 and 3650"))
+    # Refill on needs a window: with 0 days every refill is already too late.
+    if fields.refill and not 1 <= fields.refill_days <= 3650:
+        violations.append(FieldViolation("service.refill_days", "must be 1 to 3650 when refill is on"))
     if fields.refill_days and not fields.refill:
         violations.append(FieldViolation("service.refill_days", "must be 0 when refill is off"))
     collect(violations, domain=DOMAIN)
@@ -165,9 +167,14 @@ class CatalogLogic:
             )
             merged = replace(fields, **changes)  # type: ignore[arg-type]
             validate_service(merged)
+            manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros
+            if manual:
+                cost = await self._repo.service_cost(conn, service_id)
+                if below_cost(merged.rate_micros, cost):
+                    assert cost is not None
+                    raise price_below_cost(merged.rate_micros, cost)
             await self._repo.update_service(conn, service_id, merged)
             edited = sorted(ADMIN_EDITABLE[k] for k in changes if k in ADMIN_EDITABLE)
-            manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros
             if edited or manual:
                 await self._repo.mark_admin_edits(conn, service_id, edited, manual)
             if "enabled" in changes:

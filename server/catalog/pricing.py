@@ -50,3 +50,9 @@ def price_for(cost_micros: int, rule: PricingRule | None) -> int:
         return cost_micros
     exact_bps = cost_micros * (BPS + rule.markup_bps) + rule.fixed_micros * BPS
     return round_up_to(exact_bps, rule.round_to_micros * BPS) // BPS
+
+
+def below_cost(rate_micros: int, cost_micros: int | None) -> bool:
+    """Whether a price set by hand would sell under the provider's known cost (never allowed: the
+    rules price at or above it, and a cost rising above a hand-set price quarantines)."""
+    return cost_micros is not None and rate_micros < cost_micros

@@ -120,6 +120,10 @@ WHERE id = :id;
 -- Staff set whether the service is on sale: a return upstream no longer enables it.
 UPDATE services SET disabled_by_sync = false WHERE id = :id AND disabled_by_sync;
 
+-- name: get_service_cost(id)$
+-- What the provider charges per 1000, in the panel's currency (NULL: not linked, or not synced yet).
+SELECT cost_micros FROM services WHERE id = :id;
+
 -- name: mark_admin_edits(id, fields, manual_price)!
 -- Fields staff edited by hand are kept from then on: a sync never overwrites them.
 UPDATE services

@@ -139,6 +139,7 @@ class CatalogRepo(Protocol):
         self, conn: Conn, service_id: int, fields: list[str], manual_price: bool
     ) -> None: ...
     async def clear_disabled_by_sync(self, conn: Conn, service_id: int) -> None: ...
+    async def service_cost(self, conn: Conn, service_id: int) -> int | None: ...
 
 
 class PostgresCatalogRepo:
@@ -214,6 +215,10 @@ class PostgresCatalogRepo:
 
     async def clear_disabled_by_sync(self, conn: Conn, service_id: int) -> None:
         await QUERIES.execute(conn, "clear_disabled_by_sync", id=service_id)
+
+    async def service_cost(self, conn: Conn, service_id: int) -> int | None:
+        cost = await QUERIES.scalar(conn, "get_service_cost", id=service_id)
+        return None if cost is None else int(cost)
 
     # ------------------------------------------------------------------ provider sync (importer)
 

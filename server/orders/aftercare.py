@@ -129,9 +129,10 @@ class Aftercare:
             by_provider.setdefault(refill.provider_id, []).append(refill)
         changed = 0
         for provider_id, refills in by_provider.items():
-            # A provider disabled, or not answering usefully, is asked again later (as for orders):
-            # left due, its refills would come first on every tick, ahead of every other refill.
-            adapter = await self._clients.adapter_for(provider_id)
+            # A disabled provider is still asked about refills already out (as about orders). A
+            # deleted one, or one not answering usefully, is asked again later: left due, its
+            # refills would come first on every tick, ahead of every other refill.
+            adapter = await self._clients.adapter_for(provider_id, open_orders=True)
             if adapter is None:
                 await self._postpone(refills, 300)
                 continue

@@ -213,7 +213,7 @@ class DripFeed:
         return len(due), changed
 
     async def _poll_provider(self, provider_id: int, runs: list[DueRun]) -> int:
-        adapter = await self._clients.adapter_for(provider_id)
+        adapter = await self._clients.adapter_for(provider_id, open_orders=True)
         if adapter is None:
             await self._postpone(runs, 300)
             return 0

@@ -137,7 +137,7 @@ class Tracker:
         return len(due), sum(counts)
 
     async def _poll_provider(self, provider_id: int, orders: list[DueOrder]) -> int:
-        adapter = await self._clients.adapter_for(provider_id)
+        adapter = await self._clients.adapter_for(provider_id, open_orders=True)
         ids = [o.id for o in orders]
         if adapter is None:
             await self._postpone(ids, 300)

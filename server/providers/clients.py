@@ -78,10 +78,15 @@ class ProviderClients:
     def encrypt_key(self, api_key: str) -> str:
         return self._box.encrypt(api_key, context=KEY_CONTEXT)
 
-    async def adapter_for(self, provider_id: int) -> ProviderAdapter | None:
-        """The adapter of an enabled provider, or None (disabled, deleted or unknown)."""
+    async def adapter_for(self, provider_id: int, *, open_orders: bool = False) -> ProviderAdapter | None:
+        """The adapter of an enabled provider, or None (disabled, deleted or unknown).
+
+        ``open_orders``: for following orders already at the provider (their statuses). A disabled
+        provider answers those too: disabling stops selling its services and sending it orders, and
+        its open orders must still reach their end (and their money be settled or released), or it
+        could never be deleted. A deleted provider has no open orders (deleting waits for them)."""
         row = await self._row(provider_id)
-        if row is None or row.status != "enabled":
+        if row is None or row.status not in (("enabled", "disabled") if open_orders else ("enabled",)):
             return None
         return self.adapter(row)
 

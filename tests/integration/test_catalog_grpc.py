@@ -251,3 +251,58 @@ async def test_pricing_rule_round_to_above_1000_is_a_field_violation(channel: gr
         metadata=system_metadata(),
     )
     assert updated.round_to == "1000"
+
+
+def field_violations(exc: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details if d.Is(error_details_pb2.BadRequest.DESCRIPTOR))
+    return [v.field for v in bad.field_violations]
+
+
+async def test_a_refill_service_needs_a_refill_window(channel: grpc.aio.Channel) -> None:
+    """Refill on with refill_days 0 was accepted: a refill may be asked for 0 days after completion,
+    so every refill of every order of the service was refused ("Order not eligible for refill.")
+    while the catalog advertised refill."""
+    stub = pb_grpc.CatalogServiceStub(channel)
+    category, service = await make_catalog(stub)
+    for call in (
+        stub.CreateService(
+            pb.CreateServiceRequest(
+                service=pb.Service(
+                    name="Refill for ever?",
+                    type=pb.SERVICE_TYPE_DEFAULT,
+                    category_id=category.id,
+                    rate="1",
+                    min_quantity=10,
+                    max_quantity=100,
+                    refill=True,
+                    enabled=True,
+                )
+            ),
+            metadata=system_metadata(),
+        ),
+        stub.UpdateService(
+            pb.UpdateServiceRequest(
+                service=pb.Service(id=service.id, refill_days=0),
+                update_mask=field_mask_pb2.FieldMask(paths=["refill_days"]),
+            ),
+            metadata=system_metadata(),
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(caught.value) == ["service.refill_days"]
+    kept = await stub.GetService(pb.GetServiceRequest(id=service.id), metadata=anonymous_metadata())
+    assert (kept.refill, kept.refill_days) == (True, 30)
+    # Refill off with no window, or on with one, is fine.
+    off = await stub.UpdateService(
+        pb.UpdateServiceRequest(
+            service=pb.Service(id=service.id, refill=False, refill_days=0),
+            update_mask=field_mask_pb2.FieldMask(paths=["refill", "refill_days"]),
+        ),
+        metadata=system_metadata(),
+    )
+    assert (off.refill, off.refill_days) == (False, 0)

@@ -509,3 +509,24 @@ async def test_a_run_a_cheaper_fallback_takes_records_that_fallback_s_terms_on_t
     assert len(await demo_provider.orders()) == 2
     assert await shop.balance(ann) == ("8.83", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_disabled_providers_runs_already_out_still_finish(shop: Shop, pool: Pool) -> None:
+    """Runs already at a provider staff disable are followed to their end; the runs not yet sent
+    are not sent (the provider takes nothing new) and their share goes back to the customer."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/off", quantity=100, runs=2, interval=30)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])  # run 1 goes out
+    provider_id = shop.provider_id  # type: ignore[attr-defined]
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{provider_id}", json={"enabled": False}, headers=shop.admin
+    )
+    assert disabled.status_code == 200, disabled.text
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert [r[:2] for r in await runs_of(pool, order["id"])] == [(1, "completed"), (2, "failed")]
+    assert done["status"] == "ORDER_STATUS_PARTIAL"
+    assert (Decimal(done["charged"]), Decimal(done["released"])) == (price / 2, price / 2)
+    assert await shop.balance(ann) == (str(Decimal("10.00") - price / 2), "0.00")
+    assert (await shop.verify()).ok

@@ -849,6 +849,52 @@ async def test_a_provider_with_open_orders_cannot_be_deleted(shop: Shop, pool: P
     assert deleted.json()["status"] == "deleted"
 
 
+async def test_a_disabled_providers_open_orders_still_finish_and_settle(shop: Shop, pool: Pool) -> None:
+    """Deleting a provider with open orders says "disable it and let them finish first", but a
+    disabled provider's orders were never asked about again: they stayed in progress with the
+    customer's money held until staff enabled the provider again (and so could never delete it).
+    Disabling stops selling and sending; the orders already there are still followed to their end."""
+    ann = await shop.user("ann@example.com", "5.00")
+    # A completed order with a refill out at the provider, and an order in progress.
+    refilled = (
+        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/r", quantity=100)
+    ).json()
+    await shop.submit(refilled["id"])
+    await ready_to_poll(pool)
+    await shop.settle(refilled["id"], ann)
+    refill = await shop.http.post(f"/api/v1/dashboard/orders/{refilled['id']}/refill", json={}, headers=ann)
+    assert refill.status_code == 200, refill.text
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/open", quantity=1000)
+    ).json()
+    await shop.submit(order["id"])
+    provider_id = shop.provider_id  # type: ignore[attr-defined]
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{provider_id}", json={"enabled": False}, headers=shop.admin
+    )
+    assert (disabled.status_code, disabled.json()["status"]) == (200, "disabled")
+    refused = await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/new", quantity=1000)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "SERVICE_NOT_ON_SALE")  # nothing new is sold
+
+    await ready_to_poll(pool)
+    done = await shop.settle(order["id"], ann, timeout_s=5)
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_COMPLETED", "0.325", "0.00")
+    assert await shop.balance(ann) == ("4.558", "0.00")  # 5.00 - 0.117 - 0.325
+    for _ in range(50):  # the refill is followed to its end too
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE order_refills SET next_poll_time = now()")
+        await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT status FROM order_refills")
+            if (await cursor.fetchone()) == ("completed",):
+                break
+    else:
+        raise AssertionError("the refill was never asked about")
+    assert (await shop.verify()).ok
+    deleted = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
+    assert deleted.json()["status"] == "deleted"
+
+
 async def test_a_service_can_refuse_a_second_active_order_for_the_same_link(shop: Shop) -> None:
     ann = await shop.user("ann@example.com", "5.00")
     likes = shop.service_id("2")

@@ -768,6 +768,50 @@ async def test_a_staff_created_service_linked_to_a_provider_keeps_what_staff_set
     assert (accepted.json()["quarantined"], accepted.json()["service"]["rate"]) == (False, "3.50")
 
 
+async def test_a_price_set_by_hand_below_the_providers_cost_is_refused(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """A hand-set price under what the provider charges was accepted and sold: every order lost the
+    difference, and no sync noticed (it quarantines only when the provider's cost changes). A price
+    set by hand must cover the service's known cost, as accepting a new cost already requires."""
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    services = await admin_services(http, admin)
+    followers, likes = services["1"], services["2"]  # costs 0.90 and 0.25, priced 1.17 and 0.325
+    route = f"/api/v1/admin/services/{followers['service']['id']}"
+
+    below = await http.patch(route, json={"rate": "0.50"}, headers=admin)
+    error = assert_error(below, 400, "FAILED_PRECONDITION", "PRICE_BELOW_COST")
+    [info] = [d for d in error["details"] if d.get("reason") == "PRICE_BELOW_COST"]
+    assert info["metadata"] == {"rate": "0.50", "cost": "0.90"}
+    ids = [followers["service"]["id"], likes["service"]["id"]]
+    set_rate = await http.post(
+        "/api/v1/admin/services/bulk", json={"serviceIds": ids, "action": "set_rate", "rate": "0.50"},
+        headers=admin,
+    )  # fmt: skip
+    error = assert_error(set_rate, 400, "FAILED_PRECONDITION", "PRICE_BELOW_COST")
+    [info] = [d for d in error["details"] if d.get("reason") == "PRICE_BELOW_COST"]
+    assert info["metadata"] == {"rate": "0.50", "cost": "0.90", "service_ids": followers["service"]["id"]}
+    cut = await http.post(
+        "/api/v1/admin/services/bulk", json={"serviceIds": ids, "action": "adjust_rate", "percent": "-50"},
+        headers=admin,
+    )  # fmt: skip
+    error = assert_error(cut, 400, "FAILED_PRECONDITION", "PRICE_BELOW_COST")
+    [info] = [d for d in error["details"] if d.get("reason") == "PRICE_BELOW_COST"]
+    # 1.17 - 50 % = 0.585 < 0.90 and 0.325 - 50 % = 0.1625 < 0.25: both named, the first's figures.
+    assert info["metadata"] == {"rate": "0.585", "cost": "0.90", "service_ids": ",".join(ids)}
+    after = await admin_services(http, admin)  # nothing changed, not even the services that fit
+    assert [(after[u]["service"]["rate"], after[u]["manualPrice"]) for u in ("1", "2")] == [
+        ("1.17", False),
+        ("0.325", False),
+    ]
+    assert (await public_services(http))["Instagram Followers [Refill 30 days]"]["rate"] == "1.17"
+
+    at_cost = await http.patch(route, json={"rate": "0.90"}, headers=admin)  # at cost is allowed
+    assert at_cost.status_code == 200, at_cost.text
+    assert at_cost.json()["rate"] == "0.90"
+
+
 async def test_upstream_ids_staff_type_are_stored_as_the_provider_lists_them(
     http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
 ) -> None:
