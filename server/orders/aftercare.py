@@ -182,15 +182,20 @@ class Aftercare:
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
                 assert locked is not None
-                # Remembered on the order: a run out at this moment that comes back unsent is
-                # canceled too, not sent later (DripFeed._canceled_meanwhile).
-                await QUERIES.execute(
-                    conn, "set_cancel_state", id=order_id, cancel_state="requested", cancel_message=""
-                )
-                await self._dripfeed.cancel_remaining(
-                    conn, locked, "canceled: the remaining runs are not sent"
-                )
-            return await self._own(None, order_id)
+                # The order may have ended since it was read: then it is answered as it is now.
+                stopping = locked.status in (states.PENDING, states.IN_PROGRESS)
+                if stopping:
+                    # Remembered on the order: a run out at this moment that comes back unsent is
+                    # canceled too, not sent later (DripFeed._canceled_meanwhile).
+                    await QUERIES.execute(
+                        conn, "set_cancel_state", id=order_id, cancel_state="requested", cancel_message=""
+                    )
+                    await self._dripfeed.cancel_remaining(
+                        conn, locked, "canceled: the remaining runs are not sent"
+                    )
+            order = await self._own(None if stopping else user_id, order_id)
+            if stopping:
+                return order
         if order.status in states.FINAL:
             raise not_cancellable(
                 "Order is already completed"

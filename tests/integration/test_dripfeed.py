@@ -180,6 +180,30 @@ async def test_a_cancel_stops_the_remaining_runs_and_releases_their_share(
     assert (await shop.verify()).ok
 
 
+async def test_a_cancel_that_meets_the_order_finished_under_its_lock_says_so(shop: Shop, pool: Pool) -> None:
+    """The order ends between the cancel's first read and its row lock: the cancel must see the
+    locked row's status, not mark a finished order "cancel requested" and answer success."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/late", quantity=100, runs=3, interval=60)
+    await shop.submit(order["id"])
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            # Stands in for the poller finishing the order: the row is taken first, then committed.
+            await conn.execute("UPDATE orders SET status = 'completed' WHERE id = %s", (int(order["id"]),))
+            cancel = asyncio.create_task(
+                shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+            )
+            await asyncio.sleep(0.5)  # the cancel has read "in progress" and waits on the row
+            assert not cancel.done()
+        answer = await cancel
+        cursor = await conn.execute("SELECT cancel_state FROM orders WHERE id = %s", (int(order["id"]),))
+        assert await cursor.fetchone() == ("",)
+    assert_error(answer, 400, "FAILED_PRECONDITION", "ORDER_NOT_CANCELLABLE")
+    assert answer.json()["error"]["message"] == "Order is already completed"
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "scheduled", "scheduled"]
+
+
 async def test_a_run_whose_answer_is_lost_waits_for_staff_and_is_never_sent_twice(
     shop: Shop, demo_provider: DemoHandle, pool: Pool
 ) -> None:
