@@ -17,7 +17,7 @@ from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
-from tests.integration.test_providers import add_provider, run_sync
+from tests.integration.test_providers import add_provider, euro_provider, run_sync
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.usefixtures("shop")
@@ -504,13 +504,7 @@ async def test_a_run_a_cheaper_fallback_takes_records_that_fallback_s_terms_on_t
 ) -> None:
     """The first run's provider becomes the order's, and the order kept the primary's rate,
     currency and exchange rate when a fallback took that run: staff read the wrong cost."""
-    euro = await demo_provider_factory(currency="EUR")
-    assert (await euro.control.put("/control/services/4", json={"rate": "0.10"})).status_code == 200
-    rate = await shop.http.post(
-        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
-    )
-    assert rate.status_code == 200, rate.text
-    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    euro, backup = await euro_provider(shop.http, shop.admin, demo_provider_factory, "4", "0.10")
     await run_sync(shop.channel, backup["id"])  # 0.20 a 1000: a run of 100 costs 0.02, under its 0.39
     seo = await offer_dripfeed(shop)
     await shop.with_fallback(seo, SEO, backup["id"])

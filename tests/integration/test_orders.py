@@ -37,7 +37,7 @@ from tests.fix_shop import Shop, ready_to_poll, shop_orders, stuck_alerts
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
-from tests.integration.test_providers import add_provider, run_sync
+from tests.integration.test_providers import add_provider, euro_provider, run_sync
 from tests.integration.test_reseller import signed
 
 pytestmark = pytest.mark.integration
@@ -1181,13 +1181,7 @@ async def test_a_service_relinked_to_another_provider_is_not_sold_on_the_old_ter
     """Relinking kept the old provider's cost, rate and currency, and the service on sale: orders
     placed before the new provider's next sync were priced on the old terms and sent to a provider
     charging four times as much, in another currency: sold below cost."""
-    euro = await demo_provider_factory(currency="EUR")
-    assert (await euro.control.put("/control/services/2", json={"rate": "0.50"})).status_code == 200
-    rate = await shop.http.post(
-        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
-    )
-    assert rate.status_code == 200, rate.text
-    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    euro, backup = await euro_provider(shop.http, shop.admin, demo_provider_factory, "2", "0.50")
     likes = shop.service_id("2")  # 0.25 USD a 1000 at the demo, sold at 0.325
     relinked = await shop.http.post(
         f"/api/v1/admin/services/{likes}/providers",
@@ -1231,13 +1225,7 @@ async def test_a_fallback_costing_more_than_the_order_is_skipped_and_the_taker_s
     """A refused order went to the fallback whatever it cost: a fallback charging 1.00 (0.50 EUR at
     2) for likes sold at 0.325 lost money on every such order, and the order kept the primary's
     rate, currency and exchange rate."""
-    euro = await demo_provider_factory(currency="EUR")
-    assert (await euro.control.put("/control/services/2", json={"rate": "0.50"})).status_code == 200
-    rate = await shop.http.post(
-        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=shop.admin
-    )
-    assert rate.status_code == 200, rate.text
-    backup = await add_provider(shop.http, shop.admin, euro, name="Euro", currency="EUR")
+    euro, backup = await euro_provider(shop.http, shop.admin, demo_provider_factory, "2", "0.50")
     await run_sync(shop.channel, backup["id"])  # smm knows what the fallback charges
     likes = shop.service_id("2")
     await shop.with_fallback(likes, "2", backup["id"])

@@ -53,6 +53,24 @@ async def add_provider(
     return provider
 
 
+async def euro_provider(
+    http: httpx.AsyncClient,
+    admin: dict[str, str],
+    demo_provider_factory: DemoFactory,
+    service: str,
+    rate: str,
+) -> tuple[DemoHandle, dict[str, Any]]:
+    """A second provider, "Euro", whose account is in EUR (at 2 USD a euro here), charging ``rate``
+    EUR a 1000 for its ``service``, not synced yet: (its demo server, the provider)."""
+    euro = await demo_provider_factory(currency="EUR")
+    assert (await euro.control.put(f"/control/services/{service}", json={"rate": rate})).status_code == 200
+    set_rate = await http.post(
+        "/api/v1/admin/exchange-rates", json={"currency": "EUR", "rate": "2"}, headers=admin
+    )
+    assert set_rate.status_code == 200, set_rate.text
+    return euro, await add_provider(http, admin, euro, name="Euro", currency="EUR")
+
+
 async def run_sync(channel: grpc.aio.Channel, provider_id: str) -> pb.SyncRun:
     """Queue and run a sync directly, as the provider-sync worker would."""
     stub = pb_grpc.ProvidersServiceStub(channel)

@@ -212,16 +212,18 @@ def signed(secret: str, body: bytes, at: int | None = None) -> dict[str, str]:
     return {"X-Smm-Signature": f"t={at},v1={digest}", "Content-Type": "application/json"}
 
 
-async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_refused(
-    shop: Shop, pool: Pool, demo_provider_factory: DemoFactory
-) -> None:
-    secret = "whsec-test-provider"
-    pushing = await demo_provider_factory(step_s=0.05)
-    provider = await add_provider(shop.http, shop.admin, pushing, name="Pushing", webhookSecret=secret)
-    assert provider["webhooksEnabled"] is True
-    assert "webhookSecret" not in provider
-    hook = f"/api/v1/webhooks/provider/{provider['id']}"
-    user = await shop.user("ann@example.com", "5.00")
+WEBHOOK_SECRET = "whsec-test-provider"
+
+
+async def pushing_provider(
+    shop: Shop, demo_provider_factory: DemoFactory, *, step_s: float
+) -> tuple[dict[str, Any], str, str]:
+    """A demo provider with a webhook secret, now the one selling "Instagram Likes": (the provider,
+    its webhook path, the service id)."""
+    pushing = await demo_provider_factory(step_s=step_s)
+    provider = await add_provider(
+        shop.http, shop.admin, pushing, name="Pushing", webhookSecret=WEBHOOK_SECRET
+    )
     likes = shop.service_id("2")
     mapped = await shop.http.post(
         f"/api/v1/admin/services/{likes}/providers",
@@ -230,6 +232,16 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
     )
     assert mapped.status_code == 200, mapped.text
     await run_sync(shop.channel, provider["id"])  # a relinked service is sold once its provider prices it
+    return provider, f"/api/v1/webhooks/provider/{provider['id']}", likes
+
+
+async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_refused(
+    shop: Shop, pool: Pool, demo_provider_factory: DemoFactory
+) -> None:
+    provider, hook, likes = await pushing_provider(shop, demo_provider_factory, step_s=0.05)
+    assert provider["webhooksEnabled"] is True
+    assert "webhookSecret" not in provider
+    user = await shop.user("ann@example.com", "5.00")
     order = (await shop.order(user, serviceId=likes, link="https://x.com/hook", quantity=1000)).json()
     sent = await shop.submit(order["id"])
     upstream_id = sent.upstream_order_id
@@ -237,13 +249,15 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
                        "charge": "0.25"}).encode()  # fmt: skip
     forged = await shop.http.post(hook, content=body, headers=signed("wrong-secret", body))
     assert_error(forged, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
-    stale = await shop.http.post(hook, content=body, headers=signed(secret, body, int(time.time()) - 3600))
+    stale = await shop.http.post(
+        hook, content=body, headers=signed(WEBHOOK_SECRET, body, int(time.time()) - 3600)
+    )
     assert_error(stale, 401, "UNAUTHENTICATED", "INVALID_SIGNATURE")
     # The same news twice at once, racing a poll: the order finishes and is settled exactly once.
     await ready_to_poll(pool)
     first, second, _ = await asyncio.gather(
-        shop.http.post(hook, content=body, headers=signed(secret, body)),
-        shop.http.post(hook, content=body, headers=signed(secret, body)),
+        shop.http.post(hook, content=body, headers=signed(WEBHOOK_SECRET, body)),
+        shop.http.post(hook, content=body, headers=signed(WEBHOOK_SECRET, body)),
         shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata()),
     )
     assert first.status_code == second.status_code == 200, first.text + second.text
@@ -257,7 +271,7 @@ async def test_signed_provider_webhooks_feed_the_poll_path_and_forged_ones_are_r
     done = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()
     assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
     no_hooks = await shop.http.post(f"/api/v1/webhooks/provider/{shop.provider_id}", content=body,  # type: ignore[attr-defined]
-                                    headers=signed(secret, body))  # fmt: skip
+                                    headers=signed(WEBHOOK_SECRET, body))  # fmt: skip
     assert_error(no_hooks, 404, "NOT_FOUND", "WEBHOOKS_OFF")
     assert (await shop.verify()).ok
 
@@ -267,19 +281,8 @@ async def test_a_webhook_names_the_order_by_the_rule_the_add_reply_was_stored_by
 ) -> None:
     """ "0023", 23.0 and " 23 " are one upstream order, and keys come in any case ("Order"), as in
     the provider's other replies; each spelling had been a 400 and the push was lost."""
-    secret = "whsec-test-provider"
-    pushing = await demo_provider_factory(step_s=60)
-    provider = await add_provider(shop.http, shop.admin, pushing, name="Pushing", webhookSecret=secret)
-    hook = f"/api/v1/webhooks/provider/{provider['id']}"
+    _, hook, likes = await pushing_provider(shop, demo_provider_factory, step_s=60)
     user = await shop.user("ann@example.com", "5.00")
-    likes = shop.service_id("2")
-    mapped = await shop.http.post(
-        f"/api/v1/admin/services/{likes}/providers",
-        headers=shop.admin,
-        json={"provider": {"providerId": provider["id"], "upstreamServiceId": "2"}},
-    )
-    assert mapped.status_code == 200, mapped.text
-    await run_sync(shop.channel, provider["id"])
     orders = [
         (await shop.order(user, serviceId=likes, link=f"https://x.com/hook{n}", quantity=1000)).json()
         for n in range(3)
@@ -292,7 +295,7 @@ async def test_a_webhook_names_the_order_by_the_rule_the_add_reply_was_stored_by
         spellings.append(spell(int(upstream_id)))
     for order, spelled in zip(orders, spellings, strict=True):
         body = json.dumps({"Order": spelled, "Status": "Completed", "Remains": "0"}).encode()
-        pushed = await shop.http.post(hook, content=body, headers=signed(secret, body))
+        pushed = await shop.http.post(hook, content=body, headers=signed(WEBHOOK_SECRET, body))
         assert pushed.status_code == 200, pushed.text
         assert pushed.json()["applied"] is True, spelled
         done = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()

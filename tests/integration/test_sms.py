@@ -510,6 +510,22 @@ async def test_transient_failures_are_retried_permanent_ones_recorded_and_redeli
     assert await rows(pool, "SELECT number FROM sms_suppressions") == [(BOB_PHONE,)]
 
 
+async def dead_letters_of(settings: Settings, durable: str) -> list[Any]:
+    """The durable's dead letters, once it has any (the worker runs meanwhile)."""
+    nc = await connect(settings.nats_url, name=f"tests-{durable}")
+    try:
+        letters: list[Any] = []
+
+        async def dead_lettered() -> bool:
+            letters[:] = await list_dead_letters(nc, Namespace(settings.nats_namespace), durable=durable)
+            return bool(letters)
+
+        await eventually(dead_lettered)
+    finally:
+        await nc.close()
+    return letters
+
+
 async def test_a_refused_text_is_dead_lettered_with_the_reason_by_the_running_worker(
     http: httpx.AsyncClient, worker_settings: Settings, pool: Pool, twilio: FakeTwilio
 ) -> None:
@@ -517,19 +533,7 @@ async def test_a_refused_text_is_dead_lettered_with_the_reason_by_the_running_wo
     bob = bearer((await register(http, "bob@example.com"))["token"])
     async with running_worker(worker_settings, "sms"):
         await http.post("/api/v1/dashboard/profile/phone", json={"phone": BOB_PHONE}, headers=bob)
-        nc = await connect(worker_settings.nats_url, name="tests-sms-dlq")
-        try:
-            letters: list[Any] = []
-
-            async def dead_lettered() -> bool:
-                letters[:] = await list_dead_letters(
-                    nc, Namespace(worker_settings.nats_namespace), durable="sms-phone-codes"
-                )
-                return bool(letters)
-
-            await eventually(dead_lettered)
-        finally:
-            await nc.close()
+        letters = await dead_letters_of(worker_settings, "sms-phone-codes")
     [letter] = letters
     assert letter.subject == "smm.accounts.sms.requested"
     assert "21211" in letter.reason
@@ -555,19 +559,7 @@ async def test_a_text_that_cannot_be_rendered_is_recorded_failed_and_dead_letter
     async with running_worker(worker_settings, "sms"):
         added = await http.post("/api/v1/dashboard/profile/phone", json={"phone": ANN_PHONE}, headers=ann)
         assert added.status_code == 200, added.text
-        nc = await connect(worker_settings.nats_url, name="tests-sms-render")
-        try:
-            letters: list[Any] = []
-
-            async def dead_lettered() -> bool:
-                letters[:] = await list_dead_letters(
-                    nc, Namespace(worker_settings.nats_namespace), durable="sms-phone-codes"
-                )
-                return bool(letters)
-
-            await eventually(dead_lettered)
-        finally:
-            await nc.close()
+        letters = await dead_letters_of(worker_settings, "sms-phone-codes")
     [letter] = letters
     assert letter.subject == "smm.accounts.sms.requested"
     assert letter.deliveries == 1  # terminated on the first delivery, not after max_deliver
