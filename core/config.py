@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # Phone verification codes: how long one works, and how many wrong tries spend it.
     phone_code_ttl_minutes: int = 10
     phone_code_max_attempts: int = 5
+    # A notification durable (email or text) created on a stream that already holds events (the
+    # worker started for the first time after the others, a release that adds one) takes only the
+    # events published within this many seconds before: nobody wants mail about last week's orders
+    # or a reset link for a request made days ago. An existing durable is never moved by it.
+    notify_start_window_s: float = Field(default=3600.0, ge=0)
 
     # Rate limits, per minute (shared by every copy through PostgreSQL).
     rate_per_ip_per_min: int = 600

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,14 @@ class Durable:
     max_deliver: int = 6
     ack_wait_s: float = 30.0
     backoff_s: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+    # Where the durable starts when it is created on a stream that already holds events (a worker
+    # started for the first time long after the others, a release that adds a durable, a durable
+    # renamed). None: every event the stream still holds (up to ``Stream.max_age_s``), for
+    # consumers that must miss nothing (dispatch) or count each event once (analytics). A number:
+    # only the events published within that many seconds before, for the ones that tell people
+    # (``SMM_NOTIFY_START_WINDOW_S``): a week-old order email or reset link is wrong. It never
+    # moves a durable that exists: that one goes on from where it is.
+    start_window_s: float | None = None
 
 
 STREAMS: tuple[Stream, ...] = (
@@ -126,15 +135,88 @@ async def ensure_streams(js: JetStreamContext, ns: Namespace) -> None:
 
 
 async def ensure_durable(js: JetStreamContext, ns: Namespace, durable: Durable) -> None:
-    config = consumer_config(ns, durable)
+    """Create the durable where its ``start_window_s`` says, or bring one that exists to today's
+    settings where it stands.
+
+    JetStream cannot change where an existing durable delivers from (it refuses the update), and
+    one that started over would deliver the stream's week again (one that started at the window
+    would skip what it had not handled yet), so an existing durable keeps its deliver policy.
+    Settings JetStream cannot change in place (an older release's ack policy) make it delete the
+    durable and create it again, resuming after the last event it had acknowledged (the few
+    acknowledged past that floor are delivered again; handlers are idempotent by event id).
+    """
+    stream = ns.stream(durable.stream)
+    name = ns.durable(durable.name)
+    existing = await _consumer_info(js, stream, name)
+    if existing is None:
+        try:
+            await js.add_consumer(stream, _starting(consumer_config(ns, durable), durable))
+            return
+        except APIError:  # another copy created it meanwhile: go on from where that one is
+            existing = await _consumer_info(js, stream, name)
+            if existing is None:
+                raise
+    wanted = consumer_config(ns, durable)
+    if _same_settings(existing.config, wanted):
+        return
+    kept = wanted.evolve(
+        deliver_policy=existing.config.deliver_policy,
+        opt_start_seq=existing.config.opt_start_seq,
+        opt_start_time=existing.config.opt_start_time,
+    )
     try:
-        await js.add_consumer(ns.stream(durable.stream), config)
-    except BadRequestError:
-        await js.delete_consumer(ns.stream(durable.stream), ns.durable(durable.name))
-        await js.add_consumer(ns.stream(durable.stream), config)
+        await js.add_consumer(stream, kept)  # an update in place
+        return
+    except APIError as exc:
+        if not _not_updatable(exc):
+            raise
+    floor = existing.ack_floor.stream_seq if existing.ack_floor else 0
+    log.warning("recreating durable %s after stream sequence %d: a setting changed", name, floor)
+    await js.delete_consumer(stream, name)
+    resumed = (
+        kept
+        if floor == 0
+        else wanted.evolve(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
+    )
+    await js.add_consumer(stream, resumed)
+
+
+def _not_updatable(exc: APIError) -> bool:
+    """JetStream's refusal to change a setting of an existing consumer in place."""
+    return isinstance(exc, BadRequestError) or (
+        exc.err_code == 10012 and "can not be updated" in (exc.description or "")
+    )
+
+
+async def _consumer_info(js: JetStreamContext, stream: str, name: str) -> api.ConsumerInfo | None:
+    try:
+        info: api.ConsumerInfo = await js.consumer_info(stream, name)
+    except NotFoundError:
+        return None
+    return info
+
+
+def _starting(config: api.ConsumerConfig, durable: Durable) -> api.ConsumerConfig:
+    if durable.start_window_s is None:
+        return config
+    since = datetime.now(UTC) - timedelta(seconds=durable.start_window_s)
+    return config.evolve(deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=since)
+
+
+def _same_settings(have: api.ConsumerConfig, want: api.ConsumerConfig) -> bool:
+    """Whether the durable already has the settings it is declared with (where it starts aside)."""
+    return (
+        have.ack_policy == want.ack_policy
+        and have.filter_subject == want.filter_subject
+        and have.ack_wait == want.ack_wait
+        and have.max_deliver == want.max_deliver
+        and have.max_ack_pending == want.max_ack_pending
+    )
 
 
 def consumer_config(ns: Namespace, durable: Durable) -> api.ConsumerConfig:
+    """The durable's settings, starting at the first event the stream holds (``ensure_durable``
+    starts a new one at its window)."""
     return api.ConsumerConfig(
         durable_name=ns.durable(durable.name),
         filter_subject=ns.subject(durable.filter_subject),

@@ -22,7 +22,7 @@ from core.events import Durable
 from workers.mail.render import RENDER_ERRORS, render, render_error
 from workers.mail.transport import Transport
 from workers.mail.transports import IdempotencyConflictError, PermanentMailError, TransientMailError
-from workers.notify import brand_from, transport_from
+from workers.notify import brand_from, notifying, transport_from
 from workers.notify import consumers as notification_consumers
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
@@ -93,4 +93,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             return Permanent(f"the transport refused the account email: {exc}")
         return Ok()
 
-    return [Consumer(ACCOUNT_EMAILS, handle), *notification_consumers(rpc, settings, carrier)]
+    return [
+        Consumer(notifying(ACCOUNT_EMAILS, settings), handle),
+        *notification_consumers(rpc, settings, carrier),
+    ]

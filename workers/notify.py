@@ -15,6 +15,7 @@ recipients) have been sent.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import TYPE_CHECKING
@@ -51,6 +52,12 @@ CONFLICT_NOTE = (
     "an earlier attempt under this idempotency key was accepted with other content (409):"
     " its email id is unknown, so its bounces cannot be matched"
 )
+
+
+def notifying(durable: Durable, settings: Settings) -> Durable:
+    """A durable that tells people: created late, it starts at the recent past, not at the
+    oldest event the stream holds (``SMM_NOTIFY_START_WINDOW_S``; ``Durable.start_window_s``)."""
+    return replace(durable, start_window_s=settings.notify_start_window_s)
 
 
 def transport_from(settings: Settings) -> Transport:
@@ -148,7 +155,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             return Permanent("; ".join(refused))
         return Ok()
 
-    return [Consumer(durable, handle) for durable in DURABLES]
+    return [Consumer(notifying(durable, settings), handle) for durable in DURABLES]
 
 
 async def _record(

@@ -39,6 +39,7 @@ from smm.v1 import notifications_service_pb2_grpc as pb_grpc
 from core.config import Settings
 from core.events import Durable
 from workers.mail.render import RENDER_ERRORS, render_error
+from workers.notify import notifying
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
 from workers.texts.render import render
@@ -176,7 +177,10 @@ def consumers(rpc: RpcContext, settings: Settings, transport: SmsTransport | Non
             return outcome_of_rpc_error(exc)
         return Ok()
 
-    return [Consumer(PHONE_CODES, handle_code), *(Consumer(durable, handle) for durable in DURABLES)]
+    return [
+        Consumer(notifying(PHONE_CODES, settings), handle_code),
+        *(Consumer(notifying(durable, settings), handle) for durable in DURABLES),
+    ]
 
 
 async def _record(

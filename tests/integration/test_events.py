@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
@@ -18,7 +19,7 @@ from smm.v1 import system_service_pb2 as spb
 from smm.v1 import system_service_pb2_grpc as spb_grpc
 
 from core.config import Settings
-from core.events import EVENT_ID, MSG_ID, Durable, Namespace, ensure_streams
+from core.events import EVENT_ID, MSG_ID, Durable, Namespace, ensure_durable, ensure_streams
 from core.schedule import Job
 from server.common.db import Pool
 from server.common.relay import Relay
@@ -505,3 +506,90 @@ async def test_worker_rpcs_refuse_out_of_range_times_by_field(channel: grpc.aio.
         metadata=system_metadata(),
     )
     assert counted.counted is True
+
+
+async def _publish(js: JetStreamContext, ns: Namespace, *ids: str) -> None:
+    for event_id in ids:
+        await js.publish(
+            ns.subject("smm.catalog.category.changed"), b"", headers={MSG_ID: event_id, EVENT_ID: event_id}
+        )
+
+
+async def _pending(js: JetStreamContext, ns: Namespace, durable: Durable) -> tuple[int, int]:
+    """What the durable has left to deliver, and the stream sequence of its acknowledgement floor."""
+    info = await js.consumer_info(ns.stream(durable.stream), ns.durable(durable.name))
+    return int(info.num_pending or 0), int(info.ack_floor.stream_seq if info.ack_floor else 0)
+
+
+async def _take(js: JetStreamContext, ns: Namespace, durable: Durable, count: int) -> list[str]:
+    subscription = await js.pull_subscribe_bind(
+        durable=ns.durable(durable.name), stream=ns.stream(durable.stream)
+    )
+    try:
+        messages = await subscription.fetch(count, timeout=2.0)
+        for message in messages:
+            await message.ack_sync()
+        return [(message.headers or {})[EVENT_ID] for message in messages]
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_a_new_durable_with_a_window_skips_older_events_and_a_declared_one_keeps_its_place(
+    settings: Settings, nc: NATS
+) -> None:
+    """A durable created on a stream that already holds events takes all of them, unless it is
+    declared with a start window (notifications): then only those published within the window.
+    Declaring a durable that exists never moves it, whatever its window or settings say now."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    await _publish(js, ns, "old-1", "old-2", "old-3")
+    await asyncio.sleep(1.5)
+    await _publish(js, ns, "new-1", "new-2")
+    everything = Durable("test-all", "CATALOG", "smm.catalog.>")
+    recent = Durable("test-recent", "CATALOG", "smm.catalog.>", start_window_s=1.0)
+    await ensure_durable(js, ns, everything)
+    await ensure_durable(js, ns, recent)
+    assert await _pending(js, ns, everything) == (5, 0)
+    assert (await _pending(js, ns, recent))[0] == 2
+    assert await _take(js, ns, recent, 1) == ["new-1"]
+
+    # Declared again (a restart, another copy, a release that changed its ack wait or its window),
+    # later than its window: it stays where it was.
+    await asyncio.sleep(1.5)
+    for again in (
+        recent,
+        replace(recent, ack_wait_s=45.0, start_window_s=3600.0),
+        replace(recent, start_window_s=None),
+    ):
+        await ensure_durable(js, ns, again)
+        assert await _pending(js, ns, again) == (1, 4)
+    assert await _take(js, ns, recent, 5) == ["new-2"]
+
+
+async def test_a_durable_that_must_be_recreated_resumes_after_what_it_acknowledged(
+    settings: Settings, nc: NATS
+) -> None:
+    """A durable declared with settings NATS cannot change in place (here one an older release
+    made with another ack policy) is deleted and created again; it must resume after what it had
+    acknowledged, not start over (a week of events again: a second reset link by SMTP, which has
+    no idempotency key) nor skip what it had not handled yet."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    durable = Durable("test-recreated", "CATALOG", "smm.catalog.>")
+    await js.add_consumer(
+        ns.stream("CATALOG"),
+        api.ConsumerConfig(
+            durable_name=ns.durable(durable.name),
+            filter_subject=ns.subject(durable.filter_subject),
+            ack_policy=api.AckPolicy.ALL,
+            deliver_policy=api.DeliverPolicy.ALL,
+        ),
+    )
+    await _publish(js, ns, "e-1", "e-2", "e-3", "e-4")
+    assert await _take(js, ns, durable, 2) == ["e-1", "e-2"]
+    await ensure_durable(js, ns, durable)
+    info = await js.consumer_info(ns.stream("CATALOG"), ns.durable(durable.name))
+    assert info.config.ack_policy == api.AckPolicy.EXPLICIT  # recreated with today's settings
+    assert await _take(js, ns, durable, 5) == ["e-3", "e-4"]

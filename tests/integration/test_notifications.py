@@ -37,7 +37,7 @@ from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
-from tests.mailbox import read_mail, wait_for_subject
+from tests.mailbox import read_mail, wait_for_mail, wait_for_subject
 from workers.notify import consumers as notification_consumers
 from workers.rpc import open_channel
 from workers.runner import Event, Ok, Permanent, Retry
@@ -689,3 +689,49 @@ async def test_a_message_that_cannot_be_rendered_is_dead_lettered_at_once_and_re
         assert "not an absolute http(s) URL" in error
     finally:
         await rpc.channel.close()
+
+
+async def _all_published(pool: Pool) -> bool:
+    async with pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM outbox_events WHERE published_at IS NULL")
+        return (await cursor.fetchone()) == (0,)
+
+
+async def test_an_email_worker_started_late_mails_nothing_about_old_events_and_keeps_its_place(
+    shop: Shop, pool: Pool, worker_settings: Settings, tmp_path: Path
+) -> None:
+    """The email worker started for the first time days after the rest (mail configured later),
+    or a release that adds a notification durable: its new durables start at the recent past
+    (SMM_NOTIFY_START_WINDOW_S, 2 s here), so nobody gets mail about last week's orders or a reset
+    link for a request nobody waits for. Once created, a durable keeps its place: an event
+    published while the worker was stopped is mailed after the restart, however old."""
+    ann = await register(shop.http, "ann@example.com")  # a verification email, asked for
+    await shop.fund(ann["user"]["id"], "20.00", reason="old funds")  # a balance email
+    forgot = await shop.http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+    assert forgot.status_code == 200
+    await eventually(lambda: _all_published(pool))
+    await asyncio.sleep(2.5)  # every event above is now older than the window
+    folder = tmp_path / "mail"
+    settings = worker_settings.model_copy(update={"mail_dir": str(folder), "notify_start_window_s": 2.0})
+    async with running_worker(settings, "email"):
+        await shop.fund(ann["user"]["id"], "7.00", reason="new funds")
+        await wait_for_subject(folder, "ann@example.com", "Your balance was adjusted")
+        await register(shop.http, "bob@example.com")
+        await wait_for_mail(folder, "bob@example.com")
+        # Each durable takes its stream in order, one at a time: the old events, had they been
+        # delivered, would have been mailed before these.
+        ann_mail = [m for m in read_mail(folder) if m.to == "ann@example.com"]
+        assert [m.subject for m in ann_mail] == ["smm: Your balance was adjusted"]
+        assert "new funds" in ann_mail[0].text
+
+    # Stopped, then an event, then restarted after the window: the durable exists, so it is
+    # mailed (declaring an existing durable again never moves it).
+    await shop.fund(ann["user"]["id"], "3.00", reason="while away")
+    await eventually(lambda: _all_published(pool))
+    await asyncio.sleep(2.5)
+
+    async def mailed_while_away() -> bool:
+        return any("while away" in m.text for m in read_mail(folder) if m.to == "ann@example.com")
+
+    async with running_worker(settings, "email"):
+        await eventually(mailed_while_away)
