@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote
@@ -18,7 +17,6 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
-from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
@@ -31,7 +29,6 @@ from sanic.response.convenience import guess_content_type
 from core import tracing
 from core.config import Settings
 from core.events import Namespace, connect
-from core.tracing import extract, tracer
 from edge import docs_page, openapi
 from edge.cache import connection_callbacks, listen
 from edge.context import EdgeContext, parse_proxies
@@ -39,12 +36,12 @@ from edge.errors import FALLBACK_BODY, error_info, http_status, render_error, st
 from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
 from edge.reseller import add_reseller_routes, is_reseller_path, protocol_error
 from edge.routes import Route, compile_routes
+from edge.spans import server_span
 from edge.transcode import TranscodeError, decode_request, encode_response
 
 log = logging.getLogger(__name__)
 JSON = "application/json; charset=utf-8"
 EdgeApp = Sanic[Config, EdgeContext]
-_tracer = tracer("smm.edge")
 
 
 def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route] | None = None) -> EdgeApp:
@@ -121,14 +118,6 @@ async def _close_channel(app: EdgeApp) -> None:
         await app.ctx.channel.close()
 
 
-def _request_id(request: Request) -> str:
-    """The request's id, made once per request (the handler or the error handler asks first)."""
-    rid: str | None = getattr(request.ctx, "request_id", None)
-    if rid is None:
-        rid = request.ctx.request_id = request_id(request)
-    return rid
-
-
 async def _finish_response(request: Request, response: HTTPResponse) -> None:
     headers = response.headers
     origin = request.headers.get("origin")
@@ -136,7 +125,7 @@ async def _finish_response(request: Request, response: HTTPResponse) -> None:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After, WWW-Authenticate"
         headers["Vary"] = "Origin"
-    headers["X-Request-Id"] = _request_id(request)
+    headers["X-Request-Id"] = request_id(request)
     if "content-security-policy" in headers:  # the docs page sets its own policy
         for header, value in API_SECURITY_HEADERS.items():
             headers.setdefault(header, value)
@@ -147,7 +136,7 @@ async def _finish_response(request: Request, response: HTTPResponse) -> None:
 def _rpc_handler(route: Route) -> Any:
     async def handle(request: Request, **path_params: str) -> HTTPResponse:
         ctx = cast(EdgeContext, request.app.ctx)
-        rid = _request_id(request)
+        rid = request_id(request)
         cache_key: tuple[object, ...] | None = None
         if route.cache_group and "authorization" not in request.headers:
             cache_key = (route.rpc, tuple(sorted(path_params.items())), tuple(sorted(request.query_args)))
@@ -155,10 +144,7 @@ def _rpc_handler(route: Route) -> Any:
             if cached is not None:
                 return raw(cached, content_type=JSON)
             generation = ctx.cache.generation(route.cache_group)
-        with _server_span(request, route) as span:
-            span.set_attribute("http.request.method", route.http_method)
-            span.set_attribute("http.route", route.template)
-            span.set_attribute("smm.request_id", rid)
+        with server_span(request, route.http_method, route.template, rid) as span:
             try:
                 message = decode_request(
                     route,
@@ -202,17 +188,6 @@ def _unescape_path(path_params: dict[str, str]) -> dict[str, str]:
         return {name: unquote(value, errors="strict") for name, value in path_params.items()}
     except UnicodeDecodeError as exc:
         raise TranscodeError("a path parameter is not percent-encoded UTF-8") from exc
-
-
-def _server_span(request: Request, route: Route) -> AbstractContextManager[trace.Span]:
-    """The request's SERVER span, or (tracing off) a no-op stand-in that costs nothing."""
-    if not tracing.enabled():
-        return nullcontext(trace.INVALID_SPAN)
-    return _tracer.start_as_current_span(
-        f"{route.http_method} {route.template}",
-        kind=trace.SpanKind.SERVER,
-        context=extract(dict(request.headers)),
-    )
 
 
 def _apply_idempotency_key(request: Request, message: Any) -> None:

@@ -31,8 +31,13 @@ DOCS_CSP = (
 
 
 def request_id(request: Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    """The request's id (the client's ``X-Request-Id`` when it is safe, else a new one), made once
+    per request: the metadata of every RPC, the span and the response header all carry the same."""
+    rid: str | None = getattr(request.ctx, "request_id", None)
+    if rid is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        rid = request.ctx.request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+    return rid
 
 
 def client_ip(request: Request, ctx: EdgeContext) -> str:

@@ -31,6 +31,7 @@ from smm.v1 import wallet_service_pb2 as wpb
 from edge.context import EdgeContext
 from edge.errors import status_from_rpc_error
 from edge.headers import CLIENT_IP_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_HEADER, client_ip, request_id
+from edge.spans import server_span
 
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 100
@@ -540,8 +541,18 @@ def _cancel_value(order: Any) -> int | dict[str, str]:
 def add_reseller_routes(app: Any, ctx: EdgeContext) -> None:
     reseller = Reseller(ctx)
 
-    async def handle(request: Request) -> HTTPResponse:
-        return await reseller.handle(request)
+    def traced(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
+        # A SERVER span per call, as every other route has, so all the RPCs of one action (a
+        # cancel of several orders is one per order) are one trace under the caller's.
+        async def handle(request: Request) -> HTTPResponse:
+            with server_span(request, request.method, path, request_id(request)) as span:
+                response = await reseller.handle(request)
+                span.set_attribute("http.response.status_code", response.status)
+                return response
+
+        return handle
 
     for index, path in enumerate(paths(ctx.settings.reseller_v2_alias)):
-        app.add_route(handle, path, methods=["GET", "POST"], name=f"reseller{index}", strict_slashes=False)
+        app.add_route(
+            traced(path), path, methods=["GET", "POST"], name=f"reseller{index}", strict_slashes=False
+        )

@@ -24,7 +24,9 @@ from server.main import ServerHandle, create_server
 from tests.fix_edge import start_edge
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
+from tests.fix_shop import Shop
 from tests.integration.test_events import create_category, event_count, eventually, unpublished
+from tests.integration.test_reseller import reseller_key
 from workers.runner import Consumer, Event, Ok, Outcome, Progress, Runner
 
 pytestmark = pytest.mark.integration
@@ -270,3 +272,41 @@ async def _declared(js: JetStreamContext, ns: Namespace) -> bool:
 
 async def _count(items: list[str]) -> int:
     return len(items)
+
+
+async def test_a_reseller_call_is_one_trace_under_the_callers_context(
+    shop: Shop, spans: InMemorySpanExporter
+) -> None:
+    """The reseller endpoint is traced as the JSON API is: one SERVER span for the HTTP request,
+    under the caller's W3C ``traceparent``, carrying the request id the response names, with every
+    RPC of the action (a cancel of two orders is two) beneath it, and the API key nowhere."""
+    key, _ = await reseller_key(shop, "ann@example.com", "5.00")
+    spans.clear()
+    caller_trace, caller_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    response = await shop.http.post(
+        "/api/v1/reseller",
+        data={"key": key, "action": "cancel", "orders": "998,999"},
+        headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
+    )
+    assert response.status_code == 200, response.text
+    finished = spans.get_finished_spans()
+    edge_spans = [
+        s for s in finished if s.name == "POST /api/v1/reseller" and s.kind == trace.SpanKind.SERVER
+    ]
+    assert len(edge_spans) == 1, [s.name for s in finished]
+    [edge_span] = edge_spans
+    assert f"{edge_span.context.trace_id:032x}" == caller_trace
+    assert edge_span.parent is not None
+    assert f"{edge_span.parent.span_id:016x}" == caller_span
+    assert edge_span.attributes is not None
+    assert edge_span.attributes["smm.request_id"] == response.headers["x-request-id"]
+    cancels = [
+        s
+        for s in finished
+        if s.name == "/smm.v1.OrdersService/CancelOrder" and s.kind == trace.SpanKind.SERVER
+    ]
+    assert len(cancels) == 2
+    assert all(s.context.trace_id == edge_span.context.trace_id for s in cancels)
+    for span in finished:
+        for value in (span.attributes or {}).values():
+            assert key not in str(value), span.name
