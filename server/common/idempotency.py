@@ -65,14 +65,20 @@ async def claim(conn: AsyncConnection[Any], key: RequestKey) -> bytes | None:
         raise Aborted("retry the request", reason="CONFLICT_RETRY")
     stored_hash, response = row
     if bytes(stored_hash) != key.request_hash:
-        raise FailedPrecondition(
-            "this request_id was already used for a different request",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": key.request_id},
-        )
+        raise reused(key)
     if response is None:  # pragma: no cover - answers are stored before commit
         raise Aborted("the first request with this id is still running; retry", reason="CONFLICT_RETRY")
     return bytes(response)
+
+
+def reused(key: RequestKey) -> FailedPrecondition:
+    """The request id names another request (also when a service finds that from its own records,
+    kept longer than the request ids)."""
+    return FailedPrecondition(
+        "this request_id was already used for a different request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": key.request_id},
+    )
 
 
 async def remember(conn: AsyncConnection[Any], key: RequestKey, response: bytes) -> None:

@@ -95,11 +95,20 @@ class WalletLogic:
         # another caller's request under the same id is another adjustment.
         ledger_key = f"adjustment:{user_id}:{actor}:{request_id}"
         async with self._pool.connection() as conn, conn.transaction():
-            if key and await idempotency.claim(conn, key) is not None:
-                return await _by_key(conn, ledger_key)
+            if key:
+                if await idempotency.claim(conn, key) is not None:
+                    return await _by_key(conn, ledger_key)
+                # Request ids are purged after jobs.REQUEST_ID_KEEP_DAYS, ledger keys never: the same
+                # adjustment again is answered (not made, audited or announced again), another one
+                # under the id is refused, as the request id's record would have.
+                made = await _made(conn, ledger_key)
+                if made is not None:
+                    if (made.amount_micros, made.memo) != (amount, reason.strip()):
+                        raise idempotency.reused(key)
+                    await idempotency.remember(conn, key, b"1")
+                    return made
             if not await QUERIES.scalar(conn, "user_exists", id=user_id):
                 raise user_not_found(user_id)
-            before = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
             await ledger.adjust(
                 conn,
                 user_id=user_id,
@@ -109,14 +118,16 @@ class WalletLogic:
                 memo=reason.strip(),
                 actor=actor,
             )
-            after = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id)
+            # Read under the wallet row's lock (the adjustment's UPDATE took it), so exact; "before"
+            # follows from it (read before the lock, a racing adjustment could land in between).
+            after = await QUERIES.one(conn, "get_wallet", BalanceRow, user_id=user_id) or BalanceRow(0, 0)
             await audit.record(
                 conn,
                 "wallet.adjusted",
                 target=f"user:{user_id}",
-                before={"available": format_micros((before or BalanceRow(0, 0)).available_micros)},
+                before={"available": format_micros(after.available_micros - amount)},
                 after={
-                    "available": format_micros(after.available_micros if after else 0),
+                    "available": format_micros(after.available_micros),
                     "amount": format_micros(amount),
                     "reason": reason.strip(),
                 },
@@ -159,8 +170,12 @@ class WalletLogic:
         return f"{broken}; unchanged since the alert at {since}, not alerted again"
 
 
+async def _made(conn: Conn, key: str) -> TransactionRow | None:
+    return await QUERIES.one(conn, "transaction_by_key", TransactionRow, idempotency_key=key)
+
+
 async def _by_key(conn: Conn, key: str) -> TransactionRow:
-    row = await QUERIES.one(conn, "transaction_by_key", TransactionRow, idempotency_key=key)
+    row = await _made(conn, key)
     assert row is not None
     return row
 

@@ -134,6 +134,98 @@ async def test_two_callers_using_one_request_id_make_two_adjustments(
     assert (await shop.verify()).ok
 
 
+async def test_an_adjustment_replayed_after_its_request_id_was_purged_is_not_made_or_announced_again(
+    shop: Shop, channel: grpc.aio.Channel, pool: Pool
+) -> None:
+    """Request ids are kept 30 days (`outbox-purge`), ledger keys forever. A replay after the purge
+    moved no money but was audited and announced to the user (`balance.adjusted`) as a second
+    adjustment, and the same id with another amount answered 500 INTERNAL."""
+    account = await register(shop.http, "dan@example.com")
+    user_id, dan = account["user"]["id"], bearer(account["token"])
+    url = f"/api/v1/admin/users/{user_id}/balance-adjustments"
+    headers = {**shop.admin, "Idempotency-Key": "migration-7"}
+    body = {"amount": "25.00", "reason": "carried over"}
+    first = await shop.http.post(url, json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE idempotent_requests SET created_at = now() - interval '31 days'")
+    system = spb_grpc.SystemServiceStub(channel)
+    await system.RunJob(spb.RunJobRequest(job="outbox-purge", period_start=3600), metadata=system_metadata())
+    async with pool.connection() as conn:
+        assert await (await conn.execute("SELECT count(*) FROM idempotent_requests")).fetchone() == (0,)
+
+    other = await shop.http.post(url, json={**body, "amount": "30.00"}, headers=headers)
+    error = assert_error(other, 400, "FAILED_PRECONDITION", "REQUEST_ID_REUSED")
+    [info] = [d for d in error["details"] if d.get("reason") == "REQUEST_ID_REUSED"]
+    assert info["metadata"] == {"request_id": "migration-7"}
+    again = await shop.http.post(url, json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    replayed = await shop.http.post(url, json=body, headers=headers)  # the replay's own answer is kept
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json() == first.json()
+    assert await shop.balance(dan) == ("25.00", "0.00")
+    async with pool.connection() as conn:
+        audited = await (
+            await conn.execute("SELECT count(*) FROM audit_events WHERE action = 'wallet.adjusted'")
+        ).fetchone()
+        announced = await (
+            await conn.execute(
+                "SELECT count(*) FROM outbox_events WHERE subject = 'smm.wallet.balance.adjusted'"
+            )
+        ).fetchone()
+    assert (audited, announced) == ((1,), (1,))
+    assert (await shop.verify()).ok
+
+
+async def test_each_adjustments_audit_record_shows_the_balance_it_changed(shop: Shop, pool: Pool) -> None:
+    """The audit's "before" was read before the wallet row was locked: two adjustments racing
+    both recorded the balance from before either, so one record said 1.00 -> 6.00 for a change of
+    3.00."""
+    account = await register(shop.http, "eve@example.com")
+    user_id = account["user"]["id"]
+    await shop.fund(user_id, "1.00")
+    url = f"/api/v1/admin/users/{user_id}/balance-adjustments"
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM wallets WHERE user_id = %s FOR UPDATE", (int(user_id),))
+        racing = [
+            asyncio.create_task(
+                shop.http.post(url, json={"amount": amount, "reason": "race"}, headers=shop.admin)
+            )
+            for amount in ("2.00", "3.00")
+        ]
+        async with asyncio.timeout(10):
+            while True:  # both adjustments have read their "before" and wait for the wallet row
+                async with pool.connection() as probe:
+                    waiting = await (
+                        await probe.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND datname = current_database()"
+                        )
+                    ).fetchone()
+                if waiting == (2,):
+                    break
+                await asyncio.sleep(0.02)
+    responses = await asyncio.gather(*racing)
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT before->>'available', after->>'amount', after->>'available' FROM audit_events"
+                " WHERE action = 'wallet.adjusted' ORDER BY id"
+            )
+        ).fetchall()
+    assert rows[0] == ("0.00", "1.00", "1.00")
+    assert sorted(rows[1:]) in (
+        [("1.00", "2.00", "3.00"), ("3.00", "3.00", "6.00")],
+        [("1.00", "3.00", "4.00"), ("4.00", "2.00", "6.00")],
+    ), rows
+    assert (await shop.http.get(f"/api/v1/admin/users/{user_id}/balance", headers=shop.admin)).json()[
+        "available"
+    ] == "6.00"
+    assert (await shop.verify()).ok
+
+
 async def test_an_order_whose_status_cannot_be_applied_does_not_stop_the_rest_of_its_batch(
     shop: Shop, pool: Pool
 ) -> None:
