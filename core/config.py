@@ -106,21 +106,22 @@ class Settings(BaseSettings):
     # or a reset link for a request made days ago. An existing durable is never moved by it.
     notify_start_window_s: float = Field(default=3600.0, ge=0)
 
-    # Rate limits, per minute (shared by every copy through PostgreSQL).
-    rate_per_ip_per_min: int = 600
-    rate_login_per_ip_per_min: int = 20
-    rate_login_per_account_per_min: int = 10
-    rate_per_user_per_min: int = 600
+    # Rate limits, per minute (shared by every copy through PostgreSQL). At least 1: a limit of 0
+    # would refuse every call, a penalty threshold of 0 would tighten every address from its first call.
+    rate_per_ip_per_min: int = Field(default=600, ge=1)
+    rate_login_per_ip_per_min: int = Field(default=20, ge=1)
+    rate_login_per_account_per_min: int = Field(default=10, ge=1)
+    rate_per_user_per_min: int = Field(default=600, ge=1)
     # Resellers place orders in bulk: well above 100 orders a minute per key.
-    rate_per_api_key_per_min: int = 1200
-    rate_auth_failures_before_penalty: int = 20
-    rate_reset_per_ip_per_min: int = 10
-    rate_reset_per_account_per_min: int = 3
+    rate_per_api_key_per_min: int = Field(default=1200, ge=1)
+    rate_auth_failures_before_penalty: int = Field(default=20, ge=1)
+    rate_reset_per_ip_per_min: int = Field(default=10, ge=1)
+    rate_reset_per_account_per_min: int = Field(default=3, ge=1)
     # How often each server copy shares its per-IP, per-user and per-key counts with the others
     # (they count in memory in between; server/common/ratelimit.py).
-    rate_sync_s: float = 0.5
+    rate_sync_s: float = Field(default=0.5, gt=0)
     # Verification texts sent per minute, per account and per number.
-    rate_sms_per_account_per_min: int = 2
+    rate_sms_per_account_per_min: int = Field(default=2, ge=1)
 
     # Money.
     currency: str = "USD"

@@ -59,9 +59,15 @@ def invalid_code() -> Unauthenticated:
     return Unauthenticated("the two-factor code is wrong", reason="INVALID_TOTP", domain=DOMAIN)
 
 
-def wrong_code_field() -> InvalidArgument:
-    # A signed-in user mistyping a code is not a failed sign-in: 400, not 401.
-    return InvalidArgument.for_field("code", "is not a current two-factor code or an unused recovery code")
+def wrong_code_field(*, guess: bool = False) -> InvalidArgument:
+    # A signed-in user mistyping a code is not a failed sign-in: 400, not 401. A wrong code where the
+    # account's second factor guards a change (turning it off, new recovery codes) is still a guess
+    # at it: reason INVALID_TOTP counts it as a credential failure of the IP, as a wrong current
+    # password does (server/common/ratelimit.py).
+    error = InvalidArgument.for_field("code", "is not a current two-factor code or an unused recovery code")
+    if guess:
+        error.reason = "INVALID_TOTP"
+    return error
 
 
 class TwoFactor:
@@ -167,7 +173,7 @@ class TwoFactor:
         try:
             await self.check(conn, user_id, code)
         except Unauthenticated as exc:
-            raise wrong_code_field() from exc
+            raise wrong_code_field(guess=True) from exc
 
     async def _require_enabled(self, conn: Conn, user_id: int) -> None:
         state = await self._repo.lock_totp(conn, user_id)

@@ -38,7 +38,7 @@ from psycopg_pool import PoolTimeout
 from core.config import Settings
 from server.common import auth
 from server.common.db import Pool
-from server.common.errors import FailedPrecondition, ResourceExhausted, Unauthenticated
+from server.common.errors import DomainError, ResourceExhausted
 from server.common.interceptors import CallInfo, _UnaryInterceptor, current_request
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ RESET_RPCS = tuple(
         "VerifyPhone",
     )
 )
+# Mail-sending calls whose address is the signed-in account's own (limited in limit_principal).
+OWN_ADDRESS_MAIL_RPCS = ("/smm.v1.AccountsService/SendVerificationEmail",)
 # Health must answer, and say what is down, even when the limiter's own store is down.
 EXEMPT_RPCS = ("/smm.v1.SystemService/GetHealth",)
 STORE_TIMEOUT_S = 0.5
@@ -222,6 +224,8 @@ class RateLimiter:
                     bucket.unsent, bucket.sending = bucket.unsent + bucket.sending, 0
                 if isinstance(exc, PoolTimeout | psycopg.OperationalError):
                     log.warning("rate-limit store unavailable; counting in this copy only")
+                    # A past window limits nothing: its counts must not pile up while the store is down.
+                    self._buckets = {k: b for k, b in self._buckets.items() if k[1] >= current}
                     return
                 raise
             for _, bucket in sending:
@@ -282,12 +286,14 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
                     await self._limiter.hit(f"login-account:{email}", limits.login_per_account)
             if call.method in RESET_RPCS:
                 await self._limiter.hit(f"reset-ip:{ip}", max(1, limits.reset_per_ip // divisor))
-                email = str(getattr(request, "email", "")).strip().lower()
+                # The address the mail goes to: an email change's link goes to the new one.
+                address = getattr(request, "email", "") or getattr(request, "new_email", "")
+                email = str(address).strip().lower()
                 if email:
                     await self._limiter.hit(f"reset-account:{email}", limits.reset_per_account)
         try:
             return await inner(request, context)
-        except (Unauthenticated, FailedPrecondition) as exc:  # WRONG_PASSWORD is the latter
+        except DomainError as exc:  # by reason, whatever the status (WRONG_PASSWORD is a 400)
             if ip and exc.reason in FAILURE_REASONS:
                 await self._limiter.count_failure(ip)
             raise
@@ -299,6 +305,9 @@ async def limit_principal(limiter: RateLimiter, who: auth.Principal, method: str
     address the principal carries)."""
     if method in PASSWORD_CHECK_RPCS and who.user_id is not None and who.name:
         await limiter.hit(f"login-account:{who.name.strip().lower()}", limiter.limits.login_per_account)
+    if method in OWN_ADDRESS_MAIL_RPCS and who.user_id is not None and who.name:
+        # The mail goes to the account's own address, known only now: the same bucket as a reset's.
+        await limiter.hit(f"reset-account:{who.name.strip().lower()}", limiter.limits.reset_per_account)
     if who.api_key_id is not None:
         limiter.take(f"key:{who.api_key_id}", limiter.limits.per_api_key)
     elif who.user_id is not None:

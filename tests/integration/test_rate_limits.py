@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from core.config import Settings
 from core.events import connect
 from server.common.db import Pool
+from server.common.ratelimit import Limits, RateLimiter
 from server.main import ServerHandle, create_server
 from tests.fix_edge import RunningEdge, start_edge
 from tests.integration.test_accounts import PASSWORD, bearer, register
 from tests.integration.test_edge_http import assert_error
+from tests.integration.test_two_factor import enable_two_factor
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +218,85 @@ async def test_wrong_current_passwords_tighten_the_ip_limit(
                 assert (await wrong_password_change(http, token)).status_code == 400
         # 8 calls are far below 40 a minute, but 6 wrong passwords leave the IP 4.
         assert_limited(await http.get("/api/v1/auth/me", headers=bearer(tokens[0])))
+
+
+async def test_wrong_two_factor_codes_of_signed_in_calls_tighten_the_ip_limit(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    # "wrong two-factor codes count" (docs/ACCESS.md): also the guesses a stolen session makes for
+    # new recovery codes, not only those at login.
+    _, edges = tight
+    async with httpx.AsyncClient(base_url=edges[0].base_url) as http:
+        tokens = [(await register(http, f"{name}@example.com"))["token"] for name in ("ann", "bob")]
+        for token in tokens:
+            await enable_two_factor(http, token)
+            for _ in range(3):  # within the account's budget of 4 (registration took 1)
+                guess = await http.post(
+                    "/api/v1/auth/totp/recovery-codes", json={"code": "abcd-efgh"}, headers=bearer(token)
+                )
+                assert_error(guess, 400, "INVALID_ARGUMENT")
+        # 15 calls are far below 40 a minute, but 6 wrong codes leave the IP 4.
+        assert_limited(await http.get("/api/v1/auth/me", headers=bearer(tokens[0])))
+
+
+async def test_email_change_links_are_limited_per_new_address(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    # "the same, by address" (docs/ACCESS.md) for email change: the address the link is mailed to,
+    # or any number of accounts could flood one inbox.
+    _, edges = tight
+    async with (
+        httpx.AsyncClient(base_url=edges[0].base_url) as a,
+        httpx.AsyncClient(base_url=edges[1].base_url) as b,
+    ):
+        tokens = [(await register(a, f"{name}@example.com"))["token"] for name in ("ann", "bob", "cat")]
+        statuses = [
+            (
+                await client.post(
+                    "/api/v1/auth/email/change",
+                    json={"newEmail": "Victim@example.com", "password": PASSWORD},
+                    headers=bearer(token),
+                )
+            ).status_code
+            for client, token in zip((a, b, a), tokens, strict=True)
+        ]
+        assert statuses[:2] == [200, 200]  # 3 calls: within the IP's 6
+        assert statuses[2] == 429  # the address's budget (2 a minute) is spent
+
+
+async def test_verification_links_are_limited_per_address(
+    tight: tuple[ServerHandle, list[RunningEdge]],
+) -> None:
+    # "verification" is one of the mail routes limited "by address" (docs/ACCESS.md): the signed-in
+    # account's own, whichever edge is asked.
+    _, edges = tight
+    async with (
+        httpx.AsyncClient(base_url=edges[0].base_url) as a,
+        httpx.AsyncClient(base_url=edges[1].base_url) as b,
+    ):
+        token = (await register(a))["token"]
+        statuses = [
+            (await client.post("/api/v1/auth/email/verification", json={}, headers=bearer(token))).status_code
+            for client in (a, b)
+        ]
+        assert statuses == [200, 200]
+        # The address's budget (2 a minute) is spent; the IP's (6) is not.
+        assert_limited(await a.post("/api/v1/auth/email/verification", json={}, headers=bearer(token)))
+
+
+async def test_counts_of_past_windows_are_dropped_while_the_store_is_down() -> None:
+    # With PostgreSQL unreachable each copy limits with its own counts, and a past window's
+    # counts limit nothing: they must not pile up per address for as long as the outage lasts.
+    down: Pool = AsyncConnectionPool("postgresql://smm@127.0.0.1:9/smm", min_size=0, max_size=1, open=False)
+    await down.open()
+    now = [1_800_000_000.0]
+    limiter = RateLimiter(down, Limits(100, 5, 5, 100, 5, 3), clock=lambda: now[0])
+    try:
+        for _minute in range(4):
+            for client in range(50):
+                limiter.take(f"ip:198.51.100.{client}", 100)
+            await limiter.sync()  # fails: the store is down
+            now[0] += 60
+        assert len(limiter._buckets) <= 50  # the counters themselves are the point
+    finally:
+        await down.close()
