@@ -165,6 +165,9 @@ class CatalogLogic:
             fields = ServiceFields(
                 **{name: getattr(current, name) for name in ServiceFields.__dataclass_fields__}
             )
+            if changes.get("refill") is False and "refill_days" not in changes:
+                # Refill off has no window: a refill switch need not send the days as well.
+                changes = {**changes, "refill_days": 0}
             merged = replace(fields, **changes)  # type: ignore[arg-type]
             validate_service(merged)
             manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros

@@ -297,11 +297,12 @@ async def test_a_refill_service_needs_a_refill_window(channel: grpc.aio.Channel)
         assert field_violations(caught.value) == ["service.refill_days"]
     kept = await stub.GetService(pb.GetServiceRequest(id=service.id), metadata=anonymous_metadata())
     assert (kept.refill, kept.refill_days) == (True, 30)
-    # Refill off with no window, or on with one, is fine.
+    # Refill off with no window, or on with one, is fine; turning refill off alone ends its window
+    # (a staff screen's refill switch sends only `refill`: it was refused for the window it left).
     off = await stub.UpdateService(
         pb.UpdateServiceRequest(
-            service=pb.Service(id=service.id, refill=False, refill_days=0),
-            update_mask=field_mask_pb2.FieldMask(paths=["refill", "refill_days"]),
+            service=pb.Service(id=service.id, refill=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["refill"]),
         ),
         metadata=system_metadata(),
     )
