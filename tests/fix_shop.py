@@ -101,6 +101,15 @@ class Shop:
                     return order
                 await asyncio.sleep(0.1)
 
+    async def completed_order(self, user: dict[str, str], link: str) -> dict[str, Any]:
+        """An order of the demo's service 1 (refill allowed) placed, sent and completed."""
+        placed = await self.order(user, serviceId=self.service_id("1"), link=link, quantity=100)
+        assert placed.status_code == 200, placed.text
+        await self.submit(placed.json()["id"])
+        done = await self.settle(placed.json()["id"], user)
+        assert done["status"] == "ORDER_STATUS_COMPLETED", done
+        return done
+
     async def verify(self) -> wpb.VerifyLedgerResponse:
         result: wpb.VerifyLedgerResponse = await self.wallet.VerifyLedger(
             wpb.VerifyLedgerRequest(), metadata=system_metadata()

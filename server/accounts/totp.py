@@ -64,10 +64,11 @@ def wrong_code_field(*, guess: bool = False) -> InvalidArgument:
     # account's second factor guards a change (turning it off, new recovery codes) is still a guess
     # at it: reason INVALID_TOTP counts it as a credential failure of the IP, as a wrong current
     # password does (server/common/ratelimit.py).
-    error = InvalidArgument.for_field("code", "is not a current two-factor code or an unused recovery code")
-    if guess:
-        error.reason = "INVALID_TOTP"
-    return error
+    return InvalidArgument.for_field(
+        "code",
+        "is not a current two-factor code or an unused recovery code",
+        reason="INVALID_TOTP" if guess else None,
+    )
 
 
 class TwoFactor:

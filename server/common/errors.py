@@ -71,10 +71,13 @@ class InvalidArgument(DomainError):
         self.violations = list(violations or [])
 
     @classmethod
-    def for_field(cls, field: str, description: str, *, domain: str = "smm") -> InvalidArgument:
+    def for_field(
+        cls, field: str, description: str, *, domain: str = "smm", reason: str | None = None
+    ) -> InvalidArgument:
         return cls(
             f"{field}: {description}",
             violations=[FieldViolation(field, description)],
+            reason=reason,
             domain=domain,
             metadata={"field": field},
         )

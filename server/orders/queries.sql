@@ -169,7 +169,7 @@ SET status = 'in_progress',
     (provider_rate_micros, provider_currency, exchange_rate) = (
         SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
                                   o.provider_currency, o.exchange_rate, :provider_id, :upstream_service_id)),
-        provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    provider_id = :provider_id, upstream_service_id = :upstream_service_id,
     upstream_order_id = :upstream_order_id, status_note = '', submit_time = now(), update_time = now(),
     next_poll_time = now() + interval '15 seconds'
 WHERE id = :id;

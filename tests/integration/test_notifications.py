@@ -333,12 +333,7 @@ async def test_a_resend_event_of_the_wrong_shape_is_refused_or_ignored_never_a_5
 
 async def test_a_finished_refill_is_emailed(shop: Shop, pool: Pool, mail_dir: Path) -> None:
     user = await shop.user("ann@example.com", "5.00")
-    order = (
-        await shop.order(user, serviceId=shop.service_id("1"), link="https://x.com/r", quantity=100)
-    ).json()
-    await shop.submit(order["id"])
-    await ready_to_poll(pool)
-    await shop.settle(order["id"], user)
+    order = await shop.completed_order(user, "https://x.com/r")
     refill = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/refill", json={}, headers=user)
     assert refill.status_code == 200, refill.text
     async with pool.connection() as conn:

@@ -948,12 +948,7 @@ async def test_a_disabled_providers_open_orders_still_finish_and_settle(shop: Sh
     Disabling stops selling and sending; the orders already there are still followed to their end."""
     ann = await shop.user("ann@example.com", "5.00")
     # A completed order with a refill out at the provider, and an order in progress.
-    refilled = (
-        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/r", quantity=100)
-    ).json()
-    await shop.submit(refilled["id"])
-    await ready_to_poll(pool)
-    await shop.settle(refilled["id"], ann)
+    refilled = await shop.completed_order(ann, "https://x.com/r")
     refill = await shop.http.post(f"/api/v1/dashboard/orders/{refilled['id']}/refill", json={}, headers=ann)
     assert refill.status_code == 200, refill.text
     order = (
@@ -1139,11 +1134,7 @@ async def test_customers_never_see_the_provider_its_order_id_or_staff_and_provid
     assert one["cancelState"] == "rejected"  # that the cancel was refused is the customer's to know
     assert [e["status"] for e in one["timeline"]] == [e["status"] for e in staff["timeline"]]
 
-    done = (
-        await shop.order(ann, serviceId=shop.service_id("1"), link="https://x.com/kept", quantity=100)
-    ).json()
-    await shop.submit(done["id"])
-    assert (await shop.settle(done["id"], ann))["status"] == "ORDER_STATUS_COMPLETED"
+    done = await shop.completed_order(ann, "https://x.com/kept")
     await shop.demo.fault("error_body", count=1, actions=["refill"], message="Refills paused by SupplierX")  # type: ignore[attr-defined]
     refill = await shop.http.post(f"/api/v1/dashboard/orders/{done['id']}/refill", json={}, headers=ann)
     assert refill.status_code == 200, refill.text

@@ -71,11 +71,17 @@ async def euro_provider(
     return euro, await add_provider(http, admin, euro, name="Euro", currency="EUR")
 
 
-async def run_sync(channel: grpc.aio.Channel, provider_id: str) -> pb.SyncRun:
-    """Queue and run a sync directly, as the provider-sync worker would."""
+async def sync_once(channel: grpc.aio.Channel, provider_id: str) -> pb.SyncRun:
+    """Queue and run a sync directly, as the provider-sync worker would, whatever its outcome."""
     stub = pb_grpc.ProvidersServiceStub(channel)
     queued = await stub.SyncProvider(pb.SyncProviderRequest(id=int(provider_id)), metadata=system_metadata())
     run: pb.SyncRun = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    return run
+
+
+async def run_sync(channel: grpc.aio.Channel, provider_id: str) -> pb.SyncRun:
+    """A sync that must succeed."""
+    run = await sync_once(channel, provider_id)
     assert run.status == "succeeded", run.error
     return run
 
@@ -259,11 +265,7 @@ async def test_a_provider_in_another_currency_needs_an_exchange_rate(
 ) -> None:
     demo = await demo_provider_factory(currency="EUR")  # its account (balance) is in EUR
     provider = await add_provider(http, admin, demo, currency="EUR")
-    stub = pb_grpc.ProvidersServiceStub(channel)
-    queued = await stub.SyncProvider(
-        pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
-    )
-    failed = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    failed = await sync_once(channel, provider["id"])
     assert failed.status == "failed"
     assert "set an exchange rate for EUR" in failed.error
 
@@ -312,11 +314,7 @@ async def test_a_provider_answering_in_another_currency_than_configured_is_not_p
         f"/api/v1/admin/providers/{provider['id']}/sync-preview", json={}, headers=admin
     )
     assert_error(preview, 400, "FAILED_PRECONDITION", "PROVIDER_CURRENCY_MISMATCH")
-    stub = pb_grpc.ProvidersServiceStub(channel)
-    queued = await stub.SyncProvider(
-        pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
-    )
-    failed = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    failed = await sync_once(channel, provider["id"])
     assert (failed.status, failed.created) == ("failed", 0), failed.error
     assert "reports its account in EUR, not USD" in failed.error
     assert await admin_services(http, admin) == {}
@@ -613,11 +611,7 @@ async def test_an_empty_service_list_fails_the_sync_and_keeps_the_catalog_on_sal
         f"/api/v1/admin/providers/{provider['id']}/sync-preview", json={}, headers=admin
     )
     assert_error(preview, 400, "FAILED_PRECONDITION", "EMPTY_SERVICE_LIST")
-    stub = pb_grpc.ProvidersServiceStub(channel)
-    queued = await stub.SyncProvider(
-        pb.SyncProviderRequest(id=int(provider["id"])), metadata=system_metadata()
-    )
-    failed = await stub.RunSync(pb.RunSyncRequest(id=queued.id), metadata=system_metadata())
+    failed = await sync_once(channel, provider["id"])
     assert failed.status == "failed"
     assert "listed no services; nothing was changed" in failed.error
     assert (failed.disabled, failed.updated) == (0, 0)
