@@ -31,6 +31,7 @@ from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
 REFILL_COMPLETED = "smm.orders.refill.completed"
+REVIEW_REFUSAL = "Order is being checked with its provider; it can be cancelled once that is settled"
 REFILL_STATES = {
     RefillState.PENDING: "pending",
     RefillState.IN_PROGRESS: "in_progress",
@@ -204,6 +205,10 @@ class Aftercare:
             )
         if not order.service_cancel:
             raise not_cancellable("Order cannot be cancelled")
+        if order.status == states.NEEDS_REVIEW:
+            # Whether the provider has the order at all is being settled (by reconcile or staff);
+            # "try again in a moment" would send the customer round in circles.
+            raise not_cancellable(REVIEW_REFUSAL)
         if order.status not in states.TRACKED or order.provider_id is None:
             raise not_cancellable("Order cannot be cancelled now; try again in a moment")
         if order.cancel_state == "requested":

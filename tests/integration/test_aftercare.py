@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from server.common.db import Pool
+from server.orders.aftercare import REVIEW_REFUSAL
 from tests.fix_demo import TEST_CONFIG, DemoHandle, start_demo
 from tests.fix_shop import Shop
 from tests.integration.test_edge_http import assert_error
@@ -71,4 +72,31 @@ async def test_a_cancel_that_never_left_smm_is_not_taken_as_requested(
         "1.17",
     )
     assert await shop.balance(ann) == ("5.00", "0.00")
+    assert (await shop.verify()).ok
+
+
+async def test_a_cancel_of_an_order_in_review_says_why_not_try_again(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """Only reconcile or staff move an order out of review, so "try again in a moment" sent the
+    customer (and a reseller script) round in circles; the refusal now says what is happening."""
+    key, ann = await reseller_key(shop, "ann@example.com", "5.00")
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # placed upstream, answer lost
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+    order_id = (
+        await call(
+            shop.http, key, action="add", service=shop.service_id("1"), link="https://x.com/r", quantity=1000
+        )
+    )["order"]
+    await shop.submit(str(order_id))
+    seen = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=ann)).json()
+    assert seen["status"] == "ORDER_STATUS_NEEDS_REVIEW"
+
+    refused = await shop.http.post(f"/api/v1/dashboard/orders/{order_id}/cancel", json={}, headers=ann)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "ORDER_NOT_CANCELLABLE")
+    assert refused.json()["error"]["message"] == REVIEW_REFUSAL
+    assert await call(shop.http, key, action="cancel", order=order_id) == {"error": REVIEW_REFUSAL}
+    assert await demo_provider.requests("cancel") == 0
+    assert await shop.balance(ann) == ("3.83", "1.17")  # the hold stays until the review ends
     assert (await shop.verify()).ok
