@@ -69,7 +69,7 @@ class Aftercare:
             raise not_refillable("The order is not completed")
         if datetime.now(UTC) > order.finish_time + timedelta(days=order.refill_days):
             raise not_refillable("Order not eligible for refill.")
-        adapter = await self._clients.adapter_for(order.provider_id)
+        adapter = await self._clients.adapter_for(order.provider_id, open_orders=True)
         if adapter is None:
             raise not_refillable("The order's provider is not available")
         try:
@@ -213,7 +213,7 @@ class Aftercare:
             raise not_cancellable("Order cannot be cancelled now; try again in a moment")
         if order.cancel_state == "requested":
             return order
-        adapter = await self._clients.adapter_for(order.provider_id)
+        adapter = await self._clients.adapter_for(order.provider_id, open_orders=True)
         if adapter is None:
             raise not_cancellable("The order's provider is not available")
         with about_orders([order.id]):

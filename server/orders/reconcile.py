@@ -122,9 +122,9 @@ class Reconciler:
         window = f"{ids[0]}-{ids[-1]}" if ids else ""
         if not unknown:
             return Search(lost.provider_id, [], closed, window, note)
-        adapter = await self._clients.adapter_for(lost.provider_id)
+        adapter = await self._clients.adapter_for(lost.provider_id, open_orders=True)
         if adapter is None:
-            return Search(lost.provider_id, [], closed, window, "the provider is disabled")
+            return Search(lost.provider_id, [], closed, window, "the provider is deleted")
         with about_orders([order_id]):
             reply = await adapter.statuses(unknown)
         if not isinstance(reply, Accepted):

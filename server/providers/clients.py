@@ -81,9 +81,10 @@ class ProviderClients:
     async def adapter_for(self, provider_id: int, *, open_orders: bool = False) -> ProviderAdapter | None:
         """The adapter of an enabled provider, or None (disabled, deleted or unknown).
 
-        ``open_orders``: for following orders already at the provider (their statuses). A disabled
-        provider answers those too: disabling stops selling its services and sending it orders, and
-        its open orders must still reach their end (and their money be settled or released), or it
+        ``open_orders``: for orders already at the provider (their statuses, cancels, refills, the
+        lost-order look-up). A disabled provider answers those too: disabling stops selling its
+        services and sending it orders, and the orders already there must still reach their end
+        (their money settled or released, a customer's cancel or refill guarantee honoured), or it
         could never be deleted. A deleted provider has no open orders (deleting waits for them)."""
         row = await self._row(provider_id)
         if row is None or row.status not in (("enabled", "disabled") if open_orders else ("enabled",)):
@@ -110,7 +111,8 @@ class ProviderClients:
         return self._box.encrypt(secret, context=WEBHOOK_CONTEXT) if secret else ""
 
     async def webhook_secret(self, provider_id: int) -> str | None:
-        """The secret an enabled provider signs its webhooks with, or None (no webhooks)."""
+        """The secret a provider signs its webhooks with, or None (no webhooks, or deleted). A
+        disabled provider's pushes are about orders already there, like its polls."""
         async with self._pool.connection() as conn:
             ciphertext = await self._repo.webhook_secret(conn, provider_id)
         if not ciphertext:

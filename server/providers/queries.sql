@@ -149,7 +149,7 @@ INSERT INTO provider_exchanges (provider_id, order_ids, action, params, http_sta
 VALUES (:provider_id, :order_ids, :action, :params, :http_status, :body, :outcome, :reason, :latency_ms);
 
 -- name: webhook_secret(id)$
-SELECT webhook_secret_ciphertext FROM providers WHERE id = :id AND status = 'enabled';
+SELECT webhook_secret_ciphertext FROM providers WHERE id = :id AND status IN ('enabled', 'disabled');
 
 -- name: set_webhook_secret(id, ciphertext)!
 UPDATE providers SET webhook_secret_ciphertext = :ciphertext, update_time = now() WHERE id = :id;

@@ -100,3 +100,29 @@ async def test_a_cancel_of_an_order_in_review_says_why_not_try_again(
     assert await demo_provider.requests("cancel") == 0
     assert await shop.balance(ann) == ("3.83", "1.17")  # the hold stays until the review ends
     assert (await shop.verify()).ok
+
+
+async def test_a_disabled_providers_order_can_still_be_cancelled(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    """Disabling a provider stops sending it orders; its customers' orders already there were left
+    uncancellable ("The order's provider is not available") and ran on, charged in full."""
+    key, ann = await reseller_key(shop, "ann@example.com", "5.00")
+    order_id = (
+        await call(
+            shop.http, key, action="add", service=shop.service_id("1"), link="https://x.com/d", quantity=1000
+        )
+    )["order"]
+    await shop.submit(str(order_id))
+    provider_id = shop.provider_id  # type: ignore[attr-defined]
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{provider_id}", json={"enabled": False}, headers=shop.admin
+    )
+    assert (disabled.status_code, disabled.json()["status"]) == (200, "disabled")
+
+    assert await call(shop.http, key, action="cancel", order=order_id) == {"cancel": "1"}
+    assert await demo_provider.requests("cancel") == 1
+    done = await shop.settle(str(order_id), ann)
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_CANCELED", "0.00", "1.17")
+    assert await shop.balance(ann) == ("5.00", "0.00")
+    assert (await shop.verify()).ok

@@ -38,7 +38,7 @@ from tests.integration.test_accounts import bearer, register
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
 from tests.integration.test_providers import add_provider, euro_provider, run_sync
-from tests.integration.test_reseller import signed
+from tests.integration.test_reseller import WEBHOOK_SECRET, pushing_provider, signed
 
 pytestmark = pytest.mark.integration
 
@@ -980,6 +980,35 @@ async def test_a_disabled_providers_open_orders_still_finish_and_settle(shop: Sh
     assert (await shop.verify()).ok
     deleted = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
     assert deleted.json()["status"] == "deleted"
+
+
+async def test_a_disabled_providers_customers_keep_their_refills_and_its_pushes_still_count(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory
+) -> None:
+    """A refill request for a completed order of a disabled provider was refused ("The order's
+    provider is not available"), so the refill guarantee the customer paid for lapsed; the
+    provider's signed pushes about its orders were a 404, although its polls were still read."""
+    ann = await shop.user("ann@example.com", "5.00")
+    done = await shop.completed_order(ann, "https://x.com/guaranteed")
+    provider, hook, likes = await pushing_provider(shop, demo_provider_factory, step_s=60)
+    pushed_order = (await shop.order(ann, serviceId=likes, link="https://x.com/pushed", quantity=1000)).json()
+    upstream_id = (await shop.submit(pushed_order["id"])).upstream_order_id
+    for provider_id in (shop.provider_id, provider["id"]):  # type: ignore[attr-defined]
+        disabled = await shop.http.patch(
+            f"/api/v1/admin/providers/{provider_id}", json={"enabled": False}, headers=shop.admin
+        )
+        assert (disabled.status_code, disabled.json()["status"]) == (200, "disabled")
+
+    refill = await shop.http.post(f"/api/v1/dashboard/orders/{done['id']}/refill", json={}, headers=ann)
+    assert refill.status_code == 200, refill.text
+    assert await demo_provider.requests("refill") == 1
+    body = json.dumps({"order": upstream_id, "status": "Completed", "remains": "0"}).encode()
+    push = await shop.http.post(hook, content=body, headers=signed(WEBHOOK_SECRET, body))
+    assert (push.status_code, push.json()) == (200, {"applied": True}), push.text
+    seen = (await shop.http.get(f"/api/v1/dashboard/orders/{pushed_order['id']}", headers=ann)).json()
+    assert (seen["status"], seen["charged"], seen["released"]) == ("ORDER_STATUS_COMPLETED", "0.325", "0.00")
+    assert await shop.balance(ann) == ("4.558", "0.00")  # 5.00 - 0.117 - 0.325
+    assert (await shop.verify()).ok
 
 
 async def test_a_service_can_refuse_a_second_active_order_for_the_same_link(shop: Shop) -> None:

@@ -206,3 +206,34 @@ async def test_an_order_found_at_a_fallback_provider_is_followed_there(
     done = await shop.settle(order["id"], ann)
     assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_COMPLETED", "0.325", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_disabled_providers_lost_order_is_still_found(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """Disabling the provider of an order in review left it there: the look-up was refused ("the
+    provider is disabled"), and the customer's money stayed held until staff enabled it again."""
+    ann = await shop.user("ann@example.com", "5.00")
+    await short_timeouts(pool)
+    before = await place(shop, ann, "https://x.com/before")
+    await shop.submit(before["id"])
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # processed upstream, answer lost
+    lost = await place(shop, ann, "https://x.com/lost")
+    assert (await shop.submit(lost["id"])).status == opb.ORDER_STATUS_NEEDS_REVIEW
+    after = await place(shop, ann, "https://x.com/after")
+    await shop.submit(after["id"])
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{shop.provider_id}",  # type: ignore[attr-defined]
+        json={"enabled": False},
+        headers=shop.admin,
+    )
+    assert (disabled.status_code, disabled.json()["status"]) == (200, "disabled")
+
+    await settled_in_review(pool, lost["id"])
+    await tick(shop)
+    order = (await shop.http.get(f"/api/v1/admin/orders/{lost['id']}", headers=shop.admin)).json()
+    assert any("reconciled automatically" in e["note"] for e in order["timeline"]), order["timeline"]
+    done = await shop.settle(lost["id"], ann)
+    assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
+    assert len(await demo_provider.orders()) == 3  # never placed twice
+    assert (await shop.verify()).ok
