@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,17 @@ class TransactionRow:
     create_time: datetime
 
 
+def for_customer(row: TransactionRow) -> TransactionRow:
+    """A movement as its user's statement shows it. An adjustment's stored reference is
+    ``adjustment:<request id>``: the staff tool's own request id (its Idempotency-Key), an internal
+    value of staff, so the user sees ``adjustment:<transaction id>`` instead. Formatted here, on
+    output only: the ledger row (immutable) and staff's answers keep the request id. The reason
+    (``memo``) is meant for the user and stays."""
+    if row.kind == "adjustment":
+        return replace(row, reference=f"adjustment:{row.id}")
+    return row
+
+
 def user_not_found(user_id: int) -> NotFound:
     return NotFound("user not found", reason="USER_NOT_FOUND", domain=DOMAIN, metadata={"id": str(user_id)})
 
@@ -76,10 +87,12 @@ class WalletLogic:
         return row
 
     async def transactions(self, user_id: int, before_id: int, limit: int) -> list[TransactionRow]:
+        """The user's own statement, as the user sees it (``for_customer``)."""
         async with self._pool.connection() as conn:
-            return await QUERIES.all(
+            rows = await QUERIES.all(
                 conn, "list_transactions", TransactionRow, user_id=user_id, before_id=before_id, limit=limit
             )
+        return [for_customer(row) for row in rows]
 
     async def adjust(
         self, *, user_id: int, amount: int, reason: str, actor: str, key: idempotency.RequestKey | None
@@ -107,7 +120,8 @@ class WalletLogic:
                         raise idempotency.reused(key)
                     await idempotency.remember(conn, key, b"1")
                     return made
-            if not await QUERIES.scalar(conn, "user_exists", id=user_id):
+            # Share-locks the user row to the commit: serialised with the account's deletion.
+            if await QUERIES.scalar(conn, "lock_live_user", id=user_id) is None:
                 raise user_not_found(user_id)
             await ledger.adjust(
                 conn,

@@ -63,8 +63,12 @@ WHERE user_id = :user_id AND id < :before_id
 ORDER BY id DESC
 LIMIT :limit;
 
--- name: user_exists(id)$
-SELECT EXISTS (SELECT 1 FROM users WHERE id = :id AND status <> 'deleted');
+-- name: lock_live_user(id)$
+-- The user, unless deleted, share-locked until the adjustment commits: a deletion (which locks the
+-- row FOR UPDATE first) waits for it, and a deletion in progress makes this wait and then see the
+-- row as deleted (READ COMMITTED re-checks the WHERE on the committed row). A plain read saw the
+-- row as it was before an uncommitted deletion, and the adjustment landed on the deleted account.
+SELECT id FROM users WHERE id = :id AND status <> 'deleted' FOR SHARE;
 
 -- name: unbalanced_transactions()
 SELECT t.id, coalesce(sum(e.amount_micros), 0)::bigint AS total, count(e.id) AS entries
