@@ -254,7 +254,8 @@ def _is_header_limit(exception: Exception) -> bool:
 
 class JsonErrorHandler(ErrorHandler):
     """Renders the edge's own errors (no route, wrong method, bad request, body or headers too
-    large) in the same AIP-193 shape as errors from the gRPC server."""
+    large, request timeout, unknown expectation) in the same AIP-193 shape as errors from the
+    gRPC server."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         status = getattr(exception, "status_code", 500)
@@ -295,6 +296,30 @@ class JsonErrorHandler(ErrorHandler):
                     )
                 ],
                 http_code=413,
+            )
+        if status == 408:
+            # Sanic's REQUEST_TIMEOUT: the request line and headers came too slowly. It stays a
+            # 408 (a client may send it again, RFC 9110) rather than a 400 that says "fix it".
+            return error_response(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the request was not received in time",
+                [
+                    error_info(
+                        "REQUEST_TIMEOUT",
+                        "edge.smm",
+                        {"timeout_s": str(request.app.config.REQUEST_TIMEOUT)},
+                    )
+                ],
+                http_code=408,
+            )
+        if status == 417:
+            # An Expect header other than 100-continue (sanic/http/http1.py). Sanic answers before
+            # it has a request object, so the header's value is not at hand here.
+            return error_response(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the Expect header asks for something other than 100-continue",
+                [error_info("EXPECTATION_FAILED", "edge.smm", {"header": "expect"})],
+                http_code=417,
             )
         if 400 <= status < 500:
             return error_response(

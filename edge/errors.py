@@ -72,8 +72,9 @@ def render_error(
     """The AIP-193 body for a status; never raises (falls back to a constant body).
 
     ``http_code`` overrides the table where HTTP has a more precise word (413 for a body over
-    the limit, 431 for a request line and headers over theirs; both RESOURCE_EXHAUSTED in gRPC
-    terms)."""
+    the limit, 431 for a request line and headers over theirs, both RESOURCE_EXHAUSTED in gRPC
+    terms; 408 DEADLINE_EXCEEDED for a request not received in time; 417 INVALID_ARGUMENT for an
+    ``Expect`` other than ``100-continue``)."""
     try:
         body: dict[str, Any] = {
             "code": http_code or http_status(code),

@@ -134,7 +134,10 @@ def _parse_into(value: Any, message: Message, *, field: str) -> None:
 def _refuse_unknown_enum_names(value: Any, descriptor: Any, *, prefix: str) -> None:
     """Unknown fields are ignored (clients may be newer than the server), but protobuf's parser
     then also drops an enum value it does not know: a typo like ``"SERVICE_TYPE_PACKAG"`` became
-    the zero value and, say, a service of another type. A name the enum lacks is an error."""
+    the zero value and, say, a service of another type. A name the enum lacks is an error.
+
+    So is a number that is not an integer: the parser takes an enum number with ``int()``, which
+    read ``1.5`` as 1 and ``true`` as 1, where an integer field refuses both."""
     if not isinstance(value, dict):
         return
     for key, item in value.items():
@@ -153,6 +156,10 @@ def _refuse_unknown_enum_names(value: Any, descriptor: Any, *, prefix: str) -> N
                     raise TranscodeError(
                         f"invalid {path}: {one[:100]!r} is not a {target.enum_type.name}", field=path
                     )
+            elif target.enum_type is not None and (
+                isinstance(one, bool) or (isinstance(one, float) and not one.is_integer())
+            ):
+                raise TranscodeError(f"invalid {path}: {one!r} is not a {target.enum_type.name}", field=path)
             elif target.message_type is not None and not target.message_type.full_name.startswith(
                 "google.protobuf."
             ):
@@ -202,11 +209,11 @@ def _scalar(field: FieldDescriptor, raw: str) -> Any:
 def _apply_query(
     request: Message, query: Iterable[tuple[str, str]], bound: set[str] | frozenset[str]
 ) -> None:
-    grouped: dict[str, list[str]] = {}
+    # Grouped by the field, not the spelling: ``displayName`` and ``display_name`` are one field.
+    grouped: dict[tuple[str, ...], list[str]] = {}
     for key, value in query:
-        grouped.setdefault(key, []).append(value)
-    for key, values in grouped.items():
-        path = tuple(_snake(part) for part in key.split("."))
+        grouped.setdefault(tuple(_snake(part) for part in key.split(".")), []).append(value)
+    for path, values in grouped.items():
         if path[0] in bound:
             continue
         field = _resolve(request.DESCRIPTOR, path)
@@ -214,8 +221,15 @@ def _apply_query(
             continue  # unknown query parameters are ignored, as grpc-gateway does
         if field.is_repeated:
             _set_repeated(request, path, field, values)
+        elif len(values) > 1:
+            # As grpc-gateway ("too many values for field"): keeping one of them silently lets a
+            # proxy or cache that reads another disagree with the server on what was asked.
+            dotted = ".".join(path)
+            raise TranscodeError(
+                f"query parameter {dotted}: given more than once, but takes one value", field=dotted
+            )
         else:
-            _set_path(request, path, values[-1], source="query")
+            _set_path(request, path, values[0], source="query")
 
 
 def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescriptor, values: list[str]) -> None:

@@ -24,7 +24,8 @@ link
   holds at most 2,704 bytes; 2,048 CJK characters are 6,144), no whitespace, control (C0, C1)
   or invisible format characters (zero-width, bidi overrides), an ``http``/``https`` URL
   (``urllib.parse.urlsplit``) whose host is ``localhost`` or a dotted name with no empty label
-  (IPv6 literals are refused), and a valid port if it has one. ``media`` (MENTIONS_MEDIA_LIKERS)
+  (IPv6 literals are refused), and if it has a port, ASCII digits naming 1 to 65535 (``host:``
+  with an empty port and port 0 are refused). ``media`` (MENTIONS_MEDIA_LIKERS)
   and ``referring_url`` (WEB_TRAFFIC) follow the same rules.
 
 quantity and billing (``billable`` is the units the price covers: price = rate x billable / 1000)
@@ -526,12 +527,21 @@ def _url_problem(text: str) -> str | None:
     try:
         parts = urlsplit(text)
         host = parts.hostname or ""
-        _ = parts.port  # ValueError when not a number in 0..65535
     except ValueError:
         return not_url
-    if parts.scheme.lower() not in ("http", "https") or not _host_ok(host):
+    if parts.scheme.lower() not in ("http", "https") or not _host_ok(host) or not _port_ok(parts.netloc):
         return not_url
     return None
+
+
+def _port_ok(netloc: str) -> bool:
+    """No port, or ASCII digits naming 1..65535. ``urlsplit`` reads ``host:`` as no port and
+    takes port 0 (and, depending on the Python release, ``+443`` or ``4_43``)."""
+    host_port = netloc.rpartition("@")[2]
+    _, colon, port = host_port.rpartition(":")
+    if not colon:
+        return True
+    return port.isascii() and port.isdigit() and 0 < int(port) <= 65535
 
 
 def _host_ok(host: str) -> bool:

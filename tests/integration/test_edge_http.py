@@ -427,3 +427,105 @@ async def test_query_update_mask_takes_proto_field_names(
     assert body["sortOrder"] == 7
     assert body["name"] == "Followers"
     assert body["refillDays"] == (9 if "refill_days" in mask else service.refill_days)
+
+
+def _field_violations(error: dict) -> list[dict]:
+    return [
+        violation
+        for detail in error["details"]
+        if detail["@type"].endswith("google.rpc.BadRequest")
+        for violation in detail["fieldViolations"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/api/v1/public/services", "pageSize=5&pageSize=7", "page_size"),
+        ("/api/v1/public/services", "categoryId=3&category_id=4", "category_id"),
+        ("/api/v1/dashboard/orders", "status=ORDER_STATUS_PENDING&status=ORDER_STATUS_COMPLETED", "status"),
+    ],
+)
+async def test_a_single_valued_query_parameter_given_twice_is_invalid_argument(
+    http: httpx.AsyncClient, path: str, query: str, field: str
+) -> None:
+    response = await http.get(f"{path}?{query}")
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert error["message"] == f"query parameter {field}: given more than once, but takes one value"
+    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.5", "true"])
+async def test_an_enum_given_a_number_with_a_fraction_is_invalid_argument(
+    http: httpx.AsyncClient, value: str
+) -> None:
+    response = await http.post(
+        "/api/v1/admin/services",
+        content=f'{{"name": "x", "type": {value}}}'.encode(),
+        headers={"content-type": "application/json"},
+    )
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert _field_violations(error) == [{"field": "service.type", "description": error["message"]}]
+    assert "is not a ServiceType" in error["message"]
+
+
+async def _raw_exchange(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes as they are and read until the edge closes the connection."""
+    url = httpx.URL(base_url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
+    return int(status_line.split(" ", 2)[1]), headers, body
+
+
+def _assert_raw_error(
+    status: int, headers: dict[str, str], body: bytes, http_code: int, grpc_status: str
+) -> dict:
+    assert status == http_code, body
+    assert headers["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert (error["code"], error["status"]) == (http_code, grpc_status)
+    return error
+
+
+async def test_an_unknown_expectation_is_417_with_the_standard_error_body(edge: RunningEdge) -> None:
+    status, headers, body = await _raw_exchange(
+        edge.base_url,
+        b"POST /api/v1/admin/categories HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\nExpect: 200-ok\r\n\r\n{}",
+    )
+    error = _assert_raw_error(status, headers, body, 417, "INVALID_ARGUMENT")
+    assert error["message"] == "the Expect header asks for something other than 100-continue"
+    assert error["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "EXPECTATION_FAILED",
+            "domain": "edge.smm",
+            "metadata": {"header": "expect"},
+        }
+    ]
+
+
+async def test_a_request_not_finished_in_time_is_408_with_the_standard_error_body(edge: RunningEdge) -> None:
+    # Sanic reads REQUEST_TIMEOUT when a connection opens: this connection gets half a second.
+    edge.app.config.REQUEST_TIMEOUT = 0.5
+    status, headers, body = await _raw_exchange(
+        edge.base_url, b"GET /api/v1/public/services HTTP/1.1\r\nHost: edge\r\nX-Partial: "
+    )
+    error = _assert_raw_error(status, headers, body, 408, "DEADLINE_EXCEEDED")
+    assert error["message"] == "the request was not received in time"
+    assert error["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "REQUEST_TIMEOUT",
+            "domain": "edge.smm",
+            "metadata": {"timeout_s": "0.5"},
+        }
+    ]
