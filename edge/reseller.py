@@ -17,7 +17,7 @@ import functools
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -124,6 +124,10 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,15}")
 _KEY_CHARACTERS = re.compile(r"[!-~]{1,512}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 ID_LISTS = ("orders", "refills")
+# PHP's array syntax for them, ``orders[]`` or ``orders[0]`` (read by ``_php_params``), and the
+# index PHP takes as an integer key (a decimal integer without leading zeros, within int64).
+_PHP_ID_LIST = re.compile("(" + "|".join(ID_LISTS) + r")\[([^\[\]]*)\]")
+_PHP_INT_KEY = re.compile(r"0|-?[1-9][0-9]{0,17}")
 INT_FIELDS = ("quantity", "runs", "interval", "min", "max", "posts", "old_posts", "delay")
 TEXT_FIELDS = (
     "link",
@@ -167,7 +171,7 @@ def _error(message: str) -> dict[str, str]:
 
 def request_params(request: Request) -> dict[str, str]:
     """Query parameters, then the body's (form or JSON) over them, as PHP's $_REQUEST does."""
-    params = {k: v for k, v in request.query_args}
+    params = _php_params(request.query_args)
     body = request.body or b""
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if body.strip():
@@ -186,8 +190,39 @@ def request_params(request: Request) -> dict[str, str]:
                     }
                 )
         else:
-            params.update(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
+            params.update(_php_params(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)))
     return params
+
+
+def _php_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """One source's name=value pairs as PHP reads them, where the id lists may come as arrays:
+    ``orders[]=1&orders[]=2`` (scripts) or ``orders[0]=1&orders[1]=2`` (http_build_query of an
+    array) is the list "1,2". As in PHP, a repeated index keeps its place and takes the later
+    value, ``[]`` takes the next index, and a later plain ``orders`` replaces the array (and an
+    array a plain value). The list's length is capped where it is read (``_id_list``)."""
+    params: dict[str, str | dict[int | str, str]] = {}
+    next_index: dict[str, int] = {}
+    for name, value in pairs:
+        array = _PHP_ID_LIST.fullmatch(name)
+        if array is None:
+            params[name] = value
+            continue
+        base, index = array.group(1), array.group(2)
+        entries = params.get(base)
+        if not isinstance(entries, dict):
+            entries = params[base] = {}
+            next_index[base] = 0
+        key: int | str
+        if index == "":
+            key = next_index[base]
+        elif _PHP_INT_KEY.fullmatch(index):
+            key = int(index)
+        else:
+            key = index
+        if isinstance(key, int):
+            next_index[base] = max(next_index[base], key + 1)
+        entries[key] = value
+    return {k: v if isinstance(v, str) else ",".join(v.values()) for k, v in params.items()}
 
 
 def _text(value: object) -> str:
@@ -404,12 +439,9 @@ class Reseller:
 
     @staticmethod
     def _status_entry(order: Any) -> dict[str, str]:
-        if order.status == opb.ORDER_STATUS_FAILED:
-            charge = "0"
-        elif order.status in FINAL:
-            charge = order.charged
-        else:
-            charge = order.price
+        # A final order's charge is what it cost ("0.00" for a canceled or failed one, which the
+        # server reports with its whole quantity as remains); an open one's, what is held for it.
+        charge = order.charged if order.status in FINAL else order.price
         status = STATUS.get(order.status, "Pending")
         if order.status == opb.ORDER_STATUS_EXPIRED and _released_any(order.released):
             # Part of the subscription was not delivered and its share was released: the word a

@@ -277,10 +277,14 @@ class CredentialStore:
         self._repo = repo
         self._api_keys = api_keys
 
-    async def resolve(self, credential: str, *, client_ip: str) -> auth.Principal:
+    async def resolve(
+        self, credential: str, *, client_ip: str, api_keys_only: bool = False
+    ) -> auth.Principal:
         if credential.startswith(KEY_PREFIX):
             return await self._api_keys.resolve(token_hash(credential), client_ip)
-        if not credential.startswith(SESSION_PREFIX):
+        # Where only keys are taken (the reseller endpoint), a session's token is refused as an
+        # unknown credential is, before it is looked up.
+        if api_keys_only or not credential.startswith(SESSION_PREFIX):
             raise invalid_credential()
         async with self._pool.connection() as conn:
             session = await self._repo.live_session(conn, token_hash(credential))

@@ -64,9 +64,11 @@ def principal() -> Principal:
 
 class CredentialResolver(Protocol):
     """Turns an end-user credential (the part after "Bearer ") into a principal, or raises
-    Unauthenticated. The accounts service implements it with sessions and API keys."""
+    Unauthenticated. The accounts service implements it with sessions and API keys;
+    ``api_keys_only`` refuses a session's token as it refuses an unknown credential (the reseller
+    endpoint, whose ``key`` travels in form bodies and query strings)."""
 
-    async def resolve(self, credential: str, *, client_ip: str) -> Principal: ...
+    async def resolve(self, credential: str, *, client_ip: str, api_keys_only: bool = False) -> Principal: ...
 
 
 EVERYONE = frozenset(Role)

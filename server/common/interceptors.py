@@ -45,6 +45,9 @@ ACTOR_KEY = "x-smm-actor"
 CLIENT_IP_KEY = "x-smm-client-ip"
 USER_AGENT_KEY = "x-smm-user-agent"
 REQUEST_ID_KEY = "x-request-id"
+# Set by the edge (trusted through the internal token) on the reseller endpoint's calls: "reseller".
+SOURCE_KEY = "x-smm-source"
+RESELLER_SOURCE = "reseller"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _SYSTEM_ACTOR = re.compile(r"^system:[a-z0-9][a-z0-9_-]{0,40}$")
 
@@ -225,7 +228,13 @@ class AuthenticationInterceptor(_UnaryInterceptor):
                 raise Unauthenticated(
                     "use 'Authorization: Bearer <token>'", reason="BAD_AUTHORIZATION_HEADER"
                 )
-            return await self._resolver.resolve(credential.strip(), client_ip=current_request.get().client_ip)
+            # The reseller endpoint's ``key`` is an API key, never a session's token: that key sits
+            # in form bodies, query strings, scripts and logs; sessions are the web front end's.
+            return await self._resolver.resolve(
+                credential.strip(),
+                client_ip=current_request.get().client_ip,
+                api_keys_only=call.metadata.get(SOURCE_KEY) == RESELLER_SOURCE,
+            )
         actor = call.metadata.get(ACTOR_KEY, "")
         if actor:
             if not _SYSTEM_ACTOR.match(actor):

@@ -14,6 +14,7 @@ from server.common.convert import request_time, timestamp
 from server.common.errors import InvalidArgument, NotFound
 from server.common.money import format_micros
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
+from server.orders import states
 from server.orders.admin import OrdersAdmin
 from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
@@ -31,6 +32,15 @@ _PREFIX = "ORDER_STATUS_"
 
 def status_enum(status: str) -> pb.OrderStatus.ValueType:
     return pb.OrderStatus.Value(_PREFIX + status.upper())
+
+
+def shown_remains(row: OrderRow) -> int:
+    """What was not delivered. A canceled or failed order charged nothing and released its whole
+    hold, so it is the whole quantity (all runs; a package's one unit, a subscription's most),
+    whatever the provider last said: clients compute their customer's refund from remains."""
+    if row.status in (states.CANCELED, states.FAILED):
+        return row.units
+    return row.remains or 0
 
 
 def status_name(value: int) -> str:
@@ -72,7 +82,7 @@ def order_to_proto(
         released=format_micros(row.released_micros),
         currency=currency,
         start_count=row.start_count or 0,
-        remains=row.remains or 0,
+        remains=shown_remains(row),
         source=row.source,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
