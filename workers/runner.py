@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -44,10 +45,21 @@ from core.events import (
     ensure_durable,
     ensure_streams,
 )
+from core.logs import request_id_var
 from core.tracing import extract, tracer
 
 log = logging.getLogger(__name__)
 _tracer = tracer("smm.worker")
+# What the server accepts as a request id (server/common/interceptors.py); anything else it replaces.
+_NOT_IN_REQUEST_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def request_id_for(event_id: str) -> str:
+    """The request id of the work an event causes: the event id, spelt as the server accepts a
+    request id (the scheduler's ``<job>:<period start>`` becomes ``<job>.<period start>``). The
+    worker's log lines carry it, and ``workers/rpc.py`` sends it as ``x-request-id`` on every RPC,
+    so the server's log lines and audit records of that work carry it too."""
+    return _NOT_IN_REQUEST_ID.sub(".", event_id)[:64]
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,6 @@ class Runner:
         log.warning("declared %s again: NATS had lost it", durable.name)
 
     async def _process(self, consumer: Consumer, message: Msg) -> None:
-        durable = consumer.durable
         headers = dict(message.headers or {})
         delivery = message.metadata.num_delivered or 1
         event = Event(
@@ -192,6 +203,15 @@ class Runner:
             headers=headers,
             delivery=delivery,
         )
+        log_token = request_id_var.set(request_id_for(event.id))
+        try:
+            await self._process_event(consumer, message, event)
+        finally:
+            request_id_var.reset(log_token)
+        self.handled += 1
+
+    async def _process_event(self, consumer: Consumer, message: Msg, event: Event) -> None:
+        durable, headers, delivery = consumer.durable, event.headers, event.delivery
         with _tracer.start_as_current_span(
             f"process {event.subject}", context=extract(headers), kind=trace.SpanKind.CONSUMER
         ) as span:
@@ -224,7 +244,6 @@ class Runner:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
-        self.handled += 1
 
     async def _settle(self, durable: Durable, message: Msg, event: Event, outcome: Outcome) -> None:
         if isinstance(outcome, Ok):

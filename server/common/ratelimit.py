@@ -3,8 +3,13 @@
 Fixed one-minute windows counted in an UNLOGGED PostgreSQL table (no WAL). Buckets: every call by
 client IP; login and registration by IP and by account, tighter (signed-in calls that check the
 current password spend the same per-account budget); mail-sending calls by IP and by address;
-signed-in calls by user or API key. An IP whose credentials (or current passwords) failed
-repeatedly in the window gets a tenth of its limits. All limits come from configuration (``SMM_RATE_*``).
+signed-in calls by user or API key. A call made with an API key counts against the key, not its
+IP (a reseller runs several scripts from one server: the IP's budget must not cap its keys'); one
+whose key does not get it through authorization (unknown, revoked, another address, a route keys
+may not call) counts against the IP after the fact, and once the IP has spent its budget its key
+calls are refused before the key is looked up. An IP whose credentials (or current passwords)
+failed repeatedly in the window gets a tenth of its limits. All limits come from configuration
+(``SMM_RATE_*``).
 
 Two ways of counting, by how hot and how sensitive a bucket is:
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +103,22 @@ EXEMPT_RPCS = ("/smm.v1.SystemService/GetHealth",)
 STORE_TIMEOUT_S = 0.5
 FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL", "INVALID_TOTP", "WRONG_PASSWORD")
 PENALTY_DIVISOR = 10
+# An API key's credential, as ``server/accounts/apikeys.py`` (KEY_PREFIX) issues them.
+API_KEY_PREFIX = "smm_k_"
+
+
+@dataclass
+class _KeyCall:
+    counted: bool = False  # against its key, by limit_principal
+
+
+# Set by the IP stage on a call made with an API key, for ``limit_principal`` to mark.
+_key_call: contextvars.ContextVar[_KeyCall | None] = contextvars.ContextVar("key_call", default=None)
+
+
+def _presents_api_key(call: CallInfo) -> bool:
+    scheme, _, credential = call.metadata.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and credential.strip().startswith(API_KEY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -174,12 +196,27 @@ class RateLimiter:
         """Count the call here (shared with the other copies at the next sync), and refuse it when
         every copy's hits known so far pass ``limit``."""
         window = self._window()
-        bucket = self._buckets.get((key, window))
-        if bucket is None:
-            bucket = self._buckets[(key, window)] = _Bucket()
+        bucket = self._bucket(key, window)
         bucket.unsent += 1
         if bucket.shared + bucket.unsent + bucket.sending > limit:
             raise self._too_many(window, key)
+
+    def add(self, key: str) -> None:
+        """Count a call that has already been answered (``take`` without the refusal)."""
+        self._bucket(key, self._window()).unsent += 1
+
+    def check_spent(self, key: str, limit: int) -> None:
+        """Refuse, without counting, when every copy's hits known so far reach ``limit``."""
+        window = self._window()
+        bucket = self._buckets.get((key, window))
+        if bucket is not None and bucket.shared + bucket.unsent + bucket.sending >= limit:
+            raise self._too_many(window, key)
+
+    def _bucket(self, key: str, window: int) -> _Bucket:
+        bucket = self._buckets.get((key, window))
+        if bucket is None:
+            bucket = self._buckets[(key, window)] = _Bucket()
+        return bucket
 
     def _too_many(self, window: int, key: str) -> ResourceExhausted:
         retry_after = max(1, window + WINDOW_S - int(self._clock()))
@@ -266,7 +303,9 @@ def too_many(retry_after_s: int, bucket: str) -> ResourceExhausted:
 
 class IpRateLimitInterceptor(_UnaryInterceptor):
     """Before authentication: limits by client IP (tighter for login), and counts credential
-    failures per IP so that guessing tightens the limits."""
+    failures per IP so that guessing tightens the limits. A call made with an API key is left to
+    its key's budget (``limit_principal``), unless the IP has spent its own; if the key does not
+    get it through authorization, the call counts against the IP once it is answered."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
@@ -275,10 +314,15 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Any
     ) -> Any:
         ip = current_request.get().client_ip
+        key_call: _KeyCall | None = None
         if ip and call.metadata.get("x-smm-actor", "") == "" and call.method not in EXEMPT_RPCS:
             divisor = PENALTY_DIVISOR if self._limiter.penalised(ip) else 1
             limits = self._limiter.limits
-            self._limiter.take(f"ip:{ip}", max(1, limits.per_ip // divisor))
+            if _presents_api_key(call):
+                self._limiter.check_spent(f"ip:{ip}", max(1, limits.per_ip // divisor))
+                key_call = _KeyCall()
+            else:
+                self._limiter.take(f"ip:{ip}", max(1, limits.per_ip // divisor))
             if call.method in LOGIN_RPCS:
                 await self._limiter.hit(f"login-ip:{ip}", max(1, limits.login_per_ip // divisor))
                 email = str(getattr(request, "email", "")).strip().lower()
@@ -291,12 +335,17 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
                 email = str(address).strip().lower()
                 if email:
                     await self._limiter.hit(f"reset-account:{email}", limits.reset_per_account)
+        token = _key_call.set(key_call)
         try:
             return await inner(request, context)
         except DomainError as exc:  # by reason, whatever the status (WRONG_PASSWORD is a 400)
             if ip and exc.reason in FAILURE_REASONS:
                 await self._limiter.count_failure(ip)
             raise
+        finally:
+            _key_call.reset(token)
+            if key_call is not None and not key_call.counted:  # the key did not carry it
+                self._limiter.add(f"ip:{ip}")
 
 
 async def limit_principal(limiter: RateLimiter, who: auth.Principal, method: str) -> None:
@@ -309,6 +358,9 @@ async def limit_principal(limiter: RateLimiter, who: auth.Principal, method: str
         # The mail goes to the account's own address, known only now: the same bucket as a reset's.
         await limiter.hit(f"reset-account:{who.name.strip().lower()}", limiter.limits.reset_per_account)
     if who.api_key_id is not None:
+        key_call = _key_call.get()
+        if key_call is not None:  # counted against the key from here on, not the IP
+            key_call.counted = True
         limiter.take(f"key:{who.api_key_id}", limiter.limits.per_api_key)
     elif who.user_id is not None:
         limiter.take(f"user:{who.user_id}", limiter.limits.per_user)

@@ -300,3 +300,71 @@ async def test_counts_of_past_windows_are_dropped_while_the_store_is_down() -> N
         assert len(limiter._buckets) <= 50  # the counters themselves are the point
     finally:
         await down.close()
+
+
+@pytest.fixture
+async def keyed(settings: Settings, pool: Pool) -> AsyncIterator[RunningEdge]:
+    """Limits where a key's budget (8) is above its address's (4), as by default (1,200 / 600)."""
+    limited = settings.model_copy(
+        update={
+            "rate_per_ip_per_min": 4,
+            "rate_per_api_key_per_min": 8,
+            "rate_per_user_per_min": 100,
+            "rate_login_per_ip_per_min": 10,
+            "rate_auth_failures_before_penalty": 100,
+        }
+    )
+    seconds_into_minute = time.time() % 60
+    if seconds_into_minute > 45:
+        await asyncio.sleep(60.5 - seconds_into_minute)
+    nc = await connect(limited.nats_url, name="tests-ratelimit-keys")
+    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
+    edge = await start_edge(limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"}))
+    yield edge
+    await edge.stop()
+    await handle.stop(None)
+    await nc.close()
+
+
+async def test_key_calls_from_one_address_reach_the_keys_figure_not_the_addresses(keyed: RunningEdge) -> None:
+    # A reseller runs several scripts from one server, each with a key: the address's budget must
+    # not cap what its keys were given. Anonymous calls from that address are still limited by it.
+    async with httpx.AsyncClient(base_url=keyed.base_url) as http:
+        token = (await register(http))["token"]  # 1 call of the address (anonymous)
+        first, second = [
+            (await http.post("/api/v1/dashboard/api-keys", json={"name": n}, headers=bearer(token))).json()[
+                "secret"
+            ]
+            for n in ("script 1", "script 2")
+        ]  # 2 calls of the address (a session)
+        for _ in range(8):  # twice the address's budget of 4, on one key
+            assert (await http.get("/api/v1/auth/me", headers=bearer(first))).status_code == 200
+        over = await http.get("/api/v1/auth/me", headers=bearer(first))
+        assert_limited(over)
+        assert over.json()["error"]["details"][0]["metadata"]["bucket"] == "key"
+        for _ in range(8):  # another key, another budget, still the same address
+            assert (await http.get("/api/v1/auth/me", headers=bearer(second))).status_code == 200
+        # Those 17 key calls spent nothing of the address's: 1 anonymous call is left, then 429
+        # (a route the edge does not answer from its cache).
+        assert (await http.get("/api/v1/auth/me")).status_code == 401
+        assert_limited(await http.get("/api/v1/auth/me"))
+
+
+async def test_calls_with_keys_that_do_not_authenticate_spend_the_addresses_budget(
+    keyed: RunningEdge,
+) -> None:
+    async with httpx.AsyncClient(base_url=keyed.base_url) as http:
+        token = (await register(http))["token"]  # 1 of the address's 4 (anonymous)
+        key = (
+            await http.post("/api/v1/dashboard/api-keys", json={"name": "k"}, headers=bearer(token))
+        ).json()  # 2 of 4 (a session)
+        # A good key on a route keys may not call is not carried by its key: 3 of 4.
+        refused = await http.get("/api/v1/dashboard/api-keys", headers=bearer(key["secret"]))
+        assert refused.status_code == 403
+        # An unknown key: 4 of 4.
+        assert (await http.get("/api/v1/auth/me", headers=bearer("smm_k_guessed"))).status_code == 401
+        # The address has spent its budget: unknown keys are refused before they are looked up,
+        # and so is a good key from that address until the window ends (as anonymous calls are).
+        assert_limited(await http.get("/api/v1/auth/me", headers=bearer("smm_k_guessed")))
+        assert_limited(await http.get("/api/v1/auth/me"))
+        assert_limited(await http.get("/api/v1/auth/me", headers=bearer(key["secret"])))

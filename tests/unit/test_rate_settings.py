@@ -33,3 +33,10 @@ def test_a_rate_setting_of_zero_or_less_is_refused(field: str, value: int) -> No
 def test_positive_rate_settings_are_taken() -> None:
     settings = load_settings(rate_per_ip_per_min=1, rate_sync_s=0.1)
     assert (settings.rate_per_ip_per_min, settings.rate_sync_s) == (1, 0.1)
+
+
+def test_the_limiter_knows_api_keys_by_the_prefix_they_are_issued_with() -> None:
+    from server.accounts.apikeys import KEY_PREFIX
+    from server.common.ratelimit import API_KEY_PREFIX
+
+    assert API_KEY_PREFIX == KEY_PREFIX
