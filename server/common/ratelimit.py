@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,21 @@ FAILURE_REASONS = ("INVALID_LOGIN", "INVALID_CREDENTIAL", "INVALID_TOTP", "WRONG
 PENALTY_DIVISOR = 10
 # An API key's credential, as ``server/accounts/apikeys.py`` (KEY_PREFIX) issues them.
 API_KEY_PREFIX = "smm_k_"
+# An IPv6 client is counted by its /64: one subscriber or one server is routinely given a whole
+# /64 (RFC 6177), so a bucket per address let one client rotate through 2^64 fresh budgets.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_bucket(ip: str) -> str:
+    """The part of a client's address its IP buckets and failed credentials are counted by: an
+    IPv4 address whole, an IPv6 address's /64 network (``2001:db8:1:2::/64``)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # the edge sends addresses only; anything else is counted as it is
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return ip
 
 
 @dataclass
@@ -313,7 +329,7 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
     async def around(
         self, call: CallInfo, request: Any, context: grpc.aio.ServicerContext, inner: Any
     ) -> Any:
-        ip = current_request.get().client_ip
+        ip = client_bucket(current_request.get().client_ip)
         key_call: _KeyCall | None = None
         if ip and call.metadata.get("x-smm-actor", "") == "" and call.method not in EXEMPT_RPCS:
             divisor = PENALTY_DIVISOR if self._limiter.penalised(ip) else 1

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from core.config import Settings
 from core.events import connect
 from server.common.db import Pool
-from server.common.ratelimit import Limits, RateLimiter
+from server.common.ratelimit import Limits, RateLimiter, client_bucket
 from server.main import ServerHandle, create_server
 from tests.fix_edge import RunningEdge, start_edge
 from tests.integration.test_accounts import PASSWORD, bearer, register
@@ -368,3 +368,48 @@ async def test_calls_with_keys_that_do_not_authenticate_spend_the_addresses_budg
         assert_limited(await http.get("/api/v1/auth/me", headers=bearer("smm_k_guessed")))
         assert_limited(await http.get("/api/v1/auth/me"))
         assert_limited(await http.get("/api/v1/auth/me", headers=bearer(key["secret"])))
+
+
+@pytest.fixture
+async def behind_proxy(settings: Settings, pool: Pool) -> AsyncIterator[RunningEdge]:
+    """An edge behind a trusted proxy (the test client), so X-Forwarded-For names the client, with
+    a per-IP limit of 4."""
+    limited = settings.model_copy(update={"rate_per_ip_per_min": 4})
+    seconds_into_minute = time.time() % 60
+    if seconds_into_minute > 50:
+        await asyncio.sleep(60.5 - seconds_into_minute)
+    nc = await connect(limited.nats_url, name="tests-ratelimit-v6")
+    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
+    edge = await start_edge(
+        limited.model_copy(
+            update={"grpc_target": f"127.0.0.1:{handle.port}", "trusted_proxies": "127.0.0.1/32"}
+        )
+    )
+    yield edge
+    await edge.stop()
+    await handle.stop(None)
+    await nc.close()
+
+
+async def test_an_ipv6_client_is_counted_by_its_slash_64(behind_proxy: RunningEdge) -> None:
+    """Each IPv6 address had a bucket of its own, and one client is routinely given a whole /64:
+    a fresh address per call was a fresh budget per call."""
+    async with httpx.AsyncClient(base_url=behind_proxy.base_url) as client:
+
+        async def from_address(address: str) -> httpx.Response:
+            # Signed out, so not answered from the edge's catalog cache: every call reaches the limiter.
+            return await client.get("/api/v1/dashboard/wallet", headers={"X-Forwarded-For": address})
+
+        rotated = [await from_address(f"2001:db8:1:2::{n:x}") for n in range(1, 6)]
+        assert [r.status_code for r in rotated[:4]] == [401, 401, 401, 401]
+        assert_limited(rotated[4])  # the fifth address of the same /64: its fifth call
+        assert (await from_address("2001:db8:1:3::1")).status_code == 401  # the next /64 is another client
+        v4 = [await from_address(f"198.51.100.{n}") for n in range(1, 6)]
+        assert [r.status_code for r in v4] == [401] * 5  # IPv4 addresses are counted one by one
+
+
+def test_the_bucket_of_a_client_address() -> None:
+    assert client_bucket("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64"
+    assert client_bucket("2001:DB8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_bucket("203.0.113.7") == "203.0.113.7"
+    assert client_bucket("") == ""
