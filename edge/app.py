@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from sanic import HTTPResponse, Request, Sanic
 from sanic.config import Config
-from sanic.exceptions import NotFound, PayloadTooLarge
+from sanic.exceptions import NotFound, PayloadTooLarge, RequestCancelled, ServiceUnavailable
 from sanic.handlers import ErrorHandler
 from sanic.http import Http
 from sanic.response import file, raw
@@ -252,12 +252,31 @@ def _is_header_limit(exception: Exception) -> bool:
     return isinstance(exception, PayloadTooLarge) and str(exception) == _SANIC_HEADER_LIMIT_MESSAGE
 
 
+# Sanic's RESPONSE_TIMEOUT (sanic/server/protocols/http_protocol.py, check_timeouts) cancels the
+# handler and raises this 503; nothing else in Sanic or the edge raises ServiceUnavailable.
+_SANIC_RESPONSE_TIMEOUT_MESSAGE = "Response Timeout"
+
+
+def _is_response_timeout(exception: Exception) -> bool:
+    return isinstance(exception, ServiceUnavailable) and str(exception) == _SANIC_RESPONSE_TIMEOUT_MESSAGE
+
+
 class JsonErrorHandler(ErrorHandler):
     """Renders the edge's own errors (no route, wrong method, bad request, body or headers too
-    large, request timeout, unknown expectation) in the same AIP-193 shape as errors from the
-    gRPC server."""
+    large, request or response timeout, unknown expectation) in the same AIP-193 shape as errors
+    from the gRPC server."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client hung up and Sanic cancelled the handler: nobody reads this answer (the
+            # 499 of grpc-gateway's CANCELLED), and it is no fault of the edge's.
+            log.info(
+                "client closed the connection first: %s %s (request id %s)",
+                request.method,
+                request.path[:200],
+                request_id(request),
+            )
+            return error_response(grpc.StatusCode.CANCELLED, "the client closed the request")
         status = getattr(exception, "status_code", 500)
         if is_reseller_path(request.path, request.app.ctx.settings.reseller_v2_alias):
             if status >= 500:
@@ -320,6 +339,23 @@ class JsonErrorHandler(ErrorHandler):
                 "the Expect header asks for something other than 100-continue",
                 [error_info("EXPECTATION_FAILED", "edge.smm", {"header": "expect"})],
                 http_code=417,
+            )
+        if _is_response_timeout(exception):
+            # The handler ran past RESPONSE_TIMEOUT and was cancelled: the edge stopped waiting,
+            # as when a gRPC call passes its deadline, so the same 504 DEADLINE_EXCEEDED (not
+            # Sanic's 503, which says "safe to retry": a create may have committed meanwhile).
+            timeout = request.app.config.RESPONSE_TIMEOUT
+            log.warning(
+                "response timeout after %s s: %s %s (request id %s)",
+                timeout,
+                request.method,
+                request.path[:200],
+                request_id(request),
+            )
+            return error_response(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the response was not ready in time",
+                [error_info("RESPONSE_TIMEOUT", "edge.smm", {"timeout_s": str(timeout)})],
             )
         if 400 <= status < 500:
             return error_response(

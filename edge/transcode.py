@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -176,13 +177,13 @@ def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source
         cursor = cursor[field.json_name]
         descriptor = field.message_type
     leaf = descriptor.fields_by_name[field_path[-1]]
-    cursor[leaf.json_name] = _scalar(leaf, raw)
     dotted = ".".join(field_path)
     try:
+        cursor[leaf.json_name] = _scalar(leaf, raw)
         # ParseDict merges into the message: path variables overwrite what the body set.
         _clear(request, field_path)
         json_format.ParseDict(nested, request, ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, _NotAnInteger) as exc:
         raise TranscodeError(f"{source} parameter {dotted}: invalid value {raw!r}", field=dotted) from exc
 
 
@@ -191,6 +192,28 @@ def _clear(request: Message, field_path: tuple[str, ...]) -> None:
     for name in field_path[:-1]:
         message = getattr(message, name)
     message.ClearField(field_path[-1])
+
+
+_INTEGER_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+# An integer in a query or path value: an optional minus and ASCII digits, as JSON spells one.
+_PLAIN_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class _NotAnInteger(ValueError):
+    pass
 
 
 def _scalar(field: FieldDescriptor, raw: str) -> Any:
@@ -203,6 +226,13 @@ def _scalar(field: FieldDescriptor, raw: str) -> Any:
             return True
         if lowered in ("false", "0"):
             return False
+    is_number = field.type in _INTEGER_TYPES or (
+        field.enum_type is not None and raw not in field.enum_type.values_by_name
+    )
+    if is_number and not _PLAIN_INTEGER.fullmatch(raw):
+        # protobuf's parser reads integers and enum numbers with int(), and then as a float:
+        # " 1", "+1", "1_0", "\u0663" (an Arabic-Indic three), "1e2" and "5.0" all passed as numbers.
+        raise _NotAnInteger(raw)
     return raw
 
 
@@ -240,10 +270,10 @@ def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescripto
         parent = descriptor.fields_by_name[name]
         cursor = cursor.setdefault(parent.json_name, {})
         descriptor = parent.message_type
-    cursor[field.json_name] = [_scalar(field, v) for v in values]
     try:
+        cursor[field.json_name] = [_scalar(field, v) for v in values]
         json_format.ParseDict(nested, request)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, _NotAnInteger) as exc:
         dotted = ".".join(path)
         raise TranscodeError(f"query parameter {dotted}: invalid value", field=dotted) from exc
 

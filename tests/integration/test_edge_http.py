@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import grpc
 import httpx
@@ -11,7 +12,8 @@ import pytest
 from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
-from tests.fix_edge import RunningEdge
+from core.config import Settings
+from tests.fix_edge import RunningEdge, start_edge
 from tests.fix_grpc import system_metadata
 from tests.integration.test_catalog_grpc import make_catalog
 
@@ -529,3 +531,155 @@ async def test_a_request_not_finished_in_time_is_408_with_the_standard_error_bod
             "metadata": {"timeout_s": "0.5"},
         }
     ]
+
+
+async def test_a_response_not_ready_in_time_is_504_with_the_standard_error_body(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A gRPC backend that accepts connections and never answers: the call waits for its own
+    # deadline (rpc_timeout_s, 10 s), so Sanic's RESPONSE_TIMEOUT cuts the handler first.
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+    edge = await start_edge(settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": ""}))
+    try:
+        # Sanic reads RESPONSE_TIMEOUT when a connection opens: this connection gets half a second.
+        edge.app.config.RESPONSE_TIMEOUT = 0.5
+        caplog.set_level(logging.INFO, logger="edge.app")
+        async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as client:
+            response = await client.get("/api/v1/public/categories", headers={"X-Request-Id": "slow-1"})
+    finally:
+        await edge.stop()
+        for writer in held:
+            writer.close()
+        backend.close()
+        await backend.wait_closed()
+    error = assert_error(response, 504, "DEADLINE_EXCEEDED", "RESPONSE_TIMEOUT")
+    assert error["message"] == "the response was not ready in time"
+    assert error["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "RESPONSE_TIMEOUT",
+            "domain": "edge.smm",
+            "metadata": {"timeout_s": "0.5"},
+        }
+    ]
+    assert response.headers["x-request-id"] == "slow-1"
+    # Expected under load, not a bug in the edge: a warning, without a traceback.
+    records = [r for r in caplog.records if r.name == "edge.app"]
+    assert [(r.levelno, r.getMessage(), r.exc_info) for r in records] == [
+        (
+            logging.WARNING,
+            "response timeout after 0.5 s: GET /api/v1/public/categories (request id slow-1)",
+            None,
+        )
+    ]
+
+
+async def test_a_client_gone_before_the_response_is_not_logged_as_an_edge_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Sanic cancels the handler when the client hangs up and hands RequestCancelled to the error
+    # handler, which has nobody to answer: a routine event, not an unhandled error.
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+    edge = await start_edge(settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": ""}))
+    caplog.set_level(logging.INFO, logger="edge.app")
+    try:
+        async with httpx.AsyncClient(base_url=edge.base_url, timeout=0.3) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get("/api/v1/public/categories", headers={"X-Request-Id": "gone-1"})
+        for _ in range(50):
+            if any(r.name == "edge.app" for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await edge.stop()
+        for writer in held:
+            writer.close()
+        backend.close()
+        await backend.wait_closed()
+    records = [r for r in caplog.records if r.name == "edge.app"]
+    assert [(r.levelno, r.getMessage(), r.exc_info) for r in records] == [
+        (
+            logging.INFO,
+            "client closed the connection first: GET /api/v1/public/categories (request id gone-1)",
+            None,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/api/v1/public/services", {"pageSize": "+5"}, "page_size"),
+        ("/api/v1/public/services", {"categoryId": "\u0663"}, "category_id"),
+        ("/api/v1/public/services", {"categoryId": "1_0"}, "category_id"),
+        ("/api/v1/dashboard/orders", {"status": " 1"}, "status"),
+        ("/api/v1/dashboard/orders", {"status": "+1"}, "status"),
+        ("/api/v1/dashboard/orders", {"status": "\u0663"}, "status"),
+    ],
+)
+async def test_a_query_number_that_is_not_ascii_digits_is_invalid_argument(
+    http: httpx.AsyncClient, path: str, query: dict[str, str], field: str
+) -> None:
+    response = await http.get(path, params=query)
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    [raw] = query.values()
+    assert error["message"] == f"query parameter {field}: invalid value {raw!r}"
+    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+    assert error["details"][0]["domain"] == "edge.smm"
+
+
+async def test_a_path_id_that_is_not_ascii_digits_is_invalid_argument(http: httpx.AsyncClient) -> None:
+    response = await http.get("/api/v1/public/services/%2B5")
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert error["message"] == "path parameter id: invalid value '+5'"
+    assert _field_violations(error) == [{"field": "id", "description": error["message"]}]
+
+
+async def test_an_enum_number_the_enum_lacks_is_refused_by_the_server_on_its_field(
+    http: httpx.AsyncClient, channel: grpc.aio.Channel, grpc_server: object, settings: object
+) -> None:
+    # Unlike an unknown name, which protobuf's parser drops (so the edge refuses it), an integer
+    # survives transcoding (proto3 enums are open) and each RPC refuses it as a field error.
+    from tests.integration.test_admin_users import admin_token
+
+    category, service = await make_catalog(pb_grpc.CatalogServiceStub(channel))
+    admin = {"Authorization": f"Bearer {await admin_token(http, grpc_server, settings)}"}  # type: ignore[arg-type]
+    new_service = {
+        "name": "x", "categoryId": str(category.id), "rate": "1.00", "minQuantity": "1", "maxQuantity": "10",
+    }  # fmt: skip
+    calls = [
+        ("POST", "/api/v1/admin/services", {"json": {**new_service, "type": 99}}, "catalog", "service.type"),
+        ("PATCH", f"/api/v1/admin/services/{service.id}", {"json": {"type": -1}}, "catalog", "service.type"),
+        ("GET", "/api/v1/dashboard/orders", {"params": {"status": "99"}}, "orders", "status"),
+        ("GET", "/api/v1/admin/orders", {"params": {"status": "-1"}}, "orders", "status"),
+        (
+            "POST",
+            "/api/v1/admin/orders/1/status",
+            {"json": {"status": 99, "reason": "r"}},
+            "orders",
+            "status",
+        ),
+    ]
+    for method, path, kwargs, svc, field in calls:
+        response = await http.request(method, path, headers=admin, **kwargs)
+        error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+        what = "a service type" if svc == "catalog" else "an order status"
+        assert error["message"] == f"{field}: must be {what}", (method, path)
+        assert error["details"][0]["domain"] == f"{svc}.smm"
+        assert _field_violations(error) == [
+            {"field": field, "description": f"must be {what}", "reason": "INVALID_FIELD"}
+        ]
+    unchanged = await http.get(f"/api/v1/admin/services/{service.id}", headers=admin)
+    assert unchanged.json()["service"]["type"] == "SERVICE_TYPE_DEFAULT"
