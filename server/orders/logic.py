@@ -39,12 +39,13 @@ from server.orders.errors import (
     service_not_on_sale,
 )
 from server.orders.repo import QUERIES, Conn, OrderEventRow, OrderRow, RefillRow, ServiceForOrder
-from server.orders.validation import OrderInput, ServiceTerms, sizing_field, validate_order
+from server.orders.validation import MAX_URL, OrderInput, ServiceTerms, sizing_field, validate_order
 from server.wallet import ledger
 
 ORDER_CREATED = "smm.orders.order.created"
 MAX_MASS_LINES = 500
 PERIODS = ("day", "week", "month")
+MAX_PERIODS = 366
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,11 @@ class OrdersLogic:
     ) -> list[OrderRow]:
         if status and status not in states.ALL:
             collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
-        query = query.strip()[:300]
+        query = query.strip()
+        # Matched whole, never cut: a link holds at most MAX_URL bytes, so at most as many characters
+        # (ILIKE folds case character by character), and such a query is no id either.
+        if len(query) > MAX_URL:
+            return []
         query_id = search_id(query)
         async with self._pool.connection() as conn:
             return await QUERIES.all(
@@ -295,10 +300,12 @@ class OrdersLogic:
             )
 
     async def stats(self, user_id: int, period: str, periods: int) -> tuple[list[tuple[str, int]], list[Any]]:
-        if period not in PERIODS or not 1 <= periods <= 366:
-            collect(
-                [FieldViolation("period", "must be day, week or month, and periods 1 to 366")], domain=DOMAIN
-            )
+        violations = []
+        if period not in PERIODS:
+            violations.append(FieldViolation("period", "must be day, week or month"))
+        if not 1 <= periods <= MAX_PERIODS:
+            violations.append(FieldViolation("periods", f"must be 1 to {MAX_PERIODS}"))
+        collect(violations, domain=DOMAIN)
         async with self._pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(QUERIES.sql("stats_by_status"), {"user_id": user_id})
             by_status = [(status, int(count)) for status, count in await cur.fetchall()]
