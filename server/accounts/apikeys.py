@@ -30,6 +30,7 @@ KEY_PREFIX = "smm_k_"
 SHOWN_PREFIX = 12  # "smm_k_" and six characters: enough to tell keys apart, useless to an attacker
 MAX_KEYS = 50
 MAX_ALLOWED_IPS = 100
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,22 @@ def validate_key(name: str, allowed_ips: list[str]) -> list[str]:
         allowed_ips = []
     for index, value in enumerate(allowed_ips):
         try:
-            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+            networks.append(str(unmapped(ipaddress.ip_network(value.strip(), strict=False))))
         except ValueError:
             violations.append(FieldViolation(f"allowed_ips[{index}]", "must be an IP address or CIDR range"))
     collect(violations, domain=DOMAIN)
     return list(dict.fromkeys(networks))
+
+
+def unmapped(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped IPv6 range (``::ffff:203.0.113.7``, how a server listening on ``[::]`` logs
+    IPv4 peers) as the IPv4 range it is: the edge reports such a client by its IPv4 address, so
+    the mapped spelling would match no one."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        return ipaddress.IPv4Network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
 
 
 def ip_allowed(client_ip: str, live: LiveApiKey) -> bool:
@@ -149,7 +161,7 @@ class ApiKeys:
         user_id = _user_id(who)
         networks = validate_key(name, allowed_ips)
         async with self._pool.connection() as conn, conn.transaction():
-            await self._repo.lock_user(conn, user_id)  # see _require_room
+            await self._lock_active_user(conn, user_id)
             await self._require_room(conn, user_id)
             issued = await self._issue(conn, user_id, name.strip(), networks)
             await audit.record(
@@ -160,6 +172,14 @@ class ApiKeys:
             )
             await add_event(conn, "smm.accounts.api_key.created", created)
             return issued
+
+    async def _lock_active_user(self, conn: Conn, user_id: int) -> None:
+        # The caller's credential was live when the call began, but a suspension (or deletion) may
+        # have committed since: it revokes every key under this lock (admin.py), and a key
+        # issued after it would come alive on a reactivation. See _require_room for the order.
+        user = await self._repo.lock_user(conn, user_id)
+        if user is None or user.status != "active":
+            raise invalid_credential()
 
     async def _require_room(self, conn: Conn, user_id: int) -> None:
         # Callers hold the user's row lock, so concurrent creations and rotations count one after
@@ -187,7 +207,7 @@ class ApiKeys:
     async def rotate(self, who: auth.Principal, key_id: int) -> IssuedKey:
         user_id = _user_id(who)
         async with self._pool.connection() as conn, conn.transaction():
-            await self._repo.lock_user(conn, user_id)  # see _require_room
+            await self._lock_active_user(conn, user_id)
             old = await self._repo.lock_api_key(conn, key_id, user_id)
             if old is None or old.revoke_time is not None:
                 raise key_not_found(key_id)

@@ -19,7 +19,7 @@ from server.accounts.apikeys import KEY_PREFIX, ApiKeys
 from server.accounts.errors import DOMAIN, account_suspended, invalid_credential, invalid_login
 from server.accounts.passwords import hash_password, needs_rehash, verify_password
 from server.accounts.reauth import require_password
-from server.accounts.repo import AccountsRepo, ProfileRow, SessionRow, UserRow
+from server.accounts.repo import AccountsRepo, Conn, ProfileRow, SessionRow, UserRow
 from server.accounts.tokens import token_hash
 from server.accounts.totp import TwoFactor
 from server.common import audit, auth, preferences
@@ -129,6 +129,7 @@ class AccountsLogic:
             raise account_suspended()
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                user = await self.recheck_locked(conn, user, password)
                 if self.two_factor is not None:
                     await self.two_factor.check(conn, user.id, totp)
                 await audit.record(conn, "auth.login", actor=f"user:{user.id}", target=f"user:{user.id}")
@@ -136,9 +137,28 @@ class AccountsLogic:
                     await self._repo.update_password_hash(conn, user.id, await hash_password(password))
                 return await self.open_session(conn, user, client_ip, user_agent)
         except Unauthenticated as exc:
-            if exc.reason == "INVALID_TOTP":
-                await self._audit_failure(email, "wrong two-factor code")
+            why = {
+                "INVALID_TOTP": "wrong two-factor code",
+                "INVALID_LOGIN": "wrong email or password",
+                "ACCOUNT_SUSPENDED": "account suspended",
+            }.get(exc.reason)
+            if why is not None:
+                await self._audit_failure(email, why)
             raise
+
+    async def recheck_locked(self, conn: Conn, user: UserRow, password: str) -> UserRow:
+        """The user row locked, as it is now. The password was checked before, without a lock: a
+        suspension, deletion or new password committed since ended every session, and the one
+        about to be opened must not outlive it (a reactivation would bring it back)."""
+        current = await self._repo.lock_user(conn, user.id)
+        if current is None or current.status != "active":
+            raise account_suspended()
+        # A changed hash: a new password (or a rehash at another login); only the new one opens.
+        if current.password_hash != user.password_hash and not await verify_password(
+            current.password_hash, password
+        ):
+            raise invalid_login()
+        return current
 
     async def _audit_failure(self, email: str, why: str) -> None:
         async with self._pool.connection() as conn:
@@ -246,6 +266,12 @@ class Profiles:
         assert user is not None
         new_hash = await hash_password(new)
         async with self._pool.connection() as conn, conn.transaction():
+            # Under the lock, as login does: a suspension, or a new password set by a reset or
+            # another change, that committed since the check ended this caller's session.
+            try:
+                user = await self._accounts.recheck_locked(conn, user, current)
+            except Unauthenticated:
+                raise invalid_credential() from None
             await self._repo.update_password_hash(conn, user_id, new_hash)
             # Whoever else held a session (or a stolen one) is out; this device gets a new one.
             await self._repo.revoke_all_sessions(conn, user_id)
