@@ -157,10 +157,16 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     max_body_bytes: int = 1_048_576
     rpc_timeout_s: float = 10.0
+    # Sanic's RESPONSE_TIMEOUT: a request whose answer is not ready within this many seconds is cut
+    # off (504 on the JSON API; on the reseller endpoint, whose `add` fits its attempts in a budget
+    # that ends 1 s before it, an error saying the outcome is unknown). Keep a proxy's read
+    # timeout above it.
+    response_timeout_s: float = Field(default=60.0, gt=0)
     # Serve the reseller endpoint at /api/v2 as well, for panels migrating from elsewhere.
     reseller_v2_alias: bool = False
     # Deadline of each attempt of the reseller `add` (CreateOrder); an attempt that ends without an
-    # answer is tried again under the same idempotency key (edge/reseller.py).
+    # answer is tried again under the same idempotency key (edge/reseller.py) while the budget set
+    # by response_timeout_s lasts.
     reseller_add_timeout_s: float = 30.0
 
     # Observability.

@@ -55,6 +55,8 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
     app: EdgeApp = Sanic(name, ctx=ctx, configure_logging=False, error_handler=JsonErrorHandler())
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.KEEP_ALIVE_TIMEOUT = 30
+    # The reseller `add` reads it too: its attempts share a budget that ends before it.
+    app.config.RESPONSE_TIMEOUT = settings.response_timeout_s  # type: ignore[assignment]  # typed int, takes a float
     app.config.FALLBACK_ERROR_FORMAT = "json"
     for index, route in enumerate(compiled):
         app.add_route(
@@ -261,6 +263,19 @@ def _is_response_timeout(exception: Exception) -> bool:
     return isinstance(exception, ServiceUnavailable) and str(exception) == _SANIC_RESPONSE_TIMEOUT_MESSAGE
 
 
+def _log_response_timeout(request: Request) -> Any:
+    """Expected under load, not a bug in the edge: a warning without a traceback."""
+    timeout = request.app.config.RESPONSE_TIMEOUT
+    log.warning(
+        "response timeout after %s s: %s %s (request id %s)",
+        timeout,
+        request.method,
+        request.path[:200],
+        request_id(request),
+    )
+    return timeout
+
+
 class JsonErrorHandler(ErrorHandler):
     """Renders the edge's own errors (no route, wrong method, bad request, body or headers too
     large, request or response timeout, unknown expectation) in the same AIP-193 shape as errors
@@ -279,6 +294,11 @@ class JsonErrorHandler(ErrorHandler):
             return error_response(grpc.StatusCode.CANCELLED, "the client closed the request")
         status = getattr(exception, "status_code", 500)
         if is_reseller_path(request.path, request.app.ctx.settings.reseller_v2_alias):
+            if _is_response_timeout(exception):
+                # As on the JSON API: the edge stopped waiting, and a cancel or refill may have
+                # gone through, so the protocol's error says the outcome is unknown.
+                _log_response_timeout(request)
+                return protocol_error(504)
             if status >= 500:
                 log.error("unhandled reseller error", exc_info=exception)
             if status == 413 and _is_header_limit(exception):
@@ -344,14 +364,7 @@ class JsonErrorHandler(ErrorHandler):
             # The handler ran past RESPONSE_TIMEOUT and was cancelled: the edge stopped waiting,
             # as when a gRPC call passes its deadline, so the same 504 DEADLINE_EXCEEDED (not
             # Sanic's 503, which says "safe to retry": a create may have committed meanwhile).
-            timeout = request.app.config.RESPONSE_TIMEOUT
-            log.warning(
-                "response timeout after %s s: %s %s (request id %s)",
-                timeout,
-                request.method,
-                request.path[:200],
-                request_id(request),
-            )
+            timeout = _log_response_timeout(request)
             return error_response(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "the response was not ready in time",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from edge.errors import status_from_rpc_error
 from edge.headers import CLIENT_IP_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_HEADER, client_ip, request_id
 from edge.spans import server_span
 
+log = logging.getLogger(__name__)
 JSON = "application/json; charset=utf-8"
 MAX_IDS = 100
 SOURCE_KEY = "x-smm-source"
@@ -44,6 +46,14 @@ AMBIGUOUS = frozenset(
     {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 )
 ADD_RETRY_PAUSES_S = (0.1, 0.5)  # before the second and the third (last) attempt
+# The attempts of one ``add`` share a budget that ends this long before the edge's response timeout
+# (half of it when that is under 2 s), so the edge, not Sanic, answers: the order or the refusal,
+# or TIMED_OUT. Sanic starts its clock when the request's last bytes arrive, just before the handler.
+ADD_BUDGET_MARGIN_S = 1.0
+# The edge stopped waiting, so the request may have been carried out: an ``add`` whose attempts all
+# ended without an answer, and any reseller call cut off by the response timeout. Not "Incorrect
+# request", which tells the client to fix what it sent and send it again (a second order).
+TIMED_OUT = "Request timed out: it may still have taken effect, check your orders before sending it again"
 
 # smm's states -> the six standard words (PROTOCOL.md §4), in one place.
 STATUS: dict[int, str] = {
@@ -254,7 +264,12 @@ def protocol_error(status: int) -> HTTPResponse:
     """The edge's own errors (body too large, wrong method, a crash) on a reseller path, in the
     protocol's shape: HTTP 200 with {"error": "..."}, which existing clients read; a non-2xx
     status or another body loses the message in most of them."""
-    messages = {413: "Request is too large", 431: "Request is too large", 500: "Internal error"}
+    messages = {
+        413: "Request is too large",
+        431: "Request is too large",
+        500: "Internal error",
+        504: TIMED_OUT,  # the response timeout
+    }
     return _reply(_error(messages.get(status, "Incorrect request")))
 
 
@@ -343,7 +358,11 @@ class Reseller:
         )
         actions: dict[str, Callable[[Mapping[str, str], tuple[tuple[str, str], ...]], Awaitable[object]]] = {
             "services": self._services,
-            "add": functools.partial(self._add, idempotency_key=_idempotency_key(request)),
+            "add": functools.partial(
+                self._add,
+                idempotency_key=_idempotency_key(request),
+                deadline=_add_deadline(request),
+            ),
             "status": self._status,
             "refill": self._refill,
             "refill_status": self._refill_status,
@@ -389,7 +408,9 @@ class Reseller:
             if not token:
                 return listed
 
-    async def _add(self, params: Mapping[str, str], metadata: Any, *, idempotency_key: str) -> object:
+    async def _add(
+        self, params: Mapping[str, str], metadata: Any, *, idempotency_key: str, deadline: float
+    ) -> object:
         service_id = _parse_id(params.get("service", ""))
         if service_id is None:
             raise ResellerError("Incorrect service ID")
@@ -408,25 +429,42 @@ class Reseller:
             if name in params:
                 setattr(request, name, params[name])
         request.request_id = idempotency_key
-        order = await self._create_order(request, metadata)
+        order = await self._create_order(request, metadata, deadline)
         return {"order": order.id}
 
-    async def _create_order(self, request: opb.CreateOrderRequest, metadata: Any) -> opb.Order:
+    async def _create_order(
+        self, request: opb.CreateOrderRequest, metadata: Any, deadline: float
+    ) -> opb.Order:
         """CreateOrder, tried again (same request, same key, a fresh deadline) while an attempt ends
         without telling whether it placed the order. A retry that finds the first attempt still
         running waits for it (the orders' unique key on (user, idempotency key)) and answers its
-        order; if the first was cut off before it committed, the retry places the one order."""
+        order; if the first was cut off before it committed, the retry places the one order.
+
+        Every attempt ends by ``deadline`` (the loop's clock), and another starts only while time
+        is left after its pause: when none is, or the last attempt also ends without an answer,
+        the client is told the outcome is unknown (TIMED_OUT), not that the order failed."""
         call = self._call(CREATE_ORDER)
+        loop = asyncio.get_running_loop()
         timeout = self._ctx.settings.reseller_add_timeout_s
-        for pause in ADD_RETRY_PAUSES_S:
+        pauses = iter(ADD_RETRY_PAUSES_S)
+        attempts = 0
+        while True:
+            attempts += 1
             try:
-                return cast(opb.Order, await call(request, metadata=metadata, timeout=timeout))
+                left = deadline - loop.time()
+                return cast(opb.Order, await call(request, metadata=metadata, timeout=min(timeout, left)))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in AMBIGUOUS:
-                    raise
+                    raise  # a definite answer (no funds, a bad link, ...): the client's
+                pause = next(pauses, None)
+                if pause is None or deadline - loop.time() - pause <= 0:
+                    log.warning(
+                        "reseller add: no answer after %d attempts, the order may exist (request id %s)",
+                        attempts,
+                        dict(metadata).get(REQUEST_ID_HEADER, ""),
+                    )
+                    raise ResellerError(TIMED_OUT) from exc
             await asyncio.sleep(pause)
-        # The last attempt: its error, if it fails too, is the client's answer.
-        return cast(opb.Order, await call(request, metadata=metadata, timeout=timeout))
 
     async def _orders(self, ids: list[int | None], metadata: Any) -> dict[int, Any]:
         wanted = [i for i in ids if i is not None and i > 0]
@@ -555,6 +593,14 @@ class Reseller:
             wpb.GetBalanceRequest(), metadata=metadata, timeout=30
         )
         return {"balance": balance.available, "currency": balance.currency}
+
+
+def _add_deadline(request: Request) -> float:
+    """When the attempts of an ``add`` must end (the loop's clock): ADD_BUDGET_MARGIN_S before the
+    response timeout Sanic applies to this request."""
+    response_timeout = float(request.app.config.RESPONSE_TIMEOUT)
+    budget = response_timeout - min(ADD_BUDGET_MARGIN_S, response_timeout / 2)
+    return asyncio.get_running_loop().time() + budget
 
 
 def _idempotency_key(request: Request) -> str:

@@ -125,46 +125,57 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _parse_into(value: Any, message: Message, *, field: str) -> None:
     if field == "" and not isinstance(value, dict):
         raise TranscodeError("the request body must be a JSON object")
-    _refuse_unknown_enum_names(value, message.DESCRIPTOR, prefix="")
+    _check_body_values(value, message.DESCRIPTOR, prefix="")
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
         raise TranscodeError(_clean_parse_error(exc), field=_field_from_parse_error(exc) or field) from exc
 
 
-def _refuse_unknown_enum_names(value: Any, descriptor: Any, *, prefix: str) -> None:
-    """Unknown fields are ignored (clients may be newer than the server), but protobuf's parser
-    then also drops an enum value it does not know: a typo like ``"SERVICE_TYPE_PACKAG"`` became
-    the zero value and, say, a service of another type. A name the enum lacks is an error.
+def _check_body_values(value: Any, descriptor: Any, *, prefix: str) -> None:
+    """What protobuf's parser would bend, refused on the field's path (proto names, as the server
+    and the query string name fields; ``fallbacks[1].provider_id``, ``labels['k']``), at any depth.
 
-    So is a number that is not an integer: the parser takes an enum number with ``int()``, which
-    read ``1.5`` as 1 and ``true`` as 1, where an integer field refuses both."""
+    Unknown fields are ignored (clients may be newer than the server), but the parser then also
+    drops an enum value it does not know: a typo like ``"SERVICE_TYPE_PACKAG"`` became the zero
+    value and, say, a service of another type. A name the enum lacks is an error.
+
+    So is an enum number that is not an integer: the parser takes it with ``int()``, which read
+    ``1.5`` as 1 and ``true`` as 1, where an integer field refuses both. And an integer given as a
+    JSON string (as proto3 JSON sends int64) is an optional ``-`` and ASCII digits, the query
+    string's rule: the parser read ``"+5"``, an Arabic-Indic five, ``"1_0"``, a tab and a digit,
+    and ``"1e2"`` with ``int()`` or as a float. A JSON number keeps the parser's handling."""
     if not isinstance(value, dict):
         return
     for key, item in value.items():
         field = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(key)
         if field is None:
             continue
-        target = field
-        items: Iterable[Any] = item if isinstance(item, list) else [item]
+        path = f"{prefix}{field.name}"
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            target = field.message_type.fields_by_name["value"]
-            items = item.values() if isinstance(item, dict) else []
-        path = f"{prefix}{field.json_name}"
-        for one in items:
-            if target.enum_type is not None and isinstance(one, str):
-                if one not in target.enum_type.values_by_name:
-                    raise TranscodeError(
-                        f"invalid {path}: {one[:100]!r} is not a {target.enum_type.name}", field=path
-                    )
-            elif target.enum_type is not None and (
-                isinstance(one, bool) or (isinstance(one, float) and not one.is_integer())
-            ):
-                raise TranscodeError(f"invalid {path}: {one!r} is not a {target.enum_type.name}", field=path)
-            elif target.message_type is not None and not target.message_type.full_name.startswith(
-                "google.protobuf."
-            ):
-                _refuse_unknown_enum_names(one, target.message_type, prefix=f"{path}.")
+            if isinstance(item, dict):
+                entry = field.message_type.fields_by_name
+                for map_key, one in item.items():
+                    _check_body_value(map_key, entry["key"], path)  # JSON keys are strings
+                    _check_body_value(one, entry["value"], f"{path}[{map_key[:100]!r}]")
+        elif field.is_repeated and isinstance(item, list):
+            for index, one in enumerate(item):
+                _check_body_value(one, field, f"{path}[{index}]")
+        else:
+            _check_body_value(item, field, path)
+
+
+def _check_body_value(one: Any, field: FieldDescriptor, path: str) -> None:
+    if field.enum_type is not None:
+        if isinstance(one, str) and one not in field.enum_type.values_by_name:
+            raise TranscodeError(f"invalid {path}: {one[:100]!r} is not a {field.enum_type.name}", field=path)
+        if isinstance(one, bool) or (isinstance(one, float) and not one.is_integer()):
+            raise TranscodeError(f"invalid {path}: {one!r} is not a {field.enum_type.name}", field=path)
+    elif field.type in _INTEGER_TYPES:
+        if isinstance(one, str) and not _PLAIN_INTEGER.fullmatch(one):
+            raise TranscodeError(f"invalid {path}: {one[:100]!r} is not an integer", field=path)
+    elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+        _check_body_values(one, field.message_type, prefix=f"{path}.")
 
 
 def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source: str) -> None:
@@ -208,7 +219,8 @@ _INTEGER_TYPES = frozenset(
         FieldDescriptor.TYPE_SFIXED64,
     }
 )
-# An integer in a query or path value: an optional minus and ASCII digits, as JSON spells one.
+# An integer in a query or path value, or a JSON string in a body: an optional minus and ASCII
+# digits, as JSON spells one.
 _PLAIN_INTEGER = re.compile(r"-?[0-9]+")
 
 

@@ -647,6 +647,48 @@ async def test_a_path_id_that_is_not_ascii_digits_is_invalid_argument(http: http
     assert _field_violations(error) == [{"field": "id", "description": error["message"]}]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field", "raw"),
+    [
+        ("/api/v1/admin/services", {"name": "x", "minQuantity": "+5"}, "service.min_quantity", "+5"),
+        ("/api/v1/admin/services", {"name": "x", "sortOrder": "\u0665"}, "service.sort_order", "\u0665"),
+        ("/api/v1/admin/services", {"name": "x", "category_id": "1_0"}, "service.category_id", "1_0"),
+        ("/api/v1/admin/services", {"name": "x", "maxQuantity": "\t5"}, "service.max_quantity", "\t5"),
+        (
+            "/api/v1/admin/services/3/providers",
+            {"provider": {"providerId": "1"}, "fallbacks": [{"providerId": "2"}, {"providerId": "+3"}]},
+            "fallbacks[1].provider_id",
+            "+3",
+        ),
+        ("/api/v1/admin/services/bulk", {"serviceIds": ["1", 2, "1e2"], "action": "enable"}, "service_ids[2]", "1e2"),
+    ],
+)  # fmt: skip
+async def test_a_body_integer_string_that_is_not_ascii_digits_is_invalid_argument(
+    http: httpx.AsyncClient, path: str, body: dict, field: str, raw: str
+) -> None:
+    # protobuf's parser read these with int() (or as a float): "+5" was 5, "\u0665" (an
+    # Arabic-Indic five) 5, "1_0" 10, "1e2" 100. The edge refuses them before any call is made.
+    response = await http.post(path, json=body)
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert error["message"] == f"invalid {field}: {raw!r} is not an integer"
+    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+    assert error["details"][0] == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "INVALID_ARGUMENT",
+        "domain": "edge.smm",
+        "metadata": {"field": field},
+    }
+
+
+async def test_body_integers_as_plain_strings_or_numbers_reach_the_server(http: httpx.AsyncClient) -> None:
+    # Transcoded as before (proto3 JSON sends int64 as strings): the server answers, here that
+    # the caller is not signed in.
+    response = await http.post(
+        "/api/v1/admin/services/bulk", json={"serviceIds": ["1", 2, "-3", "007"], "action": "enable"}
+    )
+    assert_error(response, 401, "UNAUTHENTICATED")
+
+
 async def test_an_enum_number_the_enum_lacks_is_refused_by_the_server_on_its_field(
     http: httpx.AsyncClient, channel: grpc.aio.Channel, grpc_server: object, settings: object
 ) -> None:
