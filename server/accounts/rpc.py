@@ -326,7 +326,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
         self, request: pb.EnableTotpRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecoveryCodesResponse:
         return pb.RecoveryCodesResponse(
-            recovery_codes=await self._two_factor.enable(auth.principal(), request.code)
+            recovery_codes=await self._two_factor.enable(auth.principal(), request.password, request.code)
         )
 
     async def DisableTotp(

@@ -124,8 +124,13 @@ class TwoFactor:
         uri = pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=self._issuer)
         return secret, uri
 
-    async def enable(self, who: auth.Principal, code: str) -> list[str]:
+    async def enable(self, who: auth.Principal, password: str, code: str) -> list[str]:
         user_id = _user_id(who)
+        # As to turn it off: with a session alone (a stolen one), someone could put their own
+        # second factor on the account, and its owner could no longer sign in.
+        async with self._pool.connection() as conn:
+            user = await self._repo.user(conn, user_id)
+        await require_password(self._pool, user, password, field="password")
         async with self._pool.connection() as conn, conn.transaction():
             state = await self._repo.lock_totp(conn, user_id)
             if state is None or not state.totp_secret:

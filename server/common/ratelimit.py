@@ -81,7 +81,7 @@ LOGIN_RPCS = ("/smm.v1.AccountsService/Login", "/smm.v1.AccountsService/Register
 # password counts as a credential failure of the IP.
 PASSWORD_CHECK_RPCS = tuple(
     f"/smm.v1.AccountsService/{name}"
-    for name in ("ChangePassword", "ChangeEmail", "DisableTotp", "RegenerateRecoveryCodes")
+    for name in ("ChangePassword", "ChangeEmail", "EnableTotp", "DisableTotp", "RegenerateRecoveryCodes")
 )
 # Calls that send mail or texts, or spend a link or a code: tighter still, per IP and per address
 # (texts are also limited per account and per number, by server/accounts/phones.py).

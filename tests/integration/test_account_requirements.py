@@ -13,7 +13,7 @@ from core.config import Settings
 from server.main import ServerHandle
 from tests.fix_db import make_settings
 from tests.fix_nats import running_worker
-from tests.integration.test_accounts import bearer, register
+from tests.integration.test_accounts import PASSWORD, bearer, register
 from tests.integration.test_admin_users import admin_token
 from tests.integration.test_edge_http import assert_error
 from tests.mailbox import wait_for_mail
@@ -62,7 +62,9 @@ async def test_staff_must_turn_on_two_factor_first(
     assert_error(refused, 400, "FAILED_PRECONDITION", "TOTP_SETUP_REQUIRED")
     setup = await http.post("/api/v1/auth/totp/setup", json={}, headers=headers)
     otp = pyotp.TOTP(setup.json()["secret"])
-    enabled = await http.post("/api/v1/auth/totp/enable", json={"code": otp.now()}, headers=headers)
+    enabled = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=headers
+    )
     assert enabled.status_code == 200, enabled.text
     # Checked on every call: the same session works as soon as two-factor is on.
     assert (await http.get("/api/v1/admin/users", headers=headers)).status_code == 200

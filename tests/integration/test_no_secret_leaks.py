@@ -82,7 +82,9 @@ async def test_no_secret_leaks_anywhere(
         setup = (await http.post("/api/v1/auth/totp/setup", json={}, headers=headers)).json()
         secrets["totp seed"] = setup["secret"]
         enabled = await http.post(
-            "/api/v1/auth/totp/enable", json={"code": pyotp.TOTP(setup["secret"]).now()}, headers=headers
+            "/api/v1/auth/totp/enable",
+            json={"password": PASSWORD, "code": pyotp.TOTP(setup["secret"]).now()},
+            headers=headers,
         )
         for index, code in enumerate(enabled.json()["recoveryCodes"]):
             secrets[f"recovery code {index}"] = code

@@ -644,7 +644,9 @@ async def test_turning_on_two_factor_raises_a_security_notice(
     security = consumer(sms_worker, "sms-security")
     setup = (await http.post("/api/v1/auth/totp/setup", json={}, headers=ann)).json()
     enabled = await http.post(
-        "/api/v1/auth/totp/enable", json={"code": pyotp.TOTP(setup["secret"]).now()}, headers=ann
+        "/api/v1/auth/totp/enable",
+        json={"password": PASSWORD, "code": pyotp.TOTP(setup["secret"]).now()},
+        headers=ann,
     )
     assert enabled.status_code == 200, enabled.text
     assert await security.handle(await latest_event(pool, "smm.accounts.security.changed"), _nothing) == Ok()

@@ -20,16 +20,28 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def enable_two_factor(http: httpx.AsyncClient, token: str) -> tuple[pyotp.TOTP, list[str]]:
+async def enable_two_factor(
+    http: httpx.AsyncClient, token: str, *, try_a_wrong_code: bool = True
+) -> tuple[pyotp.TOTP, list[str]]:
     setup = await http.post("/api/v1/auth/totp/setup", json={}, headers=bearer(token))
     assert setup.status_code == 200, setup.text
     secret = setup.json()["secret"]
     assert setup.json()["otpauthUri"].startswith("otpauth://totp/")
     otp = pyotp.TOTP(secret)
-    wrong = await http.post("/api/v1/auth/totp/enable", json={"code": "000000"}, headers=bearer(token))
+    if not try_a_wrong_code:  # each try spends the account's login budget (the password is checked)
+        enabled = await http.post(
+            "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=bearer(token)
+        )
+        assert enabled.status_code == 200, enabled.text
+        return otp, enabled.json()["recoveryCodes"]
+    wrong = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": "000000"}, headers=bearer(token)
+    )
     if otp.now() != "000000":
         assert_error(wrong, 400, "INVALID_ARGUMENT")
-    enabled = await http.post("/api/v1/auth/totp/enable", json={"code": otp.now()}, headers=bearer(token))
+    enabled = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=bearer(token)
+    )
     assert enabled.status_code == 200, enabled.text
     codes = enabled.json()["recoveryCodes"]
     return otp, codes
@@ -77,7 +89,9 @@ async def test_two_factor_login_with_codes_and_recovery_codes(http: httpx.AsyncC
 
 async def test_setup_twice_and_enable_without_setup_are_refused(http: httpx.AsyncClient) -> None:
     token = (await register(http))["token"]
-    early = await http.post("/api/v1/auth/totp/enable", json={"code": "123456"}, headers=bearer(token))
+    early = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": "123456"}, headers=bearer(token)
+    )
     assert_error(early, 400, "FAILED_PRECONDITION", "TOTP_NOT_SET_UP")
     await enable_two_factor(http, token)
     again = await http.post("/api/v1/auth/totp/setup", json={}, headers=bearer(token))
@@ -146,11 +160,15 @@ async def test_a_code_that_is_not_six_ascii_digits_is_a_field_error(http: httpx.
         "\uff11\uff12\uff13\uff14\uff15\uff16",
         "\u0661\u0662\u0663\u0664\u0665\u0666",
     ):
-        enable = await http.post("/api/v1/auth/totp/enable", json={"code": code}, headers=bearer(token))
+        enable = await http.post(
+            "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": code}, headers=bearer(token)
+        )
         error = assert_error(enable, 400, "INVALID_ARGUMENT")
         assert error["details"][0]["metadata"] == {"field": "code"}, error
     otp = pyotp.TOTP(setup.json()["secret"])
-    enabled = await http.post("/api/v1/auth/totp/enable", json={"code": otp.now()}, headers=bearer(token))
+    enabled = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=bearer(token)
+    )
     assert enabled.status_code == 200, enabled.text
     # Once on, such a code is neither a current code nor a recovery code, wherever it is sent.
     for path, body in (
@@ -180,3 +198,24 @@ async def test_a_wrong_password_to_turn_two_factor_off_is_audited(
         rows = await cursor.fetchall()
     who = f"user:{ann['user']['id']}"
     assert rows == [(who, who, {"reason": "wrong password", "field": "password"})]
+
+
+async def test_turning_two_factor_on_needs_the_password(http: httpx.AsyncClient) -> None:
+    """Turning it off needed the password, turning it on only a session: someone holding a stolen
+    session put their own authenticator on the account, and its owner could no longer sign in."""
+    token = (await register(http))["token"]
+    setup = await http.post("/api/v1/auth/totp/setup", json={}, headers=bearer(token))
+    otp = pyotp.TOTP(setup.json()["secret"])
+    for body in ({"code": otp.now()}, {"password": "not-the-password", "code": otp.now()}):
+        refused = await http.post("/api/v1/auth/totp/enable", json=body, headers=bearer(token))
+        error = assert_error(refused, 400, "FAILED_PRECONDITION", "WRONG_PASSWORD")
+        assert error["details"][0]["metadata"] == {"field": "password"}, error
+    me = (await http.get("/api/v1/auth/me", headers=bearer(token))).json()
+    assert me["twoFactorEnabled"] is False
+    assert (await login(http)).status_code == 200  # no code asked for
+
+    enabled = await http.post(
+        "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=bearer(token)
+    )
+    assert enabled.status_code == 200, enabled.text
+    assert len(enabled.json()["recoveryCodes"]) > 0
