@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,30 +34,30 @@ class Settings(BaseSettings):
     # NATS: a prefix for every subject, stream and durable name, so several deployments (or test
     # runs) can share one NATS server without seeing each other's events.
     nats_namespace: str = ""
-    relay_batch: int = 200
-    relay_poll_s: float = 1.0
+    relay_batch: int = Field(default=200, ge=1)
+    relay_poll_s: float = Field(default=1.0, gt=0)
 
     # Database pool.
-    db_pool_min: int = 2
-    db_pool_max: int = 16
-    db_pool_timeout_s: float = 5.0
+    db_pool_min: int = Field(default=2, ge=0)
+    db_pool_max: int = Field(default=16, ge=1)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
 
     # Accounts.
-    session_ttl_h: int = 720
-    api_key_rotation_grace_h: int = 24
+    session_ttl_h: int = Field(default=720, ge=1)
+    api_key_rotation_grace_h: int = Field(default=24, ge=0)
     # How often each server copy adds its in-memory API key call counts to the database.
-    api_key_usage_flush_s: float = 10.0
+    api_key_usage_flush_s: float = Field(default=10.0, gt=0)
     # How long each server copy may keep a live API key in memory before asking PostgreSQL again
     # (0: every call asks). The copy that revokes a key, or changes its user, forgets it at once;
     # other copies within this many seconds (docs/DECISIONS.md).
-    api_key_cache_s: float = 5.0
+    api_key_cache_s: float = Field(default=5.0, ge=0)
     # An unverified address blocks nothing unless this is on (then only the account itself works).
     require_email_verification: bool = False
     # Staff (support, admin) must turn on two-factor sign-in before they can do anything else.
     require_staff_totp: bool = False
-    verify_email_ttl_s: int = 172_800
-    reset_password_ttl_s: int = 3_600
-    change_email_ttl_s: int = 86_400
+    verify_email_ttl_s: int = Field(default=172_800, ge=1)
+    reset_password_ttl_s: int = Field(default=3_600, ge=1)
+    change_email_ttl_s: int = Field(default=86_400, ge=1)
     # Where the links in emails point: the web front end's base URL.
     web_url: str = "http://127.0.0.1:8080"
 
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     # "eml" (files under mail_dir), "smtp" or "resend".
     mail_transport: str = "eml"
     smtp_host: str = "127.0.0.1"
-    smtp_port: int = 587
+    smtp_port: int = Field(default=587, ge=1, le=65535)
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
@@ -98,8 +98,8 @@ class Settings(BaseSettings):
     # Admins with a verified phone get staff alerts by text unless they turn it off.
     sms_admin_alerts: bool = True
     # Phone verification codes: how long one works, and how many wrong tries spend it.
-    phone_code_ttl_minutes: int = 10
-    phone_code_max_attempts: int = 5
+    phone_code_ttl_minutes: int = Field(default=10, ge=1)
+    phone_code_max_attempts: int = Field(default=5, ge=1)
     # A notification durable (email or text) created on a stream that already holds events (the
     # worker started for the first time after the others, a release that adds one) takes only the
     # events published within this many seconds before: nobody wants mail about last week's orders
@@ -128,35 +128,35 @@ class Settings(BaseSettings):
 
     # Orders.
     # Orders not finished after this many hours raise an alert event (once each).
-    order_stuck_after_h: int = 24
+    order_stuck_after_h: int = Field(default=24, ge=1)
     # New orders one dispatch worker sends to providers at the same time (each provider's own
     # concurrency and rate limits still apply).
-    dispatch_concurrency: int = 16
+    dispatch_concurrency: int = Field(default=16, ge=1)
 
     # Providers.
     # A provider cost rise of more than this (percent) quarantines the service until staff accept it.
-    sync_price_jump_percent: int = 20
+    sync_price_jump_percent: int = Field(default=20, ge=0)
     # The circuit opens after this many unknown outcomes in a row, and lets a probe out after the wait.
-    provider_failure_threshold: int = 5
-    provider_circuit_reset_s: float = 30.0
+    provider_failure_threshold: int = Field(default=5, ge=1)
+    provider_circuit_reset_s: float = Field(default=30.0, gt=0)
     # How long a server copy may trust what it last read of a provider (its settings, and a closed
     # circuit without failures) before reading again (0: every call reads). The copy that changes a
     # provider, or sees its circuit move, knows at once; others within this many seconds.
-    provider_state_cache_s: float = 1.0
+    provider_state_cache_s: float = Field(default=1.0, ge=0)
 
     # The demo provider (`smm demo-provider`; `smm dev` starts it and adds it as a provider).
     # Empty: `smm dev` neither starts nor seeds it, and seeds a small catalog without a provider.
     demo_provider_addr: str = "127.0.0.1:8090"
     demo_provider_key: SecretStr = SecretStr("")
     # Seconds between two status steps of a demo order (Pending -> In progress -> ...).
-    demo_provider_step_s: float = 5.0
+    demo_provider_step_s: float = Field(default=5.0, gt=0)
 
     # Edge.
     trusted_proxies: str = ""
     # Browser origins allowed to call the API (comma-separated, exact, e.g. https://panel.example).
     cors_origins: str = ""
-    max_body_bytes: int = 1_048_576
-    rpc_timeout_s: float = 10.0
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    rpc_timeout_s: float = Field(default=10.0, gt=0)
     # Sanic's RESPONSE_TIMEOUT: a request whose answer is not ready within this many seconds is cut
     # off (504 on the JSON API; on the reseller endpoint, whose `add` fits its attempts in a budget
     # that ends 1 s before it, an error saying the outcome is unknown). Keep a proxy's read
@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     # Deadline of each attempt of the reseller `add` (CreateOrder); an attempt that ends without an
     # answer is tried again under the same idempotency key (edge/reseller.py) while the budget set
     # by response_timeout_s lasts.
-    reseller_add_timeout_s: float = 30.0
+    reseller_add_timeout_s: float = Field(default=30.0, gt=0)
 
     # Observability.
     log_level: str = "INFO"
@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         if not isinstance(logging.getLevelName(value.upper()), int):
             raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
         return value.upper()
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_max < self.db_pool_min:
+            raise ValueError(f"db_pool_max ({self.db_pool_max}) is below db_pool_min ({self.db_pool_min})")
+        return self
 
     @property
     def mail_path(self) -> str:

@@ -1,0 +1,58 @@
+"""Numeric settings outside what they can mean are refused at start, naming the setting: a zero
+relay batch, dispatch concurrency or pool size stalled the system silently, a zero or negative
+timeout failed every call, a negative cache or grace period meant nothing."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.config import load_settings
+
+# (setting, the first value refused, the least value accepted)
+BOUNDS = (
+    ("relay_batch", 0, 1),
+    ("relay_poll_s", 0, 0.01),
+    ("db_pool_min", -1, 0),
+    ("db_pool_max", 0, 2),
+    ("db_pool_timeout_s", 0, 0.1),
+    ("session_ttl_h", 0, 1),
+    ("api_key_rotation_grace_h", -1, 0),
+    ("api_key_usage_flush_s", 0, 0.1),
+    ("api_key_cache_s", -1, 0),
+    ("verify_email_ttl_s", 0, 1),
+    ("reset_password_ttl_s", 0, 1),
+    ("change_email_ttl_s", 0, 1),
+    ("smtp_port", 0, 1),
+    ("phone_code_ttl_minutes", 0, 1),
+    ("phone_code_max_attempts", 0, 1),
+    ("order_stuck_after_h", 0, 1),
+    ("dispatch_concurrency", 0, 1),
+    ("sync_price_jump_percent", -1, 0),
+    ("provider_failure_threshold", 0, 1),
+    ("provider_circuit_reset_s", 0, 0.1),
+    ("provider_state_cache_s", -1, 0),
+    ("demo_provider_step_s", 0, 0.01),
+    ("max_body_bytes", 0, 1),
+    ("rpc_timeout_s", 0, 0.1),
+    ("reseller_add_timeout_s", 0, 0.1),
+)
+
+
+@pytest.mark.parametrize(("field", "refused", "accepted"), BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_a_setting_out_of_its_range_is_refused(field: str, refused: float, accepted: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_settings(**{field: refused})
+    assert getattr(load_settings(**{field: accepted}), field) == accepted
+
+
+def test_a_port_above_65535_is_refused() -> None:
+    with pytest.raises(ValidationError, match="smtp_port"):
+        load_settings(smtp_port=65536)
+
+
+def test_the_pool_cannot_be_smaller_than_its_minimum() -> None:
+    with pytest.raises(ValidationError, match="db_pool_max"):
+        load_settings(db_pool_min=8, db_pool_max=4)
+    settings = load_settings(db_pool_min=4, db_pool_max=4)
+    assert (settings.db_pool_min, settings.db_pool_max) == (4, 4)
