@@ -13,6 +13,7 @@ separate upstream orders, so it has no refill.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from psycopg import errors as pg_errors
@@ -24,6 +25,7 @@ from server.common.outbox import add_event
 from server.orders import states
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
+from server.orders.fanout import by_provider, each, per_provider
 from server.orders.repo import QUERIES, OrderRow, RefillRow
 from server.orders.tracking import finish, record
 from server.providers.adapters.base import Accepted, RefillState, Rejected
@@ -125,45 +127,58 @@ class Aftercare:
         async with self._pool.connection() as conn:
             await QUERIES.execute(conn, "expire_lost_refills")
             due = await QUERIES.all(conn, "due_refills", RefillRow, limit=limit)
-        by_provider: dict[int, list[RefillRow]] = {}
-        for refill in due:
-            by_provider.setdefault(refill.provider_id, []).append(refill)
-        changed = 0
-        for provider_id, refills in by_provider.items():
-            # A disabled provider is still asked about refills already out (as about orders). A
-            # deleted one, or one not answering usefully, is asked again later: left due, its
-            # refills would come first on every tick, ahead of every other refill.
-            adapter = await self._clients.adapter_for(provider_id, open_orders=True)
-            if adapter is None:
-                await self._postpone(refills, 300)
-                continue
-            with about_orders([r.order_id for r in refills]):
-                reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
-            if not isinstance(reply, Accepted):
-                await self._postpone(refills, 60)
-                continue
-            for refill in refills:
-                found = reply.value.get(refill.upstream_refill_id)
-                message = refill.message
-                if isinstance(found, RefillState):
-                    status = REFILL_STATES.get(found, refill.status)
-                elif isinstance(found, Rejected):  # the provider no longer knows it: it is over
-                    status, message = "rejected", found.message[:500]
-                else:
-                    status = refill.status
-                async with self._pool.connection() as conn, conn.transaction():
-                    await QUERIES.execute(
-                        conn, "update_refill", id=refill.id, status=status, message=message, next_poll_s=30
-                    )
-                    if status == "completed" and refill.status != "completed":
-                        done = events_pb2.RefillCompleted(
-                            order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id
-                        )
-                        await add_event(conn, REFILL_COMPLETED, done)
-                changed += status != refill.status
-        return changed
 
-    async def _postpone(self, refills: list[RefillRow], seconds: int) -> None:
+        async def postpone(_: int, refills: Sequence[RefillRow]) -> None:
+            await self._postpone(refills, 60)
+
+        # Providers side by side (as for orders): a slow one holds up no other's refills; one that
+        # fails, or a refill that cannot be updated, is logged and asked about again later.
+        return await per_provider(
+            by_provider(due, lambda r: r.provider_id), self._poll_refills_at, what="poll refills",
+            on_failure=postpone,
+        )  # fmt: skip
+
+    async def _poll_refills_at(self, provider_id: int, refills: Sequence[RefillRow]) -> int:
+        # A disabled provider is still asked about refills already out (as about orders). A deleted
+        # one, or one not answering usefully, is asked again later: left due, its refills would come
+        # first on every tick, ahead of every other refill.
+        adapter = await self._clients.adapter_for(provider_id, open_orders=True)
+        if adapter is None:
+            await self._postpone(refills, 300)
+            return 0
+        with about_orders([r.order_id for r in refills]):
+            reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
+        if not isinstance(reply, Accepted):
+            await self._postpone(refills, 60)
+            return 0
+        states_found = reply.value
+
+        async def one(refill: RefillRow) -> int:
+            found = states_found.get(refill.upstream_refill_id)
+            message = refill.message
+            if isinstance(found, RefillState):
+                status = REFILL_STATES.get(found, refill.status)
+            elif isinstance(found, Rejected):  # the provider no longer knows it: it is over
+                status, message = "rejected", found.message[:500]
+            else:
+                status = refill.status
+            async with self._pool.connection() as conn, conn.transaction():
+                await QUERIES.execute(
+                    conn, "update_refill", id=refill.id, status=status, message=message, next_poll_s=30
+                )
+                if status == "completed" and refill.status != "completed":
+                    done = events_pb2.RefillCompleted(
+                        order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id
+                    )
+                    await add_event(conn, REFILL_COMPLETED, done)
+            return int(status != refill.status)
+
+        async def later(refill: RefillRow) -> None:
+            await self._postpone([refill], 300)
+
+        return await each(refills, one, what=lambda r: f"update refill {r.id}", on_failure=later)
+
+    async def _postpone(self, refills: Sequence[RefillRow], seconds: int) -> None:
         async with self._pool.connection() as conn:
             await QUERIES.execute(
                 conn, "postpone_refill_polls", ids=[r.id for r in refills], next_poll_s=seconds

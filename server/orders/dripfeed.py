@@ -18,13 +18,14 @@ every run failed, else canceled; otherwise partial.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from server.common.db import Pool
 from server.common.money import mul_div_round
 from server.orders import states
 from server.orders.dispatch import add_order, candidates_for, dearer_fallback, finish_submission
+from server.orders.fanout import by_provider, each, per_provider
 from server.orders.repo import QUERIES, Candidate, Conn, DueRun, OrderRow, RunRow
 from server.orders.tracking import finish, partial_without_remains, poll_interval_s, record
 from server.providers.adapters.base import Accepted, Rejected, Reply, Unknown, UpstreamStatus
@@ -34,6 +35,8 @@ from server.providers.health import about_orders
 log = logging.getLogger(__name__)
 # A run whose provider could not be reached waits this long before the next try.
 NOT_SENT_DELAY_S = 60
+# A run (or an order's due runs) whose handling failed with an error is tried again after this.
+FAILED_DELAY_S = 300
 # Statuses an order with runs still to send or to follow may have.
 SENDING = frozenset({states.PENDING, states.IN_PROGRESS, states.PROCESSING})
 
@@ -64,18 +67,25 @@ class DripFeed:
                 return sent
 
     async def send_all_due(self, limit: int) -> int:
-        """The tick: every order with a run due."""
+        """The tick: every order with a run due, the orders of each provider in turn and providers
+        side by side. An order whose runs cannot be handled (an error) is logged and its due runs
+        wait ``FAILED_DELAY_S``; the other orders go on."""
         async with self._pool.connection() as conn:
-            order_ids = [
-                int(row[0])
-                for row in await (
-                    await conn.execute(QUERIES.sql("list_due_run_orders"), {"limit": limit})
-                ).fetchall()
-            ]
-        sent = 0
-        for order_id in order_ids:
-            sent += await self.send_due(order_id)
-        return sent
+            rows = await (await conn.execute(QUERIES.sql("list_due_run_orders"), {"limit": limit})).fetchall()
+
+        async def later(order_id: int) -> None:
+            async with self._pool.connection() as conn:
+                await QUERIES.execute(conn, "postpone_due_runs", order_id=order_id, delay_s=FAILED_DELAY_S)
+
+        async def orders_of(_: int, order_ids: Sequence[int]) -> int:
+            return await each(
+                order_ids, self.send_due, what=lambda o: f"send the due runs of order {o}", on_failure=later
+            )
+
+        provider_of = {int(order_id): int(provider_id) for order_id, provider_id in rows}
+        return await per_provider(
+            by_provider(provider_of, provider_of.__getitem__), orders_of, what="send drip-feed runs"
+        )
 
     async def _claim(self, order_id: int) -> tuple[OrderRow, RunRow, Candidate, int] | None:
         """The next due run -> submitting with a 'starting' submission; None when nothing is to send."""
@@ -204,15 +214,18 @@ class DripFeed:
         """Asks each provider about its runs due for a look; returns (checked, changed)."""
         async with self._pool.connection() as conn:
             due = await QUERIES.all(conn, "list_runs_due_for_poll", DueRun, limit=limit)
-        by_provider: dict[int, list[DueRun]] = defaultdict(list)
-        for run in due:
-            by_provider[run.provider_id].append(run)
-        changed = 0
-        for provider_id, runs in by_provider.items():
-            changed += await self._poll_provider(provider_id, runs)
+
+        async def postpone(_: int, runs: Sequence[DueRun]) -> None:
+            await self._postpone(runs, 60)
+
+        # Providers side by side, as for orders (``Tracker.poll``).
+        changed = await per_provider(
+            by_provider(due, lambda r: r.provider_id), self._poll_provider, what="poll drip-feed runs",
+            on_failure=postpone,
+        )  # fmt: skip
         return len(due), changed
 
-    async def _poll_provider(self, provider_id: int, runs: list[DueRun]) -> int:
+    async def _poll_provider(self, provider_id: int, runs: Sequence[DueRun]) -> int:
         adapter = await self._clients.adapter_for(provider_id, open_orders=True)
         if adapter is None:
             await self._postpone(runs, 300)
@@ -222,16 +235,27 @@ class DripFeed:
         if not isinstance(reply, Accepted):
             await self._postpone(runs, 60)
             return 0
-        changed = 0
-        for run in runs:
-            found = reply.value.get(run.upstream_order_id)
-            if isinstance(found, UpstreamStatus):
-                changed += await self.apply(run.order_id, run.run_no, found)
-            else:  # unknown upstream or no answer for it: look again later, staff see the note
-                await self._postpone([run], 3600 if isinstance(found, Rejected) else 60)
-        return changed
+        statuses = reply.value
 
-    async def _postpone(self, runs: list[DueRun], seconds: int) -> None:
+        async def one(run: DueRun) -> int:
+            found = statuses.get(run.upstream_order_id)
+            if isinstance(found, UpstreamStatus):
+                return await self.apply(run.order_id, run.run_no, found)
+            # Unknown upstream or no answer for it: look again later, staff see the note.
+            await self._postpone([run], 3600 if isinstance(found, Rejected) else 60)
+            return 0
+
+        async def later(run: DueRun) -> None:
+            await self._postpone([run], FAILED_DELAY_S)
+
+        # A run that cannot be updated (e.g. its order's money cannot move) stops no other run and
+        # does not come first again on every tick: it is logged and asked about later.
+        return await each(
+            runs, one, what=lambda r: f"apply the provider's status to run {r.run_no} of order {r.order_id}",
+            on_failure=later,
+        )  # fmt: skip
+
+    async def _postpone(self, runs: Sequence[DueRun], seconds: int) -> None:
         async with self._pool.connection() as conn:
             await QUERIES.execute(
                 conn,

@@ -401,8 +401,10 @@ SELECT * FROM order_runs WHERE order_id = :order_id AND run_no = :run_no FOR UPD
 SELECT * FROM order_runs WHERE order_id = :order_id ORDER BY run_no;
 
 -- name: list_due_run_orders(limit)
--- Orders with a run due to be sent (the tick sends them; placement sends the first at once).
-SELECT DISTINCT r.order_id FROM order_runs r JOIN orders o ON o.id = r.order_id
+-- Orders with a run due to be sent (the tick sends them; placement sends the first at once), with
+-- the order's provider (the tick asks providers side by side).
+SELECT DISTINCT r.order_id, coalesce(o.provider_id, 0) AS provider_id
+FROM order_runs r JOIN orders o ON o.id = r.order_id
 WHERE r.due_time <= now() AND o.status IN ('pending', 'in_progress', 'processing')
   AND (r.state = 'scheduled' OR (r.state = 'submitting' AND r.update_time < now() - interval '5 minutes'))
 ORDER BY r.order_id LIMIT :limit;
@@ -429,6 +431,13 @@ WHERE order_id = :order_id AND run_no = :run_no;
 -- name: next_run_attempt(order_id, run_no, note)!
 UPDATE order_runs SET attempt = attempt + 1, state = 'scheduled', note = :note, update_time = now()
 WHERE order_id = :order_id AND run_no = :run_no;
+
+-- name: postpone_due_runs(order_id, delay_s)!
+-- An order whose due run could not be handled (an error, logged): its due runs wait, so it does not
+-- come first again on every tick. Their state is left as it is (an interrupted submission still goes
+-- to review, never out again).
+UPDATE order_runs SET due_time = now() + make_interval(secs => :delay_s)
+WHERE order_id = :order_id AND due_time <= now() AND state IN ('scheduled', 'submitting');
 
 -- name: delay_run(order_id, run_no, delay_s, note)!
 -- Certainly not sent (provider unreachable): the run waits and goes out on a later tick.

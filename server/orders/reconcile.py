@@ -18,6 +18,7 @@ provider does not number in sequence, so that call stays with staff.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.common.db import Pool
@@ -26,6 +27,7 @@ from server.common.money import format_micros, mul_div_round
 from server.orders import states
 from server.orders.admin import OrdersAdmin
 from server.orders.errors import DOMAIN, order_not_found
+from server.orders.fanout import by_provider, each, per_provider
 from server.orders.repo import QUERIES, LostSubmission, OrderRow
 from server.providers.adapters.base import Accepted, UpstreamStatus
 from server.providers.clients import ProviderClients
@@ -153,26 +155,41 @@ class Reconciler:
                 {"older_than_s": SETTLE_S, "every_s": EVERY_S, "limit": limit},
             )
             order_ids = [int(row[0]) for row in await cursor.fetchall()]
-        resolved = 0
-        for order_id in order_ids:
-            try:
-                search = await self.search(order_id)
-            except FailedPrecondition:  # resolved by staff meanwhile
-                continue
-            matching = [c for c in search.candidates if c.charge_matches]
-            if not (search.window_closed and len(search.candidates) == 1 and len(matching) == 1):
-                continue
-            [candidate] = matching
-            charge = candidate.status.charge_micros
-            reason = (
-                f"reconciled automatically: the only unknown order of ours at provider "
-                f"{search.provider_id} between the orders around it ({search.window}), charge "
-                f"{format_micros(charge or 0)} as expected"
-            )
-            try:
-                await self._admin.resolve(order_id, "found", candidate.upstream_order_id, reason)
-            except FailedPrecondition:
-                continue
-            log.info("order reconciled upstream", extra={"order_id": order_id})
-            resolved += 1
-        return resolved
+            # Each under the provider of its lost submission (0: none, so nothing to ask).
+            provider_of: dict[int, int] = {}
+            for order_id in order_ids:
+                lost = await QUERIES.one(conn, "get_lost_submission", LostSubmission, order_id=order_id)
+                provider_of[order_id] = lost.provider_id if lost else 0
+
+        async def orders_at(_: int, ids: Sequence[int]) -> int:
+            # Each order was claimed (not looked at again for ``EVERY_S``): one whose look fails is
+            # only logged, and the others go on.
+            return await each(ids, self._reconcile_one, what=lambda o: f"look for order {o} upstream")
+
+        # Providers side by side, as for orders (``Tracker.poll``).
+        return await per_provider(
+            by_provider(provider_of, provider_of.__getitem__), orders_at, what="look for lost orders"
+        )
+
+    async def _reconcile_one(self, order_id: int) -> int:
+        """1 when the order was resolved as found upstream."""
+        try:
+            search = await self.search(order_id)
+        except FailedPrecondition:  # resolved by staff meanwhile
+            return 0
+        matching = [c for c in search.candidates if c.charge_matches]
+        if not (search.window_closed and len(search.candidates) == 1 and len(matching) == 1):
+            return 0
+        [candidate] = matching
+        charge = candidate.status.charge_micros
+        reason = (
+            f"reconciled automatically: the only unknown order of ours at provider "
+            f"{search.provider_id} between the orders around it ({search.window}), charge "
+            f"{format_micros(charge or 0)} as expected"
+        )
+        try:
+            await self._admin.resolve(order_id, "found", candidate.upstream_order_id, reason)
+        except FailedPrecondition:
+            return 0
+        log.info("order reconciled upstream", extra={"order_id": order_id})
+        return 1

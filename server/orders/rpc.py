@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from server.orders.aftercare import Aftercare
 from server.orders.dispatch import Dispatcher
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN
+from server.orders.fanout import isolated
 from server.orders.logic import OrdersLogic, Placement
 from server.orders.reconcile import Reconciler
 from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
@@ -281,14 +283,18 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.PollOrdersResponse:
         limit = request.limit or 1000
-        checked, changed = await self._tracker.poll(limit)
-        changed += await self._dripfeed.send_all_due(limit)
-        runs_checked, runs_changed = await self._dripfeed.poll(limit)
-        changed += await self._aftercare.poll_refills(limit)
-        changed += await self._reconciler.reconcile_due(limit)
-        checked += runs_checked
-        changed += runs_changed
-        return pb.PollOrdersResponse(checked=checked, changed=changed)
+        # The steps run side by side, each isolated: one that fails is logged and counts nothing,
+        # and a provider slow in one step holds up no other step (server/orders/fanout.py).
+        (checked, changed), sent, (runs_checked, runs_changed), refills, reconciled = await asyncio.gather(
+            isolated("orders", self._tracker.poll(limit), (0, 0)),
+            isolated("drip-feed sends", self._dripfeed.send_all_due(limit), 0),
+            isolated("drip-feed runs", self._dripfeed.poll(limit), (0, 0)),
+            isolated("refills", self._aftercare.poll_refills(limit), 0),
+            isolated("reconcile", self._reconciler.reconcile_due(limit), 0),
+        )
+        return pb.PollOrdersResponse(
+            checked=checked + runs_checked, changed=changed + sent + runs_changed + refills + reconciled
+        )
 
     async def BatchGetOrders(
         self, request: pb.BatchGetOrdersRequest, context: grpc.aio.ServicerContext

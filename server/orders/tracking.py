@@ -8,9 +8,8 @@ over-delivery never charges more than the hold.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from smm.v1 import events_pb2
@@ -19,6 +18,7 @@ from server.common.db import Pool
 from server.common.money import format_micros, mul_div_round
 from server.common.outbox import add_event
 from server.orders import states
+from server.orders.fanout import by_provider, each, per_provider
 from server.orders.repo import QUERIES, Conn, DueOrder, OrderRow
 from server.providers.adapters.base import Accepted, Rejected, UpstreamStatus
 from server.providers.clients import ProviderClients
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 ORDER_CHANGED = "smm.orders.order.changed"
 ORDERS_STUCK = "smm.orders.alert.stuck"
 ORDER_POLL = "smm.orders.poll.requested"
-# Providers polled at the same time (each has its own concurrency and rate limits besides).
-POLL_PROVIDERS_AT_ONCE = 8
 
 
 def poll_interval_s(age_s: float) -> int:
@@ -117,26 +115,21 @@ class Tracker:
         """Asks each provider about its due orders (in batches of 100); returns (checked, changed)."""
         async with self._pool.connection() as conn:
             due = await QUERIES.all(conn, "due_for_poll", DueOrder, limit=limit)
-        by_provider: dict[int, list[DueOrder]] = defaultdict(list)
-        for order in due:
-            by_provider[order.provider_id].append(order)
-        # Providers are asked side by side: a slow or timing-out one (three tries each) must not
-        # hold up the others' orders on every tick.
-        slots = asyncio.Semaphore(POLL_PROVIDERS_AT_ONCE)
 
-        async def one(provider_id: int, orders: list[DueOrder]) -> int:
-            async with slots:
-                try:
-                    return await self._poll_provider(provider_id, orders)
-                except Exception:
-                    log.exception("could not poll provider %s", provider_id)
-                    await self._postpone([o.id for o in orders], 60)
-                    return 0
+        # Providers side by side (a slow or timing-out one holds up no other's orders); one that
+        # fails has its orders asked about again in a minute.
+        async def postpone(_: int, orders: Sequence[DueOrder]) -> None:
+            await self._postpone([o.id for o in orders], 60)
 
-        counts = await asyncio.gather(*(one(p, orders) for p, orders in by_provider.items()))
-        return len(due), sum(counts)
+        changed = await per_provider(
+            by_provider(due, lambda o: o.provider_id),
+            self._poll_provider,
+            what="poll orders",
+            on_failure=postpone,
+        )
+        return len(due), changed
 
-    async def _poll_provider(self, provider_id: int, orders: list[DueOrder]) -> int:
+    async def _poll_provider(self, provider_id: int, orders: Sequence[DueOrder]) -> int:
         adapter = await self._clients.adapter_for(provider_id, open_orders=True)
         ids = [o.id for o in orders]
         if adapter is None:
@@ -147,22 +140,25 @@ class Tracker:
         if not isinstance(reply, Accepted):
             await self._postpone(ids, 60)  # the provider did not answer usefully: ask again later
             return 0
-        changed = 0
-        for order in orders:
-            found = reply.value.get(order.upstream_order_id)
-            try:
-                if isinstance(found, UpstreamStatus):
-                    changed += await self.apply(order.id, found)
-                elif isinstance(found, Rejected):
-                    changed += await self._lost_upstream(order.id, found.message)
-                else:
-                    await self._postpone([order.id], 60)
-            except Exception:
-                # One order that cannot be updated must not stop the rest of the batch, nor come
-                # first again on every tick: it is logged and asked about later.
-                log.exception("could not apply the provider's status to order %s", order.id)
-                await self._postpone([order.id], 300)
-        return changed
+        statuses = reply.value
+
+        async def one(order: DueOrder) -> int:
+            found = statuses.get(order.upstream_order_id)
+            if isinstance(found, UpstreamStatus):
+                return await self.apply(order.id, found)
+            if isinstance(found, Rejected):
+                return await self._lost_upstream(order.id, found.message)
+            await self._postpone([order.id], 60)
+            return 0
+
+        async def later(order: DueOrder) -> None:
+            await self._postpone([order.id], 300)
+
+        # One order that cannot be updated must not stop the rest of the batch, nor come first
+        # again on every tick: it is logged and asked about later.
+        return await each(
+            orders, one, what=lambda o: f"apply the provider's status to order {o.id}", on_failure=later
+        )
 
     async def _postpone(self, ids: list[int], seconds: int) -> None:
         async with self._pool.connection() as conn:
