@@ -11,6 +11,7 @@ from server.common import audit
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, collect
 from server.common.outbox import add_event
+from server.common.upstream_id import MAX_ID_CHARS, canonical_upstream_id
 from server.orders import states
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
@@ -19,6 +20,16 @@ from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow
 from server.orders.tracking import finish, record
 
 RESOLUTIONS = ("found", "not_placed", "failed")
+# What an upstream id staff type must be (``canonical_upstream_id``: the rule provider replies follow).
+ID_RULE = f"a positive number or up to {MAX_ID_CHARS} characters without spaces"
+# The statuses staff may move an order that is with its provider between, by kind: processing has
+# no move to active, paused or expired, and active or paused none to partial, so a move outside its
+# kind would leave an order that its provider's end could never finish.
+TRACKED_BY_KIND = {
+    True: frozenset({states.IN_PROGRESS, states.ACTIVE, states.PAUSED}),  # subscriptions
+    False: frozenset({states.IN_PROGRESS, states.PROCESSING}),
+}
+WITH_REMAINS = (states.PARTIAL, states.EXPIRED)
 
 
 def _reason(reason: str) -> str:
@@ -79,26 +90,41 @@ class OrdersAdmin:
         why = _reason(reason)
         if status not in states.ALL:
             collect([FieldViolation("status", "must be an order status")], domain=DOMAIN)
-        if status in (states.PARTIAL, states.EXPIRED) and not remains:
+        if status in WITH_REMAINS and not remains:
             # remains has no presence on the wire: a Partial (or a subscription's Expired) set
             # without it would charge in full; everything delivered is Completed.
             missing = FieldViolation(
                 "remains", f"is required for {status}: what was not delivered (completed if nothing)"
             )
             collect([missing], domain=DOMAIN)
+        if status not in WITH_REMAINS and remains:
+            # finish_money would store it: a completed order charged in full showing part undelivered.
+            collect(
+                [FieldViolation("remains", "is only for partial and expired: what was not delivered")],
+                domain=DOMAIN,
+            )
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)
             states.check_move(order.status, status)
-            if status not in states.FINAL and (status not in states.TRACKED or not order.upstream_order_id):
+            tracked = TRACKED_BY_KIND[order.service_type == "SUBSCRIPTIONS"]
+            if status not in states.FINAL and (status not in tracked or not order.upstream_order_id):
                 # Any other move would strand the order: in progress with nothing upstream to poll,
-                # or submitting/pending/review behind dispatch's back. Those have their own actions.
+                # submitting/pending/review behind dispatch's back (those have their own actions), or
+                # in a status its provider's end cannot move it out of.
                 raise FailedPrecondition(
-                    "staff set a final status, or move an order that is with its provider between its "
-                    "tracked statuses; use resolve or resubmit for the rest",
+                    "staff set a final status, or move an order that is with its provider between the"
+                    " tracked statuses of its kind (in progress, processing; a subscription's in progress,"
+                    " active, paused); use resolve or resubmit for the rest",
                     reason="ORDER_STATE_CONFLICT",
                     domain=DOMAIN,
                     metadata={"from": order.status, "to": status},
                 )
+            if status in WITH_REMAINS and not 1 <= (remains or 0) <= order.units:
+                # Below 1 released nothing (charged in full); above the units is not this order.
+                wrong = FieldViolation(
+                    "remains", f"must be 1 to {order.units} for {status}: what was not delivered"
+                )
+                collect([wrong], domain=DOMAIN)
             if status in states.FINAL:
                 await finish(conn, order, status, remains=remains, note=f"set by staff: {why}")
             else:
@@ -120,9 +146,12 @@ class OrdersAdmin:
         why = _reason(reason)
         if resolution not in RESOLUTIONS:
             collect([FieldViolation("resolution", "must be found, not_placed or failed")], domain=DOMAIN)
-        if resolution == "found" and not 1 <= len(upstream_order_id.strip()) <= 100:
+        # As the provider's replies are stored ("0023" is 23): polls and webhooks match on it.
+        upstream_id = (canonical_upstream_id(upstream_order_id) or "") if resolution == "found" else ""
+        if resolution == "found" and not upstream_id:
             collect(
-                [FieldViolation("upstream_order_id", "is required when the order was found")], domain=DOMAIN
+                [FieldViolation("upstream_order_id", f"is required when the order was found: {ID_RULE}")],
+                domain=DOMAIN,
             )
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)
@@ -130,13 +159,14 @@ class OrdersAdmin:
                 raise FailedPrecondition(
                     "the order does not need review", reason="ORDER_NOT_IN_REVIEW", domain=DOMAIN
                 )
+            if upstream_id:
+                await _check_answer_in(conn, order_id)
+                await _check_upstream_free(conn, order_id, upstream_id)
             if order.panel_dripfeed:  # the resolution is about the run in review
-                await self._dripfeed.resolve(conn, order, resolution, upstream_order_id.strip(), why)
+                await self._dripfeed.resolve(conn, order, resolution, upstream_id, why)
                 await _dispatch_again(conn, order)  # runs due now go out
             elif resolution == "found":
-                await QUERIES.execute(
-                    conn, "found_upstream", id=order_id, upstream_order_id=upstream_order_id.strip()
-                )
+                await QUERIES.execute(conn, "found_upstream", id=order_id, upstream_order_id=upstream_id)
                 await record(conn, order, states.IN_PROGRESS, f"found upstream by staff: {why}")
             elif resolution == "not_placed":
                 await QUERIES.execute(
@@ -158,8 +188,12 @@ class OrdersAdmin:
 
     async def resubmit(self, order_id: int, provider_id: int, upstream_service_id: str, reason: str) -> None:
         why = _reason(reason)
-        if provider_id <= 0 or not 1 <= len(upstream_service_id.strip()) <= 100:
-            collect([FieldViolation("provider_id", "and upstream_service_id are required")], domain=DOMAIN)
+        # As a service linked by hand (catalog ``set_providers``): the id the provider's list gives.
+        service = canonical_upstream_id(upstream_service_id) or ""
+        violations = [] if provider_id > 0 else [FieldViolation("provider_id", "is required")]
+        if not service:
+            violations.append(FieldViolation("upstream_service_id", f"is required: {ID_RULE}"))
+        collect(violations, domain=DOMAIN)
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)
             if order.status not in (states.NEEDS_REVIEW, states.PENDING, states.FAILED):
@@ -174,22 +208,76 @@ class OrdersAdmin:
                     reason="ORDER_NOT_RESUBMITTABLE",
                     domain=DOMAIN,
                 )
+            if order.panel_dripfeed and order.status == states.NEEDS_REVIEW:
+                # Out of review its run in review could never be resolved, and the order never end.
+                raise FailedPrecondition(
+                    "a drip-feed smm sends itself has a run in review: resolve it"
+                    " (found, not_placed or failed)",
+                    reason="ORDER_NOT_RESUBMITTABLE",
+                    domain=DOMAIN,
+                )
+            await _check_provider_takes_orders(conn, provider_id)
             await QUERIES.execute(
-                conn,
-                "retarget_order",
-                id=order_id,
-                provider_id=provider_id,
-                upstream_service_id=upstream_service_id.strip(),
+                conn, "retarget_order", id=order_id, provider_id=provider_id, upstream_service_id=service
             )
             await record(conn, order, states.PENDING, f"sent to provider {provider_id} by staff: {why}")
             await _dispatch_again(conn, order)
+            after = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+            assert after is not None
             await audit.record(
                 conn,
                 "order.resubmitted",
                 target=f"order:{order_id}",
-                before=_seen(order),
-                after={"provider_id": provider_id, "upstream_service_id": upstream_service_id, "reason": why},
+                before={**_seen(order), "upstream_service_id": order.upstream_service_id},
+                after={**_seen(after), "upstream_service_id": after.upstream_service_id, "reason": why},
             )
+
+
+async def _check_answer_in(conn: Conn, order_id: int) -> None:
+    """Refuses "found" while the order's submission may still be answered (a redelivered event sends
+    an order whose call is out to review at once): that answer, unknown, would send the order staff
+    found back to review; accepted, it resolves the order itself."""
+    provider_id = await QUERIES.scalar(conn, "submission_out", order_id=order_id)
+    if provider_id is not None:
+        raise FailedPrecondition(
+            f"the order's submission to provider {provider_id} is still waiting for the provider's"
+            " answer: resolve it once that has come (at most 5 minutes)",
+            reason="ORDER_SUBMISSION_OUT",
+            domain=DOMAIN,
+            metadata={"provider_id": str(provider_id)},
+        )
+
+
+async def _check_upstream_free(conn: Conn, order_id: int, upstream_id: str) -> None:
+    """Refuses linking an order to an upstream order another order (or run) already has: both would
+    be polled on it and settled by its one delivery."""
+    owner = await QUERIES.scalar(conn, "upstream_order_owner", id=order_id, upstream_order_id=upstream_id)
+    if owner is not None:
+        raise FailedPrecondition(
+            f"upstream order {upstream_id} is order {owner}'s at that provider",
+            reason="UPSTREAM_ORDER_TAKEN",
+            domain=DOMAIN,
+            metadata={"upstream_order_id": upstream_id, "order_id": str(owner)},
+        )
+
+
+async def _check_provider_takes_orders(conn: Conn, provider_id: int) -> None:
+    """Only an enabled provider is sent new orders: dispatch would fail (and release) the order."""
+    status = await QUERIES.scalar(conn, "provider_status", id=provider_id)
+    if status is None or status == "deleted":
+        raise FailedPrecondition(
+            "no such provider",
+            reason="UNKNOWN_PROVIDER",
+            domain=DOMAIN,
+            metadata={"provider_id": str(provider_id)},
+        )
+    if status != "enabled":
+        raise FailedPrecondition(
+            "the provider is disabled: it is sent no new orders",
+            reason="PROVIDER_DISABLED",
+            domain=DOMAIN,
+            metadata={"provider_id": str(provider_id)},
+        )
 
 
 async def _dispatch_again(conn: Conn, order: OrderRow) -> None:

@@ -227,10 +227,18 @@ class OrdersLogic:
         keys = {number: f"mass:{request_id}:{number}" for number, _ in lines} if request_id else {}
         if keys:
             async with self._pool.connection() as conn:
+                # The key names one text: compared as a whole, since the same lines at other
+                # numbers (a blank line added) have keys of their own and would be placed again.
+                claim = {"actor": f"user:{user_id}", "request_id": request_id}
+                await QUERIES.execute(conn, "claim_mass_request", **claim, request_hash=request_hash or b"")
+                first = await QUERIES.scalar(conn, "mass_request_hash", **claim)
+                # ... and line by line, for lines placed before their request's id was purged.
                 stored = await QUERIES.all(
                     conn, "hashes_by_keys", _StoredHash, user_id=user_id, keys=list(keys.values())
                 )
-            if any(bytes(row.request_hash or b"") != request_hash for row in stored):
+            if (first is not None and bytes(first) != (request_hash or b"")) or any(
+                bytes(row.request_hash or b"") != request_hash for row in stored
+            ):
                 raise idempotency_key_reused()
         results = []
         for number, line in lines:

@@ -21,6 +21,17 @@ SELECT EXISTS (
 -- name: order_by_key(user_id, idempotency_key)^
 SELECT id, request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = :idempotency_key;
 
+-- name: claim_mass_request(actor, request_id, request_hash)!
+-- A mass order's Idempotency-Key as a whole (AIP-155's table, purged after 30 days): the first
+-- request under it stores its hash, whatever its lines did.
+INSERT INTO idempotent_requests (rpc, actor, request_id, request_hash)
+VALUES ('CreateMassOrder', :actor, :request_id, :request_hash)
+ON CONFLICT ON CONSTRAINT idempotent_requests_pkey DO NOTHING;
+
+-- name: mass_request_hash(actor, request_id)$
+SELECT request_hash FROM idempotent_requests
+WHERE rpc = 'CreateMassOrder' AND actor = :actor AND request_id = :request_id;
+
 -- name: hashes_by_keys(user_id, keys)
 -- The request hashes a mass order's lines were placed under before (a retry must be the same request).
 SELECT request_hash FROM orders WHERE user_id = :user_id AND idempotency_key = ANY(:keys);
@@ -315,9 +326,15 @@ WHERE id = :id;
 
 -- name: found_upstream(id, upstream_order_id)!
 -- Found where its answer was lost: that submission's provider, which may be a fallback (the order
--- row keeps the primary until an answer arrives), is the one that has it and is polled.
+-- row keeps the primary until an answer arrives), is the one that has it and is polled, and its
+-- terms are the order's, as for an answered acceptance (sql/0023: ``taker_terms``).
 UPDATE orders o
 SET status = 'in_progress', upstream_order_id = :upstream_order_id, status_note = '',
+    (provider_rate_micros, provider_currency, exchange_rate) = (
+        SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
+                                  o.provider_currency, o.exchange_rate,
+                                  coalesce(lost.provider_id, o.provider_id),
+                                  coalesce(lost.upstream_service_id, o.upstream_service_id))),
     provider_id = coalesce(lost.provider_id, o.provider_id),
     upstream_service_id = coalesce(lost.upstream_service_id, o.upstream_service_id),
     submit_time = coalesce(o.submit_time, now()), update_time = now(), next_poll_time = now()
@@ -329,10 +346,62 @@ LEFT JOIN LATERAL (
 ) lost ON true
 WHERE o.id = wanted.id;
 
+-- name: upstream_order_owner(id, upstream_order_id)$
+-- The order that already holds this upstream id at the provider staff's "found" links order :id to
+-- (its run in review's provider for a drip-feed smm sends itself, else its lost submission's, as
+-- found_upstream picks it, else its own): another order, one of its runs, or an accepted
+-- submission of another order (this order's own earlier submissions may be the one found). NULL
+-- when no order has it.
+WITH target AS (
+    SELECT coalesce(
+        (SELECT r.provider_id FROM order_runs r
+         WHERE o.panel_dripfeed AND r.order_id = o.id AND r.state = 'needs_review' ORDER BY r.run_no LIMIT 1),
+        (SELECT s.provider_id FROM order_submissions s
+         WHERE s.order_id = o.id AND s.run_no IS NULL AND s.state IN ('unknown', 'starting')
+         ORDER BY s.id DESC LIMIT 1),
+        o.provider_id) AS provider_id
+    FROM orders o WHERE o.id = :id
+)
+SELECT min(owner) FROM (
+    SELECT o.id FROM orders o JOIN target t ON o.provider_id = t.provider_id
+    WHERE o.upstream_order_id = :upstream_order_id AND o.id <> :id
+    UNION ALL
+    SELECT r.order_id FROM order_runs r JOIN target t ON r.provider_id = t.provider_id
+    WHERE r.upstream_order_id = :upstream_order_id
+    UNION ALL
+    SELECT s.order_id FROM order_submissions s JOIN target t ON s.provider_id = t.provider_id
+    WHERE s.state = 'accepted' AND s.upstream_order_id = :upstream_order_id
+      AND (s.order_id <> :id OR s.run_no IS NOT NULL)
+) known(owner);
+
+-- name: submission_out(order_id)$
+-- The provider of the order's newest submission when its call may still be out: still 'starting'
+-- and younger than any provider call may take (providers.timeout_ms is at most 120 s; as
+-- lock_next_run's 5 minutes). NULL otherwise, and for a submission a crash interrupted long ago.
+SELECT s.provider_id FROM order_submissions s
+WHERE s.id = (SELECT max(id) FROM order_submissions WHERE order_id = :order_id AND run_no IS NULL)
+  AND s.state = 'starting' AND s.create_time > now() - interval '5 minutes';
+
+-- name: provider_status(id)$
+-- "enabled", "disabled" or "deleted"; NULL for no such provider.
+SELECT status FROM providers WHERE id = :id;
+
 -- name: retarget_order(id, provider_id, upstream_service_id)!
--- Staff send an order to another provider: it becomes pending again with that provider first.
-UPDATE orders SET status = 'pending', provider_id = :provider_id, upstream_service_id = :upstream_service_id,
-                  attempt = 0, upstream_order_id = '', status_note = '', pinned_provider = true, update_time = now()
+-- Staff send an order to another provider: it becomes pending again with that provider first. The
+-- runs of a drip-feed smm sends itself not out yet start again at that provider too (a run's
+-- attempt counts the order's candidates, and a pinned order has one).
+-- Its terms become that provider's as smm knows them, or none (sql/0023: ``taker_terms``): the
+-- acceptance reads the order's provider as the one it was priced for and keeps them.
+WITH runs AS (
+    UPDATE order_runs SET attempt = 0, update_time = now() WHERE order_id = :id AND state = 'scheduled'
+)
+UPDATE orders o
+SET status = 'pending',
+    (provider_rate_micros, provider_currency, exchange_rate) = (
+        SELECT * FROM taker_terms(o.provider_id, o.upstream_service_id, o.provider_rate_micros,
+                                  o.provider_currency, o.exchange_rate, :provider_id, :upstream_service_id)),
+    provider_id = :provider_id, upstream_service_id = :upstream_service_id,
+    attempt = 0, upstream_order_id = '', status_note = '', pinned_provider = true, update_time = now()
 WHERE id = :id;
 
 -- name: list_provider_log(order_id)
