@@ -102,3 +102,20 @@ async def pool(settings: Settings) -> AsyncIterator[Pool]:
     opened = await open_pool(settings)
     yield opened
     await asyncio.wait_for(opened.close(), 10)
+
+
+async def lock_waiters(pool: Pool, count: int, *, unless: asyncio.Future[object] | None = None) -> None:
+    """Until at least ``count`` backends of this test's database wait on a lock (a row lock the test
+    holds), or ``unless`` has finished (the call it waits for did not queue after all); 10 s at most."""
+    async with asyncio.timeout(10):
+        while unless is None or not unless.done():
+            async with pool.connection() as probe:
+                row = await (
+                    await probe.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.02)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,3 +64,27 @@ async def edge(settings: Settings, grpc_server: ServerHandle) -> AsyncIterator[R
 async def http(edge: RunningEdge) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as client:
         yield client
+
+
+@asynccontextmanager
+async def silent_backend(settings: Settings, **update: Any) -> AsyncIterator[RunningEdge]:
+    """An edge whose gRPC backend accepts connections and never answers: every call waits for
+    its own deadline."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+    edge = await start_edge(
+        settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": "", **update})
+    )
+    try:
+        yield edge
+    finally:
+        await edge.stop()
+        for writer in held:
+            writer.close()
+        backend.close()
+        await backend.wait_closed()

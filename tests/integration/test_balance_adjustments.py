@@ -13,6 +13,7 @@ from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
 
 from server.common.db import Pool
 from server.main import ServerHandle
+from tests.fix_db import lock_waiters
 from tests.fix_grpc import system_metadata
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_admin_users import admin_token
@@ -26,24 +27,6 @@ async def _ledger_ok(channel: grpc.aio.Channel) -> None:
         wpb.VerifyLedgerRequest(), metadata=system_metadata()
     )
     assert result.ok, list(result.problems)
-
-
-async def _lock_waiters(
-    pool: Pool, count: int, *, unless: asyncio.Task[httpx.Response] | None = None
-) -> None:
-    """Until ``count`` backends of this database wait for a lock (or ``unless`` has finished)."""
-    async with asyncio.timeout(10):
-        while unless is None or not unless.done():
-            async with pool.connection() as probe:
-                waiting = await (
-                    await probe.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()"
-                    )
-                ).fetchone()
-            if waiting == (count,):
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_an_adjustment_racing_the_deletion_of_its_account_does_not_land_on_the_deleted_account(
@@ -68,11 +51,11 @@ async def test_an_adjustment_racing_the_deletion_of_its_account_does_not_land_on
         # the account's sessions waits for this lock.
         await blocker.execute("SELECT 1 FROM sessions WHERE user_id = %s FOR UPDATE", (user_id,))
         deletion = asyncio.create_task(http.delete(f"/api/v1/admin/users/{user_id}", headers=admin))
-        await _lock_waiters(pool, 1)
+        await lock_waiters(pool, 1)
         adjustment = asyncio.create_task(
             http.post(url, json={"amount": "10.00", "reason": "goodwill"}, headers=admin)
         )
-        await _lock_waiters(pool, 2, unless=adjustment)
+        await lock_waiters(pool, 2, unless=adjustment)
     deleted, adjusted = await deletion, await adjustment
 
     assert deleted.status_code == 200, deleted.text

@@ -13,7 +13,7 @@ from smm.v1 import catalog_service_pb2 as pb
 from smm.v1 import catalog_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
-from tests.fix_edge import RunningEdge, start_edge
+from tests.fix_edge import RunningEdge, silent_backend, start_edge
 from tests.fix_grpc import system_metadata
 from tests.integration.test_catalog_grpc import make_catalog
 
@@ -149,8 +149,6 @@ async def test_admin_write_with_system_grpc_then_patch_over_http_is_refused(
 
 
 async def test_cors_allows_only_configured_origins(settings: object, grpc_server: object) -> None:
-    from tests.fix_edge import start_edge
-
     edge = await start_edge(
         settings.model_copy(  # type: ignore[attr-defined]
             update={"cors_origins": "https://panel.example", "grpc_target": f"127.0.0.1:{grpc_server.port}"}  # type: ignore[attr-defined]
@@ -306,8 +304,6 @@ def test_client_ip_reads_every_forwarded_line_and_never_returns_a_non_address(
 
 
 async def _behind_a_loopback_proxy(settings: object, grpc_server: object) -> object:
-    from tests.fix_edge import start_edge
-
     return await start_edge(
         settings.model_copy(  # type: ignore[attr-defined]
             update={"trusted_proxies": "127.0.0.1/32", "grpc_target": f"127.0.0.1:{grpc_server.port}"}  # type: ignore[attr-defined]
@@ -536,28 +532,14 @@ async def test_a_request_not_finished_in_time_is_408_with_the_standard_error_bod
 async def test_a_response_not_ready_in_time_is_504_with_the_standard_error_body(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A gRPC backend that accepts connections and never answers: the call waits for its own
-    # deadline (rpc_timeout_s, 10 s), so Sanic's RESPONSE_TIMEOUT cuts the handler first.
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = backend.sockets[0].getsockname()[1]
-    edge = await start_edge(settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": ""}))
-    try:
+    # The gRPC call waits for its own deadline (rpc_timeout_s, 10 s), so Sanic's RESPONSE_TIMEOUT
+    # cuts the handler first.
+    async with silent_backend(settings) as edge:
         # Sanic reads RESPONSE_TIMEOUT when a connection opens: this connection gets half a second.
         edge.app.config.RESPONSE_TIMEOUT = 0.5
         caplog.set_level(logging.INFO, logger="edge.app")
         async with httpx.AsyncClient(base_url=edge.base_url, timeout=10) as client:
             response = await client.get("/api/v1/public/categories", headers={"X-Request-Id": "slow-1"})
-    finally:
-        await edge.stop()
-        for writer in held:
-            writer.close()
-        backend.close()
-        await backend.wait_closed()
     error = assert_error(response, 504, "DEADLINE_EXCEEDED", "RESPONSE_TIMEOUT")
     assert error["message"] == "the response was not ready in time"
     assert error["details"] == [
@@ -585,16 +567,8 @@ async def test_a_client_gone_before_the_response_is_not_logged_as_an_edge_error(
 ) -> None:
     # Sanic cancels the handler when the client hangs up and hands RequestCancelled to the error
     # handler, which has nobody to answer: a routine event, not an unhandled error.
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = backend.sockets[0].getsockname()[1]
-    edge = await start_edge(settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": ""}))
     caplog.set_level(logging.INFO, logger="edge.app")
-    try:
+    async with silent_backend(settings) as edge:
         async with httpx.AsyncClient(base_url=edge.base_url, timeout=0.3) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.get("/api/v1/public/categories", headers={"X-Request-Id": "gone-1"})
@@ -602,12 +576,6 @@ async def test_a_client_gone_before_the_response_is_not_logged_as_an_edge_error(
             if any(r.name == "edge.app" for r in caplog.records):
                 break
             await asyncio.sleep(0.02)
-    finally:
-        await edge.stop()
-        for writer in held:
-            writer.close()
-        backend.close()
-        await backend.wait_closed()
     records = [r for r in caplog.records if r.name == "edge.app"]
     assert [(r.levelno, r.getMessage(), r.exc_info) for r in records] == [
         (

@@ -13,27 +13,13 @@ import pytest
 from server.accounts.passwords import hash_password
 from server.common.db import Pool
 from server.main import ServerHandle
+from tests.fix_db import lock_waiters
 from tests.integration.test_accounts import PASSWORD, bearer, register
 from tests.integration.test_admin_users import admin_token
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_two_factor import enable_two_factor, login
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for_lock_waiter(pool: Pool) -> None:
-    """Until a call of the server waits on a row lock in this test's database."""
-    for _ in range(200):
-        async with pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            row = await cursor.fetchone()
-        if row is not None and row[0] > 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no call waited on the user's row lock")
 
 
 async def suspended_while(
@@ -44,7 +30,7 @@ async def suspended_while(
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
         call = asyncio.create_task(request())
-        await wait_for_lock_waiter(pool)
+        await lock_waiters(pool, 1)
         await conn.execute("UPDATE users SET status = 'suspended' WHERE id = %s", (user_id,))
         await conn.execute(
             "UPDATE sessions SET revoke_time = now() WHERE user_id = %s AND revoke_time IS NULL", (user_id,)
@@ -121,7 +107,7 @@ async def test_the_old_password_opens_no_session_once_a_new_one_is_set(
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))
         call = asyncio.create_task(requests[how]())
-        await wait_for_lock_waiter(pool)
+        await lock_waiters(pool, 1)
         await conn.execute(
             "UPDATE users SET password_hash = %s WHERE id = %s", (await hash_password(owners), user_id)
         )

@@ -30,6 +30,7 @@ from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
 from server.orders.repo import QUERIES, Claim
+from tests.fix_db import lock_waiters
 from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
@@ -194,18 +195,7 @@ async def test_each_adjustments_audit_record_shows_the_balance_it_changed(shop: 
             )
             for amount in ("2.00", "3.00")
         ]
-        async with asyncio.timeout(10):
-            while True:  # both adjustments have read their "before" and wait for the wallet row
-                async with pool.connection() as probe:
-                    waiting = await (
-                        await probe.execute(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                            " AND datname = current_database()"
-                        )
-                    ).fetchone()
-                if waiting == (2,):
-                    break
-                await asyncio.sleep(0.02)
+        await lock_waiters(pool, 2)  # both adjustments have read their "before" and wait for the wallet row
     responses = await asyncio.gather(*racing)
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     async with pool.connection() as conn:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -15,35 +13,11 @@ import pytest
 
 from core.config import Settings
 from edge.reseller import CREATE_ORDER
-from tests.fix_edge import RunningEdge, start_edge
+from tests.fix_edge import silent_backend
 
 pytestmark = pytest.mark.integration
 
 TIMED_OUT = "Request timed out: it may still have taken effect, check your orders before sending it again"
-
-
-@asynccontextmanager
-async def silent_backend(settings: Settings, **update: Any) -> AsyncIterator[RunningEdge]:
-    """An edge whose gRPC backend accepts connections and never answers: every call waits for
-    its own deadline."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
-    port = backend.sockets[0].getsockname()[1]
-    edge = await start_edge(
-        settings.model_copy(update={"grpc_target": f"127.0.0.1:{port}", "nats_url": "", **update})
-    )
-    try:
-        yield edge
-    finally:
-        await edge.stop()
-        for writer in held:
-            writer.close()
-        backend.close()
-        await backend.wait_closed()
 
 
 def edge_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, Any]]:
