@@ -7,7 +7,7 @@ from typing import Any
 
 from server.accounts.errors import DOMAIN
 from server.accounts.keycache import ApiKeyCache
-from server.accounts.logic import ANONYMISED_DOMAIN, ROLES, is_email_address
+from server.accounts.logic import ANONYMISED_DOMAIN, MAX_EMAIL, ROLES, is_email_address
 from server.accounts.repo import AccountsRepo, UserRow
 from server.common import audit
 from server.common.db import Pool
@@ -39,9 +39,14 @@ class UserAdmin:
         if status and status not in STATUSES:
             violations.append(FieldViolation("status", "must be active, suspended or deleted"))
         collect(violations, domain=DOMAIN)
+        query = query.strip()
+        # Matched whole, never cut: no address (MAX_EMAIL) or name (200) is longer, so a longer
+        # search finds nothing (ILIKE folds case character by character), and it is no id either.
+        if len(query) > MAX_EMAIL:
+            return []
         async with self._pool.connection() as conn:
             return await self._repo.users(
-                conn, query=query.strip()[:200], role=role, status=status, before_id=before_id, limit=limit
+                conn, query=query, role=role, status=status, before_id=before_id, limit=limit
             )
 
     async def get(self, user_id: int) -> UserRow:

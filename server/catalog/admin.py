@@ -12,7 +12,7 @@ import psycopg
 from smm.v1 import events_pb2
 
 from server.catalog.errors import DOMAIN, price_below_cost, service_not_found
-from server.catalog.logic import CATEGORY_CHANGED, SERVICE_CHANGED
+from server.catalog.logic import CATEGORY_CHANGED, MAX_SERVICE_NAME, SERVICE_CHANGED
 from server.catalog.pricing import PricingRule, Rules, below_cost
 from server.catalog.repo import QUERIES, Conn, PostgresCatalogRepo, ServiceRow
 from server.common import audit
@@ -166,7 +166,11 @@ class CatalogAdmin:
         before_id: int,
         limit: int,
     ) -> list[AdminView]:
-        query = query.strip()[:200]
+        query = query.strip()
+        # Matched whole, never cut: no service name is longer than MAX_SERVICE_NAME, so a longer
+        # search finds nothing (ILIKE folds case character by character), and it is no id either.
+        if len(query) > MAX_SERVICE_NAME:
+            return []
         query_id = search_id(query)
         async with self._pool.connection() as conn:
             rows = await QUERIES.all(

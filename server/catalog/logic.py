@@ -23,6 +23,7 @@ SERVICE_TYPES = frozenset(
     }
 )  # fmt: skip
 MAX_QUANTITY = 10**12
+MAX_SERVICE_NAME = 300  # services_name_check
 SERVICE_CHANGED = "smm.catalog.service.changed"
 # Fields a provider sync also sets: once staff edit them, the sync leaves them alone.
 ADMIN_EDITABLE = {
@@ -49,8 +50,8 @@ def validate_category(name: str) -> None:
 
 def validate_service(fields: ServiceFields) -> None:
     violations: list[FieldViolation] = []
-    if not 1 <= len(fields.name.strip()) <= 300:
-        violations.append(FieldViolation("service.name", "must be 1 to 300 characters"))
+    if not 1 <= len(fields.name.strip()) <= MAX_SERVICE_NAME:
+        violations.append(FieldViolation("service.name", f"must be 1 to {MAX_SERVICE_NAME} characters"))
     if len(fields.description) > 10_000:
         violations.append(FieldViolation("service.description", "must be at most 10000 characters"))
     if fields.type not in SERVICE_TYPES:
@@ -77,6 +78,11 @@ class CatalogLogic:
     async def categories_on_sale(self) -> list[CategoryRow]:
         async with self._pool.connection() as conn:
             return await self._repo.categories_on_sale(conn)
+
+    async def all_categories(self) -> list[CategoryRow]:
+        """Staff's list: a disabled or empty category must be found to be enabled or deleted."""
+        async with self._pool.connection() as conn:
+            return await self._repo.all_categories(conn)
 
     async def services_on_sale(
         self, *, category_id: int, after: ServicePosition | None, page_size: int

@@ -8,6 +8,10 @@ WHERE c.enabled AND EXISTS (
       AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled'))
 ORDER BY c.sort_order, c.id;
 
+-- name: list_all_categories()
+-- Every category, for staff, in display order.
+SELECT id, name, sort_order, enabled, create_time, update_time FROM categories ORDER BY sort_order, id;
+
 -- name: list_services_on_sale(category_id, after_category_sort, after_category_id, after_sort, after_id, limit)
 -- Keyset page of services on sale; a category_id of 0 means every category.
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,

@@ -122,6 +122,7 @@ class ServicePosition:
 
 class CatalogRepo(Protocol):
     async def categories_on_sale(self, conn: Conn) -> list[CategoryRow]: ...
+    async def all_categories(self, conn: Conn) -> list[CategoryRow]: ...
     async def services_on_sale(
         self, conn: Conn, *, category_id: int, after: ServicePosition | None, limit: int
     ) -> list[ServiceRow]: ...
@@ -145,6 +146,9 @@ class CatalogRepo(Protocol):
 class PostgresCatalogRepo:
     async def categories_on_sale(self, conn: Conn) -> list[CategoryRow]:
         return await QUERIES.all(conn, "list_categories_on_sale", CategoryRow)
+
+    async def all_categories(self, conn: Conn) -> list[CategoryRow]:
+        return await QUERIES.all(conn, "list_all_categories", CategoryRow)
 
     async def services_on_sale(
         self, conn: Conn, *, category_id: int, after: ServicePosition | None, limit: int

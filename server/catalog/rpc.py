@@ -182,6 +182,12 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         rows = await self._logic.categories_on_sale()
         return pb.ListCategoriesResponse(categories=[category_to_proto(r) for r in rows])
 
+    async def ListAdminCategories(
+        self, request: pb.ListAdminCategoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAdminCategoriesResponse:
+        rows = await self._logic.all_categories()
+        return pb.ListAdminCategoriesResponse(categories=[category_to_proto(r) for r in rows])
+
     async def ListServices(
         self, request: pb.ListServicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListServicesResponse:

@@ -127,6 +127,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.CatalogService/CreateService": STAFF_WRITE,
     "/smm.v1.CatalogService/UpdateService": STAFF_WRITE,
     "/smm.v1.CatalogService/ListAdminServices": STAFF_READ,
+    "/smm.v1.CatalogService/ListAdminCategories": STAFF_READ,
     "/smm.v1.CatalogService/GetAdminService": STAFF_READ,
     "/smm.v1.CatalogService/DeleteService": STAFF_WRITE,
     "/smm.v1.CatalogService/DeleteCategory": STAFF_WRITE,

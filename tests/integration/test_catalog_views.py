@@ -1,0 +1,124 @@
+"""The catalog's read views (public lists, staff lists and searches) and staff's user search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from server.main import ServerHandle
+from tests.integration.test_accounts import bearer, register
+from tests.integration.test_admin_users import admin_token
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def admin(http: httpx.AsyncClient, grpc_server: ServerHandle, settings: object) -> dict[str, str]:
+    return bearer(await admin_token(http, grpc_server, settings))
+
+
+async def _category(http: httpx.AsyncClient, admin: dict[str, str], name: str, **extra: Any) -> str:
+    created = await http.post(
+        "/api/v1/admin/categories", json={"name": name, "enabled": True, **extra}, headers=admin
+    )
+    assert created.status_code == 200, created.text
+    category_id: str = created.json()["id"]
+    return category_id
+
+
+async def _service(
+    http: httpx.AsyncClient, admin: dict[str, str], category_id: str, name: str, **extra: Any
+) -> str:
+    created = await http.post(
+        "/api/v1/admin/services",
+        json={
+            "name": name,
+            "type": "SERVICE_TYPE_DEFAULT",
+            "categoryId": category_id,
+            "rate": "1.00",
+            "minQuantity": "10",
+            "maxQuantity": "100",
+            "enabled": True,
+            **extra,
+        },
+        headers=admin,
+    )
+    assert created.status_code == 200, created.text
+    service_id: str = created.json()["id"]
+    return service_id
+
+
+async def test_a_long_staff_user_search_is_matched_whole(
+    http: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """The search was cut to its first 200 characters: a long address pasted whole also found every
+    user whose address or name merely began with the same 200 characters."""
+    stem = "ann@" + ".".join(c * 63 for c in "abc") + ".example"  # 203 characters
+    wanted = (await register(http, f"{stem}1.com"))["user"]["id"]
+    await register(http, f"{stem}2.com")
+
+    async def found(query: str) -> list[str]:
+        listed = await http.get("/api/v1/admin/users", params={"query": query}, headers=admin)
+        assert listed.status_code == 200, listed.text
+        return [u["id"] for u in listed.json()["users"]]
+
+    # The first 200 characters are shared by both addresses.
+    assert await found(f"{stem}1.com") == [wanted]
+    assert await found(f"{stem}3.com") == []
+    # Longer than any address (320) or name can be: nothing contains it, and it is no error.
+    assert await found(f"{stem}1.com" + "x" * 200) == []
+
+
+async def test_a_long_staff_service_search_is_matched_whole(
+    http: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """The staff service search was cut to its first 200 characters: a long name pasted whole also
+    found every service whose name began with the same 200 characters."""
+    category = await _category(http, admin, "Long names")
+    stem = "Instagram followers " * 11  # 220 characters
+    wanted = await _service(http, admin, category, stem + "real")
+    await _service(http, admin, category, stem + "bots")
+
+    async def found(query: str) -> list[str]:
+        listed = await http.get("/api/v1/admin/services", params={"query": query}, headers=admin)
+        assert listed.status_code == 200, listed.text
+        return [s["service"]["id"] for s in listed.json()["services"]]
+
+    assert await found(stem + "real") == [wanted]
+    assert await found(stem + "none") == []
+    # Longer than any service name (300): nothing contains it, and it is no error.
+    assert await found(stem + "real" + "x" * 100) == []
+
+
+async def test_staff_list_every_category_including_those_customers_do_not_see(
+    http: httpx.AsyncClient, admin: dict[str, str], grpc_server: ServerHandle, settings: object
+) -> None:
+    """The only category list was the public one, which shows categories with something on sale:
+    a disabled or empty category was invisible to staff, who could not find its id to enable or
+    delete it."""
+    selling = await _category(http, admin, "Selling", sortOrder=2)
+    await _service(http, admin, selling, "Likes")
+    empty = await _category(http, admin, "Empty", sortOrder=1)
+    hidden = await _category(http, admin, "Hidden", sortOrder=1)
+    await _service(http, admin, hidden, "Views")
+    turned_off = await http.patch(
+        f"/api/v1/admin/categories/{hidden}", json={"enabled": False}, headers=admin
+    )
+    assert turned_off.status_code == 200, turned_off.text
+
+    public = (await http.get("/api/v1/public/categories")).json()["categories"]
+    assert [c["id"] for c in public] == [selling]
+    listed = await http.get("/api/v1/admin/categories", headers=admin)
+    assert listed.status_code == 200, listed.text
+    assert [(c["id"], c["name"], c["enabled"]) for c in listed.json()["categories"]] == [
+        (empty, "Empty", True),  # sort order 1, then by id
+        (hidden, "Hidden", False),
+        (selling, "Selling", True),
+    ]
+    support = bearer(await admin_token(http, grpc_server, settings, role="support"))
+    assert (await http.get("/api/v1/admin/categories", headers=support)).status_code == 200
+    customer = bearer((await register(http, "ann@example.com"))["token"])
+    refused = await http.get("/api/v1/admin/categories", headers=customer)
+    assert refused.status_code == 403, refused.text
