@@ -13,6 +13,7 @@ from server.common import idempotency
 from server.common.db import Pool
 from server.common.errors import FieldViolation, collect
 from server.common.outbox import add_event
+from server.common.text import display_name_problem
 
 SERVICE_TYPES = frozenset(
     {
@@ -41,17 +42,23 @@ class ServicePage:
     next_position: ServicePosition | None
 
 
-def validate_category(name: str) -> None:
+def validate_category(name: str, *, typed: bool = True) -> None:
+    """``typed``: the name comes from staff now (not a name a sync stored before)."""
     violations = []
     if not 1 <= len(name.strip()) <= 200:
         violations.append(FieldViolation("category.name", "must be 1 to 200 characters"))
+    elif typed and (problem := display_name_problem(name.strip())):
+        violations.append(FieldViolation("category.name", problem))
     collect(violations, domain=DOMAIN)
 
 
-def validate_service(fields: ServiceFields) -> None:
+def validate_service(fields: ServiceFields, *, name_typed: bool = True) -> None:
+    """``name_typed``: the name comes from staff now (not one a sync stored before)."""
     violations: list[FieldViolation] = []
     if not 1 <= len(fields.name.strip()) <= MAX_SERVICE_NAME:
         violations.append(FieldViolation("service.name", f"must be 1 to {MAX_SERVICE_NAME} characters"))
+    elif name_typed and (problem := display_name_problem(fields.name.strip())):
+        violations.append(FieldViolation("service.name", problem))
     if len(fields.description) > 10_000:
         violations.append(FieldViolation("service.description", "must be at most 10000 characters"))
     if fields.type not in SERVICE_TYPES:
@@ -136,7 +143,7 @@ class CatalogLogic:
             if current is None:
                 raise category_not_found(category_id)
             merged = replace(current, **changes)  # type: ignore[arg-type]
-            validate_category(merged.name)
+            validate_category(merged.name, typed="name" in changes)
             row = await self._repo.update_category(conn, replace(merged, name=merged.name.strip()))
             await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
             return row
@@ -175,7 +182,7 @@ class CatalogLogic:
                 # Refill off has no window: a refill switch need not send the days as well.
                 changes = {**changes, "refill_days": 0}
             merged = replace(fields, **changes)  # type: ignore[arg-type]
-            validate_service(merged)
+            validate_service(merged, name_typed="name" in changes)
             manual = "rate_micros" in changes and changes["rate_micros"] != current.rate_micros
             if manual:
                 cost = await self._repo.service_cost(conn, service_id)

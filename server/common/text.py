@@ -5,9 +5,22 @@ unusable (``server/common/upstream_id.py``)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def storable(text: str) -> str:
     return UNSTORABLE.sub("", text)
+
+
+def display_name_problem(text: str) -> str | None:
+    """Why a name staff type (a category's, a service's) cannot be shown on one line, or None: a
+    control character (a bell, a line break, a tab) or nothing visible at all (only spaces and
+    format characters such as a zero-width space). Such a name broke the catalog's one-line rows
+    and emails, or showed customers a blank entry."""
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        return "must not contain control characters (line breaks, tabs, ...)"
+    if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in text):
+        return "must contain a visible character"
+    return None

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.common.db import Pool
 from server.main import ServerHandle
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_admin_users import admin_token
@@ -122,3 +123,25 @@ async def test_staff_list_every_category_including_those_customers_do_not_see(
     customer = bearer((await register(http, "ann@example.com"))["token"])
     refused = await http.get("/api/v1/admin/categories", headers=customer)
     assert refused.status_code == 403, refused.text
+
+
+@pytest.mark.parametrize("name", ["Likes\x07", "Likes\nand views", "Likes\tfast", "\u200b", " \u200b\u2060 "])
+async def test_a_name_staff_type_is_one_visible_line(
+    http: httpx.AsyncClient, admin: dict[str, str], pool: Pool, name: str
+) -> None:
+    """A bell, a line break or a tab in a category or service name broke the catalog's one-line
+    rows (and emails naming the service); a name of only a zero-width space showed customers a
+    blank entry. A name a sync stored earlier does not stop staff from changing other fields."""
+    refused = await http.post("/api/v1/admin/categories", json={"name": name, "enabled": True}, headers=admin)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["details"][0]["metadata"] == {"fields": "category.name"}
+    category = await _category(http, admin, "Instagram")
+    service = await _service(http, admin, category, "Likes")
+    renamed = await http.patch(f"/api/v1/admin/services/{service}", json={"name": name}, headers=admin)
+    assert renamed.status_code == 400, renamed.text
+    assert renamed.json()["error"]["details"][0]["metadata"] == {"fields": "service.name"}
+
+    async with pool.connection() as conn:  # as a provider's list may have named it
+        await conn.execute("UPDATE services SET name = %s WHERE id = %s", ("Likes\x07", int(service)))
+    repriced = await http.patch(f"/api/v1/admin/services/{service}", json={"rate": "2.00"}, headers=admin)
+    assert (repriced.status_code, repriced.json()["rate"]) == (200, "2.00"), repriced.text
