@@ -7,13 +7,21 @@ which callers rightly read as "certainly not sent", and an ``add`` could then be
 
 The one rule of the exception map below: only a failure that happened before a connection existed
 becomes ``ConnectError``/``ConnectTimeout`` (not sent); every other failure is a read or protocol
-error, which the adapter treats as "may have been sent". Redirects, cookies and response decoding
-stay with httpx (aiohttp neither follows, stores nor decompresses).
+error, which the adapter treats as "may have been sent". Redirects and cookies stay with httpx
+(aiohttp neither follows nor stores; httpx's client follows none by default).
+
+A reply body is read up to ``max_body_bytes`` (``MAX_BODY_BYTES``, 32 MiB) and no further, both as
+sent and once decompressed: a provider answering with an endless or huge body, or a gzip/deflate
+bomb, ends the call with ``ResponseTooLarge`` (a read error: the request went out) instead of
+filling the process's memory until the call's deadline. So decompression happens here, bounded,
+and the ``Content-Encoding`` header is dropped from the response httpx sees (it would decode again,
+unbounded).
 """
 
 from __future__ import annotations
 
 import ssl
+import zlib
 
 import aiohttp
 import certifi
@@ -22,13 +30,21 @@ from yarl import URL
 
 DEFAULT_MAX_CONNECTIONS = 100  # httpx's default
 KEEPALIVE_S = 5.0  # httpx's default keep-alive expiry
+MAX_BODY_BYTES = 32 << 20  # a 10,000-service list with long descriptions is a few MB
 # aiohttp computes these from the body it is given; httpx's copies would only disagree.
 BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
+class ResponseTooLarge(httpx.ReadError):
+    """The reply's body, as sent or once decompressed, passed the cap; it was not read further."""
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, max_body_bytes: int = MAX_BODY_BYTES
+    ) -> None:
         self._max_connections = max_connections
+        self._max_body_bytes = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -69,15 +85,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=_timeout(request),
             ) as reply:
-                content = await reply.read()
+                content = await _read_capped(reply, self._max_body_bytes, request)
         except Exception as exc:
             mapped = _mapped(exc, request)
             if mapped is exc:
                 raise
             raise mapped from exc
+        content, headers_in = _decoded(content, list(reply.raw_headers), self._max_body_bytes, request)
         return httpx.Response(
             reply.status,
-            headers=list(reply.raw_headers),
+            headers=headers_in,
             content=content,
             request=request,
             extensions={
@@ -92,6 +109,58 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_capped(reply: aiohttp.ClientResponse, limit: int, request: httpx.Request) -> bytes:
+    """The body as it arrives, given up as soon as it passes ``limit`` bytes (or says it will)."""
+    if reply.content_length is not None and reply.content_length > limit:
+        raise ResponseTooLarge(f"reply body over {limit} bytes (Content-Length)", request=request)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in reply.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(f"reply body over {limit} bytes", request=request)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _decoded(
+    body: bytes, headers: list[tuple[bytes, bytes]], limit: int, request: httpx.Request
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body with its content codings undone (last applied first), never more than ``limit``
+    bytes, and the headers without ``Content-Encoding``. As httpx: gzip, x-gzip and deflate (zlib or
+    raw) are decoded, any other coding is read as identity."""
+    codings = [
+        coding.strip().lower()
+        for name, value in headers
+        if name.lower() == b"content-encoding"
+        for coding in value.decode("latin-1").split(",")
+    ]
+    if not codings:
+        return body, headers
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):
+            body = _inflate(body, zlib.MAX_WBITS | 16, limit, request)
+        elif coding == "deflate":
+            try:
+                body = _inflate(body, zlib.MAX_WBITS, limit, request)
+            except httpx.DecodingError:
+                body = _inflate(body, -zlib.MAX_WBITS, limit, request)  # raw deflate, as httpx
+    return body, [(name, value) for name, value in headers if name.lower() != b"content-encoding"]
+
+
+def _inflate(data: bytes, wbits: int, limit: int, request: httpx.Request) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, limit + 1)
+        if len(out) <= limit and not inflater.unconsumed_tail:
+            out += inflater.flush()
+    except zlib.error as exc:
+        raise httpx.DecodingError(str(exc), request=request) from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ResponseTooLarge(f"reply body over {limit} bytes once decompressed", request=request)
+    return out
 
 
 def _timeout(request: httpx.Request) -> aiohttp.ClientTimeout:

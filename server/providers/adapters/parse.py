@@ -86,6 +86,7 @@ __all__ = [
 ]
 
 MAX_BODY_CHARS = 2000
+MAX_DEPTH = 32  # a standard reply nests 3 levels; the helpers below recurse per level
 MAX_MESSAGE_CHARS = 500
 REDACTED = "[redacted]"
 _MICROS = Decimal(MICROS)
@@ -216,8 +217,9 @@ def _decimal(value: object) -> Decimal | None:
     else:
         return None
     # Finite and of a sane size: no count, id or amount is that large, and a huge exponent would
-    # otherwise cost memory (int()) or raise (quantize()).
-    return number if number.is_finite() and abs(number) < _MAX_ABS else None
+    # otherwise cost memory (int()) or raise (quantize()). ``copy_abs``, not ``abs``: ``abs`` rounds
+    # in the decimal context and raises ``decimal.Overflow`` for 1e999999999.
+    return number if number.is_finite() and number.copy_abs() < _MAX_ABS else None
 
 
 def to_int(value: object) -> int | None:
@@ -298,9 +300,27 @@ def load_json(text: str) -> object:
         raise ValueError(name)
 
     try:
-        return json.loads(stripped, parse_float=Decimal, parse_constant=no_constants)
+        data = json.loads(stripped, parse_float=Decimal, parse_constant=no_constants)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting
         raise ParseError("malformed JSON") from exc
+    if _too_deep(data):
+        raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def _too_deep(data: object) -> bool:
+    """Whether arrays and objects nest deeper than ``MAX_DEPTH`` (json takes about 1,000 levels;
+    ``error_message`` and friends would raise ``RecursionError`` on a few hundred). Iterative."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def error_message(value: object) -> str | None:
@@ -317,7 +337,7 @@ def error_message(value: object) -> str | None:
         text = "; ".join(m for m in (error_message(v) for v in value) if m)
     else:
         text = str(value)
-    return text[:MAX_MESSAGE_CHARS] or "error"
+    return storable(text)[:MAX_MESSAGE_CHARS] or "error"  # it goes into notes and logs: no NUL
 
 
 def _top_level_error(data: object, *, keys: tuple[str, ...]) -> str | None:

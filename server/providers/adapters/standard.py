@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar, cast
 import httpx
 from aiolimiter import AsyncLimiter
 
+from server.common.text import storable
 from server.providers.adapters.base import (
     Accepted,
     AddOrder,
@@ -303,7 +304,9 @@ class StandardAdapter:
                 reason,
                 extra={"api_url": self._config.api_url, "http_status": http_status, "attempt": attempt},
             )
-        body = text[:MAX_BODY_CHARS]
+        # Stored as PostgreSQL text, which refuses NUL: a binary body or a provider's "\u0000" would
+        # fail the statement that also records the call's health.
+        body, reason = storable(text[:MAX_BODY_CHARS]), storable(reason)
         sent = not (isinstance(reply, Unknown) and not reply.sent)
         await self._emit(
             Exchange(
