@@ -144,6 +144,16 @@ class Settings(BaseSettings):
     # provider, or sees its circuit move, knows at once; others within this many seconds.
     provider_state_cache_s: float = Field(default=1.0, ge=0)
 
+    # Retention (docs/DEPLOYMENT.md): the hourly purge jobs delete older operational rows in
+    # batches of retention_batch rows, each batch its own transaction. Request ids outlive every
+    # stream's redeliveries (7 days); message rows too (a redelivered event finds its message).
+    retain_request_ids_days: int = Field(default=30, ge=8)
+    # Provider exchanges (the per-order provider log staff read); an open order keeps its own.
+    retain_provider_log_days: int = Field(default=90, ge=1)
+    # Email and SMS delivery rows (what was sent to whom, bounces, the user's message list).
+    retain_messages_days: int = Field(default=90, ge=8)
+    retention_batch: int = Field(default=5000, ge=1, le=100_000)
+
     # The demo provider (`smm demo-provider`; `smm dev` starts it and adds it as a provider).
     # Empty: `smm dev` neither starts nor seeds it, and seeds a small catalog without a provider.
     demo_provider_addr: str = "127.0.0.1:8090"

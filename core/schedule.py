@@ -25,6 +25,8 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job("outbox-purge", HOUR_S),
     Job("rate-limit-purge", 600),
+    # Operational rows past their retention (server/system/retention.py, docs/DEPLOYMENT.md).
+    Job("retention-purge", HOUR_S),
     # Queues a sync of every enabled provider; the provider-sync worker runs them.
     Job("provider-sync", HOUR_S),
     # Asks providers about orders that are due a look (the dispatch worker runs the poll), and

@@ -87,6 +87,7 @@ from server.providers.rpc import ProvidersServicer
 from server.providers.sync import ProviderSync
 from server.providers.transport import provider_http_client
 from server.system.logic import SystemLogic
+from server.system.retention import Policy as RetentionPolicy
 from server.system.rpc import SystemServicer
 from server.wallet.logic import WalletLogic
 from server.wallet.rpc import WalletServicer
@@ -276,7 +277,7 @@ async def create_server(
         "ledger-verify": wallet.verify_job,
         "service-stats": refresh_completion_times,
     }
-    system = SystemLogic(pool, jobs)
+    system = SystemLogic(pool, jobs, RetentionPolicy.from_settings(settings))
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(checks, system, tokens, VERSION), server
     )

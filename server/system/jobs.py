@@ -10,17 +10,8 @@ from psycopg import AsyncConnection
 from server.common.sqlfile import load
 
 QUERIES = load(__file__)
-OUTBOX_KEEP_DAYS = 7
-# Longer than any client's retry horizon for a request_id (AIP-155 suggests at least hours).
-REQUEST_ID_KEEP_DAYS = 30
 
 JobAction = Callable[[AsyncConnection[Any]], Awaitable[str]]
-
-
-async def purge_outbox(conn: AsyncConnection[Any]) -> str:
-    events = await QUERIES.execute(conn, "purge_published_outbox", keep_days=OUTBOX_KEEP_DAYS)
-    requests = await QUERIES.execute(conn, "purge_idempotent_requests", keep_days=REQUEST_ID_KEEP_DAYS)
-    return f"purged {events} published outbox rows and {requests} old request ids"
 
 
 async def purge_rate_limits(conn: AsyncConnection[Any]) -> str:
@@ -28,4 +19,5 @@ async def purge_rate_limits(conn: AsyncConnection[Any]) -> str:
     return f"purged {windows} old rate-limit windows"
 
 
-ACTIONS: dict[str, JobAction] = {"outbox-purge": purge_outbox, "rate-limit-purge": purge_rate_limits}
+# outbox-purge and retention-purge purge in batches on connections of their own: server/system/retention.py.
+ACTIONS: dict[str, JobAction] = {"rate-limit-purge": purge_rate_limits}

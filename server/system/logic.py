@@ -15,6 +15,7 @@ from server.common.db import Pool
 from server.common.errors import InvalidArgument
 from server.common.sqlfile import load
 from server.system.jobs import ACTIONS, JobAction
+from server.system.retention import Policy, Retention
 
 QUERIES = load(__file__)
 # The Unix times a period may start at: from the epoch to the end of year 9999 (PostgreSQL's
@@ -52,10 +53,22 @@ class AuditRow:
 
 
 class SystemLogic:
-    def __init__(self, pool: Pool, extra_actions: Mapping[str, JobAction] | None = None) -> None:
-        """``extra_actions``: jobs whose work belongs to another service, wired in server/main.py."""
+    def __init__(
+        self,
+        pool: Pool,
+        extra_actions: Mapping[str, JobAction] | None = None,
+        retention: Policy | None = None,
+    ) -> None:
+        """``extra_actions``: jobs whose work belongs to another service, wired in server/main.py;
+        ``retention``: how long the purge jobs keep operational rows (the settings)."""
         self._pool = pool
-        self._actions = {**ACTIONS, **(extra_actions or {})}
+        purges = Retention(pool, retention)
+        self._actions = {
+            **ACTIONS,
+            "outbox-purge": purges.purge_outbox,
+            "retention-purge": purges.purge,
+            **(extra_actions or {}),
+        }
         missing = sorted({job.name for job in JOBS} - set(self._actions))
         if missing:  # fail at start-up, not at the first tick
             raise ValueError(f"scheduled jobs without an action: {', '.join(missing)}")

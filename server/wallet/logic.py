@@ -111,7 +111,7 @@ class WalletLogic:
             if key:
                 if await idempotency.claim(conn, key) is not None:
                     return await _by_key(conn, ledger_key)
-                # Request ids are purged after jobs.REQUEST_ID_KEEP_DAYS, ledger keys never: the same
+                # Request ids are purged after SMM_RETAIN_REQUEST_IDS_DAYS, ledger keys never: the same
                 # adjustment again is answered (not made, audited or announced again), another one
                 # under the id is refused, as the request id's record would have.
                 made = await _made(conn, ledger_key)
