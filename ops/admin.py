@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import secrets
+import sys
 
 import grpc
 from smm.v1 import accounts_service_pb2 as pb
@@ -12,6 +14,19 @@ from core.config import Settings
 from ops.grpc_client import internal_metadata
 
 SEED_ADMIN_EMAIL = "admin@smm.local"
+
+
+def read_password() -> str:
+    """The password for ``create-user`` without ``--password``: asked for twice on a terminal, else
+    the first line of stdin (``printf '%s\\n' "$PW" | smm admin create-user ...``). "" when none."""
+    if sys.stdin.isatty():
+        try:
+            first = getpass.getpass("password: ")
+            again = getpass.getpass("password again: ")
+        except (EOFError, KeyboardInterrupt):
+            return ""
+        return first if first == again else ""
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 async def create_user(

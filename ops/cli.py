@@ -12,6 +12,20 @@ from pydantic import ValidationError
 
 from core.config import load_settings
 
+# workers.main.NAMES, without importing every worker to print a usage line (a test keeps them equal).
+WORKERS = ("scheduler", "dispatch", "provider-sync", "email", "sms", "analytics", "maintenance")
+
+
+def _sequence(text: str) -> int:
+    """A JetStream stream sequence (1 to 2**64-1): NATS answers anything else with a bad request."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"not a dead letter sequence: {text!r} (a number from 1)")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smm", description="smm: an SMM panel backend")
@@ -21,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--copies", type=int, default=1, help="copies of each process, to show scale-out")
 
     serve = commands.add_parser("serve", help="run one server process")
-    serve.add_argument("what", choices=["grpc", "edge"])
+    serve.add_argument("what", choices=["grpc", "edge"], help="grpc: the gRPC server; edge: the HTTP API")
 
     commands.add_parser("migrate", help="apply pending migrations to SMM_DATABASE_URL")
 
@@ -30,15 +44,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--step-s", type=float, default=0.0, help="seconds per order status step")
 
     worker = commands.add_parser("worker", help="run one worker (scheduler, analytics, maintenance, ...)")
-    worker.add_argument("name")
+    worker.add_argument("name", help=f"one of: {', '.join(WORKERS)}")
 
     admin = commands.add_parser("admin", help="operator commands through the gRPC API")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True)
     create = admin_commands.add_parser("create-user", help="create an account with any role")
-    create.add_argument("--email", required=True)
-    create.add_argument("--password", required=True)
-    create.add_argument("--role", default="user", choices=["user", "support", "admin"])
-    create.add_argument("--name", default="")
+    create.add_argument("--email", required=True, help="the account's email address (its sign-in)")
+    create.add_argument(
+        "--password",
+        default=None,
+        help="10 to 1024 characters; better left out: given here, every local user sees it (ps) and "
+        "the shell history keeps it. Left out, it is read from a prompt, or the first line of stdin",
+    )
+    create.add_argument("--role", default="user", choices=["user", "support", "admin"], help="default: user")
+    create.add_argument("--name", default="", help="display name (optional)")
 
     email = commands.add_parser("email", help="email templates")
     email_commands = email.add_subparsers(dest="email_command", required=True)
@@ -60,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     dlq_list = dlq_commands.add_parser("list", help="list dead letters")
     dlq_list.add_argument("--durable", default="", help="only this consumer's")
     dlq_replay = dlq_commands.add_parser("replay", help="send dead letters back to their subject")
-    dlq_replay.add_argument("sequences", nargs="*", type=int, help="DLQ sequence numbers (default: all)")
+    dlq_replay.add_argument(
+        "sequences", nargs="*", type=_sequence, help="DLQ sequence numbers (default: all)"
+    )
     dlq_replay.add_argument("--durable", default="", help="only this consumer's")
     return parser
 
@@ -128,8 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(settings, args.name)
         return 0
     if args.command == "admin":
-        from ops.admin import create_user
+        from ops.admin import create_user, read_password
 
+        if args.password is None:
+            args.password = read_password()
+            if not args.password:
+                print(
+                    "smm admin: no password (type it twice at the prompt, or pipe one line on stdin)",
+                    file=sys.stderr,
+                )
+                return 2
         try:
             user_id = asyncio.run(
                 create_user(

@@ -300,12 +300,16 @@ def redact_url(url: str) -> str:
 
 def scrub_url_secret(message: str, url: str) -> str:
     """``message`` without the password (or token) of ``url``, found by hand: libpq quotes the bad
-    part of a malformed URL in its errors, and such a URL does not parse."""
-    userinfo = url.partition("://")[2].rpartition("@")[0] if "://" in url else ""
-    secret = userinfo.partition(":")[2] or (userinfo if not url.startswith("postgres") else "")
+    part of a malformed URL in its errors, and such a URL does not parse (nor is it parsed here:
+    an unclosed ``[`` or a mistyped ``postgresql//`` scheme must not let the password through)."""
+    if "://" in url:
+        userinfo = url.partition("://")[2].rpartition("@")[0]
+        secret = userinfo.partition(":")[2] or (userinfo if not url.startswith("postgres") else "")
+    else:  # no scheme (or a mistyped one): libpq quotes the whole string back
+        secret = url.rpartition("@")[0].rpartition("/")[2].partition(":")[2]
     for text in {secret, *(part for part in re.split(r"[%:]", secret) if len(part) >= 4)} - {""}:
         message = message.replace(text, "***")
-    params = dict(parse_qsl(urlsplit(url).query)) if "://" in url else {}
+    params = dict(parse_qsl(url.partition("?")[2]))
     if params.get("password"):
         message = message.replace(params["password"], "***")
     return message
