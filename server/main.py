@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NATS
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+from psycopg_pool import PoolTimeout
 from smm.v1 import (
     accounts_service_pb2,
     accounts_service_pb2_grpc,
@@ -344,7 +345,15 @@ async def serve(settings: Settings) -> None:
         PsycopgInstrumentor().instrument(enable_commenter=False)
     if not settings.database_url:
         raise SystemExit("SMM_DATABASE_URL is not set (smm dev sets it for you)")
-    pool = await open_pool(settings)
+    try:
+        pool = await open_pool(settings)
+    except PoolTimeout:
+        # An operator's typo or a database still starting: one line (never the URL: it may hold the
+        # password), not psycopg_pool's traceback.
+        raise SystemExit(
+            f"gRPC server: PostgreSQL (SMM_DATABASE_URL) accepted no connection within "
+            f"{settings.db_pool_timeout_s * 3:g} s; is it running and reachable?"
+        ) from None
     nc = await connect(settings.nats_url, name="smm-grpc") if settings.nats_url else None
     try:
         handle = await create_server(settings, pool, nc=nc)

@@ -151,3 +151,23 @@ def test_readme_names_every_operator_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     leaves = sorted(_leaves(_parser()))
     assert [path for path in leaves if f"`{path}" not in readme] == []
+
+
+async def test_serve_grpc_without_its_database_says_so_in_one_line(tmp_path: Path) -> None:
+    """With PostgreSQL unreachable the gRPC server ended with psycopg_pool's PoolTimeout traceback
+    after about 15 s; an operator reads one line saying what is wrong, without the URL."""
+    closed = free_port()  # nothing listens there
+    env = _env(
+        tmp_path,
+        SMM_DATABASE_URL=f"postgresql://smm:Hunter2-db-pass@127.0.0.1:{closed}/smm",
+        SMM_DB_POOL_TIMEOUT_S="0.3",
+        SMM_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+    )
+    code, out, err = await _smm("serve", "grpc", env=env)
+    assert code == 1, err[-800:]
+    assert "Traceback" not in err, err[-800:]
+    assert "Hunter2-db-pass" not in out + err, err[-800:]
+    assert err.strip().splitlines()[-1] == (
+        "gRPC server: PostgreSQL (SMM_DATABASE_URL) accepted no connection within 0.9 s;"
+        " is it running and reachable?"
+    ), err[-800:]
