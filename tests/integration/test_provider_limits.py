@@ -15,13 +15,14 @@ import httpx
 import pytest
 
 from server.common.db import open_pool
-from server.providers.adapters import Accepted, AddOrder, Exchange, OrderStatus, ProviderConnection, Unknown
+from server.providers.adapters import Accepted, AddOrder, OrderStatus, ProviderConnection, Unknown
 from server.providers.adapters.parse import parse_services
 from server.providers.adapters.standard import StandardAdapter
 from server.providers.health import HealthRecorder, about_orders
 from server.providers.repo import ProvidersRepo
 from server.providers.transport import AiohttpTransport
 from tests.fix_db import make_settings
+from tests.integration.test_provider_client import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +79,6 @@ async def provider() -> AsyncIterator[Callable[[Handler], Awaitable[Provider]]]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=AiohttpTransport(max_body_bytes=CAP)) as client:
         yield client
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.exchanges: list[Exchange] = []
-
-    async def __call__(self, exchange: Exchange) -> None:
-        self.exchanges.append(exchange)
 
 
 def adapter(
