@@ -43,6 +43,7 @@ from workers.rpc import open_channel
 from workers.runner import Event, Ok, Permanent, Retry
 
 pytestmark = pytest.mark.integration
+FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
@@ -90,10 +91,14 @@ async def test_order_emails_follow_preferences_and_the_api_order_default(
     assert not [m for m in read_mail(mail_dir) if f"Order #{quiet['id']} placed" in m.subject]
 
     # One-click unsubscribe (RFC 8058 POST) from order-finished mail; the next completion is silent.
+    # The mail client POSTs the List-Unsubscribe URL as it is, with the form RFC 8058 names.
     token = unsubscribe.split("token=", 1)[1]
-    off = await shop.http.post("/api/v1/public/unsubscribe", json={"token": token})
+    one_click = {"content": b"List-Unsubscribe=One-Click", "headers": {"content-type": FORM}}
+    off = await shop.http.post("/api/v1/public/unsubscribe", params={"token": token}, **one_click)
     assert off.json() == {"topic": "order_finished"}
-    forged = await shop.http.post("/api/v1/public/unsubscribe", json={"token": token[:-4] + "AAAA"})
+    forged = await shop.http.post(
+        "/api/v1/public/unsubscribe", params={"token": token[:-4] + "AAAA"}, **one_click
+    )
     assert_error(forged, 400, "INVALID_ARGUMENT")
     await shop.submit(loud["id"])
     await ready_to_poll(pool)
