@@ -31,6 +31,7 @@ from server.common import auth
 from server.common.errors import (
     DomainError,
     FailedPrecondition,
+    FieldViolation,
     Internal,
     InvalidArgument,
     PermissionDenied,
@@ -281,29 +282,57 @@ class AuthorizationInterceptor(_UnaryInterceptor):
         return await inner(request, context)
 
 
+# An error travels in gRPC's trailing metadata (16 KiB in all) and echoes what was wrong: input
+# thousands of characters long (a map key named in a field path) pushed it past the limit, and the
+# caller got RESOURCE_EXHAUSTED instead of its INVALID_ARGUMENT. What it repeats is clipped.
+MAX_ERROR_MESSAGE = 1000
+MAX_VIOLATION_FIELD = 200
+MAX_VIOLATION_DESCRIPTION = 500
+# The violations' text in all (the first always goes): about half the limit, the rest is headroom.
+MAX_VIOLATIONS_TEXT = 8000
+MAX_METADATA_VALUE = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _violations_within(violations: list[FieldViolation]) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
+    size = 0
+    for v in violations:
+        field, description = (
+            _clip(v.field, MAX_VIOLATION_FIELD),
+            _clip(v.description, MAX_VIOLATION_DESCRIPTION),
+        )
+        size += len(field) + len(description)
+        if kept and size > MAX_VIOLATIONS_TEXT:
+            break  # the message still counts them all ("N fields are invalid: ...", clipped)
+        kept.append(
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description, reason=v.reason)
+        )
+    return kept
+
+
 def to_status(exc: DomainError) -> status_pb2.Status:
     info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=exc.metadata))
+    metadata = {
+        key[:MAX_VIOLATION_FIELD]: _clip(value, MAX_METADATA_VALUE) for key, value in exc.metadata.items()
+    }
+    info.Pack(error_details_pb2.ErrorInfo(reason=exc.reason, domain=exc.domain, metadata=metadata))
     details = [info]
     if isinstance(exc, InvalidArgument) and exc.violations:
         bad_request = any_pb2.Any()
-        bad_request.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description, reason=v.reason
-                    )
-                    for v in exc.violations
-                ]
-            )
-        )
+        bad_request.Pack(error_details_pb2.BadRequest(field_violations=_violations_within(exc.violations)))
         details.append(bad_request)
     retry_delay = getattr(exc, "retry_delay", None)
     if retry_delay is not None:
         retry = any_pb2.Any()
         retry.Pack(error_details_pb2.RetryInfo(retry_delay=retry_delay))
         details.append(retry)
-    return status_pb2.Status(code=exc.code.value[0], message=exc.message, details=details)
+    return status_pb2.Status(
+        code=exc.code.value[0], message=_clip(exc.message, MAX_ERROR_MESSAGE), details=details
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: DomainError) -> None:

@@ -8,11 +8,14 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
 from server.accounts.tokens import token_hash
 from server.common.db import Pool
+from server.common.errors import FieldViolation, InvalidArgument
+from server.common.interceptors import to_status
 from server.main import ServerHandle
 from tests.fix_grpc import system_metadata
 from tests.integration.test_edge_http import assert_error
@@ -508,3 +511,38 @@ async def test_notification_preferences_with_a_number_json_cannot_carry_are_a_fi
         assert [v["field"] for v in bad_request["fieldViolations"]] == ["profile.notification_preferences"]
     profile = (await http.get("/api/v1/dashboard/profile", headers=bearer(token))).json()
     assert profile["notificationPreferences"] == {}
+
+
+async def test_an_error_naming_very_long_input_is_still_a_400(http: httpx.AsyncClient) -> None:
+    """A field violation repeats what was wrong: a 5,000-character preference key, named in the
+    field path, made the error's trailing metadata pass gRPC's 16 KiB limit, and the caller got a
+    429 RESOURCE_EXHAUSTED instead of its 400. Fields, descriptions and messages are clipped."""
+    token = (await register(http))["token"]
+    key = "k" * 5000
+    response = await http.patch(
+        "/api/v1/dashboard/profile",
+        json={"notificationPreferences": {"email": {key: True}}},
+        headers=bearer(token),
+    )
+    error = assert_error(response, 400, "INVALID_ARGUMENT")
+    [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    [violation] = bad_request["fieldViolations"]
+    assert violation["field"].startswith("profile.notification_preferences.email.kkk")
+    assert violation["field"].endswith("\u2026")
+    assert len(violation["field"]) <= 200
+    assert len(error["message"]) <= 1000
+
+
+def test_an_error_with_many_long_violations_stays_within_grpc_metadata() -> None:
+    """Hundreds of violations, each long, fit under gRPC's 16 KiB of trailing metadata: the first
+    ones are kept whole (clipped), the message still counts them all."""
+    violations = [FieldViolation(f"service_ids[{n}]", "d" * 900) for n in range(300)]
+    status = to_status(InvalidArgument("300 fields are invalid: " + "x" * 5000, violations=violations))
+    assert len(status.SerializeToString()) < 12_000
+    [_, packed] = status.details
+    bad_request = error_details_pb2.BadRequest()
+    packed.Unpack(bad_request)
+    assert bad_request.field_violations[0].field == "service_ids[0]"
+    assert len(bad_request.field_violations[0].description) == 500
+    assert 1 < len(bad_request.field_violations) < 300
+    assert status.message.startswith("300 fields are invalid: ")
