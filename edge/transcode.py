@@ -96,6 +96,8 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
         # that plain ValueError through. Path and query values need no such guard: protobuf's
         # json_format turns the same ValueError into a ParseError, which _set_path reports.
         raise TranscodeError("the request body has a number with too many digits") from exc
+    if _ESCAPED_SURROGATE.search(body):
+        _refuse_unpaired_surrogates(parsed, "" if route.body == "*" else route.body)
     if route.body == "*":
         _parse_into(parsed, request, field="")
         return
@@ -106,6 +108,41 @@ def _apply_body(route: Route, request: Message, body: bytes, content_type: str) 
     if is_object and not isinstance(parsed, dict):
         raise TranscodeError("the request body must be a JSON object", field=route.body)
     _parse_into({field.json_name: parsed}, request, field=route.body)
+
+
+# A ``\\uD800``-``\\uDFFF`` escape: the only way a lone surrogate gets into parsed JSON (raw
+# UTF-8 cannot encode one, and json.loads joins a high and a low escape into one character).
+_ESCAPED_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_unpaired_surrogates(parsed: Any, prefix: str) -> None:
+    """JSON lets a string hold ``"\\ud800"`` alone, but that is no Unicode text: protobuf strings
+    are UTF-8, and upb's lookups (enum names, field names) and the error renderer failed on it
+    with a 500. Refused up front on the first string (key or value) that has one; iterative, as the
+    body may nest as deep as json.loads allows."""
+    stack: list[tuple[str, Any]] = [(prefix, parsed)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                shown = path or "the request body"
+                raise TranscodeError(
+                    f"invalid {shown}: the text has an unpaired UTF-16 surrogate; send valid Unicode",
+                    field=path,
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                named = f"{path}.{key[:100]}" if path else key[:100]
+                if _SURROGATE.search(key):
+                    named = named.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                    raise TranscodeError(
+                        f"invalid {named}: the key has an unpaired UTF-16 surrogate; send valid Unicode",
+                        field=path,
+                    )
+                stack.append((named, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

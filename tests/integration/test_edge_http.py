@@ -403,6 +403,25 @@ async def test_a_json_body_naming_a_key_twice_is_invalid_argument(
     assert "twice" in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/admin/services", b'{"type": "\\ud800"}'),
+        ("/api/v1/admin/services/5/providers", b'{"provider": "\\ud800"}'),
+        ("/api/v1/dashboard/api-keys", b'{"name": "k", "allowedIps": ["\\udfff"]}'),
+    ],
+    ids=["enum", "message", "repeated"],
+)  # fmt: skip
+async def test_a_json_body_with_an_unpaired_surrogate_is_invalid_argument(
+    http: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    # Found by the authenticated fuzz run: these were 500s (upb's SystemError, or an error message
+    # holding the surrogate that could not be rendered as UTF-8).
+    response = await http.post(path, content=body, headers={"content-type": "application/json"})
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert "unpaired UTF-16 surrogate" in error["message"]
+
+
 @pytest.mark.parametrize("mask", ["sort_order", "sortOrder", "sort_order,refill_days"])
 async def test_query_update_mask_takes_proto_field_names(
     http: httpx.AsyncClient, channel: grpc.aio.Channel, grpc_server: object, settings: object, mask: str

@@ -557,6 +557,39 @@ def test_body_plain_integers_in_nested_and_repeated_fields(routes: dict[str, Rou
     assert list(bulk.service_ids) == [1, 2, -3]
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        # Found by the authenticated fuzz run: an enum, a message or a repeated field given a lone
+        # surrogate raised SystemError in upb, or put it in an error that could not be rendered (500).
+        pytest.param(CREATE_SERVICE, b'{"type": "\\ud800"}', "service.type", id="enum"),
+        pytest.param(SET_SERVICE_PROVIDERS, b'{"provider": "\\uDBFF"}', "provider", id="message"),
+        pytest.param(SET_SERVICE_PROVIDERS, b'{"fallbacks": ["\\udc00"]}', "fallbacks[0]", id="repeated"),
+        pytest.param(
+            SET_SERVICE_PROVIDERS,
+            b'{"fallbacks": [{"upstreamServiceId": "a\\ud800"}]}',
+            "fallbacks[0].upstreamServiceId",
+            id="nested",
+        ),
+        pytest.param(CREATE_SERVICE, b'{"name": "\\ude00\\ud83d"}', "service.name", id="reversed-pair"),
+        pytest.param(CREATE_SERVICE, b'{"\\ud800": 1}', "service", id="key"),
+    ],
+)
+def test_body_unpaired_surrogates_are_refused(
+    routes: dict[str, Route], route: str, body: bytes, field: str
+) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(routes[route], body, path={"p0": "3"})
+    assert caught.value.field == field
+    assert "unpaired UTF-16 surrogate" in caught.value.message
+    caught.value.message.encode()  # the error body is UTF-8
+
+
+def test_body_surrogate_pairs_and_escaped_backslashes_are_text(routes: dict[str, Route]) -> None:
+    service = decode(routes[CREATE_SERVICE], b'{"name": "\\ud83d\\ude00 \\\\ud800"}').service
+    assert service.name == "\U0001f600 \\ud800"
+
+
 # --- shapes the real protos lack: body "*", booleans and repeated scalars in the query ---------
 
 
