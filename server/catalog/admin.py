@@ -162,6 +162,7 @@ class CatalogAdmin:
         provider_id: int,
         category_id: int,
         quarantined_only: bool,
+        enabled: bool | None,
         query: str,
         before_id: int,
         limit: int,
@@ -180,6 +181,7 @@ class CatalogAdmin:
                 provider_id=provider_id,
                 category_id=category_id,
                 quarantined_only=quarantined_only,
+                enabled=enabled,
                 query=query,
                 query_id=query_id,
                 name_pattern=contains_pattern(query),
@@ -195,18 +197,23 @@ class CatalogAdmin:
         row = await QUERIES.one(conn, "get_admin_service", AdminServiceRow, id=service_id)
         if row is None:
             raise service_not_found(service_id)
-        [view] = await self._views(conn, [row])
-        return view
+        views = await self._views(conn, [row])
+        if not views:  # deleted in between
+            raise service_not_found(service_id)
+        return views[0]
 
     async def _views(self, conn: Conn, rows: list[AdminServiceRow]) -> list[AdminView]:
+        """Two statements however many rows (a staff page holds up to 1001): the services and
+        the fallbacks of every id at once, never one query per row."""
         ids = [r.id for r in rows]
-        fallbacks = await QUERIES.all(conn, "list_fallbacks", Fallback, service_ids=ids)
-        views = []
-        for row in rows:
-            service = await self._repo.service(conn, row.id)
-            assert service is not None
-            views.append(AdminView(service, row, [f for f in fallbacks if f.service_id == row.id]))
-        return views
+        services = await self._repo.services(conn, ids)
+        by_service: dict[int, list[Fallback]] = {}
+        for fallback in await QUERIES.all(conn, "list_fallbacks", Fallback, service_ids=ids):
+            by_service.setdefault(fallback.service_id, []).append(fallback)
+        # A service deleted since its row was read is left out, as if read a moment later.
+        return [
+            AdminView(services[row.id], row, by_service.get(row.id, [])) for row in rows if row.id in services
+        ]
 
     # ---------------------------------------------------------------- deletes
 

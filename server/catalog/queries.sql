@@ -41,6 +41,18 @@ FROM services s
 JOIN categories c ON c.id = s.category_id
 WHERE s.id = :id;
 
+-- name: list_services_by_ids(ids)
+-- get_service for many ids in one statement (a staff page), in no particular order.
+SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
+       s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
+       s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
+       s.one_active_order_per_link,
+       (s.enabled AND NOT s.quarantined AND c.enabled
+        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
+FROM services s
+JOIN categories c ON c.id = s.category_id
+WHERE s.id = ANY(:ids);
+
 -- name: user_discount(user_id)$
 -- The user's discount (the accounts' table, read-only here), to show what they pay per 1000.
 SELECT coalesce((SELECT discount_bps FROM users WHERE id = :user_id), 0);
@@ -135,8 +147,9 @@ SET admin_edited = ARRAY(SELECT DISTINCT unnest(admin_edited || :fields::text[])
     manual_price = manual_price OR :manual_price
 WHERE id = :id;
 
--- name: list_admin_services(provider_id, category_id, quarantined_only, query, query_id, name_pattern, before_id, limit)
+-- name: list_admin_services(provider_id, category_id, quarantined_only, enabled, query, query_id, name_pattern, before_id, limit)
 -- name_pattern: the query as an ILIKE pattern, its wildcards escaped (server/common/search.py).
+-- enabled: NULL for every service, else only those enabled (true) or disabled (false).
 SELECT s.id, s.provider_id, s.upstream_service_id, s.provider_rate_micros, s.provider_currency, s.exchange_rate,
        s.cost_micros, s.manual_price, s.admin_edited, s.quarantined, s.quarantine_reason,
        s.pending_provider_rate_micros, s.pending_exchange_rate, s.gone_upstream_time, s.upstream_dripfeed
@@ -144,6 +157,7 @@ FROM services s
 WHERE (:provider_id = 0 OR s.provider_id = :provider_id)
   AND (:category_id = 0 OR s.category_id = :category_id)
   AND (NOT :quarantined_only OR s.quarantined)
+  AND (CAST(:enabled AS boolean) IS NULL OR s.enabled = CAST(:enabled AS boolean))
   AND (:query = '' OR s.id = :query_id OR s.name ILIKE :name_pattern)
   AND s.id < :before_id
 ORDER BY s.id DESC

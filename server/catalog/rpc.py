@@ -253,12 +253,15 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         self, request: pb.ListAdminServicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAdminServicesResponse:
         size = page_size(request.page_size, default=100, maximum=1000)
-        filters = {
+        enabled = request.enabled if request.HasField("enabled") else None
+        filters: dict[str, object] = {
             "provider_id": request.provider_id,
             "category_id": request.category_id,
             "quarantined_only": request.quarantined_only,
             "query": request.query,
         }
+        if enabled is not None:  # only when set: tokens issued without the filter stay valid
+            filters["enabled"] = enabled
         views, token = await newest_first_page(
             self._tokens,
             request.page_token,
@@ -268,6 +271,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
                 provider_id=request.provider_id,
                 category_id=request.category_id,
                 quarantined_only=request.quarantined_only,
+                enabled=enabled,
                 query=request.query,
                 before_id=before_id,
                 limit=limit,

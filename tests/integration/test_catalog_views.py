@@ -145,3 +145,104 @@ async def test_a_name_staff_type_is_one_visible_line(
         await conn.execute("UPDATE services SET name = %s WHERE id = %s", ("Likes\x07", int(service)))
     repriced = await http.patch(f"/api/v1/admin/services/{service}", json={"rate": "2.00"}, headers=admin)
     assert (repriced.status_code, repriced.json()["rate"]) == (200, "2.00"), repriced.text
+
+
+async def _staff_list(http: httpx.AsyncClient, admin: dict[str, str], **params: Any) -> httpx.Response:
+    return await http.get("/api/v1/admin/services", params=params, headers=admin)
+
+
+async def test_a_staff_page_of_many_services_reads_as_each_one_does(
+    http: httpx.AsyncClient, admin: dict[str, str], pool: Pool
+) -> None:
+    """The staff list read each listed service with one more query (up to 1,000 per page); it now
+    reads a page's services and fallbacks in one statement each. Every row still reads exactly as
+    the service's own page shows it: links, fallbacks in order, categories, disabled services."""
+    from server.providers.repo import ProviderFields, ProvidersRepo
+
+    fields = ProviderFields(
+        name="Fallbacks",
+        protocol="standard",
+        api_url="http://127.0.0.1:9/api/v2",
+        api_key_ciphertext="not-used",
+        currency="USD",
+        status="enabled",
+        timeout_ms=1000,
+        max_concurrency=4,
+        max_requests_per_s=10,
+        enable_new_services=False,
+    )
+    async with pool.connection() as conn, conn.transaction():
+        provider_id = await ProvidersRepo().insert(conn, fields)
+    categories = [await _category(http, admin, name) for name in ("Instagram", "TikTok")]
+    ids = [
+        int(await _service(http, admin, categories[i % 2], f"Service {i}", enabled=i % 3 != 0))
+        for i in range(24)
+    ]
+    async with pool.connection() as conn, conn.transaction():
+        for i, service_id in enumerate(ids):
+            if i % 2:
+                await conn.execute(
+                    "UPDATE services SET provider_id = %s, upstream_service_id = %s WHERE id = %s",
+                    (provider_id, f"p{i}", service_id),
+                )
+            for position in range(i % 4):  # none, or one to three fallbacks, in order
+                await conn.execute(
+                    "INSERT INTO service_fallbacks (service_id, position, provider_id, upstream_service_id)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (service_id, position, provider_id, f"f{i}-{3 - position}"),
+                )
+
+    whole = await _staff_list(http, admin, pageSize=1000)
+    assert whole.status_code == 200, whole.text
+    listed = whole.json()["services"]
+    assert [int(s["service"]["id"]) for s in listed] == sorted(ids, reverse=True)
+    for row in listed:
+        alone = await http.get(f"/api/v1/admin/services/{row['service']['id']}", headers=admin)
+        assert alone.status_code == 200, alone.text
+        assert row == alone.json()
+    by_id = {int(s["service"]["id"]): s for s in listed}
+    assert [f["upstreamServiceId"] for f in by_id[ids[3]]["fallbacks"]] == ["f3-3", "f3-2", "f3-1"]
+    assert by_id[ids[3]]["provider"]["upstreamServiceId"] == "p3"
+
+    paged: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"pageSize": 5}
+    while True:
+        page = (await _staff_list(http, admin, **params)).json()
+        paged += page["services"]
+        if not page["nextPageToken"]:
+            break
+        params["pageToken"] = page["nextPageToken"]
+    assert paged == listed
+
+
+async def test_staff_filter_their_service_list_by_enabled_or_disabled(
+    http: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Staff could not list only the enabled, or only the disabled, services. A page token is
+    refused with another value of the filter, as with the other filters."""
+    category = await _category(http, admin, "Instagram")
+    likes = await _service(http, admin, category, "Likes")
+    views = await _service(http, admin, category, "Views", enabled=False)
+    saves = await _service(http, admin, category, "Saves")
+
+    async def ids(**params: Any) -> list[str]:
+        listed = await _staff_list(http, admin, **params)
+        assert listed.status_code == 200, listed.text
+        return [s["service"]["id"] for s in listed.json()["services"]]
+
+    assert await ids() == [saves, views, likes]
+    assert await ids(enabled="false") == [views]
+    assert await ids(enabled="true") == [saves, likes]
+    assert await ids(enabled="true", query="Views") == []
+
+    first = (await _staff_list(http, admin, enabled="true", pageSize=1)).json()
+    assert [s["service"]["id"] for s in first["services"]] == [saves]
+    token = first["nextPageToken"]
+    assert await ids(enabled="true", pageSize=1, pageToken=token) == [likes]
+    for other in ({"enabled": "false"}, {}):
+        refused = await _staff_list(http, admin, pageSize=1, pageToken=token, **other)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["message"] == "page_token: was issued for other filters"
+    unfiltered = (await _staff_list(http, admin, pageSize=1)).json()["nextPageToken"]
+    refused = await _staff_list(http, admin, pageSize=1, pageToken=unfiltered, enabled="false")
+    assert refused.status_code == 400, refused.text
