@@ -30,19 +30,8 @@ WHERE s.enabled AND NOT s.quarantined AND c.enabled
 ORDER BY c.sort_order, c.id, s.sort_order, s.id
 LIMIT :limit;
 
--- name: get_service(id)^
-SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
-       s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
-       s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,
-       s.one_active_order_per_link,
-       (s.enabled AND NOT s.quarantined AND c.enabled
-        AND NOT EXISTS (SELECT 1 FROM providers p WHERE p.id = s.provider_id AND p.status <> 'enabled')) AS on_sale
-FROM services s
-JOIN categories c ON c.id = s.category_id
-WHERE s.id = :id;
-
 -- name: list_services_by_ids(ids)
--- get_service for many ids in one statement (a staff page), in no particular order.
+-- Services by id (one, or a staff page), in no particular order.
 SELECT s.id, s.category_id, c.name AS category_name, c.sort_order AS category_sort, s.name, s.description, s.type, s.rate_micros,
        s.min_quantity, s.max_quantity, s.refill, s.refill_days, s.cancel, s.dripfeed, s.enabled,
        s.sort_order, s.create_time, s.update_time, coalesce(s.average_completion_s, 0) AS average_completion_s,

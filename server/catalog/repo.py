@@ -167,10 +167,10 @@ class PostgresCatalogRepo:
         )
 
     async def service(self, conn: Conn, service_id: int) -> ServiceRow | None:
-        return await QUERIES.one(conn, "get_service", ServiceRow, id=service_id)
+        return (await self.services(conn, [service_id])).get(service_id)
 
     async def services(self, conn: Conn, service_ids: list[int]) -> dict[int, ServiceRow]:
-        """``service`` for many ids in one statement; an id with no service is left out."""
+        """Services by id in one statement; an id with no service is left out."""
         rows = await QUERIES.all(conn, "list_services_by_ids", ServiceRow, ids=service_ids)
         return {row.id: row for row in rows}
 

@@ -11,6 +11,7 @@ from server.common.db import Pool
 from server.main import ServerHandle
 from tests.integration.test_accounts import bearer, register
 from tests.integration.test_admin_users import admin_token
+from tests.integration.test_provider_breaker import stored_provider
 
 pytestmark = pytest.mark.integration
 
@@ -157,22 +158,7 @@ async def test_a_staff_page_of_many_services_reads_as_each_one_does(
     """The staff list read each listed service with one more query (up to 1,000 per page); it now
     reads a page's services and fallbacks in one statement each. Every row still reads exactly as
     the service's own page shows it: links, fallbacks in order, categories, disabled services."""
-    from server.providers.repo import ProviderFields, ProvidersRepo
-
-    fields = ProviderFields(
-        name="Fallbacks",
-        protocol="standard",
-        api_url="http://127.0.0.1:9/api/v2",
-        api_key_ciphertext="not-used",
-        currency="USD",
-        status="enabled",
-        timeout_ms=1000,
-        max_concurrency=4,
-        max_requests_per_s=10,
-        enable_new_services=False,
-    )
-    async with pool.connection() as conn, conn.transaction():
-        provider_id = await ProvidersRepo().insert(conn, fields)
+    provider_id = await stored_provider(pool)
     categories = [await _category(http, admin, name) for name in ("Instagram", "TikTok")]
     ids = [
         int(await _service(http, admin, categories[i % 2], f"Service {i}", enabled=i % 3 != 0))

@@ -15,7 +15,8 @@ from server.providers.repo import ProviderFields, ProvidersRepo
 pytestmark = pytest.mark.integration
 
 
-async def _provider(pool: Pool) -> int:
+async def stored_provider(pool: Pool) -> int:
+    """A provider row (nothing listens at its URL), for tests that need one to point at."""
     fields = ProviderFields(
         name="Breaker test",
         protocol="standard",
@@ -33,7 +34,7 @@ async def _provider(pool: Pool) -> int:
 
 
 async def test_a_healthy_call_neither_waits_for_nor_takes_the_row_lock(pool: Pool) -> None:
-    provider_id = await _provider(pool)
+    provider_id = await stored_provider(pool)
     breaker = SharedBreaker(pool, ProvidersRepo(), provider_id, BreakerPolicy(failure_threshold=3))
     async with pool.connection() as holder, holder.transaction():
         await holder.execute(
@@ -46,7 +47,7 @@ async def test_a_healthy_call_neither_waits_for_nor_takes_the_row_lock(pool: Poo
 
 
 async def test_concurrent_failures_are_all_counted_and_open_the_circuit_once(pool: Pool) -> None:
-    provider_id = await _provider(pool)
+    provider_id = await stored_provider(pool)
     breaker = SharedBreaker(pool, ProvidersRepo(), provider_id, BreakerPolicy(failure_threshold=40))
     await asyncio.gather(*(breaker.record(False, 0.01) for _ in range(30)))
     state = await breaker.state()
@@ -62,7 +63,7 @@ async def test_concurrent_failures_are_all_counted_and_open_the_circuit_once(poo
 async def test_after_the_wait_exactly_one_probe_goes_out_and_its_success_closes_the_circuit(
     pool: Pool,
 ) -> None:
-    provider_id = await _provider(pool)
+    provider_id = await stored_provider(pool)
     breaker = SharedBreaker(pool, ProvidersRepo(), provider_id, BreakerPolicy(failure_threshold=1))
     await breaker.record(False, 0.01)
     assert (await breaker.state()).phase is BreakerPhase.OPEN

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -23,32 +25,42 @@ from tests.integration.test_two_factor import enable_two_factor
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def tight(settings: Settings, pool: Pool) -> AsyncIterator[tuple[ServerHandle, list[RunningEdge]]]:
-    limited = settings.model_copy(
-        update={
-            "rate_per_ip_per_min": 40,
-            "rate_login_per_ip_per_min": 5,
-            "rate_login_per_account_per_min": 4,
-            "rate_per_api_key_per_min": 3,
-            "rate_auth_failures_before_penalty": 6,
-            "rate_reset_per_ip_per_min": 6,
-            "rate_reset_per_account_per_min": 2,
-        }
-    )
-    # Windows are fixed minutes: start a test well inside one so no count resets mid-test.
+@asynccontextmanager
+async def limited_stack(
+    settings: Settings, pool: Pool, limits: dict[str, Any], *, edges: int = 1, **edge_update: Any
+) -> AsyncIterator[tuple[ServerHandle, list[RunningEdge]]]:
+    """A gRPC server and ``edges`` edges with these limits, started well inside a minute: windows
+    are fixed minutes, so no count resets mid-test."""
+    limited = settings.model_copy(update=limits)
     seconds_into_minute = time.time() % 60
     if seconds_into_minute > 45:
         await asyncio.sleep(60.5 - seconds_into_minute)
     nc = await connect(limited.nats_url, name="tests-ratelimit")
     handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
-    edge_settings = limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"})
-    edges = [await start_edge(edge_settings) for _ in range(2)]
-    yield handle, edges
-    for edge in edges:
-        await edge.stop()
-    await handle.stop(None)
-    await nc.close()
+    edge_settings = limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}", **edge_update})
+    started = [await start_edge(edge_settings) for _ in range(edges)]
+    try:
+        yield handle, started
+    finally:
+        for edge in started:
+            await edge.stop()
+        await handle.stop(None)
+        await nc.close()
+
+
+@pytest.fixture
+async def tight(settings: Settings, pool: Pool) -> AsyncIterator[tuple[ServerHandle, list[RunningEdge]]]:
+    limits = {
+        "rate_per_ip_per_min": 40,
+        "rate_login_per_ip_per_min": 5,
+        "rate_login_per_account_per_min": 4,
+        "rate_per_api_key_per_min": 3,
+        "rate_auth_failures_before_penalty": 6,
+        "rate_reset_per_ip_per_min": 6,
+        "rate_reset_per_account_per_min": 2,
+    }
+    async with limited_stack(settings, pool, limits, edges=2) as stack:
+        yield stack
 
 
 def assert_limited(response: httpx.Response) -> None:
@@ -305,25 +317,15 @@ async def test_counts_of_past_windows_are_dropped_while_the_store_is_down() -> N
 @pytest.fixture
 async def keyed(settings: Settings, pool: Pool) -> AsyncIterator[RunningEdge]:
     """Limits where a key's budget (8) is above its address's (4), as by default (1,200 / 600)."""
-    limited = settings.model_copy(
-        update={
-            "rate_per_ip_per_min": 4,
-            "rate_per_api_key_per_min": 8,
-            "rate_per_user_per_min": 100,
-            "rate_login_per_ip_per_min": 10,
-            "rate_auth_failures_before_penalty": 100,
-        }
-    )
-    seconds_into_minute = time.time() % 60
-    if seconds_into_minute > 45:
-        await asyncio.sleep(60.5 - seconds_into_minute)
-    nc = await connect(limited.nats_url, name="tests-ratelimit-keys")
-    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
-    edge = await start_edge(limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}"}))
-    yield edge
-    await edge.stop()
-    await handle.stop(None)
-    await nc.close()
+    limits = {
+        "rate_per_ip_per_min": 4,
+        "rate_per_api_key_per_min": 8,
+        "rate_per_user_per_min": 100,
+        "rate_login_per_ip_per_min": 10,
+        "rate_auth_failures_before_penalty": 100,
+    }
+    async with limited_stack(settings, pool, limits) as (_, [edge]):
+        yield edge
 
 
 async def test_key_calls_from_one_address_reach_the_keys_figure_not_the_addresses(keyed: RunningEdge) -> None:
@@ -374,21 +376,9 @@ async def test_calls_with_keys_that_do_not_authenticate_spend_the_addresses_budg
 async def behind_proxy(settings: Settings, pool: Pool) -> AsyncIterator[RunningEdge]:
     """An edge behind a trusted proxy (the test client), so X-Forwarded-For names the client, with
     a per-IP limit of 4."""
-    limited = settings.model_copy(update={"rate_per_ip_per_min": 4})
-    seconds_into_minute = time.time() % 60
-    if seconds_into_minute > 50:
-        await asyncio.sleep(60.5 - seconds_into_minute)
-    nc = await connect(limited.nats_url, name="tests-ratelimit-v6")
-    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
-    edge = await start_edge(
-        limited.model_copy(
-            update={"grpc_target": f"127.0.0.1:{handle.port}", "trusted_proxies": "127.0.0.1/32"}
-        )
-    )
-    yield edge
-    await edge.stop()
-    await handle.stop(None)
-    await nc.close()
+    limits = {"rate_per_ip_per_min": 4}
+    async with limited_stack(settings, pool, limits, trusted_proxies="127.0.0.1/32") as (_, [edge]):
+        yield edge
 
 
 async def test_an_ipv6_client_is_counted_by_its_slash_64(behind_proxy: RunningEdge) -> None:

@@ -50,22 +50,33 @@ schemathesis.openapi.format(
 )
 
 
-def fuzz(base_url: str) -> int:
-    schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json")
-    strategies = [
-        schema.as_strategy(generation_mode=mode)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    ]
-    calls = 0
+def _cases(schema: Any) -> st.SearchStrategy[schemathesis.Case]:
+    """Valid and invalid requests for every operation of the schema."""
+    return st.one_of(
+        [
+            schema.as_strategy(generation_mode=mode)
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        ]
+    )
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
+
+def _deterministic(examples: int) -> Any:
+    """The same cases on every run: a fuzz failure in CI reproduces locally."""
+    return settings(
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=st.one_of(strategies))
+
+
+def fuzz(base_url: str) -> int:
+    schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json")
+    calls = 0
+
+    @_deterministic(MAX_EXAMPLES)
+    @given(case=_cases(schema))
     def check(case: schemathesis.Case) -> None:
         nonlocal calls
         response = case.call(base_url=base_url, timeout=10)
@@ -81,20 +92,10 @@ def authenticated_fuzz(base_url: str, headers: dict[str, str], own_id: str) -> i
     schema = schemathesis.openapi.from_dict(_dotless(httpx.get(f"{base_url}/api/v1/openapi.json").json()))
     schema.config.base_url = base_url
     schema = schema.exclude(operation_id=SESSION_ENDING)
-    strategies = [
-        schema.as_strategy(generation_mode=mode)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    ]
     calls = 0
 
-    @settings(
-        max_examples=AUTHENTICATED_EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(case=st.one_of(strategies))
+    @_deterministic(AUTHENTICATED_EXAMPLES)
+    @given(case=_cases(schema))
     def check(case: schemathesis.Case) -> None:
         nonlocal calls
         if case.path.startswith("/api/v1/admin/users/"):  # never suspend, demote or delete oneself
