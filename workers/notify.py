@@ -87,7 +87,8 @@ def message_for(planned: pb.PlannedMessage, brand: Brand, sender: str, key: str)
         context,
         brand,
         locale=planned.locale or "en",
-        unsubscribe_url=planned.unsubscribe_url,
+        # The body links to the confirmation page; only the header's one-click URL unsubscribes.
+        unsubscribe_url=planned.unsubscribe_page_url,
     )
     message = EmailMessage()
     message["From"] = sender

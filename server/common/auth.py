@@ -169,6 +169,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.NotificationsService/ReceiveResendWebhook": EVERYONE,
     "/smm.v1.NotificationsService/ReceiveTwilioWebhook": EVERYONE,
     "/smm.v1.NotificationsService/Unsubscribe": EVERYONE,
+    "/smm.v1.NotificationsService/DescribeUnsubscribe": EVERYONE,
     "/smm.v1.NotificationsService/ListUserNotifications": STAFF_READ,
     "/smm.v1.ProvidersService/CreateProvider": STAFF_WRITE,
     "/smm.v1.ProvidersService/ListProviders": STAFF_READ,

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import svix
 from google.protobuf.message import DecodeError
@@ -109,6 +109,7 @@ class Planned:
     status: str
     channel: str = "email"
     status_callback_url: str = ""
+    unsubscribe_page_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,15 @@ class Notifications:
                 # or the clock may have moved since, and the redelivery of a message Resend
                 # accepted must be the same request (else a 409, and Resend's email id is lost).
                 planned.append(
-                    Planned(message_id, address, draft.template, stored_context, stored_unsubscribe, status)
+                    Planned(
+                        message_id,
+                        address,
+                        draft.template,
+                        stored_context,
+                        stored_unsubscribe,
+                        status,
+                        unsubscribe_page_url=self._unsubscribe_page_url(stored_unsubscribe),
+                    )
                 )
         return planned
 
@@ -290,6 +299,14 @@ class Notifications:
             {"user": draft.contact.id, "topic": draft.topic}, filters={"use": "unsubscribe"}
         )
         return f"{self._api_url}/api/v1/public/unsubscribe?{urlencode({'token': token})}"
+
+    def _unsubscribe_page_url(self, unsubscribe_url: str) -> str:
+        """The body's link: the web front end's page for the same token, which shows what the
+        link turns off and POSTs on a click. Never the one-click URL: mail scanners and link
+        previews GET every link in a body, and a GET must not unsubscribe (RFC 8058)."""
+        if not unsubscribe_url:
+            return ""
+        return f"{self._web_url}/unsubscribe?{urlsplit(unsubscribe_url).query}"
 
     async def _drafts(self, subject: str, payload: bytes, headers: dict[str, str]) -> list[Draft]:
         if subject.startswith(DLQ_PREFIX):
@@ -448,7 +465,8 @@ class Notifications:
                 await QUERIES.execute(conn, "suppress_address", address=row[1], reason=status)
         return True
 
-    async def unsubscribe(self, token: str) -> str:
+    def _unsubscribe_token(self, token: str) -> tuple[int, str]:
+        """The user and topic an unsubscribe link names."""
         try:
             values = self._tokens.decode(token, filters={"use": "unsubscribe"})
             user_id, topic = int(values["user"]), str(values["topic"])
@@ -458,9 +476,23 @@ class Notifications:
             ) from exc
         if topic not in TOPICS:
             raise InvalidArgument.for_field("token", "is not a valid unsubscribe link", domain=DOMAIN)
+        return user_id, topic
+
+    async def unsubscribe(self, token: str) -> str:
+        user_id, topic = self._unsubscribe_token(token)
         async with self._pool.connection() as conn:
             await QUERIES.scalar(conn, "set_preference", id=user_id, topic=topic, enabled=False)
         return topic
+
+    async def describe_unsubscribe(self, token: str) -> tuple[str, bool]:
+        """The topic a link turns off and whether the user still gets it; changes nothing (the
+        confirmation page's GET: scanners fetch every link in a mail)."""
+        user_id, topic = self._unsubscribe_token(token)
+        async with self._pool.connection() as conn:
+            contact = await QUERIES.one(conn, "user_contact", Contact, id=user_id)
+        if contact is None:  # the account was deleted since the mail went out
+            raise InvalidArgument.for_field("token", "is not a valid unsubscribe link", domain=DOMAIN)
+        return topic, contact.wants(topic)
 
     async def history(self, user_id: int, limit: int) -> list[Record]:
         """Email and text messages together, newest first."""

@@ -37,6 +37,7 @@ def planned_to_proto(planned: Planned) -> pb.PlannedMessage:
         status=planned.status,
         channel=planned.channel,
         status_callback_url=planned.status_callback_url,
+        unsubscribe_page_url=planned.unsubscribe_page_url,
     )
 
 
@@ -111,6 +112,12 @@ class NotificationsServicer(pb_grpc.NotificationsServiceServicer):
         self, request: pb.UnsubscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.UnsubscribeResponse:
         return pb.UnsubscribeResponse(topic=await self._logic.unsubscribe(request.token))
+
+    async def DescribeUnsubscribe(
+        self, request: pb.DescribeUnsubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeUnsubscribeResponse:
+        topic, subscribed = await self._logic.describe_unsubscribe(request.token)
+        return pb.DescribeUnsubscribeResponse(topic=topic, subscribed=subscribed)
 
     async def ListUserNotifications(
         self, request: pb.ListUserNotificationsRequest, context: grpc.aio.ServicerContext

@@ -11,6 +11,7 @@ from core.config import Settings
 from server.common.db import Pool
 from server.common.pagetoken import PageTokenCodec
 from tests.integration.test_accounts import bearer, register
+from tests.integration.test_edge_http import assert_error
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +50,37 @@ async def test_rfc8058_one_click_post_unsubscribes_and_is_idempotent(
         assert clicked.status_code == 200, clicked.text
         assert clicked.json() == {"topic": "order_finished"}
     assert await email_preferences(pool, user_id) == {"order_finished": False}
+
+
+async def test_a_get_of_an_unsubscribe_link_changes_nothing(
+    http: httpx.AsyncClient, pool: Pool, settings: Settings
+) -> None:
+    """Mail scanners, link previews and prefetchers GET the links of a mail: a GET that
+    unsubscribed turned users' mail off without their knowing (RFC 8058 exists because of it). A
+    GET only says what the link would turn off, for the web front end's confirmation page."""
+    account = await register(http, "scanned@example.com")
+    user_id = int(account["user"]["id"])
+    path = unsubscribe_path(settings, user_id, "order_finished")
+    for _ in range(3):
+        scanned = await http.get(path)
+        assert scanned.status_code == 200, scanned.text
+        assert scanned.json() == {"topic": "order_finished", "subscribed": True}
+    assert await email_preferences(pool, user_id) is None
+
+    confirmed = await http.post(path)  # the page's button
+    assert confirmed.status_code == 200, confirmed.text
+    assert await email_preferences(pool, user_id) == {"order_finished": False}
+    after = await http.get(path)
+    assert after.json() == {"topic": "order_finished", "subscribed": False}
+
+    for bad in (path[:-6] + "AAAAAA", "/api/v1/public/unsubscribe"):  # forged, missing
+        error = assert_error(await http.get(bad), 400, "INVALID_ARGUMENT")
+        [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+        assert [v["field"] for v in bad_request["fieldViolations"]] == ["token"]
+
+
+async def test_an_unsubscribe_link_of_a_deleted_account_is_invalid(
+    http: httpx.AsyncClient, pool: Pool, settings: Settings
+) -> None:
+    path = unsubscribe_path(settings, 987_654_321, "order_finished")
+    assert_error(await http.get(path), 400, "INVALID_ARGUMENT")

@@ -72,6 +72,11 @@ async def test_order_emails_follow_preferences_and_the_api_order_default(
     unsubscribe = str(done.message["List-Unsubscribe"]).strip("<>")
     assert done.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert unsubscribe.startswith("http://127.0.0.1:8080/api/v1/public/unsubscribe?token=")
+    # The body links to the web front end's confirmation page for the same token, never to the
+    # one-click URL (scanners GET the links in a body).
+    page = "http://127.0.0.1:8080/unsubscribe?" + unsubscribe.split("?", 1)[1]
+    assert f"To stop these emails, open {page}\n" in done.text
+    assert unsubscribe not in done.text
 
     # Orders placed with an API key (resellers place thousands) send no order email by default.
     key = (await shop.http.post("/api/v1/dashboard/api-keys", json={"name": "bot"}, headers=user)).json()

@@ -25,9 +25,7 @@ def test_only_due_orders_step_and_each_change_is_reported_once() -> None:
 
     assert [order.id for order in book.advance(9.9)] == []
     changed = book.advance(10.0)
-    assert [(order.id, order.status, order.remains) for order in changed] == [
-        (early.id, "In progress", 200)
-    ]
+    assert [(order.id, order.status, order.remains) for order in changed] == [(early.id, "In progress", 200)]
     assert book.orders[late.id].status == "Pending"
     assert book.advance(10.0) == []
 
