@@ -39,8 +39,13 @@ def status_enum(status: str) -> pb.OrderStatus.ValueType:
 def shown_remains(row: OrderRow) -> int:
     """What was not delivered. A canceled or failed order charged nothing and released its whole
     hold, so it is the whole quantity (all runs; a package's one unit, a subscription's most),
-    whatever the provider last said: clients compute their customer's refund from remains."""
+    whatever the provider last said: clients compute their customer's refund from remains. An
+    order no provider has reported on yet (pending, being sent, in review, or sent and not yet
+    polled) has delivered nothing: its whole quantity too, as the standard panels and providers
+    say (0 read as "delivered in full"). A completed one, 0."""
     if row.status in (states.CANCELED, states.FAILED):
+        return row.units
+    if row.remains is None and row.status not in states.FINAL:
         return row.units
     return row.remains or 0
 

@@ -89,7 +89,7 @@ async def test_add_status_and_balance_with_the_protocols_types(shop: Shop, pool:
         "charge": "0.325",
         "start_count": "0",
         "status": "Pending",
-        "remains": "0",
+        "remains": "1000",  # nothing delivered yet (0 would read as delivered in full)
         "currency": "USD",
     }
     listed = (await shop.http.get("/api/v1/dashboard/orders", headers=user)).json()["orders"]
@@ -682,3 +682,27 @@ async def test_a_refill_whose_provider_did_not_answer_waits_its_turn(
         rows = {int(r[0]): (r[1], r[2]) for r in await cursor.fetchall()}
     assert rows[int(second["refill"])][0] in ("in_progress", "completed")
     assert rows[int(first["refill"])] == ("pending", True)  # asked again in a minute
+
+
+async def test_an_order_no_provider_reported_on_yet_has_its_whole_quantity_remaining(
+    shop: Shop, pool: Pool
+) -> None:
+    """Pending, or sent and not polled yet: nothing was delivered, so `remains` is every unit (all
+    runs), as providers and the standard panels report it. It said 0: delivered in full."""
+    key, user = await reseller_key(shop, "ann@example.com", "10.00")
+    added = await call(
+        shop.http, key, action="add", service=shop.service_id("1"), link="https://x.com/whole",
+        quantity=100, runs=3, interval=5,
+    )  # fmt: skip
+    order_id = str(added["order"])
+
+    async def shown() -> tuple[str, str, str]:
+        status = await call(shop.http, key, action="status", order=order_id)
+        view = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)).json()
+        return status["status"], status["remains"], view["remains"]
+
+    assert await shown() == ("Pending", "300", "300")
+    await shop.submit(order_id)
+    assert await shown() == ("In progress", "300", "300")
+    await shop.settle(order_id, user)
+    assert await shown() == ("Completed", "0", "0")
