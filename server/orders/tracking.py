@@ -66,6 +66,12 @@ async def finish(
 ) -> int:
     """Moves a locked order to a final status and settles/releases its funds; returns the release."""
     states.check_move(order.status, status)  # never from a final status: its money has moved
+    # What is stored (and shown: clients refund by it) is what the money was split by: a provider's
+    # remains beyond the order or below nothing is not, nor a "Completed" with part remaining.
+    if status == states.COMPLETED:
+        remains = 0
+    elif remains is not None:
+        remains = max(0, min(remains, order.units))
     charged, released = split_money(order, status, remains)
     reference = f"order:{order.id}"
     if charged:

@@ -172,7 +172,8 @@ class ProvidersLogic:
             open_orders = await self._repo.open_orders(conn, provider_id)
             if open_orders:
                 raise FailedPrecondition(
-                    f"the provider has {open_orders} open order(s): disable it and let them finish first",
+                    f"the provider has {open_orders} open order(s), drip-feed run(s) or refill(s):"
+                    " disable it and let them finish first",
                     reason="PROVIDER_HAS_OPEN_ORDERS",
                     domain=DOMAIN,
                     metadata={"open_orders": str(open_orders)},

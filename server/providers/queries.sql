@@ -155,6 +155,14 @@ SELECT webhook_secret_ciphertext FROM providers WHERE id = :id AND status IN ('e
 UPDATE providers SET webhook_secret_ciphertext = :ciphertext, update_time = now() WHERE id = :id;
 
 -- name: open_orders(provider_id)$
--- Orders with this provider that are not finished (the orders table is read here, never written).
-SELECT count(*) FROM orders
-WHERE provider_id = :provider_id AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired');
+-- Orders with this provider that are not finished, drip-feed runs and refills out at it (a
+-- deleted provider is never asked about one again: it would stay open for ever, and with it its
+-- order's hold or the order's one open refill). A run at a fallback is not its order's provider.
+-- The orders tables are read here, never written.
+SELECT (SELECT count(*) FROM orders
+        WHERE provider_id = :provider_id
+          AND status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired'))
+     + (SELECT count(*) FROM order_runs
+        WHERE provider_id = :provider_id AND state IN ('submitting', 'in_progress', 'processing', 'needs_review'))
+     + (SELECT count(*) FROM order_refills
+        WHERE provider_id = :provider_id AND status IN ('pending', 'in_progress'));

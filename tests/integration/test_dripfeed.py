@@ -548,3 +548,36 @@ async def test_a_disabled_providers_runs_already_out_still_finish(shop: Shop, po
     assert (Decimal(done["charged"]), Decimal(done["released"])) == (price / 2, price / 2)
     assert await shop.balance(ann) == (str(Decimal("10.00") - price / 2), "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_fallback_provider_with_a_run_out_is_not_deleted_until_the_run_ends(
+    shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory, pool: Pool
+) -> None:
+    """Deleting a provider waited for the orders whose provider it is; a run smm sent to it as a
+    fallback (the order's provider is the primary) was not counted, so the run was never asked
+    about again and its order never ended, its hold held for ever."""
+    euro, backup = await euro_provider(shop.http, shop.admin, demo_provider_factory, "4", "0.10")
+    await run_sync(shop.channel, backup["id"])
+    seo = await offer_dripfeed(shop)
+    await shop.with_fallback(seo, SEO, backup["id"])
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/fallen", quantity=100, runs=2, interval=60)
+    await shop.submit(order["id"])  # run 1 at the primary, which is the order's provider
+    await demo_provider.fault("error_body", count=1, actions=["add"])
+    await make_due(pool, order["id"])
+    await tick(shop)  # run 2 refused by the primary, taken by the fallback
+    assert [r[:2] for r in await runs_of(pool, order["id"])] == [(1, "in_progress"), (2, "in_progress")]
+    assert len(await euro.orders()) == 1
+
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{backup['id']}", json={"enabled": False}, headers=shop.admin
+    )
+    assert disabled.status_code == 200, disabled.text
+    refused = await shop.http.delete(f"/api/v1/admin/providers/{backup['id']}", headers=shop.admin)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "PROVIDER_HAS_OPEN_ORDERS")
+
+    done = await run_to_the_end(shop, ann, order["id"])
+    assert done["status"] == "ORDER_STATUS_COMPLETED"
+    deleted = await shop.http.delete(f"/api/v1/admin/providers/{backup['id']}", headers=shop.admin)
+    assert deleted.json()["status"] == "deleted"
+    assert (await shop.verify()).ok

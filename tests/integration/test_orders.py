@@ -972,6 +972,38 @@ async def test_a_disabled_providers_open_orders_still_finish_and_settle(shop: Sh
     assert deleted.json()["status"] == "deleted"
 
 
+async def test_a_provider_with_a_refill_out_is_not_deleted_until_the_refill_ends(
+    shop: Shop, pool: Pool
+) -> None:
+    """Deleting waited for open orders only: a provider deleted with a refill out left that refill
+    "Pending" for ever (a deleted provider is never asked about it again) and the order could never
+    be refilled again (one open refill per order)."""
+    ann = await shop.user("ann@example.com", "5.00")
+    refilled = await shop.completed_order(ann, "https://x.com/out")
+    refill = await shop.http.post(f"/api/v1/dashboard/orders/{refilled['id']}/refill", json={}, headers=ann)
+    assert refill.status_code == 200, refill.text
+    provider_id = shop.provider_id  # type: ignore[attr-defined]
+    disabled = await shop.http.patch(
+        f"/api/v1/admin/providers/{provider_id}", json={"enabled": False}, headers=shop.admin
+    )
+    assert disabled.status_code == 200, disabled.text
+    refused = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
+    assert_error(refused, 400, "FAILED_PRECONDITION", "PROVIDER_HAS_OPEN_ORDERS")
+    for _ in range(50):  # the refill is followed to its end; then the provider may go
+        async with pool.connection() as conn:
+            await conn.execute("UPDATE order_refills SET next_poll_time = now()")
+        await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT status FROM order_refills")
+            if (await cursor.fetchone()) in (("completed",), ("rejected",)):
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the refill never ended")
+    deleted = await shop.http.delete(f"/api/v1/admin/providers/{provider_id}", headers=shop.admin)
+    assert deleted.json()["status"] == "deleted"
+
+
 async def test_a_disabled_providers_customers_keep_their_refills_and_its_pushes_still_count(
     shop: Shop, demo_provider: DemoHandle, demo_provider_factory: DemoFactory
 ) -> None:

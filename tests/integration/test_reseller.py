@@ -303,6 +303,31 @@ async def test_a_webhook_names_the_order_by_the_rule_the_add_reply_was_stored_by
     assert (await shop.verify()).ok
 
 
+async def test_a_pushed_end_shows_the_remains_its_money_was_split_by(
+    shop: Shop, demo_provider_factory: DemoFactory
+) -> None:
+    """A provider's final word with remains beyond the order (or below nothing) splits the money
+    within the order's bounds; what is shown is those bounds too, never "5000 not delivered" of a
+    1000 (a reseller client refunding by remains would pay out five times what it was charged)."""
+    _, hook, likes = await pushing_provider(shop, demo_provider_factory, step_s=60)
+    key, user = await reseller_key(shop, "ann@example.com", "5.00")
+    pushed: list[tuple[str, str, str]] = [("Partial", "5000", "1000"), ("Partial", "-5", "0"),
+                                         ("Completed", "300", "0")]  # fmt: skip
+    for n, (status, remains, shown) in enumerate(pushed):
+        order = (await shop.order(user, serviceId=likes, link=f"https://x.com/over{n}", quantity=1000)).json()
+        upstream_id = (await shop.submit(order["id"])).upstream_order_id
+        body = json.dumps({"order": upstream_id, "status": status, "remains": remains}).encode()
+        reply = await shop.http.post(hook, content=body, headers=signed(WEBHOOK_SECRET, body))
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["applied"] is True
+        view = (await shop.http.get(f"/api/v1/dashboard/orders/{order['id']}", headers=user)).json()
+        assert str(view.get("remains", 0)) == shown, (status, remains, view)
+        assert Decimal(view["charged"]) + Decimal(view["released"]) == Decimal("0.325")
+        entry = await call(shop.http, key, action="status", order=order["id"])
+        assert entry["remains"] == shown, (status, remains, entry)
+    assert (await shop.verify()).ok
+
+
 async def test_staff_resolve_set_status_resubmit_and_read_the_provider_log(
     shop: Shop, pool: Pool, demo_provider: DemoHandle
 ) -> None:
