@@ -16,7 +16,7 @@ from server.orders import states
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.logic import ORDER_CREATED
-from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow
+from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow, RunRow
 from server.orders.tracking import finish, record
 
 RESOLUTIONS = ("found", "not_placed", "failed")
@@ -106,6 +106,15 @@ class OrdersAdmin:
         async with self._pool.connection() as conn, conn.transaction():
             order = await self._locked(conn, order_id)
             states.check_move(order.status, status)
+            if order.panel_dripfeed and await _run_being_sent(conn, order_id):
+                # As an order that is submitting: the run's answer may place it upstream, and a final
+                # status now would release what the provider then delivers.
+                raise FailedPrecondition(
+                    "a run of this drip-feed is being sent to its provider: try again in a moment",
+                    reason="ORDER_STATE_CONFLICT",
+                    domain=DOMAIN,
+                    metadata={"from": order.status, "to": status},
+                )
             tracked = TRACKED_BY_KIND[order.service_type == "SUBSCRIPTIONS"]
             if status not in states.FINAL and (status not in tracked or not order.upstream_order_id):
                 # Any other move would strand the order: in progress with nothing upstream to poll,
@@ -231,6 +240,12 @@ class OrdersAdmin:
                 before={**_seen(order), "upstream_service_id": order.upstream_service_id},
                 after={**_seen(after), "upstream_service_id": after.upstream_service_id, "reason": why},
             )
+
+
+async def _run_being_sent(conn: Conn, order_id: int) -> bool:
+    """Whether a run of a drip-feed smm sends itself is submitting: its ``add`` may be out."""
+    runs = await QUERIES.all(conn, "list_runs", RunRow, order_id=order_id)
+    return any(r.state == states.SUBMITTING for r in runs)
 
 
 async def _check_answer_in(conn: Conn, order_id: int) -> None:

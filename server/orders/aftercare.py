@@ -256,6 +256,12 @@ class Aftercare:
                 await QUERIES.execute(
                     conn, "add_event", order_id=order.id, status=locked.status, note=note[:500]
                 )
+            elif state == "rejected" and locked.cancel_state == "requested":
+                # A cancel of this order sent at the same moment was taken: the provider refusing
+                # this one (it is canceling the order already) undoes nothing; only a note.
+                await QUERIES.execute(
+                    conn, "add_event", order_id=order.id, status=locked.status, note=note[:500]
+                )
             else:
                 await QUERIES.execute(
                     conn, "set_cancel_state", id=order.id, cancel_state=state, cancel_message=message[:500]

@@ -126,3 +126,32 @@ async def test_a_disabled_providers_order_can_still_be_cancelled(
     assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_CANCELED", "0.00", "1.17")
     assert await shop.balance(ann) == ("5.00", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_second_cancel_at_the_same_time_does_not_undo_the_first(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """Two cancels of one order at once (a double click, or ``orders=5,5``) both asked the provider:
+    the one it answered second was refused ("Order can no longer be canceled": the first had
+    canceled it) and, written last, marked the order's cancel "rejected" while the provider was
+    canceling it, and the reseller was told one cancel failed."""
+    key, ann = await reseller_key(shop, "ann@example.com", "5.00")
+    order_id = (
+        await call(
+            shop.http, key, action="add", service=shop.service_id("2"), link="https://x.com/2x", quantity=1000
+        )
+    )["order"]
+    await shop.submit(str(order_id))
+    # The first cancel to arrive is answered after the second: it finds the order canceled there.
+    await demo_provider.fault("latency", count=1, actions=["cancel"], delay_s=0.5)
+    assert await call(shop.http, key, action="cancel", orders=f"{order_id},{order_id}") == [
+        {"order": order_id, "cancel": 1},
+        {"order": order_id, "cancel": 1},
+    ]
+    assert await demo_provider.requests("cancel") == 2
+    seen = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=ann)).json()
+    assert seen["cancelState"] == "requested"
+    done = await shop.settle(str(order_id), ann)
+    assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_CANCELED", "0.00", "0.325")
+    assert await shop.balance(ann) == ("5.00", "0.00")
+    assert (await shop.verify()).ok

@@ -488,3 +488,29 @@ async def test_an_order_staff_find_at_a_fallback_records_the_fallbacks_terms(
     assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_COMPLETED", "0.325", "0.00")
     assert await shop.balance(ann) == ("4.675", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_staff_cannot_finish_a_drip_feed_whose_run_is_being_sent(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    """A drip-feed smm sends itself stays pending while its first run's ``add`` is out. Staff's
+    "canceled" then released the whole order while the provider took the run and delivered it:
+    the customer had both (an order that is submitting cannot be finished by staff, for this)."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/staff-drip", quantity=100, runs=2, interval=60)
+    await demo_provider.fault("latency", count=1, actions=["add"], delay_s=1.0)
+    sending = asyncio.create_task(shop.submit(order["id"]))
+    await asyncio.sleep(0.4)
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["submitting", "scheduled"]
+    staff = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/status",
+        json={"status": "ORDER_STATUS_CANCELED", "reason": "customer asked"},
+        headers=shop.admin,
+    )
+    await sending
+    assert_error(staff, 400, "FAILED_PRECONDITION", "ORDER_STATE_CONFLICT")
+    assert len(await demo_provider.orders()) == 1  # the run went out and is delivered
+    seen = await shop.staff_order(order["id"])
+    assert (seen["status"], seen["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
+    assert (await shop.verify()).ok
