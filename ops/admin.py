@@ -16,16 +16,23 @@ from ops.grpc_client import internal_metadata
 SEED_ADMIN_EMAIL = "admin@smm.local"
 
 
+class PasswordsDiffer(ValueError):
+    """The two passwords typed at the prompt are not the same."""
+
+
 def read_password() -> str:
     """The password for ``create-user`` without ``--password``: asked for twice on a terminal, else
-    the first line of stdin (``printf '%s\\n' "$PW" | smm admin create-user ...``). "" when none."""
+    the first line of stdin (``printf '%s\\n' "$PW" | smm admin create-user ...``). "" when none;
+    PasswordsDiffer when the two typed differ."""
     if sys.stdin.isatty():
         try:
             first = getpass.getpass("password: ")
             again = getpass.getpass("password again: ")
         except (EOFError, KeyboardInterrupt):
             return ""
-        return first if first == again else ""
+        if first != again:
+            raise PasswordsDiffer
+        return first
     return sys.stdin.readline().rstrip("\r\n")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 import grpc
 import psycopg
 from pydantic import ValidationError
 
-from core.config import load_settings
+from core.config import Settings, load_settings
 
 # workers.main.NAMES, without importing every worker to print a usage line (a test keeps them equal).
 WORKERS = ("scheduler", "dispatch", "provider-sync", "email", "sms", "analytics", "maintenance")
@@ -25,6 +26,17 @@ def _sequence(text: str) -> int:
     if not 1 <= value < 2**64:
         raise argparse.ArgumentTypeError(f"not a dead letter sequence: {text!r} (a number from 1)")
     return value
+
+
+def _setting_error(loc: tuple[int | str, ...], msg: str) -> str:
+    """One bad setting as the operator wrote it: ``SMM_RELAY_BATCH: ...``. A check across settings
+    (the pool's bounds) has no field of its own: its message names them, as variables too."""
+    if loc:
+        return f"SMM_{'_'.join(str(part) for part in loc).upper()}: {msg}"
+    msg = msg.removeprefix("Value error, ")
+    for field in Settings.model_fields:
+        msg = re.sub(rf"\b{field}\b", f"SMM_{field.upper()}", msg)
+    return msg
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ValidationError as exc:  # one line per bad setting, named as the operator wrote it
         for error in exc.errors():
-            name = "SMM_" + "_".join(str(part) for part in error["loc"]).upper()
-            print(f"{name}: {error['msg']}", file=sys.stderr)
+            print(_setting_error(error["loc"], error["msg"]), file=sys.stderr)
         return 2
     if args.command in _TOOLS and not settings.internal_token.get_secret_value():
         from ops.dev import local_internal_token
@@ -137,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         except psycopg.Error as exc:  # unreachable, refused, or a malformed URL (whose text libpq quotes)
             from ops.dev import scrub_url_secret
 
-            print(
-                f"migrate: PostgreSQL: {scrub_url_secret(str(exc), settings.database_url)}", file=sys.stderr
-            )
+            # libpq's refusal adds a tab-indented hint on a second line: one line, as every failure
+            detail = " ".join(scrub_url_secret(str(exc), settings.database_url).split())
+            print(f"migrate: PostgreSQL: {detail}", file=sys.stderr)
             return 1
         print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
         return 0
@@ -149,10 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         worker_main(settings, args.name)
         return 0
     if args.command == "admin":
-        from ops.admin import create_user, read_password
+        from ops.admin import PasswordsDiffer, create_user, read_password
 
         if args.password is None:
-            args.password = read_password()
+            try:
+                args.password = read_password()
+            except PasswordsDiffer:
+                print("smm admin: the two passwords differ (nothing was created)", file=sys.stderr)
+                return 2
             if not args.password:
                 print(
                     "smm admin: no password (type it twice at the prompt, or pipe one line on stdin)",

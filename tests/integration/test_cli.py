@@ -171,3 +171,40 @@ async def test_serve_grpc_without_its_database_says_so_in_one_line(tmp_path: Pat
         "gRPC server: PostgreSQL (SMM_DATABASE_URL) accepted no connection within 0.9 s;"
         " is it running and reachable?"
     ), err[-800:]
+
+
+async def test_a_pool_maximum_below_its_minimum_is_named_as_the_operator_wrote_it(tmp_path: Path) -> None:
+    """A check across two settings has no single field: the line read `SMM_: Value error, ...`."""
+    env = _env(tmp_path, SMM_DB_POOL_MIN="3", SMM_DB_POOL_MAX="1")
+    code, _, err = await _smm("ledger", "verify", env=env)
+    assert code == 2, err[-800:]
+    _one_line_failure(code, err)
+    assert not err.startswith("SMM_:"), err
+    assert err.strip() == "SMM_DB_POOL_MAX (1) is below SMM_DB_POOL_MIN (3)", err
+
+
+async def test_migrate_against_a_closed_port_is_one_line(tmp_path: Path) -> None:
+    """libpq's refusal is two lines ("... Connection refused" and a tab-indented hint)."""
+    url = f"postgresql://smm:Hunter2-db-pass@127.0.0.1:{free_port()}/smm"
+    code, out, err = await _smm("migrate", env=_env(tmp_path, SMM_DATABASE_URL=url))
+    _one_line_failure(code, err)
+    assert "Hunter2-db-pass" not in out + err, err
+    assert err.startswith("migrate: PostgreSQL: "), err
+    assert "Connection refused Is the server running" in err, err
+
+
+def test_create_user_says_when_the_two_typed_passwords_differ(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """At the prompt a typo in the second password was reported as `no password`."""
+    from ops import admin, cli
+
+    typed = iter(["first long password", "second long password"])
+    monkeypatch.setattr(admin.getpass, "getpass", lambda prompt="": next(typed))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setenv("SMM_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("SMM_INTERNAL_TOKEN", "unused")
+    code = cli.main(["admin", "create-user", "--email", "ops@example.com"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.strip() == "smm admin: the two passwords differ (nothing was created)", err
