@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -195,6 +195,16 @@ class Settings(BaseSettings):
                     ipaddress.ip_network(part, strict=False)
                 except ValueError:
                     raise ValueError(f"{part!r} is not an address or a CIDR range") from None
+        return value
+
+    @field_validator("grpc_addr", "edge_addr", "demo_provider_addr")
+    @classmethod
+    def _listen_address(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "demo_provider_addr" and not value:  # no demo provider
+            return value
+        host, sep, port = value.strip().rpartition(":")
+        if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT with a port from 1 to 65535 (127.0.0.1:8080)")
         return value
 
     @field_validator("log_level")

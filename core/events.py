@@ -105,6 +105,29 @@ def stream_for(subject: str) -> Stream:
     raise ValueError(f"no stream captures {subject}")
 
 
+def _outage_log(callbacks: dict[str, Any]) -> dict[str, Any]:
+    """An ``error_cb`` that reports a NATS outage as one warning per kind of failure until it
+    changes or NATS is back (nats-py's own logs each reconnect attempt, once a second, at ERROR with
+    a traceback), chained with the caller's ``reconnected_cb``."""
+    last: list[str] = []
+    theirs = callbacks.get("reconnected_cb")
+
+    async def error_cb(exc: Exception) -> None:
+        said = f"{type(exc).__name__}: {exc}"
+        if not last or last[0] != said:
+            last[:] = [said]
+            log.warning("NATS unreachable or failing, reconnecting every second: %s", said)
+
+    async def reconnected_cb() -> None:
+        if last:
+            log.info("NATS is back")
+        last.clear()
+        if theirs is not None:
+            await theirs()
+
+    return {**callbacks, "error_cb": callbacks.get("error_cb", error_cb), "reconnected_cb": reconnected_cb}
+
+
 async def connect(url: str, *, name: str, **callbacks: Any) -> NATS:
     # Reconnect forever: a NATS outage must not kill a process; health reports it meanwhile.
     return await nats.connect(
@@ -114,7 +137,7 @@ async def connect(url: str, *, name: str, **callbacks: Any) -> NATS:
         reconnect_time_wait=1,
         connect_timeout=2,
         allow_reconnect=True,
-        **callbacks,
+        **_outage_log(callbacks),
     )
 
 

@@ -67,7 +67,7 @@ from server.common.nul_guard import NulGuardInterceptor
 from server.common.pagetoken import PageTokenCodec
 from server.common.ratelimit import IpRateLimitInterceptor, Limits, RateLimiter, limit_principal
 from server.common.relay import Relay
-from server.common.secretbox import SecretBox
+from server.common.secretbox import SecretBox, SecretBoxError
 from server.notifications.logic import Notifications
 from server.notifications.rpc import NotificationsServicer
 from server.notifications.sms import SmsNotifications
@@ -339,12 +339,28 @@ def nats_check(relay: Relay) -> Callable[[], Awaitable[None]]:
     return check
 
 
+def _check_secrets(settings: Settings) -> None:
+    """The server's secrets, each named in one line when missing or malformed (before the database
+    is opened), rather than a traceback from deep in the set-up."""
+    for name, secret in (
+        ("SMM_INTERNAL_TOKEN", settings.internal_token),
+        ("SMM_PAGE_TOKEN_SECRET", settings.page_token_secret),
+    ):
+        if not secret.get_secret_value():
+            raise SystemExit(f"gRPC server: {name} is not set (the same value on every process)")
+    try:
+        SecretBox.from_config(settings.encryption_keys.get_secret_value())
+    except SecretBoxError as exc:
+        raise SystemExit(f"gRPC server: {exc} (docs/ACCESS.md, Secrets at rest)") from None
+
+
 async def serve(settings: Settings) -> None:
     setup_logging("grpc", settings.log_level)
     if tracing.setup_tracing(f"{settings.service_name}-grpc"):
         PsycopgInstrumentor().instrument(enable_commenter=False)
     if not settings.database_url:
         raise SystemExit("SMM_DATABASE_URL is not set (smm dev sets it for you)")
+    _check_secrets(settings)
     try:
         pool = await open_pool(settings)
     except PoolTimeout:

@@ -87,6 +87,8 @@ def test_smm_migrate_does_not_echo_the_database_password(monkeypatch: pytest.Mon
         (["migrate"], "SMM_DB_POOL_MAX", "abc"),
         (["serve", "edge"], "SMM_TRUSTED_PROXIES", "not-a-cidr"),
         (["serve", "edge"], "SMM_LOG_LEVEL", "loud"),
+        (["serve", "edge"], "SMM_EDGE_ADDR", "127.0.0.1:70000"),  # was bind()'s traceback
+        (["serve", "grpc"], "SMM_GRPC_ADDR", "127.0.0.1:99999"),  # listened on a random port
     ],
 )
 def test_a_bad_setting_is_one_clear_line(args: list[str], env_var: str, value: str) -> None:
@@ -96,12 +98,44 @@ def test_a_bad_setting_is_one_clear_line(args: list[str], env_var: str, value: s
         SMM_DATABASE_URL=f"postgresql://smm@127.0.0.1:{free_port()}/smm",
         SMM_INTERNAL_TOKEN="t",
         SMM_PAGE_TOKEN_SECRET="p",
-        **{env_var: value},
     )
+    env[env_var] = value
     result = _smm(args, env, timeout=60)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-600:]
     assert env_var in result.stderr, result.stderr[-600:]
+
+
+@pytest.mark.parametrize(
+    ("unset", "env_var", "value"),
+    [
+        ("", "SMM_ENCRYPTION_KEYS", ""),
+        ("", "SMM_ENCRYPTION_KEYS", "k1:not-base64!"),
+        ("SMM_INTERNAL_TOKEN", "SMM_INTERNAL_TOKEN", ""),
+        ("SMM_PAGE_TOKEN_SECRET", "SMM_PAGE_TOKEN_SECRET", ""),
+    ],
+)
+def test_the_grpc_server_without_a_secret_says_which_in_one_line(
+    unset: str, env_var: str, value: str
+) -> None:
+    """A missing or malformed secret ended `smm serve grpc` in a traceback (SecretBoxError,
+    ValueError) after the database was opened; it is one line naming the setting, before."""
+    env = _clean_env(
+        SMM_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        SMM_DATABASE_URL=f"postgresql://smm@127.0.0.1:{free_port()}/smm",  # never reached
+        SMM_DB_POOL_TIMEOUT_S="0.2",
+        SMM_INTERNAL_TOKEN="t",
+        SMM_PAGE_TOKEN_SECRET="p",
+        SMM_ENCRYPTION_KEYS="k1:" + "A" * 43 + "=",
+    )
+    env.pop(unset, None)
+    env[env_var] = value
+    result = _smm(["serve", "grpc"], env, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    lines = [line for line in result.stderr.splitlines() if env_var in line]
+    assert lines, result.stderr[-600:]
+    assert "PostgreSQL" not in result.stderr  # refused before the database was tried
 
 
 def test_smm_dlq_list_with_nats_down_fails_fast() -> None:
@@ -131,10 +165,10 @@ def test_a_worker_waiting_for_nats_stops_on_sigterm(tmp_path: Path) -> None:
     try:
         # Retrying the connection (logged per attempt) means the signal handlers are installed.
         deadline = time.monotonic() + 60
-        while "nats: encountered error" not in log_path.read_text() and time.monotonic() < deadline:
+        while "NATS unreachable" not in log_path.read_text() and time.monotonic() < deadline:
             assert worker.poll() is None, log_path.read_text()[-600:]
             time.sleep(0.1)
-        assert "nats: encountered error" in log_path.read_text()
+        assert "NATS unreachable" in log_path.read_text()
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=15)

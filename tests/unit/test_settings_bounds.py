@@ -56,3 +56,29 @@ def test_the_pool_cannot_be_smaller_than_its_minimum() -> None:
         load_settings(db_pool_min=8, db_pool_max=4)
     settings = load_settings(db_pool_min=4, db_pool_max=4)
     assert (settings.db_pool_min, settings.db_pool_max) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("grpc_addr", "127.0.0.1:99999"),  # gRPC listened on a random port instead
+        ("grpc_addr", "127.0.0.1:0"),
+        ("edge_addr", "127.0.0.1:70000"),  # a traceback from bind()
+        ("edge_addr", "nonsense"),  # a traceback from the port's int()
+        ("edge_addr", ":8080"),
+        ("demo_provider_addr", "127.0.0.1:port"),
+    ],
+)
+def test_a_listen_address_must_be_host_and_a_port_in_range(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=f"{field}[\\s\\S]*HOST:PORT"):
+        load_settings(**{field: value})
+
+
+def test_listen_addresses_in_every_written_form_are_accepted() -> None:
+    settings = load_settings(grpc_addr="[::]:50051", edge_addr="0.0.0.0:1", demo_provider_addr="")
+    assert (settings.grpc_addr, settings.edge_addr, settings.demo_provider_addr) == (
+        "[::]:50051",
+        "0.0.0.0:1",
+        "",
+    )
+    assert load_settings(demo_provider_addr="localhost:65535").demo_provider_addr == "localhost:65535"
