@@ -273,6 +273,24 @@ def protocol_error(status: int) -> HTTPResponse:
     return _reply(_error(messages.get(status, "Incorrect request")))
 
 
+class RefusedBodyLog(logging.Filter):
+    """Sanic logs a 2xx answer that left the request's body unread at ERROR. On a reseller path
+    that is a refusal (wrong method, body over the limit) answered 200 as the protocol wants: info,
+    not an error anyone can fill the log with. Everywhere else the record keeps its level."""
+
+    # Both paths: without the /api/v2 alias that path is a 404, which Sanic does not log so.
+    _paths = ("/api/v1/reseller", "/api/v2")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR and message.endswith("body not consumed."):
+            # "<Request: PUT /api/v1/reseller> body not consumed."
+            path = message.removeprefix("<Request: ").partition(">")[0].partition(" ")[2].partition("?")[0]
+            if (path.rstrip("/") or "/") in self._paths:
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def is_reseller_path(path: str, v2_alias: bool) -> bool:
     return (path.rstrip("/") or "/") in paths(v2_alias)
 
@@ -618,6 +636,9 @@ def _cancel_value(order: Any) -> int | dict[str, str]:
 
 def add_reseller_routes(app: Any, ctx: EdgeContext) -> None:
     reseller = Reseller(ctx)
+    sanic_errors = logging.getLogger("sanic.error")
+    if not any(isinstance(f, RefusedBodyLog) for f in sanic_errors.filters):
+        sanic_errors.addFilter(RefusedBodyLog())
 
     def traced(path: str) -> Callable[[Request], Awaitable[HTTPResponse]]:
         # A SERVER span per call, as every other route has, so all the RPCs of one action (a
