@@ -135,6 +135,9 @@ class OrdersLogic:
                     "order_id": order_id,
                     "user_id": placement.user_id,
                     "service_id": service.id,
+                    # The order keeps the type it was sold as (its kind and units), whatever the
+                    # service becomes later.
+                    "service_type": service.type,
                     "link": valid.link,
                     "quantity": valid.quantity,
                     "runs": valid.runs,

@@ -44,7 +44,8 @@ SELECT * FROM order_details o
 WHERE o.id = :id;
 
 -- name: lock_order(id)^
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, coalesce(o.service_type, s.type) AS service_type,
+       o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
@@ -148,7 +149,8 @@ WITH moved AS (
 ), outbox AS (
     INSERT INTO outbox_events (subject, payload, headers) SELECT :subject, :payload, :headers FROM moved
 )
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, coalesce(o.service_type, s.type) AS service_type,
+       o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,
@@ -414,7 +416,7 @@ WHERE provider_id = :provider_id AND upstream_order_id = :upstream_order_id AND 
   AND NOT panel_dripfeed
 ORDER BY id DESC LIMIT 1;
 
--- name: insert_held_order(order_id, user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed, panel_runs, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)
+-- name: insert_held_order(order_id, user_id, service_id, service_type, link, quantity, runs, interval_minutes, panel_dripfeed, panel_runs, upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id, provider_rate_micros, provider_currency, exchange_rate, source, api_key_id, idempotency_key, request_hash, event_subject, event_payload, event_headers)
 -- The tail of ledger.hold_with's statement (server/wallet/queries.sql, insert_hold_along): the
 -- order row (its id drawn by service_for_order), its first timeline entry, the runs of a drip-feed
 -- smm sends itself (panel_runs of them, run n due (n - 1) x interval after placement; dripfeed.py
@@ -423,12 +425,12 @@ ORDER BY id DESC LIMIT 1;
 -- is spelled out here). A second order with the
 -- same idempotency key breaks orders_user_idempotency_key and fails the whole statement.
 placed AS (
-    INSERT INTO orders (id, user_id, service_id, link, quantity, runs, interval_minutes, panel_dripfeed,
+    INSERT INTO orders (id, user_id, service_id, service_type, link, quantity, runs, interval_minutes, panel_dripfeed,
                         upstream_params, billable, rate_micros, discount_bps, price_micros, provider_id, upstream_service_id,
                         provider_rate_micros, provider_currency, exchange_rate, source, api_key_id,
                         idempotency_key, request_hash)
     OVERRIDING SYSTEM VALUE
-    SELECT :order_id, :user_id, :service_id, :link, :quantity, :runs, :interval_minutes, :panel_dripfeed,
+    SELECT :order_id, :user_id, :service_id, :service_type, :link, :quantity, :runs, :interval_minutes, :panel_dripfeed,
            :upstream_params, :billable, :rate_micros, :discount_bps, :price_micros, :provider_id, :upstream_service_id,
            :provider_rate_micros, :provider_currency, :exchange_rate, :source, :api_key_id,
            :idempotency_key, :request_hash
@@ -444,7 +446,8 @@ placed AS (
     INSERT INTO outbox_events (subject, payload, headers)
     SELECT :event_subject, :event_payload, :event_headers FROM placed
 )
-SELECT o.id, o.user_id, o.service_id, s.name AS service_name, s.type AS service_type, o.status, o.link,
+SELECT o.id, o.user_id, o.service_id, s.name AS service_name, coalesce(o.service_type, s.type) AS service_type,
+       o.status, o.link,
        o.quantity, o.runs, o.interval_minutes, o.upstream_params, o.billable, o.price_micros,
        o.charged_micros, o.released_micros, o.provider_id, o.upstream_service_id, o.upstream_order_id,
        o.attempt, o.start_count, o.remains, o.source, o.status_note, o.create_time, o.update_time,

@@ -250,3 +250,42 @@ async def test_staff_expiring_a_subscription_must_say_what_was_not_delivered(
         price - price / 3,
     )
     assert (await shop.verify()).ok
+
+
+async def test_a_subscription_stays_one_when_its_service_changes_type(
+    shop: Shop, demo_provider: DemoHandle
+) -> None:
+    """An order read its kind from its service's type as it is now: once staff (or a sync, which
+    takes the provider's type) changed the service, a running subscription was no longer one. The
+    provider's "Paused" was ignored (in progress is no move from active), its "Expired" read as
+    "Completed" charged the whole hold with nothing delivered, and a staff partial end released
+    the price over one unit instead of max x posts."""
+    ann = await shop.user("ann@example.com", "100.00")
+    expiring, paused = await subscribe(shop, ann), await subscribe(shop, ann)
+    for placed in (expiring, paused):
+        assert (await poll(shop, placed["id"], ann))["status"] == "ORDER_STATUS_ACTIVE"
+    service = shop.service_id("17")
+    edited = await shop.http.patch(
+        f"/api/v1/admin/services/{service}", json={"type": "SERVICE_TYPE_DEFAULT"}, headers=shop.admin
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["type"] == "SERVICE_TYPE_DEFAULT"
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Paused")
+    assert (await poll(shop, paused["id"], ann))["status"] == "ORDER_STATUS_PAUSED"
+    staff_ended = await shop.http.post(
+        f"/api/v1/admin/orders/{paused['id']}/status",
+        json={"status": "ORDER_STATUS_EXPIRED", "remains": "100", "reason": "the provider's panel"},
+        headers=shop.admin,
+    )
+    assert staff_ended.status_code == 200, staff_ended.text
+    price = Decimal(paused["price"])  # 100 of max 100 x 3 posts not delivered: a third
+    assert Decimal(staff_ended.json()["released"]) == price / 3
+    await demo_provider.fault("status_word", count=1, actions=["status"], message="Expired")
+    ended = await poll(shop, expiring["id"], ann)  # nothing of it delivered: all of it released
+    assert (ended["status"], ended["charged"], ended["released"]) == (
+        "ORDER_STATUS_EXPIRED",
+        "0.00",
+        expiring["price"],
+    )
+    assert await shop.balance(ann) == (str(Decimal("100.00") - price + price / 3), "0.00")
+    assert (await shop.verify()).ok
