@@ -241,8 +241,10 @@ GROUP BY 1 ORDER BY 1 DESC;
 SELECT id FROM orders
 WHERE status NOT IN ('completed', 'partial', 'canceled', 'failed', 'expired') AND stuck_alert_time IS NULL
   -- a drip-feed (smm's or the provider's: both keep runs and interval) is stuck only once its
-  -- last run is late; without drip-feed runs = 1
-  AND create_time + make_interval(mins => (runs - 1) * interval_minutes)
+  -- last run is late; without drip-feed runs = 1. One that never reached its provider (pending,
+  -- being sent, in review) has no schedule running: stuck like any order.
+  AND create_time + make_interval(mins => CASE WHEN status IN ('pending', 'submitting', 'needs_review')
+                                               THEN 0 ELSE (runs - 1) * interval_minutes END)
       < now() - make_interval(hours => :older_than_h)
   -- a subscription the provider says runs (active, paused) runs for days by design: stuck only
   -- once the end of its expiry day (UTC) is that late, or once the provider has not said it runs

@@ -1233,6 +1233,32 @@ async def test_a_drip_feed_the_provider_runs_is_stuck_only_once_its_last_run_is_
     assert await stuck_alerts(pool) == [[order_id]]
 
 
+async def test_a_drip_feed_that_never_reached_its_provider_is_stuck_like_any_order(
+    shop: Shop, pool: Pool
+) -> None:
+    """The schedule put the alert off by (runs - 1) x interval for every drip-feed, also one that
+    never reached its provider (pending, in review): 1,000 runs a day apart were silent for years."""
+    ann = await shop.user("ann@example.com", "5.00")
+    placed = await shop.order(
+        ann, serviceId=shop.service_id("1"), link="https://x.com/never", quantity=50, runs=10, interval=240
+    )
+    assert placed.status_code == 200, placed.text
+    order_id = int(placed.json()["id"])
+    system = spb_grpc.SystemServiceStub(shop.channel)
+    period = 30 * 60_000_000
+    for n, status in enumerate(("pending", "needs_review")):
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE orders SET status = %s, stuck_alert_time = NULL,"
+                " create_time = now() - interval '25 hours' WHERE id = %s",
+                (status, order_id),
+            )
+        await system.RunJob(
+            spb.RunJobRequest(job="order-poll", period_start=period + 30 * n), metadata=system_metadata()
+        )
+        assert (await stuck_alerts(pool))[n:] == [[order_id]], status
+
+
 async def test_a_slow_provider_does_not_hold_up_the_polls_of_the_others(
     shop: Shop, pool: Pool, demo_provider: DemoHandle, demo_provider_factory: DemoFactory
 ) -> None:
