@@ -77,6 +77,7 @@ EDGE_READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 10.0
 TOOL = "dev"
 _POLL_S = 0.2
+_SERVER_GONE_AFTER = 3  # checks in a row, _POLL_S apart
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 T = TypeVar("T")
@@ -263,21 +264,25 @@ def ensure_database(server_url: str, name: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path="/" + quote(name, safe="")))
 
 
-def _database_url(settings: Settings, var_dir: Path, stack: contextlib.ExitStack) -> str:
+def _database_url(
+    settings: Settings, var_dir: Path, stack: contextlib.ExitStack, children: _Children
+) -> str:
     if settings.database_url:
         return settings.database_url
     port = _remembered_port(var_dir, "postgres", embedded.PG_PORT_ENV)
     server = embedded.start_postgres(var_dir / "postgres", port, durable=True)
     stack.callback(server.stop)
+    children.watch("embedded PostgreSQL", server.is_running)
     return ensure_database(server.url, DATABASE)
 
 
-def _nats_url(settings: Settings, var_dir: Path, stack: contextlib.ExitStack) -> str:
+def _nats_url(settings: Settings, var_dir: Path, stack: contextlib.ExitStack, children: _Children) -> str:
     if settings.nats_url:
         return settings.nats_url
     port = _remembered_port(var_dir, "nats", embedded.NATS_PORT_ENV)
     server = embedded.start_nats(var_dir / "nats", port)
     stack.callback(server.stop)
+    children.watch("embedded NATS", server.is_running)
     return server.url
 
 
@@ -356,6 +361,14 @@ class _Child:
 class _Children:
     def __init__(self) -> None:
         self._children: list[_Child] = []
+        # The embedded servers smm dev started (PostgreSQL, NATS): each one's name and liveness,
+        # and how many checks in a row found it gone (PostgreSQL's is read from its pid file,
+        # which it rewrites now and then: one odd read is not a death).
+        self._servers: list[tuple[str, Callable[[], bool]]] = []
+        self._missed: dict[str, int] = {}
+
+    def watch(self, name: str, is_running: Callable[[], bool]) -> None:
+        self._servers.append((name, is_running))
 
     def start(self, spec: ChildSpec, shared_env: Mapping[str, str]) -> None:
         process = subprocess.Popen(
@@ -370,6 +383,10 @@ class _Children:
             code = child.process.poll()
             if code is not None:
                 raise ChildExited(f"{child.name} (pid {child.process.pid}) exited with code {code}")
+        for name, is_running in self._servers:
+            self._missed[name] = 0 if is_running() else self._missed.get(name, 0) + 1
+            if self._missed[name] >= _SERVER_GONE_AFTER:
+                raise ChildExited(f"the {name} stopped")
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM to every child still running, then SIGKILL to those alive after `grace_s`."""
@@ -528,13 +545,13 @@ def _run(settings: Settings, copies: int, stack: contextlib.ExitStack) -> int:
     var_dir = Path(settings.var_dir).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     shared_secrets = dev_secrets(var_dir, settings)
-    database_url = _database_url(settings, var_dir, stack)
-    nats_url = _nats_url(settings, var_dir, stack)
+    children = _Children()
+    database_url = _database_url(settings, var_dir, stack, children)
+    nats_url = _nats_url(settings, var_dir, stack, children)
     applied = migrate(database_url)
     if applied:
         _say(f"applied migrations {', '.join(applied)}")
 
-    children = _Children()
     stack.callback(children.stop)
     shared_env = {
         **shared_secrets,

@@ -363,3 +363,21 @@ def test_smm_dev_stops_everything_when_a_child_dies(smm_dev: _Dev) -> None:
     assert smm_dev.process.wait(timeout=30) == 1
     assert "grpc-1" in smm_dev.err.read_text()
     assert not Path(f"/proc/{edge_pid}").exists()  # stopped and reaped, not left behind
+
+
+@pytest.mark.slow
+def test_smm_dev_stops_everything_when_its_embedded_nats_dies(smm_dev: _Dev) -> None:
+    """smm dev watched only the processes it ran itself: with its embedded NATS gone, it went on
+    as if all were well (every process retrying for ever), and said nothing."""
+    parent = smm_dev.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    [nats_pid] = [
+        int(pid)
+        for pid in children
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"nats-server")
+    ]
+    edge_pid = _child_pid(parent, "serve", "edge")
+    os.kill(nats_pid, signal.SIGKILL)
+    assert smm_dev.process.wait(timeout=30) == 1
+    assert "embedded NATS" in smm_dev.err.read_text()
+    assert not Path(f"/proc/{edge_pid}").exists()
