@@ -55,7 +55,7 @@ from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
 from server.common import auth
 from server.common.db import Pool, open_pool
-from server.common.health import HealthChecks, postgres_check
+from server.common.health import CHECK_TIMEOUT_S, HealthChecks, postgres_check
 from server.common.interceptors import (
     AuthenticationInterceptor,
     AuthorizationInterceptor,
@@ -333,8 +333,7 @@ def phone_settings(settings: Settings) -> PhoneSettings:
 
 def nats_check(relay: Relay) -> Callable[[], Awaitable[None]]:
     async def check() -> None:
-        if not relay.connected:
-            raise ConnectionError("NATS is not connected")
+        await relay.ping(CHECK_TIMEOUT_S)
 
     return check
 

@@ -82,6 +82,13 @@ class Relay:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    async def ping(self, timeout_s: float) -> None:
+        """A round trip to NATS. A NATS that hangs, or a network that drops its packets, leaves the
+        socket open (``connected``) for minutes, until the client's own pings give up."""
+        if not self._nc.is_connected:
+            raise ConnectionError("NATS is not connected")
+        await self._nc.flush(timeout=timeout_s)  # type: ignore[arg-type]  # typed int, takes a float
+
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run`` (no cancellation mid-transaction)."""
         self._stopping.set()

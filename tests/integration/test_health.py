@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ops.embedded import create_database, free_port, start_postgres
-from server.common.db import open_pool
+from core.events import Namespace, connect
+from ops.embedded import create_database, free_port, start_nats, start_postgres
+from server.common.db import Pool, open_pool
+from server.common.health import CHECK_TIMEOUT_S, Check
 from server.common.migrate import migrate
-from server.main import create_server
+from server.common.relay import Relay
+from server.main import create_server, nats_check
 from tests.fix_db import make_settings
 from tests.fix_edge import start_edge
 from tests.integration.test_events import eventually
@@ -69,3 +76,36 @@ async def test_health_when_the_grpc_server_is_gone(tmp_path: Path, settings: obj
         assert error["details"][0]["reason"] == "BACKEND_UNAVAILABLE"
     finally:
         await edge.stop()
+
+
+async def test_health_names_a_nats_that_stopped_answering(tmp_path: Path, pool: Pool) -> None:
+    """The check asked only whether the connection was open. A NATS that hangs (or a network that
+    drops its packets) keeps the socket open, so health said NATS was up for minutes while nothing
+    was published; a round trip to NATS is asked now."""
+    nats_server = start_nats(tmp_path / "nats", free_port())
+    nc = await connect(nats_server.url, name="health-test")
+    relay = Relay(pool, nc, Namespace("health"), conninfo="")
+    check = nats_check(relay)
+    try:
+        await check()  # up
+        os.kill(nats_server.process.pid, signal.SIGSTOP)
+        with pytest.raises(Exception):  # noqa: B017, PT011 - any failure means down
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await check()
+        os.kill(nats_server.process.pid, signal.SIGCONT)
+        await eventually(check_passes(check))
+    finally:
+        os.kill(nats_server.process.pid, signal.SIGCONT)
+        await nc.close()
+        nats_server.stop()
+
+
+def check_passes(check: Check) -> Callable[[], Awaitable[bool]]:
+    async def passes() -> bool:
+        try:
+            await check()
+        except Exception:
+            return False
+        return True
+
+    return passes
