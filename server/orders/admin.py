@@ -115,7 +115,16 @@ class OrdersAdmin:
                     domain=DOMAIN,
                     metadata={"from": order.status, "to": status},
                 )
-            tracked = TRACKED_BY_KIND[order.service_type == "SUBSCRIPTIONS"]
+            subscription = order.service_type == "SUBSCRIPTIONS"
+            if status == states.EXPIRED and not subscription:
+                # A subscription's end: an ordinary order ends partial (the same release).
+                raise FailedPrecondition(
+                    "expired is a subscription's end; an order not delivered in full is partial",
+                    reason="ORDER_STATE_CONFLICT",
+                    domain=DOMAIN,
+                    metadata={"from": order.status, "to": status},
+                )
+            tracked = TRACKED_BY_KIND[subscription]
             if status not in states.FINAL and (status not in tracked or not order.upstream_order_id):
                 # Any other move would strand the order: in progress with nothing upstream to poll,
                 # submitting/pending/review behind dispatch's back (those have their own actions), or

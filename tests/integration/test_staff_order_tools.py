@@ -514,3 +514,33 @@ async def test_staff_cannot_finish_a_drip_feed_whose_run_is_being_sent(
     seen = await shop.staff_order(order["id"])
     assert (seen["status"], seen["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_expired_is_a_subscriptions_end_only(shop: Shop) -> None:
+    """Staff could end an ordinary order "expired", a subscription's status: the order then sat in
+    a status of the other kind, counted among expired subscriptions in staff's filters and stats."""
+    ann = await shop.user("ann@example.com", "100.00")
+    order = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/e", quantity=1000)
+    ).json()
+    await shop.submit(order["id"])
+    route = f"/api/v1/admin/orders/{order['id']}/status"
+    refused = await shop.http.post(
+        route, json={"status": "ORDER_STATUS_EXPIRED", "remains": "500", "reason": "r"}, headers=shop.admin
+    )
+    error = assert_error(refused, 400, "FAILED_PRECONDITION", "ORDER_STATE_CONFLICT")
+    assert "expired" in error["message"]
+    assert (await shop.staff_order(order["id"]))["status"] == "ORDER_STATUS_IN_PROGRESS"
+    partial = await shop.http.post(
+        route, json={"status": "ORDER_STATUS_PARTIAL", "remains": "500", "reason": "r"}, headers=shop.admin
+    )
+    assert partial.json()["status"] == "ORDER_STATUS_PARTIAL", partial.text
+
+    subscription = await subscribe(shop, ann)
+    expired = await shop.http.post(
+        f"/api/v1/admin/orders/{subscription['id']}/status",
+        json={"status": "ORDER_STATUS_EXPIRED", "remains": "1", "reason": "r"},
+        headers=shop.admin,
+    )
+    assert expired.json()["status"] == "ORDER_STATUS_EXPIRED", expired.text
+    assert (await shop.verify()).ok
