@@ -155,9 +155,9 @@ def _rpc_handler(route: Route) -> Any:
                     path_params=_unescape_path(path_params),
                     query=request.query_args,
                 )
+                _apply_idempotency_key(request, message)
             except TranscodeError as exc:
                 return invalid_argument(exc.message, exc.field)
-            _apply_idempotency_key(request, message)
             metadata = forward_metadata(request, route, ctx, rid)
             timeout = route.timeout_s or ctx.settings.rpc_timeout_s
             try:
@@ -192,10 +192,17 @@ def _unescape_path(path_params: dict[str, str]) -> dict[str, str]:
         raise TranscodeError("a path parameter is not percent-encoded UTF-8") from exc
 
 
+# As server/common/idempotency.py: the longest Idempotency-Key (request_id) taken.
+MAX_REQUEST_ID = 200
+
+
 def _apply_idempotency_key(request: Request, message: Any) -> None:
     key = request.headers.get("idempotency-key")
     if key and "request_id" in message.DESCRIPTOR.fields_by_name and not message.request_id:
-        message.request_id = key[:200]
+        # Refused, not cut: two keys differing past the limit would name one request.
+        if len(key) > MAX_REQUEST_ID:
+            raise TranscodeError(f"Idempotency-Key: at most {MAX_REQUEST_ID} characters", "request_id")
+        message.request_id = key
 
 
 def _dumps(value: Any) -> bytes:

@@ -264,9 +264,7 @@ def ensure_database(server_url: str, name: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path="/" + quote(name, safe="")))
 
 
-def _database_url(
-    settings: Settings, var_dir: Path, stack: contextlib.ExitStack, children: _Children
-) -> str:
+def _database_url(settings: Settings, var_dir: Path, stack: contextlib.ExitStack, children: _Children) -> str:
     if settings.database_url:
         return settings.database_url
     port = _remembered_port(var_dir, "postgres", embedded.PG_PORT_ENV)

@@ -14,7 +14,7 @@ from smm.v1 import events_pb2
 from server.catalog.errors import DOMAIN, price_below_cost, service_not_found
 from server.catalog.logic import CATEGORY_CHANGED, MAX_SERVICE_NAME, SERVICE_CHANGED
 from server.catalog.pricing import PricingRule, Rules, below_cost
-from server.catalog.repo import QUERIES, Conn, PostgresCatalogRepo, ServiceRow
+from server.catalog.repo import QUERIES, Conn, PostgresCatalogRepo, PricedService, ServiceRow
 from server.common import audit
 from server.common.db import Pool, map_db_errors
 from server.common.errors import (
@@ -71,15 +71,6 @@ class AdminView:
     @property
     def id(self) -> int:
         return self.service.id
-
-
-@dataclass(frozen=True)
-class PricedService:
-    id: int
-    category_id: int
-    rate_micros: int
-    cost_micros: int | None
-    manual_price: bool
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,12 @@ from decimal import Decimal
 from smm.v1 import events_pb2
 
 from server.catalog.errors import empty_service_list
-from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED, SERVICE_TYPES
+from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED
 from server.catalog.pricing import BPS, Rules
 from server.catalog.repo import Conn, PostgresCatalogRepo, SyncedService
 from server.common.money import MAX_MICROS, convert_micros, format_micros
 from server.common.outbox import add_event
+from server.common.service_types import SERVICE_TYPES
 from server.common.text import UNSTORABLE, storable
 
 REFILL_DAYS_DEFAULT = 30  # the protocol has no refill window; staff adjust it per service
@@ -65,6 +66,7 @@ class Offer:
     cancel: bool
     dripfeed: bool
     description: str
+    problem: str = ""  # why the provider's entry cannot be read (its figures are then 0), or ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def _clean(offer: Offer) -> Offer | str:
     """The offer trimmed to what the catalog accepts, or why it cannot be imported."""
     if not offer.upstream_id or len(offer.upstream_id) > 100 or UNSTORABLE.search(offer.upstream_id):
         return "bad upstream id"
+    if offer.problem:
+        return offer.problem
     if offer.type not in SERVICE_TYPES:
         return f"unsupported service type {offer.type!r}"
     if offer.rate_micros < 0:

@@ -13,16 +13,9 @@ from server.common import idempotency
 from server.common.db import Pool
 from server.common.errors import FieldViolation, collect
 from server.common.outbox import add_event
+from server.common.service_types import SERVICE_TYPES
 from server.common.text import display_name_problem
 
-SERVICE_TYPES = frozenset(
-    {
-        "DEFAULT", "PACKAGE", "SEO", "CUSTOM_COMMENTS", "CUSTOM_COMMENTS_PACKAGE", "MENTIONS",
-        "MENTIONS_WITH_HASHTAGS", "MENTIONS_CUSTOM_LIST", "MENTIONS_HASHTAG", "MENTIONS_USER_FOLLOWERS",
-        "MENTIONS_MEDIA_LIKERS", "COMMENT_LIKES", "COMMENT_REPLIES", "POLL", "INVITES_FROM_GROUPS",
-        "SUBSCRIPTIONS", "WEB_TRAFFIC",
-    }
-)  # fmt: skip
 MAX_QUANTITY = 10**12
 MAX_SERVICE_NAME = 300  # services_name_check
 SERVICE_CHANGED = "smm.catalog.service.changed"
@@ -193,6 +186,9 @@ class CatalogLogic:
             edited = sorted(ADMIN_EDITABLE[k] for k in changes if k in ADMIN_EDITABLE)
             if edited or manual:
                 await self._repo.mark_admin_edits(conn, service_id, edited, manual)
+            if merged.category_id != current.category_id and not manual:
+                # Under the new category's pricing rule at once, not at the next sync.
+                await self._repo.reprice_by_rules(conn, service_id)
             if "enabled" in changes:
                 await self._repo.clear_disabled_by_sync(conn, service_id)
             await add_event(conn, SERVICE_CHANGED, events_pb2.CatalogChanged(service_ids=[service_id]))

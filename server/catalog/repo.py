@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from psycopg import AsyncConnection
 
 from server.catalog.errors import category_name_taken, unknown_category
-from server.catalog.pricing import PricingRule
+from server.catalog.pricing import PricingRule, Rules
 from server.common.db import map_db_errors
 from server.common.sqlfile import load
 
@@ -113,6 +113,15 @@ class SyncedService:
 
 
 @dataclass(frozen=True)
+class PricedService:
+    id: int
+    category_id: int
+    rate_micros: int
+    cost_micros: int | None
+    manual_price: bool
+
+
+@dataclass(frozen=True)
 class ServicePosition:
     category_sort: int
     category_id: int
@@ -141,6 +150,7 @@ class CatalogRepo(Protocol):
     ) -> None: ...
     async def clear_disabled_by_sync(self, conn: Conn, service_id: int) -> None: ...
     async def service_cost(self, conn: Conn, service_id: int) -> int | None: ...
+    async def reprice_by_rules(self, conn: Conn, service_id: int) -> None: ...
 
 
 class PostgresCatalogRepo:
@@ -228,6 +238,19 @@ class PostgresCatalogRepo:
     async def service_cost(self, conn: Conn, service_id: int) -> int | None:
         cost = await QUERIES.scalar(conn, "get_service_cost", id=service_id)
         return None if cost is None else int(cost)
+
+    async def reprice_by_rules(self, conn: Conn, service_id: int) -> None:
+        """A rule-priced service (known cost, not quarantined, not hand-priced) at what the rules
+        say where it is now: staff moving it to another category moves it under that category's rule."""
+        rows = await QUERIES.all(conn, "lock_priced_services", PricedService, ids=[service_id])
+        for row in rows:
+            if row.manual_price or row.cost_micros is None:
+                continue
+            price = Rules(await self.pricing_rules(conn)).price(row.cost_micros, row.id, row.category_id)
+            if price != row.rate_micros:
+                await QUERIES.execute(
+                    conn, "set_service_rate", id=row.id, rate_micros=price, manual_price=False
+                )
 
     # ------------------------------------------------------------------ provider sync (importer)
 

@@ -22,6 +22,7 @@ from server.common.money import (
     price_of,
 )
 from server.common.pagetoken import PageTokenCodec, newest_first_page, page_size
+from server.common.service_types import QUANTITY_TYPES
 
 CATEGORY_FIELDS = frozenset({"name", "sort_order", "enabled"})
 SERVICE_FIELDS = frozenset(
@@ -59,7 +60,9 @@ def service_to_proto(row: ServiceRow, currency: str, discount_bps: int = 0) -> p
         refill=row.refill,
         refill_days=row.refill_days,
         cancel=row.cancel,
-        dripfeed=row.dripfeed,
+        # What an order may use: only the quantity types take runs (validation._dripfeed), whatever
+        # the provider listed or staff set, so `services` never advertises a drip-feed `add` refuses.
+        dripfeed=row.dripfeed and row.type in QUANTITY_TYPES,
         enabled=row.enabled,
         sort_order=row.sort_order,
         currency=currency,

@@ -14,8 +14,10 @@ from typing import Any
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
 
-from server.common.errors import Aborted, FailedPrecondition
+from server.common.errors import Aborted, FailedPrecondition, InvalidArgument
 
+# The longest request id (an Idempotency-Key) taken; a longer one is refused, never cut.
+MAX_REQUEST_ID = 200
 CLAIM = """
 INSERT INTO idempotent_requests (rpc, actor, request_id, request_hash)
 VALUES (%(rpc)s, %(actor)s, %(request_id)s, %(request_hash)s)
@@ -46,11 +48,19 @@ def request_hash(request: Message) -> bytes:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
+def checked_request_id(request_id: str) -> str:
+    """The request id as given; longer than ``MAX_REQUEST_ID`` is refused, never cut: two ids that
+    differ past the limit would name one request, and the second would be answered with the first."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.for_field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    return request_id
+
+
 def request_key(rpc: str, actor: str, request_id: str, request: Message) -> RequestKey | None:
     """The key of a request, or None when the caller sent no request id (no replay protection)."""
     if not request_id:
         return None
-    return RequestKey(rpc, actor, request_id[:200], request_hash(request))
+    return RequestKey(rpc, actor, checked_request_id(request_id), request_hash(request))
 
 
 async def claim(conn: AsyncConnection[Any], key: RequestKey) -> bytes | None:

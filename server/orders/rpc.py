@@ -209,7 +209,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             order=order_input(request),
             source=_source(who, context),
             api_key_id=who.api_key_id,
-            idempotency_key=request.request_id[:200] or None,
+            idempotency_key=idempotency.checked_request_id(request.request_id) or None,
             request_hash=idempotency.request_hash(request) if request.request_id else None,
         )
         return customer_view(order_to_proto(await self._logic.place(placement), self._currency))
@@ -223,7 +223,7 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             request.lines,
             source=_source(who, context),
             api_key_id=who.api_key_id,
-            request_id=request.request_id[:200],
+            request_id=idempotency.checked_request_id(request.request_id),
             request_hash=idempotency.request_hash(request) if request.request_id else None,
         )
         lines = [pb.MassOrderLine(line=r.line, order_id=r.order_id, error=r.error) for r in results]

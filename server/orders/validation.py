@@ -88,6 +88,7 @@ from datetime import date
 from urllib.parse import urlsplit
 
 from server.common.errors import FieldViolation, collect
+from server.common.service_types import QUANTITY_TYPES, SERVICE_TYPES
 
 __all__ = [
     "DOMAIN",
@@ -100,43 +101,6 @@ __all__ = [
 
 DOMAIN = "orders.smm"
 
-SERVICE_TYPES = frozenset(
-    {
-        "DEFAULT",
-        "PACKAGE",
-        "SEO",
-        "CUSTOM_COMMENTS",
-        "CUSTOM_COMMENTS_PACKAGE",
-        "MENTIONS",
-        "MENTIONS_WITH_HASHTAGS",
-        "MENTIONS_CUSTOM_LIST",
-        "MENTIONS_HASHTAG",
-        "MENTIONS_USER_FOLLOWERS",
-        "MENTIONS_MEDIA_LIKERS",
-        "COMMENT_LIKES",
-        "COMMENT_REPLIES",
-        "POLL",
-        "INVITES_FROM_GROUPS",
-        "SUBSCRIPTIONS",
-        "WEB_TRAFFIC",
-    }
-)
-# Types whose client sends the quantity (and which may drip-feed).
-QUANTITY_TYPES = frozenset(
-    {
-        "DEFAULT",
-        "SEO",
-        "MENTIONS",
-        "MENTIONS_WITH_HASHTAGS",
-        "MENTIONS_HASHTAG",
-        "MENTIONS_USER_FOLLOWERS",
-        "MENTIONS_MEDIA_LIKERS",
-        "COMMENT_LIKES",
-        "POLL",
-        "INVITES_FROM_GROUPS",
-        "WEB_TRAFFIC",
-    }
-)
 PACKAGE_TYPES = frozenset({"PACKAGE", "CUSTOM_COMMENTS_PACKAGE"})
 # Types whose quantity is the number of lines of a list field.
 COUNTED_BY = {

@@ -208,8 +208,8 @@ class ProvidersLogic:
     async def upstream_services(self, provider_id: int, *, fresh: bool) -> tuple[list[UpstreamService], str]:
         provider = await self.get(provider_id)
         reply = await self._clients.adapter(provider).services(fresh=fresh)
-        if isinstance(reply, Accepted):
-            return reply.value, provider.currency
+        if isinstance(reply, Accepted):  # entries smm cannot use have no figures to show
+            return [s for s in reply.value if not s.problem], provider.currency
         raise upstream_failed(reply)
 
     async def sync_run(self, provider_id: int, run_id: int) -> SyncRunRow:

@@ -44,6 +44,7 @@ def offer_of(service: UpstreamService) -> Offer:
         cancel=service.cancel,
         dripfeed=service.dripfeed,
         description=service.description,
+        problem=service.problem,
     )
 
 

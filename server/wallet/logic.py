@@ -196,7 +196,8 @@ async def _by_key(conn: Conn, key: str) -> TransactionRow:
 
 async def check(conn: Conn) -> tuple[list[str], int]:
     """Every invariant: entries sum to zero per transaction (and overall), cached balances equal
-    their entries and are never negative, and each order's money adds up."""
+    their entries and are never negative, each order's money adds up, and each user's held funds
+    are what their orders still hold."""
     problems, checked = await find_problems(conn)
     return [p.text for p in problems], checked
 
@@ -241,6 +242,13 @@ async def find_problems(conn: Conn) -> tuple[list[Problem], int]:
                 f"released off by {l_released - released}, final and off by {unsettled}"
             )
             problems.append(Problem(text, key))
+        await cur.execute(QUERIES.sql("held_mismatches"))
+        for user_id, ledger_held, orders_hold in await cur.fetchall():
+            text = (
+                f"user {user_id}: ledger held {format_micros(ledger_held)}, "
+                f"orders hold {format_micros(orders_hold)}"
+            )
+            problems.append(Problem(text, f"user {user_id}: held off orders by {ledger_held - orders_hold}"))
         await cur.execute(QUERIES.sql("ledger_totals"))
         total_row: Any = await cur.fetchone()
         if total_row and total_row[0] != 0:

@@ -98,30 +98,48 @@ ORDER BY 1
 LIMIT 100;
 
 -- name: order_money_mismatches()
--- Orders whose charged or released amounts differ from their ledger movements, or (when final)
--- do not add up to what was held.
+-- Orders whose held, charged or released amounts differ from their ledger movements, or (when
+-- final) do not add up to what was held. What moved is read from the entries (what the accounts
+-- got), not from the transactions' amount_micros (the statement's column).
 WITH moved AS (
-    SELECT split_part(reference, ':', 2)::bigint AS order_id,
-           coalesce(sum(-amount_micros) FILTER (WHERE kind = 'hold'), 0)::bigint AS held,
-           coalesce(sum(amount_micros) FILTER (WHERE kind = 'release'), 0)::bigint AS released
-    FROM ledger_transactions WHERE reference LIKE 'order:%%'
-    GROUP BY 1
-), settled AS (
-    SELECT split_part(t.reference, ':', 2)::bigint AS order_id, sum(e.amount_micros)::bigint AS charged
-    FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id AND e.account = 'revenue'
-    WHERE t.kind = 'settle' AND t.reference LIKE 'order:%%'
+    SELECT split_part(t.reference, ':', 2)::bigint AS order_id,
+           coalesce(sum(e.amount_micros) FILTER (WHERE t.kind = 'hold' AND e.account LIKE 'user:%%:held'), 0)::bigint AS held,
+           coalesce(sum(e.amount_micros) FILTER (WHERE t.kind = 'settle' AND e.account = 'revenue'), 0)::bigint AS charged,
+           coalesce(sum(e.amount_micros) FILTER (WHERE t.kind = 'release' AND e.account LIKE 'user:%%:available'), 0)::bigint AS released
+    FROM ledger_transactions t JOIN ledger_entries e ON e.transaction_id = t.id
+    WHERE t.reference LIKE 'order:%%'
     GROUP BY 1
 )
 SELECT o.id, o.status, o.price_micros, o.charged_micros, o.released_micros,
-       coalesce(m.held, 0) AS ledger_held, coalesce(s.charged, 0) AS ledger_charged,
+       coalesce(m.held, 0) AS ledger_held, coalesce(m.charged, 0) AS ledger_charged,
        coalesce(m.released, 0) AS ledger_released
-FROM orders o LEFT JOIN moved m ON m.order_id = o.id LEFT JOIN settled s ON s.order_id = o.id
+FROM orders o LEFT JOIN moved m ON m.order_id = o.id
 WHERE coalesce(m.held, 0) <> o.price_micros
-   OR coalesce(s.charged, 0) <> o.charged_micros
+   OR coalesce(m.charged, 0) <> o.charged_micros
    OR coalesce(m.released, 0) <> o.released_micros
    OR (o.status IN ('completed', 'partial', 'canceled', 'failed', 'expired')
        AND o.charged_micros + o.released_micros <> o.price_micros)
 ORDER BY o.id
+LIMIT 100;
+
+-- name: held_mismatches()
+-- Users whose held account (its entries) differs from what their orders still hold: the price
+-- less what was charged and released. Held funds are only ever an order's: a hold for no order
+-- (or for another user's), or an order's hold that moved another amount, shows here.
+WITH held AS (
+    SELECT split_part(account, ':', 2)::bigint AS user_id, sum(amount_micros)::bigint AS held
+    FROM ledger_entries WHERE account LIKE 'user:%%:held'
+    GROUP BY 1
+), owed AS (
+    SELECT user_id, sum(price_micros - charged_micros - released_micros)::bigint AS owed
+    FROM orders
+    GROUP BY 1
+)
+SELECT coalesce(h.user_id, o.user_id) AS user_id, coalesce(h.held, 0) AS ledger_held,
+       coalesce(o.owed, 0) AS orders_hold
+FROM held h FULL JOIN owed o ON o.user_id = h.user_id
+WHERE coalesce(h.held, 0) <> coalesce(o.owed, 0)
+ORDER BY 1
 LIMIT 100;
 
 -- name: ledger_totals()$

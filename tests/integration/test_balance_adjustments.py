@@ -127,3 +127,40 @@ async def test_a_customers_statement_does_not_show_the_staff_request_id_of_an_ad
     body = (await http.get("/api/v1/dashboard/wallet", headers=ann)).json()
     assert (body["available"], body["held"]) == ("20.00", "0.00")
     await _ledger_ok(channel)
+
+
+async def test_idempotency_keys_that_differ_past_200_characters_are_not_taken_for_one(
+    http: httpx.AsyncClient,
+    grpc_server: ServerHandle,
+    settings: object,
+    pool: Pool,
+    channel: grpc.aio.Channel,
+) -> None:
+    """The edge cut an Idempotency-Key to its first 200 characters (and the server a request_id):
+    two keys that differ only after that named one request, so the second adjustment was silently
+    not made and its answer was the first one's. A key longer than 200 characters is refused."""
+    admin = bearer(await admin_token(http, grpc_server, settings))
+    user_id = (await register(http, "ann@example.com"))["user"]["id"]
+    url = f"/api/v1/admin/users/{user_id}/balance-adjustments"
+    stem = "crm-" + "x" * 196
+    first = await http.post(
+        url, json={"amount": "1.00", "reason": "refund 1"}, headers={**admin, "Idempotency-Key": stem}
+    )
+    assert first.status_code == 200, first.text
+    for key in (stem + "A", stem + "B"):
+        longer = await http.post(
+            url, json={"amount": "1.00", "reason": "refund 1"}, headers={**admin, "Idempotency-Key": key}
+        )
+        assert_error(longer, 400, "INVALID_ARGUMENT")
+    direct = wpb_grpc.WalletServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await direct.CreateBalanceAdjustment(
+            wpb.CreateBalanceAdjustmentRequest(
+                user_id=int(user_id), amount="1.00", reason="refund 1", request_id=stem + "C"
+            ),
+            metadata=system_metadata(),
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    balance = await http.get(f"/api/v1/admin/users/{user_id}/balance", headers=admin)
+    assert balance.json()["available"] == "1.00"
+    await _ledger_ok(channel)

@@ -413,6 +413,43 @@ async def test_pricing_rules_and_bulk_changes_reprice(
     assert_error(unknown, 400, "INVALID_ARGUMENT")
 
 
+async def test_a_service_staff_move_to_another_category_is_priced_by_that_categorys_rule(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """A rule-priced service staff moved into a category with its own rule kept the old category's
+    price until the next sync silently repriced it: the customer saw (and paid) a price no rule in
+    force gives. The move reprices it at once; a hand-set price stays."""
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    services = await admin_services(http, admin)
+    followers, likes = services["1"]["service"], services["2"]["service"]  # costs 0.90 and 0.25
+    premium = await http.post(
+        "/api/v1/admin/categories", json={"name": "Premium", "enabled": True}, headers=admin
+    )
+    assert premium.status_code == 200, premium.text
+    rule = await http.post(
+        "/api/v1/admin/pricing-rules",
+        json={"categoryId": premium.json()["id"], "markupPercent": "100", "roundTo": "0.01"},
+        headers=admin,
+    )
+    assert rule.status_code == 200, rule.text
+    hand = await http.patch(f"/api/v1/admin/services/{likes['id']}", json={"rate": "0.40"}, headers=admin)
+    assert hand.status_code == 200, hand.text
+
+    for service in (followers, likes):
+        moved = await http.patch(
+            f"/api/v1/admin/services/{service['id']}",
+            json={"categoryId": premium.json()["id"]},
+            headers=admin,
+        )
+        assert moved.status_code == 200, moved.text
+    after = await admin_services(http, admin)
+    assert after["1"]["service"]["rate"] == "1.80"  # 0.90 + 100 %, the Premium rule
+    assert after["2"]["service"]["rate"] == "0.40"  # set by hand: kept
+    quiet = await run_sync(channel, provider["id"])  # and a sync has nothing left to change
+    assert (quiet.updated, (await admin_services(http, admin))["1"]["service"]["rate"]) == (0, "1.80")
+
+
 async def test_providers_mapping_fallbacks_and_deletes(
     http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
 ) -> None:
@@ -668,6 +705,39 @@ async def test_an_existing_service_whose_offer_becomes_unusable_is_taken_off_sal
     listed = await public_soon(http, lambda listed: "Instagram Followers [Refill 30 days]" in listed)
     assert listed["Instagram Followers [Refill 30 days]"]["rate"] == "1.17"
     assert "Instagram Likes" not in listed
+
+
+async def test_an_entry_with_a_malformed_rate_is_quarantined_not_taken_for_gone(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """An entry the provider still lists but with a rate smm cannot read (negative, or beyond any
+    amount) was dropped by the parser, so the sync took the service for gone upstream: disabled as
+    "gone upstream", nothing skipped or reported, and a new entry vanished without a word. It is
+    unusable: skipped and reported, and a service linked to it is quarantined with the reason."""
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    control = demo_provider.control
+    assert (await control.put("/control/services/2", json={"rate": "-0.25"})).status_code == 200
+    assert (await control.put("/control/services/1", json={"rate": "5000000000"})).status_code == 200
+    odd = {"name": "Odd", "rate": "-1", "min": 1, "max": 10, "category": "Other"}
+    assert (await control.put("/control/services/779", json=odd)).status_code == 200
+
+    run = await run_sync(channel, provider["id"])
+    assert (run.skipped, run.disabled, run.created) == (3, 0, 0)
+    services = await admin_services(http, admin)
+    for upstream in ("1", "2"):
+        assert services[upstream]["quarantined"] is True, services[upstream]
+        assert "bad rate" in services[upstream]["quarantineReason"]
+        assert "goneUpstreamTime" not in services[upstream]
+    assert "779" not in services
+    await public_soon(http, lambda listed: "Instagram Likes" not in listed)
+
+    # Readable again at the old cost: released, on sale at the rules' price.
+    assert (await control.put("/control/services/2", json={"rate": "0.25"})).status_code == 200
+    fixed = await run_sync(channel, provider["id"])
+    assert (fixed.updated, fixed.skipped) == (1, 2)
+    listed = await public_soon(http, lambda listed: "Instagram Likes" in listed)
+    assert listed["Instagram Likes"]["rate"] == "0.325"
 
 
 async def test_unstorable_text_upstream_is_dropped_and_the_sync_still_applies(

@@ -731,3 +731,60 @@ async def test_an_order_no_provider_reported_on_yet_has_its_whole_quantity_remai
     assert await shown() == ("In progress", "300", "300")
     await shop.settle(order_id, user)
     assert await shown() == ("Completed", "0", "0")
+
+
+async def test_services_never_advertises_a_dripfeed_that_add_refuses(shop: Shop, pool: Pool) -> None:
+    """A provider listing `"dripfeed": true` on a package, a comment list or a subscription was
+    synced as is, and `services` advertised drip-feed there that `add` then refused ("this service
+    does not support drip-feed"): a client that trusts the flag sends runs and gets an error. The
+    flag shown is what `add` takes; the provider's own flag stays apart (`upstreamDripfeed`)."""
+    control = shop.demo.control  # type: ignore[attr-defined]
+    for upstream in ("3", "5", "17"):  # Package, Custom Comments, Subscriptions
+        assert (
+            await control.put(f"/control/services/{upstream}", json={"dripfeed": True})
+        ).status_code == 200
+    await run_sync(shop.channel, shop.provider_id)  # type: ignore[attr-defined]
+    key, _ = await reseller_key(shop, "ann@example.com", "100.00")
+    listed = {str(s["service"]): s for s in await call(shop.http, key, action="services")}
+    package, comments, auto = (shop.service_id(u) for u in ("3", "5", "17"))
+    assert [listed[s]["dripfeed"] for s in (package, comments, auto)] == [False, False, False]
+    assert listed[shop.service_id("1")]["dripfeed"] is True  # a quantity type keeps it
+    user = bearer((await register(shop.http, "bob@example.com"))["token"])
+    shown = (await shop.http.get(f"/api/v1/public/services/{package}", headers=user)).json()
+    assert shown["dripfeed"] is False
+    # Whatever `services` advertises, `add` takes: runs on the package are refused, as before.
+    refused = await call(
+        shop.http, key, action="add", service=package, link="https://x.com/p", runs=2, interval=5
+    )
+    assert "error" in refused
+
+
+async def test_order_keys_longer_than_200_characters_are_refused_not_cut(shop: Shop, pool: Pool) -> None:
+    """The order routes cut a `requestId` (and the reseller endpoint its Idempotency-Key) to 200
+    characters: two orders whose keys differ only after that were taken for one, and the second
+    customer's order silently answered with the first."""
+    key, user = await reseller_key(shop, "ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    stem = "k" * 200
+    first = await shop.order(user, serviceId=likes, link="https://x.com/k1", quantity=1000, requestId=stem)
+    assert first.status_code == 200, first.text
+    longer = await shop.order(
+        user, serviceId=likes, link="https://x.com/k1", quantity=1000, requestId=stem + "2"
+    )
+    assert_error(longer, 400, "INVALID_ARGUMENT")
+    mass = await shop.http.post(
+        "/api/v1/dashboard/orders/mass",
+        json={"lines": f"{likes} | https://x.com/k2 | 1000", "requestId": stem + "3"},
+        headers=user,
+    )
+    assert_error(mass, 400, "INVALID_ARGUMENT")
+    reply = await shop.http.post(
+        URL,
+        data={"key": key, "action": "add", "service": likes, "link": "https://x.com/k1", "quantity": "1000"},
+        headers={"Idempotency-Key": stem + "4"},
+    )
+    assert reply.status_code == 200
+    assert set(reply.json()) == {"error"}, reply.text
+    async with pool.connection() as conn:
+        placed = await (await conn.execute("SELECT idempotency_key FROM orders")).fetchall()
+    assert placed == [(stem,)]

@@ -708,7 +708,14 @@ def test_parse_services_skips_bad_entries_and_keeps_first_duplicate() -> None:
         ]
     )
     services, problems = parse_services(j(text))
-    assert [(s.service_id, s.name, s.type) for s in services] == [("1", "Good", "Default")]
+    assert [s.service_id for s in services if not s.problem] == ["1"]
+    # Listed with an id but unusable: kept with the reason, so a sync never takes them for gone.
+    assert [(s.service_id, s.problem, s.rate_micros) for s in services if s.problem] == [
+        ("3", "no name", 0),
+        ("4", "bad rate", 0),
+        ("5", "bad rate", 0),
+        ("6", "bad min/max", 0),
+    ]
     assert len(problems) == 7
 
 

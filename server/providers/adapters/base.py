@@ -151,6 +151,9 @@ class UpstreamService:
     dripfeed: bool = False
     description: str = ""
     average_time: str | None = None
+    # Why smm cannot use this listed entry (a bad rate, min/max or no name; its figures are then 0),
+    # or "": the sync skips it and quarantines a service linked to it, never takes it for gone.
+    problem: str = ""
 
 
 @dataclass(frozen=True)

@@ -406,24 +406,28 @@ def _service(raw: object) -> UpstreamService:
     if service_id is None:
         raise ParseError("service without an id")
     name = _text(entry.get("name"))
-    if not name:
-        raise ParseError(f"service {service_id}: no name")
     # Up: "0.0000004" per 1000 is a cost of 0.000001, never 0 (a service sold for nothing).
     rate = to_micros(entry.get("rate", entry.get("price")), rounding=ROUND_CEILING)
-    if rate is None or rate < 0:
-        raise ParseError(f"service {service_id}: bad rate")
     low, high = to_int(entry.get("min")), to_int(entry.get("max"))
-    if low is None or high is None or low < 0 or high < low:
-        raise ParseError(f"service {service_id}: bad min/max")
+    # An entry with an id is listed, even when smm cannot use it: it is kept with the reason, so the
+    # sync skips it (quarantining a service linked to it) rather than taking the service for gone.
+    problem = ""
+    if not name:
+        problem = "no name"
+    elif rate is None or rate < 0:
+        problem = "bad rate"
+    elif low is None or high is None or low < 0 or high < low:
+        problem = "bad min/max"
     average = entry.get("average_time")
     return UpstreamService(
         service_id=service_id,
         name=name,
         type=normalise_type(entry.get("type")),
         category=_text(entry.get("category")),
-        rate_micros=rate,
-        min=low,
-        max=high,
+        rate_micros=0 if problem else rate or 0,
+        min=0 if problem else low or 0,
+        max=0 if problem else high or 0,
+        problem=problem,
         refill=to_bool(entry.get("refill")),
         cancel=to_bool(entry.get("cancel")),
         dripfeed=to_bool(entry.get("dripfeed")),
@@ -454,8 +458,10 @@ def parse_services(data: object) -> tuple[list[UpstreamService], list[str]]:
             problems.append(f"service {service.service_id}: duplicate id")
             continue
         seen.add(service.service_id)
+        if service.problem:
+            problems.append(f"service {service.service_id}: {service.problem}")
         services.append(service)
-    if items and not services:
+    if items and not any(not s.problem for s in services):
         raise ParseError("services: no valid entry")
     return services, problems
 
