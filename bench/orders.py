@@ -538,7 +538,7 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
             "SELECT o.service_id, o.link, o.quantity, o.runs, o.interval_minutes, o.upstream_params,"
             " o.billable, o.rate_micros, o.price_micros, o.provider_id, o.upstream_service_id,"
             " o.provider_rate_micros, o.provider_currency, o.exchange_rate, o.source, o.api_key_id,"
-            " s.one_active_order_per_link, e.headers"
+            " s.one_active_order_per_link, e.headers, o.service_type"
             " FROM orders o JOIN services s ON s.id = o.service_id"
             " JOIN outbox_events e ON e.subject = 'smm.orders.order.created'"
             " ORDER BY o.id LIMIT 1"
@@ -547,7 +547,7 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
         raise WrongResult("no order was placed over HTTP: nothing to model the pgbench script on")
     (service_id, link, quantity, runs, interval, upstream, billable, rate, price, provider_id,
      upstream_id, provider_rate, provider_currency, exchange_rate, source, api_key_id, one_per_link,
-     headers) = row  # fmt: skip
+     headers, service_type) = row  # fmt: skip
     payload = events_pb2.OrderCreated(order_id=10**6, user_id=first_user).SerializeToString()
     # pgbench takes any ":name" for a variable, inside quotes too: no literal may hold one.
     user = ":uid::bigint"
@@ -573,6 +573,7 @@ def order_transaction_script(url: str, first_user: int, last_user: int) -> tuple
         "order_id": ":svc_order_id::bigint",
         "user_id": user,
         "service_id": f"{service_id}::bigint",
+        "service_type": _lit(service_type),
         "link": _lit(link),
         "quantity": f"{quantity}::bigint",
         "runs": f"{runs}::integer",

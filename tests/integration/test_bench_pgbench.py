@@ -1,0 +1,60 @@
+"""The benchmark's pgbench script replays the server's own order statement: it is built from the
+queries the server runs, so a change to their parameters must show here, not in a failed
+`make bench` (a new column of the order statement broke it once)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.embedded import postgres_bin_dir
+from server.common.db import Pool
+from tests.fix_shop import Shop
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+async def _count_orders(pool: Pool) -> int:
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT count(*) FROM orders")).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_the_pgbench_script_places_orders_as_the_server_does(
+    shop: Shop, pool: Pool, db_url: str, tmp_path: Path
+) -> None:
+    ann = await shop.user("ann@example.com", "50.00")
+    placed = await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/b", quantity=1000)
+    assert placed.status_code == 200, placed.text
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT user_id FROM orders")).fetchone()
+    assert row is not None
+    user_id = int(row[0])
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from orders import order_transaction_script
+    finally:
+        sys.path.remove(str(BENCH))
+    text, statements = order_transaction_script(db_url, user_id, user_id)
+    assert statements >= 2
+    script = tmp_path / "order.sql"
+    script.write_text(text)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(postgres_bin_dir() / "pgbench"), "-n", "-t", "3", "-c", "1", "-f", str(script), db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert await _count_orders(pool) == 4
+    assert (await shop.verify()).ok
