@@ -162,6 +162,10 @@ async def test_serve_grpc_without_its_database_says_so_in_one_line(tmp_path: Pat
         SMM_DATABASE_URL=f"postgresql://smm:Hunter2-db-pass@127.0.0.1:{closed}/smm",
         SMM_DB_POOL_TIMEOUT_S="0.3",
         SMM_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        # The secrets are checked first (test_ops_hardening): this is about the database.
+        SMM_INTERNAL_TOKEN="t",
+        SMM_PAGE_TOKEN_SECRET="p",
+        SMM_ENCRYPTION_KEYS="k1:" + "A" * 43 + "=",
     )
     code, out, err = await _smm("serve", "grpc", env=env)
     assert code == 1, err[-800:]

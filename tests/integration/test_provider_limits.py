@@ -282,7 +282,8 @@ def test_a_service_with_a_rate_beyond_the_decimal_context_is_skipped_not_the_who
     }
     bad = {**good, "service": 2, "rate": "1e999999999"}
     services, problems = parse_services([good, bad])
-    assert [s.service_id for s in services] == ["1"]
+    # Kept with its problem (the sync skips it and quarantines a service linked to it).
+    assert [(s.service_id, s.problem) for s in services] == [("1", ""), ("2", "bad rate")]
     assert len(problems) == 1
 
 
