@@ -115,6 +115,17 @@ class OrdersAdmin:
                     domain=DOMAIN,
                     metadata={"from": order.status, "to": status},
                 )
+            if (
+                status == states.CANCELED
+                and order.panel_dripfeed
+                and await _runs_reached_provider(conn, order_id)
+            ):
+                # Canceled would release the runs the provider delivered or is delivering: the runs
+                # not sent stop, as on the user's cancel, and the others end the order as they end.
+                note = f"canceled by staff: {why}; the runs the provider has end by their own status"
+                await self._dripfeed.stop(conn, order, note[:500])
+                await self._audit_status(conn, order, why)
+                return
             subscription = order.service_type == "SUBSCRIPTIONS"
             if status == states.EXPIRED and not subscription:
                 # A subscription's end: an ordinary order ends partial (the same release).
@@ -150,15 +161,18 @@ class OrdersAdmin:
                     conn, "set_status", id=order_id, status=status, note=f"set by staff: {why}"
                 )
                 await record(conn, order, status, f"set by staff: {why}")
-            after = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
-            assert after is not None
-            await audit.record(
-                conn,
-                "order.status_set",
-                target=f"order:{order_id}",
-                before=_seen(order),
-                after={**_seen(after), "reason": why},
-            )
+            await self._audit_status(conn, order, why)
+
+    async def _audit_status(self, conn: Conn, before: OrderRow, why: str) -> None:
+        after = await QUERIES.one(conn, "get_order", OrderRow, id=before.id)
+        assert after is not None
+        await audit.record(
+            conn,
+            "order.status_set",
+            target=f"order:{before.id}",
+            before=_seen(before),
+            after={**_seen(after), "reason": why},
+        )
 
     async def resolve(self, order_id: int, resolution: str, upstream_order_id: str, reason: str) -> None:
         why = _reason(reason)
@@ -249,6 +263,11 @@ class OrdersAdmin:
                 before={**_seen(order), "upstream_service_id": order.upstream_service_id},
                 after={**_seen(after), "upstream_service_id": after.upstream_service_id, "reason": why},
             )
+
+
+async def _runs_reached_provider(conn: Conn, order_id: int) -> bool:
+    runs = await QUERIES.all(conn, "list_runs", RunRow, order_id=order_id)
+    return any(run.upstream_order_id for run in runs)
 
 
 async def _run_being_sent(conn: Conn, order_id: int) -> bool:

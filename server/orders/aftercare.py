@@ -201,14 +201,7 @@ class Aftercare:
                 # The order may have ended since it was read: then it is answered as it is now.
                 stopping = locked.status in (states.PENDING, states.IN_PROGRESS)
                 if stopping:
-                    # Remembered on the order: a run out at this moment that comes back unsent is
-                    # canceled too, not sent later (DripFeed._canceled_meanwhile).
-                    await QUERIES.execute(
-                        conn, "set_cancel_state", id=order_id, cancel_state="requested", cancel_message=""
-                    )
-                    await self._dripfeed.cancel_remaining(
-                        conn, locked, "canceled: the remaining runs are not sent"
-                    )
+                    await self._dripfeed.stop(conn, locked, "canceled: the remaining runs are not sent")
             order = await self._own(None if stopping else user_id, order_id)
             if stopping:
                 return order

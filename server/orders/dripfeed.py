@@ -332,6 +332,15 @@ class DripFeed:
 
     # ------------------------------------------------------------------------------ staff and users
 
+    async def stop(self, conn: Conn, order: OrderRow, why: str) -> None:
+        """A cancel of a locked order (the user's or staff's): the runs not sent are canceled, and one
+        out at this moment that comes back unsent is canceled too (``_canceled_meanwhile``), not sent
+        later; runs the provider has end by their own status, and the order with the last of them."""
+        await QUERIES.execute(
+            conn, "set_cancel_state", id=order.id, cancel_state="requested", cancel_message=""
+        )
+        await self.cancel_remaining(conn, order, why)
+
     async def cancel_remaining(self, conn: Conn, order: OrderRow, why: str) -> None:
         """Runs not sent yet are canceled (their quantity released when the order ends)."""
         await QUERIES.execute(conn, "cancel_scheduled_runs", order_id=order.id, note=why[:500])

@@ -12,7 +12,7 @@ import pytest
 from server.common.db import Pool
 from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_shop import Shop
-from tests.integration.test_dripfeed import make_due, offer_dripfeed, place, runs_of, tick
+from tests.integration.test_dripfeed import make_due, offer_dripfeed, place, runs_of, share, tick
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_providers import add_provider, euro_provider, run_sync
 from tests.integration.test_subscriptions import subscribe
@@ -543,4 +543,60 @@ async def test_expired_is_a_subscriptions_end_only(shop: Shop) -> None:
         headers=shop.admin,
     )
     assert expired.json()["status"] == "ORDER_STATUS_EXPIRED", expired.text
+    assert (await shop.verify()).ok
+
+
+async def _staff_cancel(shop: Shop, order_id: str) -> dict[str, Any]:
+    canceled = await shop.http.post(
+        f"/api/v1/admin/orders/{order_id}/status",
+        json={"status": "ORDER_STATUS_CANCELED", "reason": "customer asked"},
+        headers=shop.admin,
+    )
+    assert canceled.status_code == 200, canceled.text
+    order: dict[str, Any] = canceled.json()
+    return order
+
+
+async def test_staff_cancel_of_a_drip_feed_keeps_the_price_of_runs_delivered(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    """Staff's "canceled" on a drip-feed smm sends itself released the whole price, the runs the
+    provider had delivered included: the customer kept them for nothing. It stops the runs not sent;
+    the runs delivered stay charged and a run still out ends by its provider's status."""
+    seo = await offer_dripfeed(shop)
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/drip-done", quantity=100, runs=3, interval=60)
+    price = Decimal(order["price"])
+    await shop.submit(order["id"])
+    for _ in range(50):  # run 1 is delivered; runs 2 and 3 are not due for an hour
+        await tick(shop)
+        if (await runs_of(pool, order["id"]))[0][1] == "completed":
+            break
+    ended = await _staff_cancel(shop, order["id"])
+    assert ended["status"] == "ORDER_STATUS_PARTIAL"
+    released = share(price, 200, 300)
+    assert (Decimal(ended["charged"]), Decimal(ended["released"])) == (price - released, released)
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["completed", "canceled", "canceled"]
+    assert Decimal((await shop.balance(ann))[0]) == Decimal("10.00") - price + released
+
+    out = await place(shop, ann, seo, "https://example.com/drip-out", quantity=100, runs=2, interval=60)
+    await shop.submit(out["id"])
+    stopping = await _staff_cancel(shop, out["id"])  # run 1 is with the provider
+    assert (stopping["status"], stopping["released"]) == ("ORDER_STATUS_IN_PROGRESS", "0.00")
+    assert [r[1] for r in await runs_of(pool, out["id"])] == ["in_progress", "canceled"]
+    notes = [e["note"] for e in (await shop.staff_order(out["id"]))["timeline"]]
+    assert any("canceled by staff" in n and "customer asked" in n for n in notes), notes
+    for _ in range(50):
+        await tick(shop)
+        seen = await shop.staff_order(out["id"])
+        if seen["status"] != "ORDER_STATUS_IN_PROGRESS":
+            break
+    half = share(Decimal(out["price"]), 100, 200)
+    assert (seen["status"], Decimal(seen["released"])) == ("ORDER_STATUS_PARTIAL", half)
+    assert len(await demo_provider.orders()) == 2  # one run of each order went out, no more
+    assert (await shop.verify()).ok
+
+    never = await place(shop, ann, seo, "https://example.com/drip-never", quantity=100, runs=2, interval=60)
+    gone = await _staff_cancel(shop, never["id"])  # nothing went out: canceled, everything released
+    assert (gone["status"], gone["released"]) == ("ORDER_STATUS_CANCELED", never["price"])
     assert (await shop.verify()).ok
