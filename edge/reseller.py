@@ -632,6 +632,10 @@ def _cancel_value(order: Any) -> int | dict[str, str]:
     """The provider's own words stay with staff (a customer's order never carries them)."""
     if order.cancel_state == "rejected":
         return _error("Order cannot be cancelled")
+    if order.status == opb.ORDER_STATUS_COMPLETED:
+        # It completed while the cancel was out: charged in full, so nothing was canceled (the
+        # words of a cancel of an order that had already completed).
+        return _error("Order is already completed")
     return 1
 
 

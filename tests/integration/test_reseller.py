@@ -608,6 +608,14 @@ async def test_a_refill_never_stays_open_without_a_way_to_end(
     untracked = await call(shop.http, key, action="refill", order=done)
     monkeypatch.undo()
     assert await call(shop.http, key, action="refill_status", refill=untracked["refill"]) == {
+        "status": "In progress"
+    }
+    async with pool.connection() as conn:  # a day later: its time is up, and it ends
+        await conn.execute(
+            "UPDATE order_refills SET next_poll_time = now() WHERE id = %s", (int(untracked["refill"]),)
+        )
+    await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+    assert await call(shop.http, key, action="refill_status", refill=untracked["refill"]) == {
         "status": "Completed"
     }
 
@@ -788,3 +796,22 @@ async def test_order_keys_longer_than_200_characters_are_refused_not_cut(shop: S
     async with pool.connection() as conn:
         placed = await (await conn.execute("SELECT idempotency_key FROM orders")).fetchall()
     assert placed == [(stem,)]
+
+
+async def test_a_cancel_the_order_outran_is_not_reported_done(shop: Shop, demo_provider: DemoHandle) -> None:
+    """The order completed while its cancel's provider call was out: the reseller answer said
+    ``"cancel": "1"`` (the cancel taken) for an order charged in full, which a client takes as a
+    refund on the way."""
+    key, user = await reseller_key(shop, "ann@example.com", "10.00")
+    followers = shop.service_id("1")  # takes cancels
+    order = (
+        await call(shop.http, key, action="add", service=followers, link="https://x.com/done", quantity=100)
+    )["order"]
+    await shop.submit(str(order))
+    await demo_provider.fault("latency", count=1, actions=["cancel"], delay_s=1.0)
+    cancel = asyncio.create_task(call(shop.http, key, action="cancel", order=order))
+    await asyncio.sleep(0.2)
+    assert (await shop.settle(str(order), user))["status"] == "ORDER_STATUS_COMPLETED"
+    assert (await cancel) == {"error": "Order is already completed"}
+    assert (await call(shop.http, key, action="status", order=order))["status"] == "Completed"
+    assert (await shop.verify()).ok
