@@ -11,7 +11,13 @@ DOMAIN = "catalog.smm"
 
 
 def category_name_taken() -> AlreadyExists:
-    return AlreadyExists("a category with this name exists", reason="CATEGORY_NAME_TAKEN", domain=DOMAIN)
+    """Names are compared ignoring letter case: "Instagram likes" is the "Instagram Likes" category."""
+    return AlreadyExists(
+        "a category with this name exists (letter case aside)",
+        reason="CATEGORY_NAME_TAKEN",
+        domain=DOMAIN,
+        metadata={"field": "category.name"},
+    )
 
 
 def unknown_category() -> FailedPrecondition:

@@ -12,10 +12,12 @@ The rules, in ``plan`` (pure, so a dry run is the same code without the writes):
 - an offer the catalog cannot take (unknown type, bad quantities, unstorable or absurd figures) is
   skipped and reported; an existing service whose offer became unusable is quarantined (not sold)
   with the reason, never left on sale on its old terms;
+- a provider's category name is a catalog category's whatever its letter case (``category_key``):
+  "instagram" joins "Instagram", never a second category beside it;
 - a service moves category only when the provider's category name changed since the last sync
-  (``upstream_category``), so categories staff renamed and services they moved stay put; a new
-  service (or one moved upstream) joins the category where its upstream siblings live, so it
-  follows a staff rename too;
+  (``upstream_category``; not just its letter case), so categories staff renamed and services they
+  moved stay put; a new service (or one moved upstream) joins the category where its upstream
+  siblings live, so it follows a staff rename too;
 - fields staff edited (name, description, category, drip-feed offered) are never overwritten; the
   provider's own drip-feed is kept apart (``upstream_dripfeed``): when the panel offers drip-feed
   and the provider has none, smm sends the runs itself (``server/orders/dripfeed.py``);
@@ -37,7 +39,7 @@ from decimal import Decimal
 from smm.v1 import events_pb2
 
 from server.catalog.errors import empty_service_list
-from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED
+from server.catalog.logic import MAX_QUANTITY, SERVICE_CHANGED, category_key
 from server.catalog.pricing import BPS, Rules
 from server.catalog.repo import Conn, PostgresCatalogRepo, SyncedService
 from server.common.money import MAX_MICROS, convert_micros, format_micros
@@ -149,10 +151,9 @@ def plan(
     if not offers and any(s.gone_upstream_time is None for s in existing):
         raise empty_service_list()
     result = Plan(Counts(total=len(offers)))
-    categories = {**categories, **_sibling_homes(existing)}
+    homes = _CategoryHomes(categories, _sibling_homes(existing))
     by_upstream = {s.upstream_service_id: s for s in existing}
     seen: set[str] = set()
-    wanted_categories: set[str] = set()
 
     for raw in offers:
         if raw.upstream_id in seen:
@@ -170,13 +171,12 @@ def plan(
             _plan_unusable(result, current, raw, f"cost {format_micros(cost)} is too large")
             continue
         if current is None:
-            category_id = categories.get(offer.category, 0)
+            category_id = homes.find(offer.category)
             price = rules.price(cost, None, category_id)
             if price > MAX_MICROS:
                 _plan_unusable(result, current, raw, f"price {format_micros(price)} is too large")
                 continue
-            if not category_id:
-                wanted_categories.add(offer.category)
+            category_name = offer.category if category_id else homes.want(offer.category)
             row = SyncedService(
                 id=0,
                 upstream_service_id=offer.upstream_id,
@@ -207,13 +207,13 @@ def plan(
                 disabled_by_sync=False,
                 upstream_category=offer.category,
             )
-            result.creates.append((offer.category, row))
+            result.creates.append((category_name, row))
             result.counts.created += 1
             result.changes.append(
                 Change("create", offer.upstream_id, 0, offer.name, new_rate_micros=row.rate_micros)
             )
             continue
-        problem = _plan_update(result, current, offer, cost, terms, rules, categories, wanted_categories)
+        problem = _plan_update(result, current, offer, cost, terms, rules, homes)
         if problem:
             _plan_unusable(result, current, raw, problem)
 
@@ -233,8 +233,42 @@ def plan(
                     reason="gone upstream",
                 )
             )
-    result.new_categories = sorted(wanted_categories)
+    result.new_categories = sorted(homes.wanted.values())
     return result
+
+
+class _CategoryHomes:
+    """The catalog category of a provider's category name, letter case aside (``category_key``), so
+    the provider's "instagram" is our "Instagram", never a second category beside it. Where the
+    provider's upstream siblings live comes first, then the catalog's names; an exact spelling first
+    within each (a panel may hold duplicates from before case was ignored; the older one wins)."""
+
+    def __init__(self, catalog: dict[str, int], siblings: dict[str, int]) -> None:
+        self._siblings, self._sibling_keys = siblings, _by_key(siblings)
+        self._catalog, self._catalog_keys = catalog, _by_key(catalog)
+        self.wanted: dict[str, str] = {}  # names no category has yet: by key, the first spelling met
+
+    def find(self, name: str) -> int:
+        """The category id of ``name``, or 0 if none has it yet."""
+        key = category_key(name)
+        return (
+            self._siblings.get(name)
+            or self._sibling_keys.get(key)
+            or self._catalog.get(name)
+            or self._catalog_keys.get(key)
+            or 0
+        )
+
+    def want(self, name: str) -> str:
+        """A category to create for ``name``: the one spelling the sync creates it under."""
+        return self.wanted.setdefault(category_key(name), name)
+
+
+def _by_key(names: dict[str, int]) -> dict[str, int]:
+    folded: dict[str, int] = {}
+    for name, category_id in sorted(names.items(), key=lambda item: item[1]):
+        folded.setdefault(category_key(name), category_id)
+    return folded
 
 
 def _sibling_homes(existing: list[SyncedService]) -> dict[str, int]:
@@ -289,8 +323,7 @@ def _plan_update(
     cost: int,
     terms: ProviderTerms,
     rules: Rules,
-    categories: dict[str, int],
-    wanted_categories: set[str],
+    homes: _CategoryHomes,
 ) -> str:
     """Plans the update of a known service; returns why the offer cannot be used ("" if it can)."""
     edited = set(current.admin_edited)
@@ -300,9 +333,11 @@ def _plan_update(
         target = replace(target, name=offer.name)
     if "description" not in edited:
         target = replace(target, description=offer.description)
-    # Only a change of the provider's category moves the service: staff's renames and moves stick.
-    if "category" not in edited and offer.category != current.upstream_category:
-        category_id = categories.get(offer.category, 0)
+    # Only a change of the provider's category moves the service: staff's renames and moves stick,
+    # and so they do when the provider only writes its category name in other letter case.
+    moved_upstream = category_key(offer.category) != category_key(current.upstream_category)
+    if "category" not in edited and moved_upstream:
+        category_id = homes.find(offer.category)
         if category_id != current.category_id:
             category_name = offer.category
             target = replace(target, category_id=category_id)
@@ -374,7 +409,7 @@ def _plan_update(
     if target.rate_micros > MAX_MICROS:
         return f"price {format_micros(target.rate_micros)} is too large"
     if category_name and not target.category_id:
-        wanted_categories.add(category_name)
+        category_name = homes.want(category_name)
     fields = tuple(_changed_fields(current, target))
     if not fields:
         result.counts.unchanged += 1

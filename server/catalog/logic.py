@@ -6,7 +6,13 @@ from dataclasses import dataclass, replace
 
 from smm.v1 import events_pb2
 
-from server.catalog.errors import DOMAIN, category_not_found, price_below_cost, service_not_found
+from server.catalog.errors import (
+    DOMAIN,
+    category_name_taken,
+    category_not_found,
+    price_below_cost,
+    service_not_found,
+)
 from server.catalog.pricing import below_cost
 from server.catalog.repo import CatalogRepo, CategoryRow, ServiceFields, ServicePosition, ServiceRow
 from server.common import idempotency
@@ -33,6 +39,13 @@ CATEGORY_CHANGED = "smm.catalog.category.changed"
 class ServicePage:
     services: list[ServiceRow]
     next_position: ServicePosition | None
+
+
+def category_key(name: str) -> str:
+    """What two category names must share to be one category: letter case does not count, so
+    customers never see "Instagram Likes" and "Instagram likes" side by side. The same as
+    ``lower(name)`` in SQL (``categories_name_lower_key``) for the letters names use."""
+    return name.strip().lower()
 
 
 def validate_category(name: str, *, typed: bool = True) -> None:
@@ -122,6 +135,8 @@ class CatalogLogic:
                 found = await self._repo.category(conn, int(stored))
                 assert found is not None
                 return found
+            if await self._repo.category_name_taken(conn, name.strip()):
+                raise category_name_taken()
             row = await self._repo.insert_category(
                 conn, name=name.strip(), sort_order=sort_order, enabled=enabled
             )
@@ -137,6 +152,10 @@ class CatalogLogic:
                 raise category_not_found(category_id)
             merged = replace(current, **changes)  # type: ignore[arg-type]
             validate_category(merged.name, typed="name" in changes)
+            if "name" in changes and await self._repo.category_name_taken(
+                conn, merged.name.strip(), except_id=category_id
+            ):
+                raise category_name_taken()
             row = await self._repo.update_category(conn, replace(merged, name=merged.name.strip()))
             await add_event(conn, CATEGORY_CHANGED, events_pb2.CatalogChanged(category_ids=[row.id]))
             return row

@@ -57,6 +57,10 @@ INSERT INTO categories (name, sort_order, enabled)
 VALUES (:name, :sort_order, :enabled)
 RETURNING id, name, sort_order, enabled, create_time, update_time;
 
+-- name: category_name_taken(name, id)$
+-- Whether another category has this name, letter case aside (id 0: a category not created yet).
+SELECT EXISTS (SELECT 1 FROM categories WHERE lower(name) = lower(:name) AND id <> :id);
+
 -- name: update_category(id, name, sort_order, enabled)^
 UPDATE categories SET name = :name, sort_order = :sort_order, enabled = :enabled, update_time = now()
 WHERE id = :id
@@ -95,7 +99,15 @@ FOR UPDATE;
 SELECT name, id FROM categories;
 
 -- name: insert_missing_category(name)!
-INSERT INTO categories (name) VALUES (:name) ON CONFLICT ON CONSTRAINT categories_name_key DO NOTHING;
+-- A provider's category name, unless a category has it already, letter case aside. Without a target,
+-- ON CONFLICT also covers categories_name_lower_key, which a panel with old duplicates lacks (sql/0027).
+INSERT INTO categories (name)
+SELECT CAST(:name AS text) WHERE NOT EXISTS (SELECT 1 FROM categories WHERE lower(name) = lower(:name))
+ON CONFLICT DO NOTHING;
+
+-- name: find_category_id(name)$
+-- The category of a name, letter case aside; of older duplicates the exact spelling, else the oldest.
+SELECT id FROM categories WHERE lower(name) = lower(:name) ORDER BY name = :name DESC, id LIMIT 1;
 
 -- name: list_pricing_rules()
 SELECT id, category_id, service_id, markup_bps, fixed_micros, round_to_micros, update_time

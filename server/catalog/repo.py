@@ -17,6 +17,7 @@ from server.common.sqlfile import load
 QUERIES = load(__file__)
 CONSTRAINTS = {
     "categories_name_key": category_name_taken,
+    "categories_name_lower_key": category_name_taken,
     "services_category_id_fkey": unknown_category,
 }
 
@@ -142,6 +143,7 @@ class CatalogRepo(Protocol):
         self, conn: Conn, *, name: str, sort_order: int, enabled: bool
     ) -> CategoryRow: ...
     async def update_category(self, conn: Conn, row: CategoryRow) -> CategoryRow: ...
+    async def category_name_taken(self, conn: Conn, name: str, *, except_id: int = 0) -> bool: ...
     async def lock_service(self, conn: Conn, service_id: int) -> bool: ...
     async def insert_service(self, conn: Conn, fields: ServiceFields) -> int: ...
     async def update_service(self, conn: Conn, service_id: int, fields: ServiceFields) -> None: ...
@@ -198,6 +200,9 @@ class PostgresCatalogRepo:
             )
         assert row is not None
         return row
+
+    async def category_name_taken(self, conn: Conn, name: str, *, except_id: int = 0) -> bool:
+        return bool(await QUERIES.scalar(conn, "category_name_taken", name=name, id=except_id))
 
     async def update_category(self, conn: Conn, row: CategoryRow) -> CategoryRow:
         with map_db_errors(CONSTRAINTS):
@@ -263,9 +268,9 @@ class PostgresCatalogRepo:
             return {name: category_id for name, category_id in await cur.fetchall()}
 
     async def ensure_categories(self, conn: Conn, names: list[str]) -> dict[str, int]:
+        """The category of each name, created unless one has the name already, letter case aside."""
         await QUERIES.execute_many(conn, "insert_missing_category", [{"name": n} for n in names])
-        found = await self.category_ids(conn)
-        return {name: found[name] for name in names}
+        return {name: int(await QUERIES.scalar(conn, "find_category_id", name=name)) for name in names}
 
     async def pricing_rules(self, conn: Conn) -> list[PricingRule]:
         return await QUERIES.all(conn, "list_pricing_rules", PricingRule)

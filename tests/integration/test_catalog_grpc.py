@@ -307,3 +307,44 @@ async def test_a_refill_service_needs_a_refill_window(channel: grpc.aio.Channel)
         metadata=system_metadata(),
     )
     assert (off.refill, off.refill_days) == (False, 0)
+
+
+async def test_a_category_name_differing_only_in_case_is_taken(channel: grpc.aio.Channel) -> None:
+    """Only an exactly equal name was refused: "Instagram Likes" and "instagram likes" became two
+    categories, so customers saw two categories for one thing."""
+    stub = pb_grpc.CatalogServiceStub(channel)
+    likes = await stub.CreateCategory(
+        pb.CreateCategoryRequest(category=pb.Category(name="Instagram Likes", enabled=True)),
+        metadata=system_metadata(),
+    )
+    other = await stub.CreateCategory(
+        pb.CreateCategoryRequest(category=pb.Category(name="TikTok", enabled=True)),
+        metadata=system_metadata(),
+    )
+    rename = field_mask_pb2.FieldMask(paths=["name"])
+    for call in (
+        stub.CreateCategory(
+            pb.CreateCategoryRequest(category=pb.Category(name="  instagram LIKES ")),
+            metadata=system_metadata(),
+        ),
+        stub.UpdateCategory(
+            pb.UpdateCategoryRequest(
+                category=pb.Category(id=other.id, name="INSTAGRAM likes"), update_mask=rename
+            ),
+            metadata=system_metadata(),
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert error_reason(caught.value) == ("CATEGORY_NAME_TAKEN", {"field": "category.name"})
+    # A category's own name in other letter case is a rename, not a clash.
+    recased = await stub.UpdateCategory(
+        pb.UpdateCategoryRequest(
+            category=pb.Category(id=likes.id, name="Instagram likes"), update_mask=rename
+        ),
+        metadata=system_metadata(),
+    )
+    assert recased.name == "Instagram likes"
+    listed = await stub.ListAdminCategories(pb.ListAdminCategoriesRequest(), metadata=system_metadata())
+    assert sorted(c.name for c in listed.categories) == ["Instagram likes", "TikTok"]

@@ -61,3 +61,32 @@ def test_smm_migrate_command(
     assert "applied" in capsys.readouterr().out
     assert smm_main(["migrate"]) == 0
     assert "applied 0 migration(s)" in capsys.readouterr().out
+
+
+def test_category_names_differing_only_in_case_are_refused_by_the_database(db_url: str) -> None:
+    """Only exactly equal names were unique: a write past the application's check (two staff at
+    once, an old client) stored "Instagram Likes" beside "instagram likes"."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO categories (name) VALUES ('Instagram Likes')")
+        with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+            conn.execute("INSERT INTO categories (name) VALUES ('instagram likes')")
+        assert caught.value.diag.constraint_name == "categories_name_lower_key"
+
+
+def test_an_upgrade_keeps_working_with_categories_differing_only_in_case(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    """A panel that already has such twins must still upgrade: the unique index is added only once
+    staff have merged them (docs/DEPLOYMENT.md), and the application refuses new ones meanwhile."""
+    before = tmp_path / "sql"
+    before.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < "0027":
+            shutil.copy(path, before)
+    migrate(empty_db_url, before)
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute("INSERT INTO categories (name) VALUES ('Instagram Likes'), ('instagram likes')")
+    assert "0027" in migrate(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        assert conn.execute("SELECT to_regclass('categories_name_lower_key')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM categories").fetchone() == (2,)

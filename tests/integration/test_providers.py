@@ -1102,3 +1102,31 @@ async def test_a_scheduled_sync_whose_event_was_lost_is_queued_again_next_period
         await stub.RunSync(pb.RunSyncRequest(id=newest), metadata=system_metadata())
     ).status == "succeeded"
     assert (await stub.RunSync(pb.RunSyncRequest(id=oldest), metadata=system_metadata())).status == "failed"
+
+
+async def test_a_sync_uses_the_category_whose_name_differs_only_in_case(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, channel: grpc.aio.Channel
+) -> None:
+    """A provider's category matched only an exactly equal name: with staff's "instagram" (or after
+    the provider wrote "INSTAGRAM MENTIONS") the sync made a second category for the same thing."""
+    ours = await http.post(
+        "/api/v1/admin/categories", json={"name": "instagram", "enabled": True}, headers=admin
+    )
+    assert ours.status_code == 200, ours.text
+    provider = await add_provider(http, admin, demo_provider)
+    await run_sync(channel, provider["id"])
+    services = await admin_services(http, admin)
+    assert services["1"]["service"]["categoryId"] == ours.json()["id"]  # the provider's "Instagram"
+    mentions_id = services["7"]["service"]["categoryId"]  # "Instagram Mentions"
+    control = demo_provider.control
+    for upstream, category in (("900", "INSTAGRAM MENTIONS"), ("901", "Brand New"), ("902", "BRAND NEW")):
+        new = {"name": f"New {upstream}", "rate": "0.40", "min": 10, "max": 5000, "category": category}
+        assert (await control.put(f"/control/services/{upstream}", json=new)).status_code == 200
+    grown = await run_sync(channel, provider["id"])
+    assert grown.created == 3
+    services = await admin_services(http, admin)
+    assert services["900"]["service"]["categoryId"] == mentions_id
+    assert services["901"]["service"]["categoryId"] == services["902"]["service"]["categoryId"]
+    listed = (await http.get("/api/v1/admin/categories", headers=admin)).json()["categories"]
+    names = [c["name"].lower() for c in listed]
+    assert sorted(names) == sorted(set(names)), names

@@ -971,6 +971,31 @@ def test_plan_moves_a_service_only_when_its_upstream_category_changes() -> None:
     assert (name, row.category_id, row.upstream_category) == ("Instagram VIP", 0, "Instagram VIP")
 
 
+def test_plan_matches_category_names_ignoring_case() -> None:
+    """Only an exactly equal name matched: the provider's "instagram" beside our "Instagram" (or
+    "TikTok" and "TIKTOK" in one list) planned a second category for the same thing."""
+    planned = plan([], [_offer(category="instagram")], _TERMS, _RULES, {"Instagram": 3})
+    [(_, row)] = planned.creates
+    assert (row.category_id, planned.new_categories) == (3, [])
+    # An exactly equal name still wins over one that differs in case (a panel's older duplicates).
+    [(_, row)] = plan(
+        [], [_offer(category="instagram")], _TERMS, _RULES, {"Instagram": 3, "instagram": 7}
+    ).creates
+    assert row.category_id == 7
+    both = [_offer(category="TikTok"), _offer(upstream_id="2", category="TIKTOK")]
+    assert plan([], both, _TERMS, _RULES, {}).new_categories == ["TikTok"]
+    # A provider re-casing its category name moves nothing, not out of a category staff renamed either.
+    renamed = _synced(category_id=3)  # staff renamed category 3 from "Instagram" to "IG Growth"
+    recased = plan(
+        [renamed], [_offer(category="INSTAGRAM"), _offer(upstream_id="2")], _TERMS, _RULES, {"IG Growth": 3}
+    )
+    assert recased.new_categories == []
+    [(_, moved)] = recased.updates
+    assert (moved.category_id, moved.upstream_category) == (3, "INSTAGRAM")
+    [(_, sibling)] = recased.creates
+    assert sibling.category_id == 3
+
+
 @pytest.mark.parametrize("key", ["AbC+dEf/GhI9kLm==", 'k"ey\\with/quotes', "ключ/1"])
 def test_a_key_the_provider_echoes_json_escaped_is_redacted_before_parsing(key: str) -> None:
     """PHP's json_encode (behind most panels) writes '/' as '\\/'; parsing turned the escaped echo
