@@ -1,8 +1,11 @@
 """After an order went out: refills and cancels, asked of the provider and tracked.
 
 A refill is possible on a completed order of a refill service within its window, one at a time;
-its status (pending, in progress, completed, rejected) is polled like orders (a provider disabled or
-not answering is asked again later; one that does not know the refill ends it). A cancel is at once
+its status (pending, in progress, completed, rejected) is polled like orders, less often as it ages
+(a provider disabled or not answering is asked again later; one that does not know the refill ends
+it; one whose answers cannot be read for an hour is noted for staff once). A refill the provider
+takes without an id to follow is in progress for a day, then ends as completed like any other
+(with its customer's mail): nothing will ever say more about it. A cancel is at once
 for an order not yet sent (full release); for one with a provider it is asked upstream where the
 service allows it (refused, "try again", when the call certainly never left), and the provider's
 confirmation, seen by the poller or a webhook, settles and releases exactly once through the same
@@ -26,14 +29,23 @@ from server.orders import states
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.fanout import by_provider, each, per_provider
-from server.orders.repo import QUERIES, OrderRow, RefillRow
-from server.orders.tracking import finish, record
-from server.providers.adapters.base import Accepted, RefillState, Rejected
+from server.orders.repo import QUERIES, Conn, OrderRow, RefillRow
+from server.orders.tracking import finish, poll_interval_s, record
+from server.providers.adapters.base import Accepted, RefillState, Rejected, Unknown
 from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
 REFILL_COMPLETED = "smm.orders.refill.completed"
 REVIEW_REFUSAL = "Order is being checked with its provider; it can be cancelled once that is settled"
+# A refill taken without an id (PROTOCOL.md 3.4 deviations) is given a provider's usual time for
+# one, then closed: in progress meanwhile (the provider took it), and one open refill per order
+# keeps a second request from going to a provider still working on the first.
+UNTRACKED_REFILL_S = 86_400
+UNTRACKED = (
+    "the provider took it without an id, so its progress cannot be followed: it ends as completed after a day"
+)
+UNREAD_NOTE_AFTER_S = 3600  # a refill with no readable answer this long is shown to staff
+UNREAD = "the provider's answers about this refill cannot be read"
 REFILL_STATES = {
     RefillState.PENDING: "pending",
     RefillState.IN_PROGRESS: "in_progress",
@@ -87,10 +99,11 @@ class Aftercare:
         assert reserved is not None
         with about_orders([order.id]):
             reply = await adapter.refill(order.upstream_order_id)
+        next_poll_s = 15
         if isinstance(reply, Accepted) and str(reply.value):
             status, upstream_id, message = "pending", str(reply.value), ""
-        elif isinstance(reply, Accepted):  # accepted, with no id to follow: nothing left to track
-            status, upstream_id, message = "completed", "", "the provider accepted it without an id to follow"
+        elif isinstance(reply, Accepted):  # taken, with no id to follow: ends when its time is up
+            status, upstream_id, message, next_poll_s = "in_progress", "", UNTRACKED, UNTRACKED_REFILL_S
         elif isinstance(reply, Rejected):
             status, upstream_id, message = "rejected", "", reply.message
         else:  # a refill asked twice costs nobody money: the user may simply ask again
@@ -108,6 +121,7 @@ class Aftercare:
                 status=status,
                 upstream_refill_id=upstream_id,
                 message=message[:500],
+                next_poll_s=next_poll_s,
             )
             await QUERIES.execute(
                 conn,
@@ -127,16 +141,24 @@ class Aftercare:
         async with self._pool.connection() as conn:
             await QUERIES.execute(conn, "expire_lost_refills")
             due = await QUERIES.all(conn, "due_refills", RefillRow, limit=limit)
+        ended = await self._end_untracked()
 
         async def postpone(_: int, refills: Sequence[RefillRow]) -> None:
             await self._postpone(refills, 60)
 
         # Providers side by side (as for orders): a slow one holds up no other's refills; one that
         # fails, or a refill that cannot be updated, is logged and asked about again later.
-        return await per_provider(
+        return ended + await per_provider(
             by_provider(due, lambda r: r.provider_id), self._poll_refills_at, what="poll refills",
             on_failure=postpone,
         )  # fmt: skip
+
+    async def _end_untracked(self) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            ended = await QUERIES.all(conn, "end_untracked_refills", RefillRow)
+            for refill in ended:
+                await _announce_completed(conn, refill)
+        return len(ended)
 
     async def _poll_refills_at(self, provider_id: int, refills: Sequence[RefillRow]) -> int:
         # A disabled provider is still asked about refills already out (as about orders). A deleted
@@ -148,35 +170,55 @@ class Aftercare:
             return 0
         with about_orders([r.order_id for r in refills]):
             reply = await adapter.refill_status([r.upstream_refill_id for r in refills])
-        if not isinstance(reply, Accepted):
-            await self._postpone(refills, 60)
+        if not isinstance(reply, Accepted):  # a single refill's unreadable word lands here too
+            why = reply.reason if isinstance(reply, Unknown) else reply.message
+            for refill in refills:
+                await self._unread(refill, why)
             return 0
         states_found = reply.value
 
         async def one(refill: RefillRow) -> int:
             found = states_found.get(refill.upstream_refill_id)
-            message = refill.message
+            # A note that its answers could not be read goes once one can be.
+            message = "" if refill.message.startswith(UNREAD) else refill.message
             if isinstance(found, RefillState):
                 status = REFILL_STATES.get(found, refill.status)
             elif isinstance(found, Rejected):  # the provider no longer knows it: it is over
                 status, message = "rejected", found.message[:500]
-            else:
-                status = refill.status
+            else:  # its entry could not be read
+                await self._unread(refill, "its entry in the answer could not be read")
+                return 0
             async with self._pool.connection() as conn, conn.transaction():
                 await QUERIES.execute(
-                    conn, "update_refill", id=refill.id, status=status, message=message, next_poll_s=30
-                )
+                    conn, "update_refill", id=refill.id, status=status, message=message,
+                    next_poll_s=_refill_poll_s(refill),
+                )  # fmt: skip
                 if status == "completed" and refill.status != "completed":
-                    done = events_pb2.RefillCompleted(
-                        order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id
-                    )
-                    await add_event(conn, REFILL_COMPLETED, done)
+                    await _announce_completed(conn, refill)
             return int(status != refill.status)
 
         async def later(refill: RefillRow) -> None:
             await self._postpone([refill], 300)
 
         return await each(refills, one, what=lambda r: f"update refill {r.id}", on_failure=later)
+
+    async def _unread(self, refill: RefillRow, why: str) -> None:
+        """No readable answer about a refill: asked again later, less often as it ages (at least a
+        minute, as an order whose provider did not answer); after an hour without one, staff see it
+        on the refill and, once, on its order's timeline."""
+        next_poll_s = max(60, _refill_poll_s(refill))
+        unread_s = (datetime.now(UTC) - refill.update_time).total_seconds()
+        async with self._pool.connection() as conn, conn.transaction():
+            if unread_s < UNREAD_NOTE_AFTER_S or refill.message.startswith(UNREAD):
+                await QUERIES.execute(conn, "postpone_refill_polls", ids=[refill.id], next_poll_s=next_poll_s)
+                return
+            note = f"{UNREAD} ({why}); asked again less and less often"[:500]
+            await QUERIES.execute(
+                conn, "note_unread_refill", id=refill.id, message=note, next_poll_s=next_poll_s
+            )
+            await QUERIES.execute(
+                conn, "note_order", order_id=refill.order_id, note=f"refill {refill.id}: {note}"[:500]
+            )
 
     async def _postpone(self, refills: Sequence[RefillRow], seconds: int) -> None:
         async with self._pool.connection() as conn:
@@ -261,3 +303,14 @@ class Aftercare:
                 )
                 await record(conn, locked, locked.status, note)
         return await self._own(None, order_id)
+
+
+def _refill_poll_s(refill: RefillRow) -> int:
+    """A refill is looked at as an order of its age is: often while young, rarely once old."""
+    return poll_interval_s((datetime.now(UTC) - refill.create_time).total_seconds())
+
+
+async def _announce_completed(conn: Conn, refill: RefillRow) -> None:
+    """The event every refill that ends completed writes (its customer's mail)."""
+    done = events_pb2.RefillCompleted(order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id)
+    await add_event(conn, REFILL_COMPLETED, done)

@@ -291,10 +291,12 @@ INSERT INTO order_refills (order_id, user_id, provider_id, status, upstream_refi
 VALUES (:order_id, :user_id, :provider_id, 'pending', '', 'asking the provider', now() + interval '10 minutes')
 RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
 
--- name: record_refill_answer(id, status, upstream_refill_id, message)^
+-- name: record_refill_answer(id, status, upstream_refill_id, message, next_poll_s)^
+-- next_poll_s: the first look at a refill with an id; for one taken without an id, when it ends.
 UPDATE order_refills
 SET status = :status, upstream_refill_id = :upstream_refill_id, message = :message, update_time = now(),
-    next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + interval '15 seconds' END
+    next_poll_time = CASE WHEN :status IN ('pending', 'in_progress')
+                          THEN now() + make_interval(secs => :next_poll_s) END
 WHERE id = :id
 RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
 
@@ -304,6 +306,13 @@ UPDATE order_refills
 SET status = 'rejected', message = 'the provider''s answer was lost; ask again', update_time = now(),
     next_poll_time = NULL
 WHERE status = 'pending' AND upstream_refill_id = '' AND next_poll_time <= now();
+
+-- name: end_untracked_refills()
+-- Refills a provider took without an id to follow, whose time is up: nothing will ever say more.
+UPDATE order_refills
+SET status = 'completed', update_time = now(), next_poll_time = NULL
+WHERE status = 'in_progress' AND upstream_refill_id = '' AND next_poll_time <= now()
+RETURNING id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time;
 
 -- name: due_refills(limit)
 SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
@@ -321,6 +330,16 @@ WHERE id = :id;
 -- Refills whose provider is disabled or did not answer usefully: asked about again later.
 UPDATE order_refills SET next_poll_time = now() + make_interval(secs => :next_poll_s)
 WHERE id = ANY(:ids) AND status IN ('pending', 'in_progress');
+
+-- name: note_unread_refill(id, message, next_poll_s)!
+-- A refill with no readable answer: asked again later, with a note for staff. update_time stays the
+-- last answer applied (how long it has gone unread is measured from it); its customer sees no change.
+UPDATE order_refills SET message = :message, next_poll_time = now() + make_interval(secs => :next_poll_s)
+WHERE id = :id AND status IN ('pending', 'in_progress');
+
+-- name: note_order(order_id, note)!
+-- A note on an order's timeline under its status as it is (a refill's news on a completed order).
+INSERT INTO order_events (order_id, status, note) SELECT id, status, :note FROM orders WHERE id = :order_id;
 
 -- name: set_cancel_state(id, cancel_state, cancel_message)!
 UPDATE orders SET cancel_state = :cancel_state, cancel_message = :cancel_message, update_time = now(),
