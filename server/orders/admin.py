@@ -124,7 +124,7 @@ class OrdersAdmin:
                 # not sent stop, as on the user's cancel, and the others end the order as they end.
                 note = f"canceled by staff: {why}; the runs the provider has end by their own status"
                 await self._dripfeed.stop(conn, order, note[:500])
-                await self._audit_status(conn, order, why)
+                await _audit(conn, "order.status_set", order, reason=why)
                 return
             subscription = order.service_type == "SUBSCRIPTIONS"
             if status == states.EXPIRED and not subscription:
@@ -161,18 +161,7 @@ class OrdersAdmin:
                     conn, "set_status", id=order_id, status=status, note=f"set by staff: {why}"
                 )
                 await record(conn, order, status, f"set by staff: {why}")
-            await self._audit_status(conn, order, why)
-
-    async def _audit_status(self, conn: Conn, before: OrderRow, why: str) -> None:
-        after = await QUERIES.one(conn, "get_order", OrderRow, id=before.id)
-        assert after is not None
-        await audit.record(
-            conn,
-            "order.status_set",
-            target=f"order:{before.id}",
-            before=_seen(before),
-            after={**_seen(after), "reason": why},
-        )
+            await _audit(conn, "order.status_set", order, reason=why)
 
     async def resolve(self, order_id: int, resolution: str, upstream_order_id: str, reason: str) -> None:
         why = _reason(reason)
@@ -208,15 +197,7 @@ class OrdersAdmin:
                 await _dispatch_again(conn, order)
             else:
                 await finish(conn, order, states.FAILED, note=f"failed by staff: {why}")
-            after = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
-            assert after is not None
-            await audit.record(
-                conn,
-                "order.resolved",
-                target=f"order:{order_id}",
-                before=_seen(order),
-                after={**_seen(after), "resolution": resolution, "reason": why},
-            )
+            await _audit(conn, "order.resolved", order, resolution=resolution, reason=why)
 
     async def resubmit(self, order_id: int, provider_id: int, upstream_service_id: str, reason: str) -> None:
         why = _reason(reason)
@@ -254,15 +235,22 @@ class OrdersAdmin:
             )
             await record(conn, order, states.PENDING, f"sent to provider {provider_id} by staff: {why}")
             await _dispatch_again(conn, order)
-            after = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
-            assert after is not None
-            await audit.record(
-                conn,
-                "order.resubmitted",
-                target=f"order:{order_id}",
-                before={**_seen(order), "upstream_service_id": order.upstream_service_id},
-                after={**_seen(after), "upstream_service_id": after.upstream_service_id, "reason": why},
-            )
+            await _audit(conn, "order.resubmitted", order, with_service=True, reason=why)
+
+
+async def _audit(
+    conn: Conn, action: str, before: OrderRow, *, with_service: bool = False, **extra: str
+) -> None:
+    """Staff's action on a locked order, as the order was before and is now (with ``extra``)."""
+    after = await QUERIES.one(conn, "get_order", OrderRow, id=before.id)
+    assert after is not None
+    seen_before, seen_after = _seen(before), _seen(after)
+    if with_service:  # a resubmit moves the order to another upstream service
+        seen_before["upstream_service_id"] = before.upstream_service_id
+        seen_after["upstream_service_id"] = after.upstream_service_id
+    await audit.record(
+        conn, action, target=f"order:{before.id}", before=seen_before, after={**seen_after, **extra}
+    )
 
 
 async def _runs_reached_provider(conn: Conn, order_id: int) -> bool:
