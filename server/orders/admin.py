@@ -180,8 +180,8 @@ class OrdersAdmin:
                 raise FailedPrecondition(
                     "the order does not need review", reason="ORDER_NOT_IN_REVIEW", domain=DOMAIN
                 )
+            await _check_answer_in(conn, order_id)
             if upstream_id:
-                await _check_answer_in(conn, order_id)
                 await _check_upstream_free(conn, order_id, upstream_id)
             if order.panel_dripfeed:  # the resolution is about the run in review
                 await self._dripfeed.resolve(conn, order, resolution, upstream_id, why)
@@ -229,6 +229,7 @@ class OrdersAdmin:
                     reason="ORDER_NOT_RESUBMITTABLE",
                     domain=DOMAIN,
                 )
+            await _check_answer_in(conn, order_id)
             await _check_provider_takes_orders(conn, provider_id)
             await QUERIES.execute(
                 conn, "retarget_order", id=order_id, provider_id=provider_id, upstream_service_id=service
@@ -265,9 +266,10 @@ async def _run_being_sent(conn: Conn, order_id: int) -> bool:
 
 
 async def _check_answer_in(conn: Conn, order_id: int) -> None:
-    """Refuses "found" while the order's submission may still be answered (a redelivered event sends
-    an order whose call is out to review at once): that answer, unknown, would send the order staff
-    found back to review; accepted, it resolves the order itself."""
+    """Refuses to settle an order in review while its submission may still be answered (a redelivered
+    event sends an order whose call is out to review at once): that answer, unknown, would send an
+    order staff found back to review, and accepted it resolves the order itself; "not_placed" or a
+    resubmit would send it a second time, "failed" release the price of an order being taken."""
     provider_id = await QUERIES.scalar(conn, "submission_out", order_id=order_id)
     if provider_id is not None:
         raise FailedPrecondition(

@@ -600,3 +600,45 @@ async def test_staff_cancel_of_a_drip_feed_keeps_the_price_of_runs_delivered(
     gone = await _staff_cancel(shop, never["id"])  # nothing went out: canceled, everything released
     assert (gone["status"], gone["released"]) == ("ORDER_STATUS_CANCELED", never["price"])
     assert (await shop.verify()).ok
+
+
+@pytest.mark.parametrize("action", ["not_placed", "failed", "resubmit"])
+async def test_staff_settle_an_order_only_once_its_providers_answer_is_in(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle, action: str
+) -> None:
+    """As for "found": while a redelivered event's review meets a call still out, "not_placed" and a
+    resubmit sent the order again (the provider then had it twice, both paid for), and "failed"
+    released the price of an order the provider was taking."""
+    ann = await shop.user("ann@example.com", "5.00")
+    await demo_provider.fault("timeout", count=1, actions=["add"])  # placed upstream, answer lost
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE providers SET timeout_ms = 2500, update_time = now()")
+    lost = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/out", quantity=1000)
+    ).json()
+    first = asyncio.create_task(shop.submit(lost["id"]))
+    async with asyncio.timeout(5):  # the call is out and the provider has the order
+        while True:
+            if await demo_provider.orders():
+                break
+            await asyncio.sleep(0.02)
+    assert (await shop.submit(lost["id"])).status == 9  # a redelivery: needs review
+    if action == "resubmit":
+        route, body = (
+            f"/api/v1/admin/orders/{lost['id']}/resubmit",
+            {
+                "providerId": shop.provider_id,  # type: ignore[attr-defined]
+                "upstreamServiceId": "2",
+                "reason": "try again",
+            },
+        )
+    else:
+        route, body = f"/api/v1/admin/orders/{lost['id']}/resolve", {"resolution": action, "reason": "r"}
+    early = await shop.http.post(route, json=body, headers=shop.admin)
+    assert_error(early, 400, "FAILED_PRECONDITION", "ORDER_SUBMISSION_OUT")
+    assert (await first).status == 9  # its own answer: unknown, still in review
+    seen = await shop.staff_order(lost["id"])
+    assert (seen["status"], seen["released"]) == ("ORDER_STATUS_NEEDS_REVIEW", "0.00")
+    assert len(await demo_provider.orders()) == 1
+    assert await _audit(shop, lost["id"]) == []
+    assert (await shop.verify()).ok
