@@ -492,6 +492,131 @@ async def test_rejections_keep_the_breaker_closed(demo_provider: DemoHandle, htt
     assert breaker.state.failures == 0
 
 
+class CannedProvider:
+    """A loopback HTTP server that answers every request with ``body`` (HTTP 200, JSON): for replies
+    the demo provider does not give, like a refill status word smm does not know."""
+
+    def __init__(self) -> None:
+        self.body = "{}"
+        self.requests = 0
+        self.api_url = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                self.requests += 1
+                body = self.body.encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def canned() -> AsyncIterator[CannedProvider]:
+    provider = CannedProvider()
+    server = await asyncio.start_server(provider.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider.api_url = f"http://127.0.0.1:{port}/api/v2"
+    async with server:
+        yield provider
+        server.close()
+
+
+async def test_an_odd_order_status_word_neither_retries_nor_opens_the_circuit(
+    demo_provider: DemoHandle, http: httpx.AsyncClient
+) -> None:
+    """One order the provider calls by a word smm does not know, polled again and again, is that
+    order's problem: it must not cost retries nor open the circuit for the whole provider."""
+    breaker = InMemoryBreaker(failure_threshold=3, reset_after_s=30)
+    recorder = Recorder()
+    adapter = make_adapter(demo_provider, http, breaker=breaker, on_exchange=recorder)  # 3 read attempts
+    odd = accepted(await adapter.add(AddOrder(service="1", link="https://x.com/odd", quantity=100)))
+    await demo_provider.fault("status_word", count=100, actions=["status"], message="On hold")
+    replies = [await adapter.statuses([odd]) for _ in range(3)]  # three poll ticks
+    replies.append(await adapter.status(odd))
+    # The provider still takes new orders: the circuit did not open.
+    placed = await adapter.add(AddOrder(service="1", link="https://x.com/new", quantity=100))
+    assert isinstance(placed, Accepted), placed
+    assert (phase(breaker), breaker.state.failures) == (BreakerPhase.CLOSED, 0)
+    assert await demo_provider.requests("status") == 4  # each answer taken once: it will not change
+    for reply in replies:  # no decision on a word smm does not know; the reason shows it
+        assert isinstance(reply, Unknown), reply
+        assert "'On hold'" in reply.reason
+        assert reply.sent is True
+    assert [e.outcome for e in recorder.exchanges if e.action == "status"] == ["unknown"] * 4
+
+
+@pytest.mark.parametrize(
+    ("action", "ids", "body"),
+    [
+        ("refill_status", ["7"], '{"status": "Refunded"}'),
+        ("refill_status", ["7"], '{"status": "Refunded", "refill": "7"}'),
+        (
+            "refill_status",
+            ["7", "8"],
+            '[{"refill": 7, "status": "Refunded"}, {"refill": 8, "status": "Frozen"}]',
+        ),
+        ("refill_status", ["7", "8"], '{"7": "Refunded", "8": {"status": "Frozen"}}'),
+        ("statuses", ["7"], '{"status": "Fraud check", "charge": "1", "remains": "0"}'),
+        ("statuses", ["7", "8"], '{"7": {"status": "Frozen"}, "8": {"status": "On hold"}}'),
+        ("statuses", ["7", "8"], '[{"order": 7, "status": "Frozen"}, {"order": 8, "status": "Failed"}]'),
+    ],
+)
+async def test_an_answer_whose_every_word_is_unknown_neither_retries_nor_opens_the_circuit(
+    canned: CannedProvider, http: httpx.AsyncClient, action: str, ids: list[str], body: str
+) -> None:
+    breaker = InMemoryBreaker(failure_threshold=3, reset_after_s=30)
+    config = ProviderConnection(canned.api_url, "k", timeout_s=2.0)
+    adapter = StandardAdapter(config, http=http, breaker=breaker, retry_backoff_s=0.01)
+    canned.body = body
+    replies = [await getattr(adapter, action)(ids) for _ in range(3)]  # three poll ticks
+    assert canned.requests == 3  # each answer taken once: it will not change in a second
+    assert (phase(breaker), breaker.state.failures) == (BreakerPhase.CLOSED, 0)
+    for reply in replies:  # still no decision on it; the reason says why, for staff
+        assert isinstance(reply, Unknown), reply
+        assert "unrecognised" in reply.reason
+
+
+@pytest.mark.parametrize(
+    ("action", "ids", "body"),
+    [
+        ("refill_status", ["7"], '{"state": "Completed"}'),
+        ("refill_status", ["7"], '"Refunded"'),  # a bare string is no refill_status answer
+        ("refill_status", ["7"], '{"status": {"x": 1}}'),
+        ("refill_status", ["7", "8"], '{"7": {"x": 1}}'),
+        ("statuses", ["7"], '{"status": null}'),
+        ("statuses", ["7"], '{"status": 3}'),
+        ("statuses", ["7", "8"], '{"7": {"charge": "1"}, "8": {"unexpected": true}}'),
+        ("statuses", ["7", "8"], "{}"),
+    ],
+)
+async def test_an_answer_of_an_unknown_shape_is_retried_and_counts_against_the_circuit(
+    canned: CannedProvider, http: httpx.AsyncClient, action: str, ids: list[str], body: str
+) -> None:
+    breaker = InMemoryBreaker(failure_threshold=3, reset_after_s=30)
+    config = ProviderConnection(canned.api_url, "k", timeout_s=2.0)
+    adapter = StandardAdapter(config, http=http, breaker=breaker, retry_backoff_s=0.01)
+    canned.body = body
+    reply = await getattr(adapter, action)(ids)
+    assert isinstance(reply, Unknown), reply
+    assert canned.requests == 3  # retried: a garbled answer may be a passing fault
+    assert phase(breaker) is BreakerPhase.OPEN
+
+
 async def test_rate_limit_wait_gives_up_without_sending(
     demo_provider: DemoHandle, http: httpx.AsyncClient
 ) -> None:

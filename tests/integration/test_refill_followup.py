@@ -12,7 +12,7 @@ from smm.v1 import orders_service_pb2 as opb
 from server.common.db import Pool
 from server.providers.adapters import standard
 from server.providers.adapters.base import RefillState
-from server.providers.adapters.parse import ParseError, parse_refill
+from server.providers.adapters.parse import UnrecognisedWord, parse_refill
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop
 
@@ -73,7 +73,7 @@ async def test_a_refill_taken_without_an_id_is_not_shown_done_and_ends_with_its_
 
 
 def _unreadable(data: object) -> object:
-    raise ParseError("refill_status: unrecognised state 'Refilling'")
+    raise UnrecognisedWord("refill_status: unrecognised state 'Refilling'")
 
 
 async def test_a_refill_whose_status_cannot_be_read_is_asked_less_often_and_surfaces_once(
@@ -108,8 +108,10 @@ async def test_a_refill_whose_status_cannot_be_read_is_asked_less_often_and_surf
 
     monkeypatch.undo()  # the provider speaks plainly again: the note on the refill goes
     async with pool.connection() as conn:
-        # Each unreadable reply was a failed read, tried three times: the provider's circuit opened.
-        await conn.execute("UPDATE provider_health SET circuit_phase = 'closed', circuit_failures = 0")
+        # An odd word is an answer: not retried, and no failure for the provider's circuit (it once
+        # opened it, and every call to the provider, new orders included, was refused).
+        cursor = await conn.execute("SELECT circuit_phase, circuit_failures FROM provider_health")
+        assert await cursor.fetchall() == [("closed", 0)]
         await conn.execute("UPDATE order_refills SET next_poll_time = now() WHERE id = %s", (refill["id"],))
     await _poll(shop)
     assert "cannot be read" not in (await shop.staff_order(order["id"]))["refills"][0].get("message", "")

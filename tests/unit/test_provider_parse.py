@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,6 +31,7 @@ from server.providers.adapters.breaker import BreakerPhase, BreakerPolicy, Break
 from server.providers.adapters.parse import (
     Body,
     ParseError,
+    UnrecognisedWord,
     classify,
     load_json,
     normalise_refill_state,
@@ -481,6 +483,48 @@ def test_parse_statuses_single_object_for_one_id() -> None:
 def test_parse_statuses_with_nothing_about_the_ids_is_a_parse_error(text: str) -> None:
     with pytest.raises(ParseError):
         parse_statuses(j(text), ["1", "2"])
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_status, '{"status": "Failed"}'),
+        (lambda d: parse_statuses(d, ["7"]), '{"status": "On hold", "remains": "0"}'),
+        (lambda d: parse_statuses(d, ["1", "2"]), '{"1": {"status": "Frozen"}, "2": {"x": 1}}'),
+        (lambda d: parse_statuses(d, ["1", "2"]), '[{"order": 1, "status": "Frozen"}]'),
+        (parse_refill_status, '{"status": "Refunded"}'),
+        (lambda d: parse_refill_statuses(d, ["1", "2"]), '{"1": "Refunded", "2": {"status": "Sideways"}}'),
+    ],
+)
+def test_an_answer_in_the_action_shape_with_only_odd_words_is_an_unrecognised_word(
+    parse: Callable[[object], object], text: str
+) -> None:
+    """The provider answered, in words smm does not know: no retry, no failure for its circuit."""
+    with pytest.raises(UnrecognisedWord):
+        parse(j(text))
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_status, '{"status": null}'),
+        (parse_status, '{"status": 3}'),
+        (parse_status, '{"status": " "}'),
+        (parse_status, '{"charge": "1"}'),
+        (lambda d: parse_statuses(d, ["1", "2"]), '{"1": {"charge": "1"}, "2": {"status": null}}'),
+        (lambda d: parse_statuses(d, ["1", "2"]), "{}"),
+        (parse_refill_status, '"Refunded"'),  # a bare string is an entry's form, not a reply's
+        (parse_refill_status, '{"state": "Completed"}'),
+        (parse_refill_status, '{"status": {"x": 1}}'),
+        (lambda d: parse_refill_statuses(d, ["1"]), '[{"refill": 1, "status": 2}]'),
+    ],
+)
+def test_an_answer_of_another_shape_is_a_plain_parse_error(
+    parse: Callable[[object], object], text: str
+) -> None:
+    with pytest.raises(ParseError) as raised:
+        parse(j(text))
+    assert not isinstance(raised.value, UnrecognisedWord)
 
 
 # --- refill, refill_status, cancel -----------------------------------------------------------------

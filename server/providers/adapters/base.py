@@ -244,7 +244,8 @@ class Breaker(Protocol):
     async def allow(self) -> bool: ...
 
     async def record(self, ok: bool, latency_s: float) -> None:
-        """``ok`` is False only for Unknown outcomes; a Rejected reply proves the provider is alive."""
+        """``ok`` is False only for Unknown outcomes that are no answer; a Rejected reply, or one in
+        the action's shape with a status word smm does not know, proves the provider is alive."""
         ...
 
 

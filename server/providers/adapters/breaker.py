@@ -66,7 +66,8 @@ def admit(state: BreakerState, policy: BreakerPolicy, now: float) -> tuple[bool,
 
 
 def observe(state: BreakerState, policy: BreakerPolicy, now: float, ok: bool) -> BreakerState:
-    """The state after a call that went out finished with ``ok`` (False = an Unknown outcome)."""
+    """The state after a call that went out finished with ``ok`` (False = no answer: an Unknown
+    outcome other than an odd status word)."""
     if state.phase is BreakerPhase.CLOSED:
         if ok:
             return state if state.failures == 0 else replace(state, failures=0)

@@ -25,7 +25,9 @@ Canceled        canceled, cancelled, cancel, refunded, refund, refunds, canceled
 Anything else (``Failed``, ``Error``, ``Unknown`` …) is *unrecognised*: a single ``status`` reply
 becomes ``Unknown`` and the id is left out of a multi-status result, so no final decision (refund,
 completion) is ever taken on a word we do not understand; the order stays in its last known state
-and the exchange log shows the word.
+and the exchange log shows the word. Such a reply raises ``UnrecognisedWord``, a ``ParseError`` that
+marks an answer of the action's shape (a word in its place, as a string): the provider answered, so
+the call is neither retried nor counted against the circuit, unlike an answer of an unknown shape.
 
 Refill states: Pending ← pending, awaiting, queued, waiting; In progress ← in progress, processing,
 progress; Completed ← completed, complete, done, success, finished, processed, partial; Rejected ←
@@ -61,6 +63,7 @@ __all__ = [
     "MAX_BODY_CHARS",
     "Body",
     "ParseError",
+    "UnrecognisedWord",
     "classify",
     "error_message",
     "load_json",
@@ -105,6 +108,10 @@ class ParseError(ValueError):
     @property
     def reason(self) -> str:
         return str(self.args[0]) if self.args else "unexpected reply"
+
+
+class UnrecognisedWord(ParseError):
+    """The reply has the action's shape, but its status word is not one smm knows."""
 
 
 @dataclass(frozen=True)
@@ -486,7 +493,7 @@ def _status_entry(raw: object) -> UpstreamStatus | Rejected:
         raise ParseError("status: no status in the reply")
     status = normalise_status(entry["status"])
     if status is None:
-        raise ParseError(f"status: unrecognised status {str(entry['status'])[:60]!r}")
+        raise _unrecognised("status: unrecognised status", entry["status"])
     currency = _text(entry.get("currency"))
     return UpstreamStatus(
         status=status,
@@ -504,6 +511,13 @@ def parse_status(data: object) -> UpstreamStatus:
     if isinstance(result, Rejected):
         raise ParseError(f"status: {result.message}")
     return result
+
+
+def _unrecognised(what: str, value: object) -> ParseError:
+    """An odd word (a non-blank string) is an ``UnrecognisedWord``; null, a number, "" are no word."""
+    if isinstance(value, str) and value.strip():
+        return UnrecognisedWord(f"{what} {value[:60]!r}")
+    return ParseError(f"{what} {str(value)[:60]!r}")
 
 
 def _per_id(
@@ -536,14 +550,19 @@ def _collect(
 ) -> dict[str, _V]:
     wanted = set(ids)
     out: dict[str, _V] = {}
+    odd: UnrecognisedWord | None = None
     for entry_id, raw in pairs:
         if entry_id not in wanted or entry_id in out:
             continue
         try:
             out[entry_id] = parse_one(raw)
+        except UnrecognisedWord as exc:
+            odd = odd or exc  # unknown for this id: left out
         except ParseError:
             continue  # unknown for this id: left out
     if ids and not out:
+        if odd is not None:  # answered in the action's shape, only in words smm does not know
+            raise UnrecognisedWord(f"{what}: no entry with a known word: {odd.reason}")
         raise ParseError(f"{what}: no entry for the requested ids")
     return out
 
@@ -602,7 +621,7 @@ def _refill_state(raw: object) -> RefillState | Rejected:
     if isinstance(raw, str):
         state = normalise_refill_state(raw)
         if state is None:
-            raise ParseError(f"refill_status: unrecognised state {raw[:60]!r}")
+            raise _unrecognised("refill_status: unrecognised state", raw)
         return state
     entry = _entry(raw, "refill_status")
     message = error_message(entry.get("error"))
@@ -618,13 +637,18 @@ def _refill_state(raw: object) -> RefillState | Rejected:
         raise ParseError("refill_status: unexpected status object")
     state = normalise_refill_state(value)
     if state is None:
-        raise ParseError(f"refill_status: unrecognised state {str(value)[:60]!r}")
+        raise _unrecognised("refill_status: unrecognised state", value)
     return state
 
 
 def parse_refill_status(data: object) -> RefillState | Rejected:
     """A single ``refill_status`` reply: ``{"status": "Completed"}``."""
-    return _refill_state(data)
+    try:
+        return _refill_state(data)
+    except UnrecognisedWord:
+        if isinstance(data, str):  # a bare string is an entry's form, not a reply's: no answer
+            raise ParseError(f"refill_status: a bare string {data[:60]!r} in place of the object") from None
+        raise
 
 
 def parse_refill_statuses(data: object, ids: list[str]) -> dict[str, RefillState | Rejected]:

@@ -8,8 +8,13 @@ action's parameters, over an injected ``httpx.AsyncClient``. Per adapter instanc
 
 Reads (services, status, statuses, refill_status, balance) are tried up to three times on an
 Unknown outcome; writes (add, refill, refills, cancel) are sent once, whatever happens: a retried
-``add`` could place the order twice. ``services`` and ``balance`` are cached per instance for a short
-TTL (``fresh=True`` bypasses; a write clears the balance).
+``add`` could place the order twice. An answer of the action's shape whose status word smm does not
+know (``parse.UnrecognisedWord``) is Unknown too, but an answer: it is not retried (it will not change
+within seconds) and counts for the circuit breaker as a success, so one order or refill with an odd
+word, polled again and again, cannot open the circuit for every call to its provider.
+
+``services`` and ``balance`` are cached per instance for a short TTL (``fresh=True`` bypasses; a
+write clears the balance).
 
 Lists of ids go out in batches of 100. In a per-id result an absent id has an unknown outcome; a
 top-level ``Rejected`` applies to every id of the call. The API key is sent only in the form body and
@@ -48,6 +53,7 @@ from server.providers.adapters.parse import (
     MAX_BODY_CHARS,
     Body,
     ParseError,
+    UnrecognisedWord,
     classify,
     parse_add,
     parse_balance,
@@ -258,8 +264,8 @@ class StandardAdapter:
     ) -> Reply[T]:
         attempts = self._read_attempts if read else 1
         for attempt in range(1, attempts + 1):
-            reply, went_out = await self._attempt(action, params, parse, attempt)
-            if not isinstance(reply, Unknown) or not went_out or attempt == attempts:
+            reply, retryable = await self._attempt(action, params, parse, attempt)
+            if not isinstance(reply, Unknown) or not retryable or attempt == attempts:
                 return reply
             await asyncio.sleep(self._retry_backoff_s * attempt)
         raise AssertionError("unreachable")
@@ -267,7 +273,8 @@ class StandardAdapter:
     async def _attempt(
         self, action: str, params: Mapping[str, str], parse: Callable[[object], T | Rejected], attempt: int
     ) -> tuple[Reply[T], bool]:
-        """One try. Returns the reply and whether a request was attempted on the network."""
+        """One try. Returns the reply and whether another try might answer otherwise: a request was
+        attempted on the network, and its reply was no answer of the action's shape."""
         key = self._config.api_key
         safe_params = {name: redact(value, key) for name, value in params.items()}
         if not await self._breaker_allows():
@@ -287,10 +294,10 @@ class StandardAdapter:
             await self._emit(_not_sent(action, safe_params, queued, attempt))
             return queued, False
         try:
-            http_status, text, reply, latency_s = await self._send(action, params, parse)
+            http_status, text, reply, answered, latency_s = await self._send(action, params, parse)
         finally:
             self._slots.release()
-        await self._breaker_record(not isinstance(reply, Unknown), latency_s)
+        await self._breaker_record(answered, latency_s)
         kind: OutcomeKind
         if isinstance(reply, Accepted):
             kind, reason = "accepted", ""
@@ -321,12 +328,14 @@ class StandardAdapter:
                 attempt=attempt,
             )
         )
-        return reply, True
+        return reply, not answered
 
     async def _send(
         self, action: str, params: Mapping[str, str], parse: Callable[[object], T | Rejected]
-    ) -> tuple[int | None, str, Reply[T], float]:
-        """The HTTP exchange and its classification; every transport failure is mapped here, once."""
+    ) -> tuple[int | None, str, Reply[T], bool, float]:
+        """The HTTP exchange and its classification; every transport failure is mapped here, once.
+        The flag says whether the provider answered (for the breaker, and no retry): Accepted,
+        Rejected, or Unknown for an odd status word in a reply of the action's shape."""
         key = self._config.api_key
         form = {"key": key, "action": action, **params}
         headers = {}
@@ -358,14 +367,15 @@ class StandardAdapter:
             outcome = Unknown(f"transport error: {_describe(exc, key)}")
         latency_s = time.perf_counter() - started
         if not isinstance(outcome, Body):
-            return http_status, text, outcome, latency_s
+            return http_status, text, outcome, not isinstance(outcome, Unknown), latency_s
         try:
             value = parse(outcome.data)
         except ParseError as exc:
-            return http_status, text, Unknown(f"unexpected reply: {exc.reason}"), latency_s
+            odd = isinstance(exc, UnrecognisedWord)
+            return http_status, text, Unknown(f"unexpected reply: {exc.reason}"), odd, latency_s
         if isinstance(value, Rejected):
-            return http_status, text, value, latency_s
-        return http_status, text, Accepted(value), latency_s
+            return http_status, text, value, True, latency_s
+        return http_status, text, Accepted(value), True, latency_s
 
     async def _breaker_allows(self) -> bool:
         if self._breaker is None:
