@@ -135,21 +135,25 @@ async def _faulty(ctx: DemoContext, fault: Fault, outcome: Outcome | None) -> HT
     if fault.kind == "error_body":
         return _json({"error": fault.message})
     if fault.kind == "unknown_remains":  # as some panels answer: the status, but not how much is left
-        return _json(_statuses_with(body, remains="Unknown"))
+        return _json(_statuses_with(body, fault.order_ids, remains="Unknown"))
     if fault.kind == "status_word":
-        return _json(_statuses_with(body, status=fault.message))
+        return _json(_statuses_with(body, fault.order_ids, status=fault.message))
     if fault.kind == "malformed_json":
         text = json.dumps(body, separators=(",", ":"))
         return HTTPResponse(text[: max(1, len(text) // 2)], content_type=JSON)
     return HTTPResponse(GATEWAY_PAGE, content_type=HTML)  # "html"
 
 
-def _statuses_with(body: object, **fields: str) -> object:
-    """The answer with ``fields`` replaced in every order status it holds (one or a list)."""
+def _statuses_with(body: object, only: frozenset[str] | None, **fields: str) -> object:
+    """The answer with ``fields`` replaced in every order status it holds (one, or those of a list
+    answer keyed by the order ids in ``only``; None: all)."""
     if isinstance(body, dict) and "status" in body and "remains" in body:
         return {**body, **fields}
     if isinstance(body, dict):
-        return {key: _statuses_with(value, **fields) for key, value in body.items()}
+        return {
+            key: _statuses_with(value, None, **fields) if only is None or key in only else value
+            for key, value in body.items()
+        }
     return body
 
 

@@ -12,7 +12,8 @@ Kinds:
   panels answer): the status without how much is left.
 - ``status_word``: the normal answer with every status's ``status`` replaced by ``message`` (a
   provider's word smm's state machine may not allow from where the order is, like "Processing"
-  for a running subscription).
+  for a running subscription). With ``order_ids``, a list answer changes only those orders' entries
+  (so one order of several reads oddly); a single answer is changed whatever its order.
 
 ``delay_s`` also delays any other kind before it applies (a refusal after a slow call).
 
@@ -51,6 +52,8 @@ class Fault:
     message: str = "Service temporarily unavailable"
     status: int = 500
     process: bool = True
+    # status_word and unknown_remains in a list answer: only these orders' entries (None: every one).
+    order_ids: frozenset[str] | None = None
 
     def matches(self, action: str) -> bool:
         return self.remaining > 0 and (self.actions is None or action in self.actions)
@@ -64,6 +67,7 @@ class Fault:
             "message": self.message,
             "status": self.status,
             "process": self.process,
+            "order_ids": sorted(self.order_ids) if self.order_ids is not None else None,
         }
 
 
@@ -90,6 +94,11 @@ def parse_fault(spec: Mapping[str, object]) -> Fault:
     process = spec.get("process", kind != "error_body")
     if not isinstance(process, bool):
         raise ValueError("process must be a boolean")
+    order_ids = spec.get("order_ids")
+    if order_ids is not None and (
+        not isinstance(order_ids, list) or not all(isinstance(i, str) for i in order_ids)
+    ):
+        raise ValueError("order_ids must be a list of order ids as strings")
     return Fault(
         kind=str(kind),
         remaining=count,
@@ -98,6 +107,7 @@ def parse_fault(spec: Mapping[str, object]) -> Fault:
         message=message,
         status=status,
         process=process,
+        order_ids=frozenset(order_ids) if order_ids is not None else None,
     )
 
 

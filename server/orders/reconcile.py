@@ -11,8 +11,10 @@ provider's price stored with it.
 Staff see the candidates (``ListUpstreamCandidates``) and resolve the order. The automatic pass (the
 poll tick; each needs-review order once it is ``SETTLE_S`` old, then every ``EVERY_S``) resolves an
 order as found only when the window is closed on both sides and holds exactly one unknown order of
-ours, whose charge matches. It never concludes "not placed": an empty window proves nothing when a
-provider does not number in sequence, so that call stays with staff.
+ours, whose charge matches, and the provider's answer could be read for every id in it (an order
+whose status word smm does not know may be the lost one). It never concludes "not placed": an
+empty window proves nothing when a provider does not number in sequence, so that call stays with
+staff.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class Search:
     window_closed: bool
     window: str
     note: str
+    # Ids in the window the provider's answer said nothing readable about (an odd status word):
+    # each may be the lost order, so no automatic choice is made among the others.
+    unread: tuple[str, ...] = ()
 
 
 def charge_matches(expected: int | None, charged: int | None) -> bool:
@@ -143,8 +148,21 @@ class Reconciler:
             for upstream_id, status in reply.value.items()
             if isinstance(status, UpstreamStatus)
         ]
+        unread = tuple(upstream_id for upstream_id in unknown if upstream_id not in reply.value)
+        if unread:
+            plural = "order" if len(unread) == 1 else "orders"
+            unread_note = (
+                f"the provider's answer for {len(unread)} {plural} in the window could not be read:"
+                f" {', '.join(unread)}"
+            )
+            note = f"{note}; {unread_note}" if note else unread_note
         return Search(
-            lost.provider_id, sorted(found, key=lambda c: int(c.upstream_order_id)), closed, window, note
+            lost.provider_id,
+            sorted(found, key=lambda c: int(c.upstream_order_id)),
+            closed,
+            window,
+            note[:500],
+            unread,
         )
 
     async def reconcile_due(self, limit: int) -> int:
@@ -178,7 +196,7 @@ class Reconciler:
         except FailedPrecondition:  # resolved by staff meanwhile
             return 0
         matching = [c for c in search.candidates if c.charge_matches]
-        if not (search.window_closed and len(search.candidates) == 1 and len(matching) == 1):
+        if search.unread or not (search.window_closed and len(search.candidates) == 1 and len(matching) == 1):
             return 0
         [candidate] = matching
         charge = candidate.status.charge_micros

@@ -237,3 +237,48 @@ async def test_a_disabled_providers_lost_order_is_still_found(
     assert (done["status"], done["charged"]) == ("ORDER_STATUS_COMPLETED", "0.325")
     assert len(await demo_provider.orders()) == 3  # never placed twice
     assert (await shop.verify()).ok
+
+
+async def test_an_order_in_the_window_whose_status_cannot_be_read_leaves_the_choice_to_staff(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """The automatic pass counted only the ids the provider's answer could be read for. With the lost
+    order's own status in a word smm does not know and another unknown order of ours in the window
+    (same service and quantity, so the same charge), "the only unknown order" was the other one: the
+    lost order was resolved to an order that is not its own."""
+    ann = await shop.user("ann@example.com", "5.00")
+    await short_timeouts(pool)
+    before = await place(shop, ann, "https://x.com/before")
+    await shop.submit(before["id"])
+    await demo_provider.fault("timeout", count=1, actions=["add"])
+    lost = await place(shop, ann, "https://x.com/lost")
+    await shop.submit(lost["id"])
+    async with httpx.AsyncClient() as client:  # ordered by hand with the panel's key, same charge
+        by_hand = await client.post(
+            demo_provider.api_url,
+            data={"key": demo_provider.api_key, "action": "add", "service": "2", "link": "https://x.com/hand",
+                  "quantity": "1000"},
+        )  # fmt: skip
+    assert "order" in by_hand.json(), by_hand.text
+    after = await place(shop, ann, "https://x.com/after")
+    await shop.submit(after["id"])
+    upstream = {o["link"]: str(o["order"]) for o in await demo_provider.orders()}
+    await demo_provider.fault(
+        "status_word",
+        count=20,
+        actions=["status"],
+        message="On hold",
+        order_ids=[upstream["https://x.com/lost"]],
+    )
+    await settled_in_review(pool, lost["id"])
+    await tick(shop)
+    assert await status(shop, ann, lost["id"]) == "ORDER_STATUS_NEEDS_REVIEW"
+    listed = await shop.http.get(f"/api/v1/admin/orders/{lost['id']}/upstream-candidates", headers=shop.admin)
+    search = listed.json()
+    assert [c["upstreamOrderId"] for c in search["candidates"]] == [upstream["https://x.com/hand"]]
+    assert (
+        search["note"]
+        == f"the provider's answer for 1 order in the window could not be read: {upstream['https://x.com/lost']}"
+    )
+    await demo_provider.clear_faults()
+    assert (await shop.verify()).ok
