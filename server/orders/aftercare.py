@@ -229,13 +229,17 @@ class Aftercare:
     async def cancel(self, user_id: int | None, order_id: int) -> OrderRow:
         order = await self._own(user_id, order_id)
         if order.status == states.PENDING:
+            canceled = False
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
                 assert locked is not None
                 if locked.status == states.PENDING and not locked.panel_dripfeed:  # not sent meanwhile
                     await finish(conn, locked, states.CANCELED, note="canceled before it was sent")
-                    return await self._own(None, order_id)
-            order = await self._own(user_id, order_id)
+                    canceled = True
+            # Read once committed (another connection): inside, it is the order before the cancel.
+            order = await self._own(None if canceled else user_id, order_id)
+            if canceled:
+                return order
         if order.panel_dripfeed and order.status in (states.PENDING, states.IN_PROGRESS):
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)

@@ -155,3 +155,19 @@ async def test_a_second_cancel_at_the_same_time_does_not_undo_the_first(
     assert (done["status"], done["charged"], done["released"]) == ("ORDER_STATUS_CANCELED", "0.00", "0.325")
     assert await shop.balance(ann) == ("5.00", "0.00")
     assert (await shop.verify()).ok
+
+
+async def test_a_cancel_before_the_order_was_sent_answers_it_canceled(shop: Shop) -> None:
+    """The customer cancels an order not yet sent: it is canceled and its price released, and the
+    reply (CancelOrder's order) says so. It was read before the cancel committed: "pending",
+    nothing released, though the order was canceled."""
+    ann = await shop.user("ann@example.com", "10.00")
+    placed = await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/early", quantity=1000)
+    assert placed.status_code == 200, placed.text
+    order = placed.json()
+    canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    assert canceled.status_code == 200, canceled.text
+    answer = canceled.json()
+    assert (answer["status"], answer["released"]) == ("ORDER_STATUS_CANCELED", order["price"])
+    assert await shop.balance(ann) == ("10.00", "0.00")
+    assert (await shop.verify()).ok

@@ -224,12 +224,19 @@ async def until_up(processes: Processes, name: str, nc: NATS, ns: Namespace, por
 
 
 async def chaos(
-    processes: Processes, rng: random.Random, placing: asyncio.Future[Any], nc: NATS, ns: Namespace, port: int
+    processes: Processes,
+    rng: random.Random,
+    placing: asyncio.Future[Any],
+    nc: NATS,
+    ns: Namespace,
+    port: int,
+    *,
+    min_kills: int = MIN_KILLS,
 ) -> None:
     """SIGKILL the server, the worker or both after 0.5-1.5 s of work (restarting them at once)
-    until the orders are placed and at least MIN_KILLS kills happened."""
+    until the orders are placed and at least `min_kills` kills happened."""
     kills = 0
-    while not placing.done() or kills < MIN_KILLS:
+    while not placing.done() or kills < min_kills:
         await asyncio.sleep(rng.uniform(0.5, 1.5))
         victims = rng.choice([("grpc",), ("dispatch",), ("grpc", "dispatch")])
         for name in victims:
