@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import psycopg
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from psycopg_pool import PoolTimeout
@@ -139,14 +140,48 @@ class Chain(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behavior: Behavior = handler.unary_unary
+        behavior: Behavior = _parsed_only(handler.unary_unary)
         for stage in reversed(self._stages):
             behavior = _nest(stage, call, behavior)
         return grpc.unary_unary_rpc_method_handler(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A request whose bytes are not the method's message (a string field holding invalid UTF-8,
+    which clients in other languages send; a truncated field). gRPC answered it UNKNOWN with the
+    parser's traceback in the log; the deserializer now hands this on instead of raising, and the
+    call ends as INVALID_ARGUMENT inside error mapping, after authentication and rate limits."""
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc))
+
+    return parse
+
+
+def _parsed_only(inner: Behavior) -> Behavior:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            raise InvalidArgument(
+                f"the request is not a valid protobuf message: {request.error}", reason="MALFORMED_REQUEST"
+            )
+        return await inner(request, context)
+
+    return behavior
 
 
 def _nest(stage: _UnaryInterceptor, call: CallInfo, inner: Behavior) -> Behavior:

@@ -287,6 +287,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def PollOrders(
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext
     ) -> pb.PollOrdersResponse:
+        if request.limit < 0:  # reached SQL's LIMIT: every step failed and logged, the call said OK
+            raise InvalidArgument.for_field("limit", "must not be negative", domain=DOMAIN)
         limit = request.limit or 1000
         # The steps run side by side, each isolated: one that fails is logged and counts nothing,
         # and a provider slow in one step holds up no other step (server/orders/fanout.py).
