@@ -36,6 +36,7 @@ from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
 REFILL_COMPLETED = "smm.orders.refill.completed"
+DRIPFEED_CANCELLABLE = (states.PENDING, states.IN_PROGRESS, states.NEEDS_REVIEW)
 REVIEW_REFUSAL = "Order is being checked with its provider; it can be cancelled once that is settled"
 # A refill taken without an id (PROTOCOL.md 3.4 deviations) is given a provider's usual time for
 # one, then closed: in progress meanwhile (the provider took it), and one open refill per order
@@ -240,12 +241,14 @@ class Aftercare:
             order = await self._own(None if canceled else user_id, order_id)
             if canceled:
                 return order
-        if order.panel_dripfeed and order.status in (states.PENDING, states.IN_PROGRESS):
+        # A drip-feed smm sends itself is canceled here, never upstream (so whatever the service's
+        # cancel): its runs not sent stop, also while a run is in review (staff settle that run).
+        if order.panel_dripfeed and order.status in DRIPFEED_CANCELLABLE:
             async with self._pool.connection() as conn, conn.transaction():
                 locked = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
                 assert locked is not None
                 # The order may have ended since it was read: then it is answered as it is now.
-                stopping = locked.status in (states.PENDING, states.IN_PROGRESS)
+                stopping = locked.status in DRIPFEED_CANCELLABLE
                 if stopping:
                     await self._dripfeed.stop(conn, locked, "canceled: the remaining runs are not sent")
             order = await self._own(None if stopping else user_id, order_id)

@@ -581,3 +581,40 @@ async def test_a_fallback_provider_with_a_run_out_is_not_deleted_until_the_run_e
     deleted = await shop.http.delete(f"/api/v1/admin/providers/{backup['id']}", headers=shop.admin)
     assert deleted.json()["status"] == "deleted"
     assert (await shop.verify()).ok
+
+
+async def test_a_drip_feed_in_review_can_be_canceled_and_its_runs_not_sent_stop(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """A run's answer was lost (the order in review) and the customer cancels: "Order cannot be
+    cancelled" (the service's cancel is the provider's, which a drip-feed smm sends never uses), and
+    the runs not sent went out later. The runs not sent stop now; the run in review is staff's."""
+    seo = await offer_dripfeed(shop)  # the demo's SEO service takes no cancel upstream
+    ann = await shop.user("ann@example.com", "10.00")
+    order = await place(shop, ann, seo, "https://example.com/review", quantity=100, runs=3, interval=1)
+    await shop.submit(order["id"])  # run 1 goes out
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE providers SET timeout_ms = 300, update_time = now()")
+        await conn.execute(  # run 2 is due, run 3 not yet
+            "UPDATE order_runs SET due_time = now() WHERE order_id = %s AND run_no = 2", (int(order["id"]),)
+        )
+    await demo_provider.fault("timeout", count=1, actions=["add"], process=False)  # run 2: answer lost
+    await shop.submit(order["id"])
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "needs_review", "scheduled"]
+    canceled = await shop.http.post(f"/api/v1/dashboard/orders/{order['id']}/cancel", json={}, headers=ann)
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "ORDER_STATUS_NEEDS_REVIEW"
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "needs_review", "canceled"]
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{order['id']}/resolve",
+        json={"resolution": "not_placed", "reason": "not in the provider's panel"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    await shop.submit(order["id"])  # the event the resolution published: run 2 is not sent now
+    assert [r[1] for r in await runs_of(pool, order["id"])] == ["in_progress", "canceled", "canceled"]
+    done = await run_to_the_end(shop, ann, order["id"])
+    price = Decimal(order["price"])
+    assert (done["status"], Decimal(done["released"])) == ("ORDER_STATUS_PARTIAL", share(price, 200, 300))
+    assert len(await demo_provider.orders()) == 1
+    assert (await shop.verify()).ok
