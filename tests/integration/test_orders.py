@@ -504,7 +504,9 @@ async def test_an_answer_that_arrives_after_staff_failed_the_order_leaves_it_fai
 ) -> None:
     """Staff failed (and released) an order while its ``add`` was still out. The late "accepted"
     answer once moved it back to in progress, and the poller then settled it out of another
-    order's hold. Now the order stays failed with its money, and the upstream id is kept for staff."""
+    order's hold. Now the order stays failed with its money, and the upstream id is kept for staff.
+    Staff are refused while the call may be out (``ORDER_SUBMISSION_OUT``); the late answer is
+    still handled for a call out longer than that window, which the test stands in for."""
     ann = await shop.user("ann@example.com", "5.00")
     likes = shop.service_id("2")  # 0.325 per 1000
     order = (await shop.order(ann, serviceId=likes, link="https://x.com/slow", quantity=1000)).json()
@@ -517,11 +519,12 @@ async def test_an_answer_that_arrives_after_staff_failed_the_order_leaves_it_fai
                 break
             await asyncio.sleep(0.02)
     assert (await shop.submit(order["id"])).status == opb.ORDER_STATUS_NEEDS_REVIEW  # a redelivery
-    failed = await shop.http.post(
-        f"/api/v1/admin/orders/{order['id']}/resolve",
-        json={"resolution": "failed", "reason": "no such order upstream"},
-        headers=shop.admin,
-    )
+    route = f"/api/v1/admin/orders/{order['id']}/resolve"
+    body = {"resolution": "failed", "reason": "no such order upstream"}
+    early = await shop.http.post(route, json=body, headers=shop.admin)
+    assert early.json()["error"]["details"][0]["reason"] == "ORDER_SUBMISSION_OUT", early.text
+    await _past_the_submission_window(pool, order["id"])
+    failed = await shop.http.post(route, json=body, headers=shop.admin)
     assert (failed.json()["status"], failed.json()["released"]) == ("ORDER_STATUS_FAILED", "0.325")
     answered = await first  # the provider's answer arrives: accepted
     [upstream] = await demo_provider.orders()
@@ -542,6 +545,16 @@ async def test_an_answer_that_arrives_after_staff_failed_the_order_leaves_it_fai
     assert [status for status, _ in timeline] == ["pending", "needs_review", "failed", "failed"]
     assert f"accepted it as #{upstream['order']} after the order was failed" in timeline[-1][1]
     assert (await shop.verify()).ok
+
+
+async def _past_the_submission_window(pool: Pool, order_id: str) -> None:
+    """As if the call were still out after the 5 minutes staff wait for its answer."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE order_submissions SET create_time = create_time - interval '6 minutes'"
+            " WHERE order_id = %s",
+            (int(order_id),),
+        )
 
 
 async def _in_review_with_the_first_add_out(
@@ -565,7 +578,8 @@ async def test_an_earlier_submissions_late_answer_never_moves_an_order_sent_agai
 ) -> None:
     """Staff resubmitted an order while its first ``add`` was still out. The first one's late
     refusal failed the order (and released its hold) while the second was placed; its late
-    acceptance took the order over and left the second upstream order untracked."""
+    acceptance took the order over and left the second upstream order untracked. (Refused now
+    while the call may be out; still handled past that window.)"""
     ann = await shop.user("ann@example.com", "5.00")
     backup = await add_provider(shop.http, shop.admin, demo_provider, name="Backup")
     order = (
@@ -575,11 +589,12 @@ async def test_an_earlier_submissions_late_answer_never_moves_an_order_sent_agai
     await demo_provider.fault(first_kind, count=1, actions=["add"], delay_s=1.0)  # A: slow
     await demo_provider.fault("latency", count=1, actions=["add"], delay_s=2.5)  # B: slower, accepted
     first = await _in_review_with_the_first_add_out(shop, ann, order["id"])
-    resubmitted = await shop.http.post(
-        f"/api/v1/admin/orders/{order['id']}/resubmit",
-        json={"providerId": backup["id"], "upstreamServiceId": "2", "reason": "provider 1 looks stuck"},
-        headers=shop.admin,
-    )
+    route = f"/api/v1/admin/orders/{order['id']}/resubmit"
+    body = {"providerId": backup["id"], "upstreamServiceId": "2", "reason": "provider 1 looks stuck"}
+    early = await shop.http.post(route, json=body, headers=shop.admin)
+    assert early.json()["error"]["details"][0]["reason"] == "ORDER_SUBMISSION_OUT", early.text
+    await _past_the_submission_window(pool, order["id"])  # (as the test above)
+    resubmitted = await shop.http.post(route, json=body, headers=shop.admin)
     assert resubmitted.status_code == 200, resubmitted.text
     await asyncio.gather(first, shop.submit(order["id"]))
     upstream = sorted(int(o["order"]) for o in await demo_provider.orders())
