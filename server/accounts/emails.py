@@ -34,6 +34,7 @@ VERIFY = accounts_pb.ACCOUNT_EMAIL_KIND_VERIFY_EMAIL
 RESET = accounts_pb.ACCOUNT_EMAIL_KIND_RESET_PASSWORD
 CHANGE = accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL
 CHANGE_NOTICE = accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL_NOTICE
+KINDS = (VERIFY, RESET, CHANGE, CHANGE_NOTICE)
 LINK_PREFIX = "smm_l_"
 
 
@@ -184,6 +185,8 @@ class AccountEmails:
         delivered (the worker died before its ack), and Resend then refuses the new message as a
         duplicate of it, so the first link is the one in the user's inbox.
         """
+        if kind not in KINDS:  # the caller's mistake, whatever the account's state
+            collect([FieldViolation("kind", "must be an account email kind")], domain=DOMAIN)
         async with self._pool.connection() as conn, conn.transaction():
             user = await self._repo.user(conn, user_id)
             if user is None or user.status != "active":
@@ -204,10 +207,8 @@ class AccountEmails:
                 return await self._with_link(
                     conn, user, "change_email", user.pending_email, "verify-email", request_id
                 )
-            if kind == CHANGE_NOTICE:
-                return PreparedEmail(True, to=user.email, name=user.name, new_email=user.pending_email)
-        collect([FieldViolation("kind", "must be an account email kind")], domain=DOMAIN)
-        raise AssertionError("unreachable")
+            assert kind == CHANGE_NOTICE
+            return PreparedEmail(True, to=user.email, name=user.name, new_email=user.pending_email)
 
     async def _with_link(
         self, conn: Conn, user: UserRow, purpose: str, to: str, page: str, request_id: str

@@ -546,3 +546,19 @@ def test_an_error_with_many_long_violations_stays_within_grpc_metadata() -> None
     assert len(bad_request.field_violations[0].description) == 500
     assert 1 < len(bad_request.field_violations) < 300
     assert status.message.startswith("300 fields are invalid: ")
+
+
+async def test_an_account_email_of_no_kind_is_refused_whatever_the_account(
+    http: httpx.AsyncClient, grpc_server: ServerHandle
+) -> None:
+    """An email kind no value has was answered "no email change is pending" (send false, OK) for an
+    account without a pending change: the caller's mistake passed as a decision about the account."""
+    ann = await register(http)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await pb_grpc.AccountsServiceStub(channel).PrepareAccountEmail(
+                pb.PrepareAccountEmailRequest(user_id=int(ann["user"]["id"]), kind=999),  # type: ignore[arg-type]
+                metadata=system_metadata("email"),
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "kind" in (refused.value.details() or "")
