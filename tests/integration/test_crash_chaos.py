@@ -34,10 +34,10 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import pytest
@@ -457,22 +457,39 @@ async def test_kills_mid_flow_never_order_twice_nor_lose_money(
                 assert row.charged == 0, row
 
         # No money lost or created: available + held + charged is what each user was funded.
+        await assert_money_whole(pool, channel, customers, rows, report)
         wallet = wpb_grpc.WalletServiceStub(channel)
         for customer in customers:
-            async with pool.connection() as conn:
-                wallet_row = await (
-                    await conn.execute(
-                        "SELECT available_micros, held_micros FROM wallets WHERE user_id = %s",
-                        (customer.user_id,),
-                    )
-                ).fetchone()
-            assert wallet_row is not None
-            available, held = wallet_row
-            charged = sum(r.charged for r in rows if r.user_id == customer.user_id)
-            assert (available + held + charged, held) == (FUNDS_MICROS, 0), (customer.user_id, report)
             balance = await wallet.GetUserBalance(
                 wpb.GetUserBalanceRequest(user_id=customer.user_id), metadata=SYSTEM
             )
             assert balance.held in ("0", "0.00", "0.0"), balance
-        verified = await wallet.VerifyLedger(wpb.VerifyLedgerRequest(), metadata=SYSTEM)
-        assert verified.ok, verified.problems
+
+
+class ChargedRow(Protocol):
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def charged(self) -> int: ...
+
+
+async def assert_money_whole(
+    pool: Pool, channel: grpc.aio.Channel, customers: list[Customer], rows: Sequence[ChargedRow], report: str
+) -> None:
+    """Each customer's available + held + charged is what they were funded, nothing is held, and
+    VerifyLedger holds."""
+    for customer in customers:
+        async with pool.connection() as conn:
+            wallet_row = await (
+                await conn.execute(
+                    "SELECT available_micros, held_micros FROM wallets WHERE user_id = %s",
+                    (customer.user_id,),
+                )
+            ).fetchone()
+        assert wallet_row is not None
+        available, held = wallet_row
+        charged = sum(r.charged for r in rows if r.user_id == customer.user_id)
+        assert (available + held + charged, held) == (FUNDS_MICROS, 0), (customer.user_id, report)
+    wallet = wpb_grpc.WalletServiceStub(channel)
+    verified = await wallet.VerifyLedger(wpb.VerifyLedgerRequest(), metadata=SYSTEM)
+    assert verified.ok, verified.problems

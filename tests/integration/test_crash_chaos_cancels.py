@@ -43,8 +43,6 @@ from smm.v1 import catalog_service_pb2 as cpb
 from smm.v1 import catalog_service_pb2_grpc as cpb_grpc
 from smm.v1 import orders_service_pb2 as opb
 from smm.v1 import orders_service_pb2_grpc as opb_grpc
-from smm.v1 import wallet_service_pb2 as wpb
-from smm.v1 import wallet_service_pb2_grpc as wpb_grpc
 
 from core.config import Settings
 from core.events import Namespace
@@ -54,10 +52,10 @@ from tests.fix_demo import DemoFactory, DemoHandle
 from tests.integration.test_crash_chaos import (
     ADD_FAULTS,
     FINAL,
-    FUNDS_MICROS,
     SYSTEM,
     Customer,
     Processes,
+    assert_money_whole,
     chaos,
     reconcile_automatically,
     redeliver,
@@ -515,21 +513,7 @@ async def test_cancels_and_dripfeed_runs_under_kills_lose_nothing_and_send_nothi
             assert moves.get((reference, "settle"), (0, 0))[0] == (1 if row.charged else 0), row
 
         # No money lost or created, nothing held.
-        wallet = wpb_grpc.WalletServiceStub(channel)
-        for customer in customers:
-            async with pool.connection() as conn:
-                wallet_row = await (
-                    await conn.execute(
-                        "SELECT available_micros, held_micros FROM wallets WHERE user_id = %s",
-                        (customer.user_id,),
-                    )
-                ).fetchone()
-            assert wallet_row is not None
-            available, held = wallet_row
-            charged = sum(r.charged for r in rows if r.user_id == customer.user_id)
-            assert (available + held + charged, held) == (FUNDS_MICROS, 0), (customer.user_id, report)
-        verified = await wallet.VerifyLedger(wpb.VerifyLedgerRequest(), metadata=SYSTEM)
-        assert verified.ok, verified.problems
+        await assert_money_whole(pool, channel, customers, rows, report)
 
 
 def check_dripfeed(
