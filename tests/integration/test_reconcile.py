@@ -42,6 +42,18 @@ async def settled_in_review(pool: Pool, order_id: str) -> None:
         )
 
 
+async def order_by_hand(demo: DemoHandle, *, quantity: int) -> None:
+    """Someone orders service 2 (likes) for x.com/hand at the provider with the panel's key: an order of
+    ours that smm does not know."""
+    async with httpx.AsyncClient() as client:
+        by_hand = await client.post(
+            demo.api_url,
+            data={"key": demo.api_key, "action": "add", "service": "2", "link": "https://x.com/hand",
+                  "quantity": str(quantity)},
+        )  # fmt: skip
+    assert "order" in by_hand.json(), by_hand.text
+
+
 async def tick(shop: Shop) -> None:
     await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
 
@@ -110,13 +122,7 @@ async def test_staff_see_the_candidates_when_the_evidence_is_not_enough(
     lost = await place(shop, ann, "https://x.com/lost")
     await shop.submit(lost["id"])
     # Someone also ordered by hand at the provider with the panel's key: two unknown orders of ours.
-    async with httpx.AsyncClient() as client:
-        by_hand = await client.post(
-            demo_provider.api_url,
-            data={"key": demo_provider.api_key, "action": "add", "service": "2", "link": "https://x.com/hand",
-                  "quantity": "50"},
-        )  # fmt: skip
-    assert "order" in by_hand.json(), by_hand.text
+    await order_by_hand(demo_provider, quantity=50)
     await settled_in_review(pool, lost["id"])
     await tick(shop)  # no later order of smm's yet: the window is open, nothing is decided
     assert await status(shop, ann, lost["id"]) == "ORDER_STATUS_NEEDS_REVIEW"
@@ -253,13 +259,7 @@ async def test_an_order_in_the_window_whose_status_cannot_be_read_leaves_the_cho
     await demo_provider.fault("timeout", count=1, actions=["add"])
     lost = await place(shop, ann, "https://x.com/lost")
     await shop.submit(lost["id"])
-    async with httpx.AsyncClient() as client:  # ordered by hand with the panel's key, same charge
-        by_hand = await client.post(
-            demo_provider.api_url,
-            data={"key": demo_provider.api_key, "action": "add", "service": "2", "link": "https://x.com/hand",
-                  "quantity": "1000"},
-        )  # fmt: skip
-    assert "order" in by_hand.json(), by_hand.text
+    await order_by_hand(demo_provider, quantity=1000)  # the same charge as the lost order
     after = await place(shop, ann, "https://x.com/after")
     await shop.submit(after["id"])
     upstream = {o["link"]: str(o["order"]) for o in await demo_provider.orders()}

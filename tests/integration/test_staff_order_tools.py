@@ -377,19 +377,16 @@ async def test_a_pending_drip_feed_resubmitted_sends_its_runs_to_the_provider_st
     assert (await shop.verify()).ok
 
 
-async def test_staff_find_an_order_only_once_its_providers_answer_is_in(
+async def _in_review_with_its_add_out(
     shop: Shop, pool: Pool, demo_provider: DemoHandle
-) -> None:
-    """A redelivered event sends an order whose ``add`` is still out to review at once. Staff who
-    found it upstream then had it in progress, until the call's own answer came back unknown and
-    sent it to review again: no longer polled, its hold kept, and "needs review" shown for an
-    order staff had settled the question of. Found now waits for that answer (at most 5 minutes):
-    an accepted answer resolves the order itself."""
+) -> tuple[dict[str, str], dict[str, Any], asyncio.Task[Any]]:
+    """An order whose ``add`` the provider has taken but not yet answered (2.5 s), and a redelivered
+    event that sent it to review meanwhile: (user, order, the first submission still out)."""
     ann = await shop.user("ann@example.com", "5.00")
     await demo_provider.fault("timeout", count=1, actions=["add"])  # placed upstream, answer lost
     async with pool.connection() as conn:
         await conn.execute("UPDATE providers SET timeout_ms = 2500, update_time = now()")
-    lost = (
+    lost: dict[str, Any] = (
         await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/out", quantity=1000)
     ).json()
     first = asyncio.create_task(shop.submit(lost["id"]))
@@ -399,6 +396,18 @@ async def test_staff_find_an_order_only_once_its_providers_answer_is_in(
                 break
             await asyncio.sleep(0.02)
     assert (await shop.submit(lost["id"])).status == 9  # a redelivery: needs review
+    return ann, lost, first
+
+
+async def test_staff_find_an_order_only_once_its_providers_answer_is_in(
+    shop: Shop, pool: Pool, demo_provider: DemoHandle
+) -> None:
+    """A redelivered event sends an order whose ``add`` is still out to review at once. Staff who
+    found it upstream then had it in progress, until the call's own answer came back unknown and
+    sent it to review again: no longer polled, its hold kept, and "needs review" shown for an
+    order staff had settled the question of. Found now waits for that answer (at most 5 minutes):
+    an accepted answer resolves the order itself."""
+    ann, lost, first = await _in_review_with_its_add_out(shop, pool, demo_provider)
     [upstream] = await demo_provider.orders()
     body = {"resolution": "found", "upstreamOrderId": str(upstream["order"]), "reason": "their panel"}
     route = f"/api/v1/admin/orders/{lost['id']}/resolve"
@@ -609,20 +618,7 @@ async def test_staff_settle_an_order_only_once_its_providers_answer_is_in(
     """As for "found": while a redelivered event's review meets a call still out, "not_placed" and a
     resubmit sent the order again (the provider then had it twice, both paid for), and "failed"
     released the price of an order the provider was taking."""
-    ann = await shop.user("ann@example.com", "5.00")
-    await demo_provider.fault("timeout", count=1, actions=["add"])  # placed upstream, answer lost
-    async with pool.connection() as conn:
-        await conn.execute("UPDATE providers SET timeout_ms = 2500, update_time = now()")
-    lost = (
-        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/out", quantity=1000)
-    ).json()
-    first = asyncio.create_task(shop.submit(lost["id"]))
-    async with asyncio.timeout(5):  # the call is out and the provider has the order
-        while True:
-            if await demo_provider.orders():
-                break
-            await asyncio.sleep(0.02)
-    assert (await shop.submit(lost["id"])).status == 9  # a redelivery: needs review
+    _, lost, first = await _in_review_with_its_add_out(shop, pool, demo_provider)
     if action == "resubmit":
         route, body = (
             f"/api/v1/admin/orders/{lost['id']}/resubmit",
