@@ -237,13 +237,16 @@ def _retry_after(details: list[any_pb2.Any]) -> int | None:
 
 
 def invalid_argument(message: str, field: str = "") -> HTTPResponse:
-    details = [error_info("INVALID_ARGUMENT", "edge.smm", {"field": field} if field else {})]
+    # The same keys and violation reason as the servers' field errors (server/common/errors.py).
+    details = [error_info("INVALID_ARGUMENT", "edge.smm", {"field": field, "fields": field} if field else {})]
     if field:
         violation = any_pb2.Any()
         violation.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=field, description=message, reason="INVALID_FIELD"
+                    )
                 ]
             )
         )

@@ -69,6 +69,11 @@ class InvalidArgument(DomainError):
     ) -> None:
         super().__init__(message, reason=reason, domain=domain, metadata=metadata)
         self.violations = list(violations or [])
+        if self.violations:
+            # One pair of keys whichever way the error was built: clients read ``field`` for the
+            # (first) bad field and ``fields`` for all of them (BadRequest has each one's words).
+            self.metadata.setdefault("field", self.violations[0].field)
+            self.metadata.setdefault("fields", ",".join(v.field for v in self.violations))
 
     @classmethod
     def for_field(
@@ -79,7 +84,6 @@ class InvalidArgument(DomainError):
             violations=[FieldViolation(field, description)],
             reason=reason,
             domain=domain,
-            metadata={"field": field},
         )
 
 
@@ -144,5 +148,4 @@ def collect(violations: list[FieldViolation], *, domain: str = "smm") -> None:
             message,
             violations=violations,
             domain=domain,
-            metadata={"fields": ",".join(v.field for v in violations)},
         )

@@ -135,12 +135,18 @@ async def test_a_name_staff_type_is_one_visible_line(
     blank entry. A name a sync stored earlier does not stop staff from changing other fields."""
     refused = await http.post("/api/v1/admin/categories", json={"name": name, "enabled": True}, headers=admin)
     assert refused.status_code == 400, refused.text
-    assert refused.json()["error"]["details"][0]["metadata"] == {"fields": "category.name"}
+    assert refused.json()["error"]["details"][0]["metadata"] == {
+        "field": "category.name",
+        "fields": "category.name",
+    }
     category = await _category(http, admin, "Instagram")
     service = await _service(http, admin, category, "Likes")
     renamed = await http.patch(f"/api/v1/admin/services/{service}", json={"name": name}, headers=admin)
     assert renamed.status_code == 400, renamed.text
-    assert renamed.json()["error"]["details"][0]["metadata"] == {"fields": "service.name"}
+    assert renamed.json()["error"]["details"][0]["metadata"] == {
+        "field": "service.name",
+        "fields": "service.name",
+    }
 
     async with pool.connection() as conn:  # as a provider's list may have named it
         await conn.execute("UPDATE services SET name = %s WHERE id = %s", ("Likes\x07", int(service)))

@@ -33,7 +33,23 @@ def assert_error(response: httpx.Response, http_code: int, status: str, reason: 
     if reason is not None:
         reasons = [d.get("reason") for d in error["details"]]
         assert reason in reasons, error
+    _assert_field_keys(error)
     return error
+
+
+def _assert_field_keys(error: dict) -> None:
+    """Every field error, the edge's own or a server's, names its fields the same way: ``field``
+    (the first) and ``fields`` (all) in ErrorInfo, a reason on each violation."""
+    violations = [v for d in error.get("details", []) for v in d.get("fieldViolations", [])]
+    if not violations:
+        return
+    [info] = [d for d in error["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["metadata"]["field"] == violations[0]["field"], error
+    listed, fields = ",".join(v["field"] for v in violations), info["metadata"]["fields"]
+    assert fields == listed or (fields.endswith("\u2026") and listed.startswith(fields[:-1])), (
+        error
+    )  # clipped
+    assert all(v.get("reason") == "INVALID_FIELD" for v in violations), error
 
 
 async def test_public_catalog_through_the_edge(http: httpx.AsyncClient, channel: grpc.aio.Channel) -> None:
@@ -469,7 +485,9 @@ async def test_a_single_valued_query_parameter_given_twice_is_invalid_argument(
     response = await http.get(f"{path}?{query}")
     error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert error["message"] == f"query parameter {field}: given more than once, but takes one value"
-    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+    assert _field_violations(error) == [
+        {"field": field, "description": error["message"], "reason": "INVALID_FIELD"}
+    ]
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.5", "true"])
@@ -482,7 +500,9 @@ async def test_an_enum_given_a_number_with_a_fraction_is_invalid_argument(
         headers={"content-type": "application/json"},
     )
     error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
-    assert _field_violations(error) == [{"field": "service.type", "description": error["message"]}]
+    assert _field_violations(error) == [
+        {"field": "service.type", "description": error["message"], "reason": "INVALID_FIELD"}
+    ]
     assert "is not a ServiceType" in error["message"]
 
 
@@ -623,7 +643,9 @@ async def test_a_query_number_that_is_not_ascii_digits_is_invalid_argument(
     error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
     [raw] = query.values()
     assert error["message"] == f"query parameter {field}: invalid value {raw!r}"
-    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+    assert _field_violations(error) == [
+        {"field": field, "description": error["message"], "reason": "INVALID_FIELD"}
+    ]
     assert error["details"][0]["domain"] == "edge.smm"
 
 
@@ -631,7 +653,9 @@ async def test_a_path_id_that_is_not_ascii_digits_is_invalid_argument(http: http
     response = await http.get("/api/v1/public/services/%2B5")
     error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert error["message"] == "path parameter id: invalid value '+5'"
-    assert _field_violations(error) == [{"field": "id", "description": error["message"]}]
+    assert _field_violations(error) == [
+        {"field": "id", "description": error["message"], "reason": "INVALID_FIELD"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -658,12 +682,14 @@ async def test_a_body_integer_string_that_is_not_ascii_digits_is_invalid_argumen
     response = await http.post(path, json=body)
     error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert error["message"] == f"invalid {field}: {raw!r} is not an integer"
-    assert _field_violations(error) == [{"field": field, "description": error["message"]}]
+    assert _field_violations(error) == [
+        {"field": field, "description": error["message"], "reason": "INVALID_FIELD"}
+    ]
     assert error["details"][0] == {
         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
         "reason": "INVALID_ARGUMENT",
         "domain": "edge.smm",
-        "metadata": {"field": field},
+        "metadata": {"field": field, "fields": field},
     }
 
 

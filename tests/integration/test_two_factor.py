@@ -164,7 +164,7 @@ async def test_a_code_that_is_not_six_ascii_digits_is_a_field_error(http: httpx.
             "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": code}, headers=bearer(token)
         )
         error = assert_error(enable, 400, "INVALID_ARGUMENT")
-        assert error["details"][0]["metadata"] == {"field": "code"}, error
+        assert error["details"][0]["metadata"] == {"field": "code", "fields": "code"}, error
     otp = pyotp.TOTP(setup.json()["secret"])
     enabled = await http.post(
         "/api/v1/auth/totp/enable", json={"password": PASSWORD, "code": otp.now()}, headers=bearer(token)

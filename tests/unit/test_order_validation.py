@@ -469,7 +469,10 @@ def test_refused(case: Bad) -> None:
     assert err.code is grpc.StatusCode.INVALID_ARGUMENT
     assert err.reason == "INVALID_ARGUMENT"
     assert err.domain == "orders.smm"
-    assert err.metadata == {"fields": ",".join(field for field, _ in case.violations)}
+    assert err.metadata == {
+        "field": case.violations[0][0],
+        "fields": ",".join(field for field, _ in case.violations),
+    }
 
 
 def test_bad_case_ids_are_unique() -> None:
