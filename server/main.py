@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -135,10 +136,14 @@ async def create_server(
     address: str | None = None,
     resolver: auth.CredentialResolver | None = None,
     nc: NATS | None = None,
+    rate_clock: Callable[[], float] | None = None,
 ) -> ServerHandle:
-    """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port)."""
+    """Build and start the server on ``address`` (default settings.grpc_addr; ":0" picks a port).
+    ``rate_clock`` is the time the rate limiter's windows follow (default ``time.time``)."""
     accounts_repo = AccountsRepo()
-    limiter = RateLimiter(pool, Limits.from_settings(settings), sync_s=settings.rate_sync_s)
+    limiter = RateLimiter(
+        pool, Limits.from_settings(settings), rate_clock or time.time, sync_s=settings.rate_sync_s
+    )
     usage = UsageCounter(pool, accounts_repo, flush_every_s=settings.api_key_usage_flush_s)
     key_cache = ApiKeyCache(settings.api_key_cache_s)
     api_keys = ApiKeys(

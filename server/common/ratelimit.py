@@ -1,6 +1,6 @@
 """Rate limits that hold across every edge and server copy.
 
-Fixed one-minute windows counted in an UNLOGGED PostgreSQL table (no WAL). Buckets: every call by
+One-minute windows counted in an UNLOGGED PostgreSQL table (no WAL). Buckets: every call by
 client IP; login and registration by IP and by account, tighter (signed-in calls that check the
 current password spend the same per-account budget); mail-sending calls by IP and by address;
 signed-in calls by user or API key. A call made with an API key counts against the key, not its
@@ -13,8 +13,21 @@ failed repeatedly in the window gets a tenth of its limits. All limits come from
 
 Two ways of counting, by how hot and how sensitive a bucket is:
 
-- **Exact** (``hit``): one upsert per check, for the login, mail and credential-failure buckets:
-  rare calls whose budgets are a handful per minute and guard passwords and inboxes.
+- **Exact** (``hit``): one statement per check, for the login, mail (and texts) and
+  credential-failure buckets: rare calls whose budgets are a handful per minute and guard
+  passwords and inboxes. These slide: the statement counts the call in the current window and
+  reads the previous window's count, and a call passes while
+  ``previous x (1 - elapsed fraction of the current window) + current <= limit`` (the estimate
+  Cloudflare uses). Fixed windows let a whole budget through at 12:00:59 and another at 12:01:00;
+  now a budget spent at a minute's end fades over the next minute instead of renewing at once.
+  Every attempt counts, refused ones too (as before): a client that keeps trying while refused
+  keeps the estimate up. The refusal's Retry-After is when one more call would pass if nothing
+  more were counted in the bucket meanwhile, under the limit that refused it
+  (``seconds_until_allowed``, rounded up to a second): exact for a client alone on its bucket,
+  too early when others spend it too (or the client retries sooner), later than needed when the
+  IP's tightening lifts first. Within any t seconds about ``limit x (1 + t/60)`` calls pass at
+  most (fixed windows: twice the limit within two seconds). An IP is tightened while its estimated
+  credential failures reach the threshold, so the tightening fades the same way.
 - **Counted here, shared in batches** (``take``): the per-IP, per-user and per-key buckets that
   every call touches. Each copy counts in memory and checks ``shared + own unsent <= limit``; a
   background task (``run``) adds every bucket's unsent hits to the table in one statement every
@@ -22,7 +35,10 @@ Two ways of counting, by how hot and how sensitive a bucket is:
   One copy alone is exact; several may together let through up to about
   ``sync_s x their combined rate`` more than the limit within a window before each sees the
   others' counts (docs/DECISIONS.md). Before, every call paid three upserts, and every call from
-  one address queued on the same row lock (issue #6).
+  one address queued on the same row lock (issue #6). These stay fixed windows: sliding them
+  would keep every bucket of the previous minute in each copy's memory and read the other copies'
+  final counts of it, for budgets that meter throughput rather than guard a secret (a guessed API
+  key still spends its address's credential failures, which slide).
 """
 
 from __future__ import annotations
@@ -32,6 +48,7 @@ import contextlib
 import contextvars
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,10 +67,18 @@ from server.common.interceptors import CallInfo, _UnaryInterceptor, current_requ
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60
+# One statement per exact check: the call counted in the current window, and the previous
+# window's count read back with it (server/system/queries.sql keeps 10 minutes of windows).
 HIT = """
-INSERT INTO rate_limit_windows (key, window_start, hits) VALUES (%(key)s, to_timestamp(%(window)s), %(n)s)
-ON CONFLICT ON CONSTRAINT rate_limit_windows_pkey DO UPDATE SET hits = rate_limit_windows.hits + %(n)s
-RETURNING hits
+WITH counted AS (
+    INSERT INTO rate_limit_windows (key, window_start, hits) VALUES (%(key)s, to_timestamp(%(window)s), 1)
+    ON CONFLICT ON CONSTRAINT rate_limit_windows_pkey DO UPDATE SET hits = rate_limit_windows.hits + 1
+    RETURNING hits
+)
+SELECT counted.hits, coalesce(previous.hits, 0)
+FROM counted
+LEFT JOIN rate_limit_windows previous
+  ON previous.key = %(key)s AND previous.window_start = to_timestamp(%(previous)s)
 """
 # One statement per sync: every bucket's unsent hits added, and the totals of all copies read back
 # for those buckets and for the IPs' credential failures (the penalty).
@@ -123,6 +148,25 @@ def client_bucket(ip: str) -> str:
     return ip
 
 
+def estimate(previous: int, current: int, elapsed_s: float) -> float:
+    """The sliding-window count: the previous window's hits weighted by the part of it still
+    within the last ``WINDOW_S`` seconds, plus the current window's."""
+    return previous * (WINDOW_S - elapsed_s) / WINDOW_S + current
+
+
+def seconds_until_allowed(previous: int, current: int, limit: int, elapsed_s: float) -> float:
+    """How long until one more call passes, if nothing more is counted in the bucket meanwhile."""
+    spare = limit - current - 1  # room for the next call beside this window's own hits
+    if spare > 0 or (spare == 0 and previous == 0):
+        # previous x (W - t) / W <= spare  <=>  t >= W - W x spare / previous
+        at = WINDOW_S - WINDOW_S * spare / previous if previous else 0.0
+        return max(0.0, at - elapsed_s)
+    # Not in this window: in the next, where this window's hits fade in turn (previous x (W - t) /
+    # W + 1 <= limit); with a limit of 1, only once they are gone, a window later.
+    at = WINDOW_S - WINDOW_S * (limit - 1) / current if current else 0.0
+    return WINDOW_S - elapsed_s + max(0.0, at)
+
+
 @dataclass
 class _KeyCall:
     counted: bool = False  # against its key, by limit_principal
@@ -190,23 +234,31 @@ class RateLimiter:
     def _window(self) -> int:
         return int(self._clock() // WINDOW_S) * WINDOW_S
 
-    async def _upsert(self, query: str, params: dict[str, Any]) -> int | None:
-        """The counter's value, or None when the store is unreachable: limits fail open, because
-        a request that needs the database fails on its own, and one that does not should pass."""
+    async def _count(self, key: str, window: int) -> tuple[int, int] | None:
+        """Count one hit in ``window``: the counts of that window and of the one before, or None
+        when the store is unreachable: limits fail open, because a request that needs the
+        database fails on its own, and one that does not should pass."""
+        params = {"key": key, "window": window, "previous": window - WINDOW_S}
         try:
             async with self._pool.connection(timeout=STORE_TIMEOUT_S) as conn:
-                row = await (await conn.execute(query, params)).fetchone()
+                row = await (await conn.execute(HIT, params)).fetchone()
         except (PoolTimeout, psycopg.OperationalError):
             log.warning("rate-limit store unavailable; not limiting")
             return None
-        return None if row is None else int(row[0])
+        return None if row is None else (int(row[0]), int(row[1]))
 
     async def hit(self, key: str, limit: int) -> None:
-        """Exact: count the call in the shared table now, and refuse it past ``limit``."""
+        """Exact: count the call in the shared table now, and refuse it while the sliding estimate
+        of the last minute's hits (this one included) is above ``limit``."""
         window = self._window()
-        hits = await self._upsert(HIT, {"key": key, "window": window, "n": 1})
-        if hits is not None and hits > limit:
-            raise self._too_many(window, key)
+        counts = await self._count(key, window)
+        if counts is None:
+            return
+        current, previous = counts
+        elapsed = self._clock() - window
+        if estimate(previous, current, elapsed) > limit:
+            wait = seconds_until_allowed(previous, current, limit, elapsed)
+            raise too_many(max(1, math.ceil(wait)), key.split(":", 1)[0])
 
     def take(self, key: str, limit: int) -> None:
         """Count the call here (shared with the other copies at the next sync), and refuse it when
@@ -239,14 +291,19 @@ class RateLimiter:
         return too_many(retry_after, key.split(":", 1)[0])
 
     def penalised(self, ip: str) -> bool:
-        failures = self._failures.get((f"authfail:{ip}", self._window()), 0)
+        """While the IP's estimated credential failures (sliding, as ``hit``'s) reach the threshold."""
+        key, window = f"authfail:{ip}", self._window()
+        previous = self._failures.get((key, window - WINDOW_S), 0)
+        current = self._failures.get((key, window), 0)
+        failures = estimate(previous, current, self._clock() - window)
         return failures >= self.limits.auth_failures_before_penalty
 
     async def count_failure(self, ip: str) -> None:
         key, window = f"authfail:{ip}", self._window()
-        failures = await self._upsert(HIT, {"key": key, "window": window, "n": 1})
-        if failures is not None:
-            self._failures[(key, window)] = max(failures, self._failures.get((key, window), 0))
+        counts = await self._count(key, window)
+        if counts is not None:
+            for win, failures in zip((window, window - WINDOW_S), counts, strict=True):
+                self._failures[(key, win)] = max(failures, self._failures.get((key, win), 0))
 
     async def sync(self) -> None:
         """Send every bucket's unsent hits and read back every copy's totals, in one statement."""
@@ -255,10 +312,11 @@ class RateLimiter:
             sending = [(k, b) for k, b in self._buckets.items() if b.unsent]
             peek = [k for k, b in self._buckets.items() if not b.unsent and k[1] == current]
             ips = {key[3:] for key, win in self._buckets if key.startswith("ip:") and win == current}
-            peek += [(f"authfail:{ip}", current) for ip in sorted(ips)]
+            # Both windows the penalty's sliding estimate reads.
+            peek += [(f"authfail:{ip}", win) for ip in sorted(ips) for win in (current - WINDOW_S, current)]
             if not sending and not peek:
                 self._buckets = {k: b for k, b in self._buckets.items() if k[1] >= current}
-                self._failures = {k: n for k, n in self._failures.items() if k[1] >= current}
+                self._failures = {k: n for k, n in self._failures.items() if k[1] >= current - WINDOW_S}
                 return
             for _, bucket in sending:
                 bucket.sending, bucket.unsent = bucket.unsent, 0
@@ -288,9 +346,9 @@ class RateLimiter:
                     self._failures[(key, int(window))] = int(hits)
                 elif (found := self._buckets.get((key, int(window)))) is not None:
                     found.shared = int(hits)
-            # Past windows are done with once their hits are sent.
+            # Past windows are done with once their hits are sent (failures: once they stop weighing).
             self._buckets = {k: b for k, b in self._buckets.items() if k[1] >= current or b.unsent}
-            self._failures = {k: n for k, n in self._failures.items() if k[1] >= current}
+            self._failures = {k: n for k, n in self._failures.items() if k[1] >= current - WINDOW_S}
 
     async def run(self) -> None:
         """Sync every ``sync_s`` seconds until ``stop``, and once more then."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,16 +28,23 @@ pytestmark = pytest.mark.integration
 
 @asynccontextmanager
 async def limited_stack(
-    settings: Settings, pool: Pool, limits: dict[str, Any], *, edges: int = 1, **edge_update: Any
+    settings: Settings,
+    pool: Pool,
+    limits: dict[str, Any],
+    *,
+    edges: int = 1,
+    clock: Callable[[], float] | None = None,
+    **edge_update: Any,
 ) -> AsyncIterator[tuple[ServerHandle, list[RunningEdge]]]:
     """A gRPC server and ``edges`` edges with these limits, started well inside a minute: windows
-    are fixed minutes, so no count resets mid-test."""
+    are one minute long, so no count resets mid-test. With ``clock`` the limiter reads the time
+    from it instead (the test moves it)."""
     limited = settings.model_copy(update=limits)
     seconds_into_minute = time.time() % 60
-    if seconds_into_minute > 45:
+    if clock is None and seconds_into_minute > 45:
         await asyncio.sleep(60.5 - seconds_into_minute)
     nc = await connect(limited.nats_url, name="tests-ratelimit")
-    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc)
+    handle = await create_server(limited, pool, address="127.0.0.1:0", nc=nc, rate_clock=clock)
     edge_settings = limited.model_copy(update={"grpc_target": f"127.0.0.1:{handle.port}", **edge_update})
     started = [await start_edge(edge_settings) for _ in range(edges)]
     try:
@@ -403,3 +411,100 @@ def test_the_bucket_of_a_client_address() -> None:
     assert client_bucket("2001:DB8:1:2::1") == "2001:db8:1:2::/64"
     assert client_bucket("203.0.113.7") == "203.0.113.7"
     assert client_bucket("") == ""
+
+
+# A minute's start (a multiple of 60), far from the real time: the limiter's windows follow the
+# clock the test moves.
+T0 = 1_800_000_000.0
+
+
+@dataclass
+class Clock:
+    now: float = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def sliding(settings: Settings, pool: Pool) -> AsyncIterator[tuple[Clock, RunningEdge]]:
+    """The ``tight`` limits on a clock the test moves."""
+    limits = {
+        "rate_per_ip_per_min": 40,
+        "rate_login_per_ip_per_min": 20,
+        "rate_login_per_account_per_min": 4,
+        "rate_auth_failures_before_penalty": 6,
+        "rate_reset_per_ip_per_min": 6,
+        "rate_reset_per_account_per_min": 2,
+    }
+    clock = Clock()
+    async with limited_stack(settings, pool, limits, clock=clock) as (_, [edge]):
+        yield clock, edge
+
+
+async def guess(http: httpx.AsyncClient, password: str = "guess!!!!!") -> httpx.Response:  # noqa: S107
+    return await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": password})
+
+
+async def test_a_login_budget_spent_at_a_windows_end_is_not_renewed_at_the_next_ones_start(
+    sliding: tuple[Clock, RunningEdge],
+) -> None:
+    # Fixed windows let a whole budget through at 12:00:59 and another at 12:01:00: twice the
+    # limit in two seconds. The sliding estimate weighs the previous minute's count by the part
+    # of it still inside the last 60 seconds.
+    clock, edge = sliding
+    async with httpx.AsyncClient(base_url=edge.base_url) as http:
+        clock.now = T0 + 59
+        await register(http)  # 1 of the account's 4
+        assert [(await guess(http)).status_code for _ in range(3)] == [401, 401, 401]  # 4 of 4
+        clock.now = T0 + 60  # one second later, a new minute: 4 x 60/60 + 1 > 4
+        refused = await guess(http, PASSWORD)
+        assert_limited(refused)
+        # Truthful: the next call passes once 4 x (1 - t/60) + 1 (the refused one) + 1 <= 4, at t = 30 s.
+        assert refused.headers["retry-after"] == "30"
+        assert refused.json()["error"]["details"][0]["metadata"]["retry_after_s"] == "30"
+        clock.now = T0 + 60 + 29
+        assert_limited(await guess(http, PASSWORD))  # not yet (and it counts: 2 in this minute)
+        clock.now = T0 + 60 + 45  # 4 x 15/60 + 2 + 1 <= 4: the previous minute has faded enough
+        assert (await guess(http, PASSWORD)).status_code == 200
+        clock.now = T0 + 120 + 30  # 3 x 30/60 + 3 = 4.5 > 4 at the third: the estimate binds again
+        assert [(await guess(http)).status_code for _ in range(3)] == [401, 401, 429]
+
+
+async def test_a_mail_budget_spent_at_a_windows_end_is_not_renewed_at_the_next_ones_start(
+    sliding: tuple[Clock, RunningEdge],
+) -> None:
+    clock, edge = sliding
+    async with httpx.AsyncClient(base_url=edge.base_url) as http:
+
+        async def forgot() -> httpx.Response:
+            return await http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+
+        clock.now = T0 + 58
+        assert [(await forgot()).status_code for _ in range(2)] == [200, 200]  # the address's 2
+        clock.now = T0 + 61  # 2 x 59/60 + 1 > 2
+        refused = await forgot()
+        assert_limited(refused)
+        # With this minute's 1 (the refused call) no second fits in it, whatever fades: the next
+        # call passes in the next minute, from its start (1 x (1 - t/60) + 1 <= 2), 59 s from now.
+        assert refused.headers["retry-after"] == "59"
+        clock.now = T0 + 120
+        assert (await forgot()).status_code == 200
+        assert_limited(await forgot())  # 1 x 60/60 + 2 > 2
+
+
+async def test_credential_failures_at_a_windows_end_still_tighten_the_next_ones_start(
+    sliding: tuple[Clock, RunningEdge],
+) -> None:
+    clock, edge = sliding
+    async with httpx.AsyncClient(base_url=edge.base_url) as http:
+
+        async def me() -> httpx.Response:
+            return await http.get("/api/v1/auth/me", headers=bearer("smm_s_guessed"))
+
+        clock.now = T0 + 59
+        assert [(await me()).status_code for _ in range(6)] == [401] * 6  # the penalty's 6
+        clock.now = T0 + 60  # 6 x 60/60 failures: still tightened, to a tenth of 40
+        assert [(await me()).status_code for _ in range(5)] == [401, 401, 401, 401, 429]
+        clock.now = T0 + 120 + 50  # this minute's 4 failures x 10/60, and up to 5 more, stay below 6
+        assert [(await me()).status_code for _ in range(6)] == [401] * 6  # above the tightened 4
