@@ -127,7 +127,8 @@ class Settings(BaseSettings):
     currency: str = "USD"
 
     # Orders.
-    # Orders not finished after this many hours raise an alert event (once each).
+    # Orders not finished, and refills still open, after this many hours raise an alert event
+    # (once each).
     order_stuck_after_h: int = Field(default=24, ge=1)
     # New orders one dispatch worker sends to providers at the same time (each provider's own
     # concurrency and rate limits still apply).

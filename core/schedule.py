@@ -30,7 +30,7 @@ JOBS: tuple[Job, ...] = (
     # Queues a sync of every enabled provider; the provider-sync worker runs them.
     Job("provider-sync", HOUR_S),
     # Asks providers about orders that are due a look (the dispatch worker runs the poll), and
-    # reports orders stuck for too long.
+    # reports orders (and open refills) stuck for too long.
     Job("order-poll", 30),
     # Checks every ledger invariant; a broken one raises an alert event.
     Job("ledger-verify", HOUR_S),

@@ -166,4 +166,5 @@ async def stuck_alerts(pool: Pool) -> list[list[int]]:
                 "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
             )
         ).fetchall()
-    return [list(events_pb2.OrdersStuck.FromString(r[0]).order_ids) for r in rows]
+    alerts = [events_pb2.OrdersStuck.FromString(r[0]) for r in rows]
+    return [list(a.order_ids) for a in alerts if a.order_ids]  # not those of refills alone

@@ -157,6 +157,7 @@ RPC_ROLES: dict[str, frozenset[Role]] = {
     "/smm.v1.OrdersService/ListOrderProviderLog": STAFF_READ,
     "/smm.v1.OrdersService/SetOrderStatus": STAFF_WRITE,
     "/smm.v1.OrdersService/ResolveOrder": STAFF_WRITE,
+    "/smm.v1.OrdersService/EndRefill": STAFF_WRITE,
     "/smm.v1.OrdersService/ListUpstreamCandidates": STAFF_READ,
     "/smm.v1.OrdersService/ResubmitOrder": STAFF_WRITE,
     # Machines: the signature, checked by the service, is the credential.

@@ -175,6 +175,15 @@ def dead_letter_lines(durable: str, headers: dict[str, str]) -> list[str]:
     ]
 
 
+def stuck_alert(stuck: events_pb2.OrdersStuck) -> tuple[str, list[str]]:
+    """The staff alert's title and lines for orders, and refills, open too long (at most 50 of each)."""
+    refills = [f"Refill {r.refill_id} of order {r.order_id}" for r in stuck.refills[:50]]
+    orders = [f"Order {i}" for i in stuck.order_ids[:50]]
+    if not orders:
+        return "Refills are stuck", refills
+    return ("Orders and refills are stuck" if refills else "Orders are stuck"), orders + refills
+
+
 def order_context(order: OrderFacts, contact: Contact, currency: str, web_url: str) -> dict[str, Any]:
     return {
         "name": contact.name,
@@ -358,7 +367,7 @@ class Notifications:
             return [Draft(contact, "api_key_created", context)]
         if subject == "smm.orders.alert.stuck":
             stuck = events_pb2.OrdersStuck.FromString(payload)
-            return await self._admin_alert("Orders are stuck", [f"Order {i}" for i in stuck.order_ids[:50]])
+            return await self._admin_alert(*stuck_alert(stuck))
         if subject == "smm.wallet.ledger.alert":
             alert = events_pb2.LedgerAlert.FromString(payload)
             return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))

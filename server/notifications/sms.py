@@ -50,6 +50,7 @@ from server.notifications.logic import (
     message_key,
     order_context,
     resends_failed,
+    stuck_alert,
 )
 
 CALLBACK_PATH = "/api/v1/webhooks/sms/twilio"
@@ -198,7 +199,7 @@ class SmsNotifications:
             return []
         if subject == "smm.orders.alert.stuck":
             stuck = events_pb2.OrdersStuck.FromString(payload)
-            return await self._admin_alert("Orders are stuck", [f"Order {i}" for i in stuck.order_ids[:50]])
+            return await self._admin_alert(*stuck_alert(stuck))
         if subject == "smm.wallet.ledger.alert":
             alert = events_pb2.LedgerAlert.FromString(payload)
             return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))

@@ -1,5 +1,6 @@
 """Staff tools for orders: every order with filters, its provider log, a status set by hand (with
-the release computed), resolving orders that need review, resubmitting elsewhere. All audited."""
+the release computed), resolving orders that need review, resubmitting elsewhere, ending a refill
+its provider never finishes. All audited."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from smm.v1 import events_pb2
 
 from server.common import audit
 from server.common.db import Pool
-from server.common.errors import FailedPrecondition, FieldViolation, collect
+from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
 from server.common.outbox import add_event
 from server.common.upstream_id import MAX_ID_CHARS, canonical_upstream_id
 from server.orders import states
+from server.orders.aftercare import OPEN_REFILL, announce_completed
 from server.orders.dripfeed import DripFeed
 from server.orders.errors import DOMAIN, order_not_found
 from server.orders.logic import ORDER_CREATED
-from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow, RunRow
+from server.orders.repo import QUERIES, Conn, ExchangeRow, OrderRow, RefillRow, RunRow
 from server.orders.tracking import finish, record
 
 RESOLUTIONS = ("found", "not_placed", "failed")
+REFILL_ENDS = ("completed", "rejected")
 # What an upstream id staff type must be (``canonical_upstream_id``: the rule provider replies follow).
 ID_RULE = f"a positive number or up to {MAX_ID_CHARS} characters without spaces"
 # The statuses staff may move an order that is with its provider between, by kind: processing has
@@ -199,6 +202,56 @@ class OrdersAdmin:
                 await finish(conn, order, states.FAILED, note=f"failed by staff: {why}")
             await _audit(conn, "order.resolved", order, resolution=resolution, reason=why)
 
+    async def end_refill(self, order_id: int, refill_id: int, status: str, reason: str) -> None:
+        """Ends an open refill by hand (completed or rejected), under its row lock: the poller's
+        answer, read before, then finds it ended and writes nothing (``update_refill``)."""
+        why = _reason(reason)
+        if status not in REFILL_ENDS:
+            collect([FieldViolation("status", "must be completed or rejected")], domain=DOMAIN)
+        async with self._pool.connection() as conn, conn.transaction():
+            refill = await QUERIES.one(conn, "lock_refill", RefillRow, id=refill_id, order_id=order_id)
+            if refill is None:  # another order's refill too: no oracle for which ids exist where
+                raise NotFound(
+                    "refill not found",
+                    reason="REFILL_NOT_FOUND",
+                    domain=DOMAIN,
+                    metadata={"order_id": str(order_id), "refill_id": str(refill_id)},
+                )
+            if refill.status not in OPEN_REFILL:
+                raise FailedPrecondition(
+                    f"the refill already ended {refill.status}",
+                    reason="REFILL_ALREADY_ENDED",
+                    domain=DOMAIN,
+                    metadata={"refill_id": str(refill_id), "status": refill.status},
+                )
+            if refill.status == "pending" and not refill.upstream_refill_id:
+                # The reservation taken before the provider is asked: the answer, stored next, would
+                # open it again (or expire_lost_refills ends it within 10 minutes).
+                raise FailedPrecondition(
+                    "the refill is being asked of its provider: try again once its answer is in"
+                    " (at most 10 minutes)",
+                    reason="REFILL_REQUEST_OUT",
+                    domain=DOMAIN,
+                    metadata={"refill_id": str(refill_id)},
+                )
+            order = await QUERIES.one(conn, "get_order", OrderRow, id=order_id)
+            assert order is not None  # the refill's (a foreign key)
+            await QUERIES.execute(
+                conn, "end_refill", id=refill_id, status=status, message=f"ended by staff: {why}"[:500]
+            )
+            await QUERIES.execute(
+                conn,
+                "note_order",
+                order_id=order_id,
+                note=f"refill {refill_id} {status} by staff: {why}"[:500],
+            )
+            if status == "completed":
+                await announce_completed(conn, refill)
+            await _audit(
+                conn, "order.refill_ended", order, refill_id=str(refill_id), refill_status=status, reason=why,
+                before_extra={"refill_status": refill.status},
+            )  # fmt: skip
+
     async def resubmit(self, order_id: int, provider_id: int, upstream_service_id: str, reason: str) -> None:
         why = _reason(reason)
         # As a service linked by hand (catalog ``set_providers``): the id the provider's list gives.
@@ -240,12 +293,19 @@ class OrdersAdmin:
 
 
 async def _audit(
-    conn: Conn, action: str, before: OrderRow, *, with_service: bool = False, **extra: str
+    conn: Conn,
+    action: str,
+    before: OrderRow,
+    *,
+    with_service: bool = False,
+    before_extra: dict[str, str] | None = None,
+    **extra: str,
 ) -> None:
-    """Staff's action on a locked order, as the order was before and is now (with ``extra``)."""
+    """Staff's action on a locked order, as the order was before (with ``before_extra``) and is now
+    (with ``extra``)."""
     after = await QUERIES.one(conn, "get_order", OrderRow, id=before.id)
     assert after is not None
-    seen_before, seen_after = _seen(before), _seen(after)
+    seen_before, seen_after = {**_seen(before), **(before_extra or {})}, _seen(after)
     if with_service:  # a resubmit moves the order to another upstream service
         seen_before["upstream_service_id"] = before.upstream_service_id
         seen_after["upstream_service_id"] = after.upstream_service_id

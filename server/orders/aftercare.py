@@ -3,7 +3,8 @@
 A refill is possible on a completed order of a refill service within its window, one at a time;
 its status (pending, in progress, completed, rejected) is polled like orders, less often as it ages
 (a provider disabled or not answering is asked again later; one that does not know the refill ends
-it; one whose answers cannot be read for an hour is noted for staff once). A refill the provider
+it; one whose answers cannot be read for an hour is noted for staff once; staff end an open refill by
+hand, ``OrdersAdmin.end_refill``, and the poller never writes over that). A refill the provider
 takes without an id to follow is in progress for a day, then ends as completed like any other
 (with its customer's mail): nothing will ever say more about it. A cancel is at once
 for an order not yet sent (full release); for one with a provider it is asked upstream where the
@@ -36,6 +37,7 @@ from server.providers.clients import ProviderClients
 from server.providers.health import about_orders
 
 REFILL_COMPLETED = "smm.orders.refill.completed"
+OPEN_REFILL = ("pending", "in_progress")  # order_refills_open_key: one of these per order
 DRIPFEED_CANCELLABLE = (states.PENDING, states.IN_PROGRESS, states.NEEDS_REVIEW)
 REVIEW_REFUSAL = "Order is being checked with its provider; it can be cancelled once that is settled"
 # A refill taken without an id (PROTOCOL.md 3.4 deviations) is given a provider's usual time for
@@ -158,7 +160,7 @@ class Aftercare:
         async with self._pool.connection() as conn, conn.transaction():
             ended = await QUERIES.all(conn, "end_untracked_refills", RefillRow)
             for refill in ended:
-                await _announce_completed(conn, refill)
+                await announce_completed(conn, refill)
         return len(ended)
 
     async def _poll_refills_at(self, provider_id: int, refills: Sequence[RefillRow]) -> int:
@@ -190,12 +192,14 @@ class Aftercare:
                 await self._unread(refill, "its entry in the answer could not be read")
                 return 0
             async with self._pool.connection() as conn, conn.transaction():
-                await QUERIES.execute(
+                updated = await QUERIES.execute(
                     conn, "update_refill", id=refill.id, status=status, message=message,
                     next_poll_s=_refill_poll_s(refill),
                 )  # fmt: skip
+                if not updated:  # staff ended it while the provider was asked: theirs stands
+                    return 0
                 if status == "completed" and refill.status != "completed":
-                    await _announce_completed(conn, refill)
+                    await announce_completed(conn, refill)
             return int(status != refill.status)
 
         async def later(refill: RefillRow) -> None:
@@ -317,7 +321,7 @@ def _refill_poll_s(refill: RefillRow) -> int:
     return poll_interval_s((datetime.now(UTC) - refill.create_time).total_seconds())
 
 
-async def _announce_completed(conn: Conn, refill: RefillRow) -> None:
+async def announce_completed(conn: Conn, refill: RefillRow) -> None:
     """The event every refill that ends completed writes (its customer's mail)."""
     done = events_pb2.RefillCompleted(order_id=refill.order_id, refill_id=refill.id, user_id=refill.user_id)
     await add_event(conn, REFILL_COMPLETED, done)

@@ -321,10 +321,33 @@ WHERE status IN ('pending', 'in_progress') AND next_poll_time <= now() AND upstr
 ORDER BY next_poll_time LIMIT :limit;
 
 -- name: update_refill(id, status, message, next_poll_s)!
+-- The provider's answer, read before it was asked: only a refill still open takes it (staff may
+-- have ended it meanwhile, EndRefill); 0 rows then.
 UPDATE order_refills
 SET status = :status, message = :message, update_time = now(),
     next_poll_time = CASE WHEN :status IN ('pending', 'in_progress') THEN now() + make_interval(secs => :next_poll_s) END
-WHERE id = :id;
+WHERE id = :id AND status IN ('pending', 'in_progress');
+
+-- name: lock_refill(id, order_id)^
+-- One refill of one order, locked for staff's end (the poller's writes wait, then find it ended).
+SELECT id, order_id, user_id, provider_id, status, upstream_refill_id, message, create_time, update_time
+FROM order_refills WHERE id = :id AND order_id = :order_id FOR UPDATE;
+
+-- name: end_refill(id, status, message)!
+-- Staff end an open refill (completed or rejected): polling of it stops.
+UPDATE order_refills SET status = :status, message = :message, update_time = now(), next_poll_time = NULL
+WHERE id = :id AND status IN ('pending', 'in_progress');
+
+-- name: stuck_refills(older_than_h)
+-- Refills open longer than the stuck age and not yet reported (each once). One without the
+-- provider's id ends by itself (a reservation expires, an untracked refill completes after a day).
+SELECT id, order_id FROM order_refills
+WHERE status IN ('pending', 'in_progress') AND stuck_alert_time IS NULL AND upstream_refill_id <> ''
+  AND create_time < now() - make_interval(hours => :older_than_h)
+ORDER BY id LIMIT 1000;
+
+-- name: mark_refills_stuck_alerted(ids)!
+UPDATE order_refills SET stuck_alert_time = now() WHERE id = ANY(:ids);
 
 -- name: postpone_refill_polls(ids, next_poll_s)!
 -- Refills whose provider is disabled or did not answer usefully: asked about again later.

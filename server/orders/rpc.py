@@ -401,6 +401,10 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         await self._admin.set_status(request.id, status, request.remains, request.reason)
         return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.id), context)
 
+    async def EndRefill(self, request: pb.EndRefillRequest, context: grpc.aio.ServicerContext) -> pb.Order:
+        await self._admin.end_refill(request.order_id, request.refill_id, request.status, request.reason)
+        return await self.GetAnyOrder(pb.GetAnyOrderRequest(id=request.order_id), context)
+
     async def ListUpstreamCandidates(
         self, request: pb.ListUpstreamCandidatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListUpstreamCandidatesResponse:

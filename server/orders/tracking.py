@@ -227,14 +227,21 @@ class Tracker:
             return 0
 
     async def alert_stuck(self, conn: Conn) -> str:
-        """The scheduled check (inside the job's transaction): an alert for orders not done in time."""
+        """The scheduled check (inside the job's transaction): an alert for orders not done in time,
+        and for refills open that long (the order's one open refill keeps its customer from asking
+        for another: staff end it, ``EndRefill``). Each is reported once."""
         async with conn.cursor() as cur:
             await cur.execute(QUERIES.sql("stuck_orders"), {"older_than_h": self._stuck_after_h})
             ids = [row[0] for row in await cur.fetchall()]
+            await cur.execute(QUERIES.sql("stuck_refills"), {"older_than_h": self._stuck_after_h})
+            refills = [events_pb2.StuckRefill(refill_id=r[0], order_id=r[1]) for r in await cur.fetchall()]
         if ids:
             await QUERIES.execute(conn, "mark_stuck_alerted", ids=ids)
-            await add_event(conn, ORDERS_STUCK, events_pb2.OrdersStuck(order_ids=ids))
-        return f"{len(ids)} stuck order(s) reported"
+        if refills:
+            await QUERIES.execute(conn, "mark_refills_stuck_alerted", ids=[r.refill_id for r in refills])
+        if ids or refills:
+            await add_event(conn, ORDERS_STUCK, events_pb2.OrdersStuck(order_ids=ids, refills=refills))
+        return f"{len(ids)} stuck order(s) and {len(refills)} stuck refill(s) reported"
 
     async def request_poll(self, conn: Conn) -> str:
         """The scheduled tick: the dispatch worker runs the poll outside the job's transaction."""
