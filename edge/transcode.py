@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from google.api import field_behavior_pb2  # type: ignore[import-untyped]  # no stubs in googleapis-common-protos
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, field_mask_pb2, json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -189,13 +189,16 @@ def _check_body_values(value: Any, descriptor: Any, *, prefix: str) -> None:
         if field is None:
             continue
         path = f"{prefix}{field.name}"
+        if item is None:
+            continue  # null is the field's default (proto3 JSON)
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            if isinstance(item, dict):
-                entry = field.message_type.fields_by_name
-                for map_key, one in item.items():
-                    _check_body_value(map_key, entry["key"], path)  # JSON keys are strings
-                    _check_body_value(one, entry["value"], f"{path}[{map_key[:100]!r}]")
-        elif field.is_repeated and isinstance(item, list):
+            _expect(item, dict, "an object", path)
+            entry = field.message_type.fields_by_name
+            for map_key, one in item.items():
+                _check_map_key(map_key, entry["key"], path)  # JSON keys are strings
+                _check_body_value(one, entry["value"], f"{path}[{map_key[:100]!r}]")
+        elif field.is_repeated:
+            _expect(item, list, "an array", path)
             for index, one in enumerate(item):
                 _check_body_value(one, field, f"{path}[{index}]")
         else:
@@ -203,16 +206,73 @@ def _check_body_values(value: Any, descriptor: Any, *, prefix: str) -> None:
 
 
 def _check_body_value(one: Any, field: FieldDescriptor, path: str) -> None:
+    """One value against its field's JSON type (protobuf's parser words a wrong one in Python's
+    terms: "expected string or bytes-like object, got 'int'", "int() argument must be ...")."""
+    if one is None:
+        return
     if field.enum_type is not None:
         if isinstance(one, str) and one not in field.enum_type.values_by_name:
             raise TranscodeError(f"invalid {path}: {one[:100]!r} is not a {field.enum_type.name}", field=path)
         if isinstance(one, bool) or (isinstance(one, float) and not one.is_integer()):
-            raise TranscodeError(f"invalid {path}: {one!r} is not a {field.enum_type.name}", field=path)
+            raise TranscodeError(
+                f"invalid {path}: {json.dumps(one)} is not a {field.enum_type.name}", field=path
+            )
+        _expect(one, (str, int, float), f"a {field.enum_type.name} name", path)
     elif field.type in _INTEGER_TYPES:
         if isinstance(one, str) and not _PLAIN_INTEGER.fullmatch(one):
             raise TranscodeError(f"invalid {path}: {one[:100]!r} is not an integer", field=path)
-    elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
-        _check_body_values(one, field.message_type, prefix=f"{path}.")
+        if isinstance(one, bool) or (isinstance(one, float) and not one.is_integer()):
+            raise TranscodeError(f"invalid {path}: {json.dumps(one)} is not an integer", field=path)
+        _expect(one, (str, int, float), "an integer (a JSON number or a string of digits)", path)
+        low, high = _INTEGER_RANGES[field.type]
+        if not low <= int(one) <= high:
+            raise TranscodeError(f"invalid {path}: {json.dumps(one)[:100]} is out of range", field=path)
+    elif field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        if isinstance(one, bool):
+            raise TranscodeError(f"invalid {path}: must be a number, not {_json_kind(one)}", field=path)
+        _expect(one, (str, int, float), "a number", path)
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        _expect(one, bool, "true or false", path)
+    elif field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        _expect(one, str, "a string", path)
+    elif field.message_type is not None:
+        if field.message_type.full_name in _STRING_MESSAGES:
+            wanted = _STRING_MESSAGES[field.message_type.full_name]
+            _expect(one, str, wanted, path)
+            try:  # protobuf's own reading, whose errors quote Python's strptime formats
+                json_format.ParseDict(one, _WELL_KNOWN[field.message_type.full_name]())
+            except json_format.ParseError:
+                raise TranscodeError(f"invalid {path}: must be {wanted}", field=path) from None
+        elif not field.message_type.full_name.startswith("google.protobuf."):
+            _expect(one, dict, "an object", path)
+            _check_body_values(one, field.message_type, prefix=f"{path}.")
+
+
+def _check_map_key(key: str, field: FieldDescriptor, path: str) -> None:
+    if field.type in _INTEGER_TYPES and not _PLAIN_INTEGER.fullmatch(key):
+        raise TranscodeError(f"invalid {path}: {key[:100]!r} is not an integer", field=path)
+    if field.type == FieldDescriptor.TYPE_BOOL and key not in ("true", "false"):
+        raise TranscodeError(f"invalid {path}: the key {key[:100]!r} is not true or false", field=path)
+
+
+def _expect(one: Any, kind: type | tuple[type, ...], wanted: str, path: str) -> None:
+    if not isinstance(one, kind):
+        raise TranscodeError(f"invalid {path}: must be {wanted}, not {_json_kind(one)}", field=path)
+
+
+def _json_kind(one: Any) -> str:
+    """A JSON value's type in JSON's words."""
+    if isinstance(one, bool):
+        return "true or false"
+    if isinstance(one, int | float):
+        return "a number"
+    if isinstance(one, str):
+        return "a string"
+    if isinstance(one, list):
+        return "an array"
+    if isinstance(one, dict):
+        return "an object"
+    return "null"
 
 
 def _set_path(request: Message, field_path: tuple[str, ...], raw: str, *, source: str) -> None:
@@ -256,6 +316,29 @@ _INTEGER_TYPES = frozenset(
         FieldDescriptor.TYPE_SFIXED64,
     }
 )
+_INTEGER_RANGES = {
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32),
+        (-(2**31), 2**31 - 1),
+    ),
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64),
+        (-(2**63), 2**63 - 1),
+    ),
+    **dict.fromkeys((FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32), (0, 2**32 - 1)),
+    **dict.fromkeys((FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64), (0, 2**64 - 1)),
+}
+# Well-known types whose JSON form is a string, and how to write one.
+_STRING_MESSAGES = {
+    "google.protobuf.Timestamp": "an RFC 3339 time with its offset, like 2026-01-31T12:00:00Z",
+    "google.protobuf.Duration": "a duration in seconds, like 1.5s",
+    "google.protobuf.FieldMask": "a field mask, like name,rate",
+}
+_WELL_KNOWN: dict[str, type[Message]] = {
+    "google.protobuf.Timestamp": timestamp_pb2.Timestamp,
+    "google.protobuf.Duration": duration_pb2.Duration,
+    "google.protobuf.FieldMask": field_mask_pb2.FieldMask,
+}
 # An integer in a query or path value, or a JSON string in a body: an optional minus and ASCII
 # digits, as JSON spells one.
 _PLAIN_INTEGER = re.compile(r"-?[0-9]+")
@@ -371,18 +454,27 @@ def _snake(name: str) -> str:
 
 
 def _clean_parse_error(exc: json_format.ParseError) -> str:
-    text = str(exc)
+    # "Failed to parse fooBar field: <why> at Request.fooBar." -> "invalid foo_bar: <why>": the
+    # field as the other errors name it, without the message type's name.
+    text = _AT_MESSAGE.sub("", str(exc))
+    field = _field_from_parse_error(exc)
+    if field:
+        text = text.replace(f"Failed to parse {_camel_in(exc)} field: ", f"invalid {field}: ", 1)
     return text.replace("Failed to parse ", "invalid ").replace(" field: ", ": ")
 
 
-def _field_from_parse_error(exc: json_format.ParseError) -> str:
+def _camel_in(exc: json_format.ParseError) -> str:
     # protobuf's messages look like "Failed to parse rate field: ..." or name the path "a.b".
     text = str(exc)
     marker = "Failed to parse "
-    if text.startswith(marker):
-        rest = text[len(marker) :]
-        return rest.split(" field", 1)[0]
-    return ""
+    return text[len(marker) :].split(" field", 1)[0] if text.startswith(marker) else ""
+
+
+def _field_from_parse_error(exc: json_format.ParseError) -> str:
+    return ".".join(_snake(part) for part in _camel_in(exc).split(".")) if _camel_in(exc) else ""
+
+
+_AT_MESSAGE = re.compile(r"\s+at [A-Za-z_][\w.\[\]]*\.$")
 
 
 def encode_response(route: Route, response: Message) -> Any:

@@ -243,18 +243,62 @@ def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route
             "service.sort_order",
             id="string-for-int32",
         ),
-        pytest.param(b'{"sortOrder": 1.5}', "sortOrder", "service", id="fraction-for-int32"),
-        pytest.param(b'{"sortOrder": 99999999999}', "sortOrder", "service", id="int32-overflow"),
+        # A wrong JSON type is named on the field's path in JSON's words (protobuf's parser said
+        # "expected string or bytes-like object, got 'dict'" on the body's field, "service").
+        pytest.param(
+            b'{"sortOrder": 1.5}',
+            "invalid service.sort_order: 1.5 is not an integer",
+            "service.sort_order",
+            id="fraction-for-int32",
+        ),
+        pytest.param(
+            b'{"sortOrder": 99999999999}',
+            "invalid service.sort_order: 99999999999 is out of range",
+            "service.sort_order",
+            id="int32-overflow",
+        ),
         pytest.param(
             b'{"minQuantity": "12x"}',
             "invalid service.min_quantity: '12x' is not an integer",
             "service.min_quantity",
             id="bad-int64-string",
         ),
-        pytest.param(b'{"refill": "yes"}', "refill", "service", id="string-for-bool"),
-        pytest.param(b'{"name": {"a": 1}}', "name", "service", id="object-for-string"),
-        pytest.param(b'{"name": ["a"]}', "name", "service", id="array-for-string"),
-        pytest.param(b'{"createTime": "yesterday"}', "createTime", "service", id="bad-timestamp"),
+        pytest.param(
+            b'{"refill": "yes"}',
+            "invalid service.refill: must be true or false, not a string",
+            "service.refill",
+            id="string-for-bool",
+        ),
+        pytest.param(
+            b'{"name": {"a": 1}}',
+            "invalid service.name: must be a string, not an object",
+            "service.name",
+            id="object-for-string",
+        ),
+        pytest.param(
+            b'{"name": ["a"]}',
+            "invalid service.name: must be a string, not an array",
+            "service.name",
+            id="array-for-string",
+        ),
+        pytest.param(
+            b'{"name": 5}',
+            "invalid service.name: must be a string, not a number",
+            "service.name",
+            id="number-for-string",
+        ),
+        pytest.param(
+            b'{"createTime": "yesterday"}',
+            "invalid service.create_time: must be an RFC 3339 time with its offset, like 2026-01-31T12:00:00Z",
+            "service.create_time",
+            id="bad-timestamp",
+        ),
+        pytest.param(
+            b'{"createTime": "2026-13-01T00:00:00Z"}',
+            "invalid service.create_time: must be an RFC 3339 time",
+            "service.create_time",
+            id="timestamp-month-13",
+        ),
         # Unknown fields are ignored, but an enum name the enum lacks was too: the zero value went on.
         pytest.param(
             b'{"type": "SERVICE_TYPE_PACKAG", "name": "x"}',
@@ -289,12 +333,34 @@ def test_query_fills_unbound_fields_next_to_a_body_field(routes: dict[str, Route
         ),
         pytest.param(
             b'{"type": true}',
-            "invalid service.type: True is not a ServiceType",
+            "invalid service.type: true is not a ServiceType",
             "service.type",
             id="enum-bool",
         ),
-        pytest.param(b'{"minQuantity": 1.5}', "minQuantity", "service", id="fraction-for-int64"),
-        pytest.param(b'{"minQuantity": true}', "minQuantity", "service", id="bool-for-int64"),
+        pytest.param(
+            b'{"minQuantity": 1.5}',
+            "invalid service.min_quantity: 1.5 is not an integer",
+            "service.min_quantity",
+            id="fraction-for-int64",
+        ),
+        pytest.param(
+            b'{"minQuantity": true}',
+            "invalid service.min_quantity: true is not an integer",
+            "service.min_quantity",
+            id="bool-for-int64",
+        ),
+        pytest.param(
+            b'{"minQuantity": [1]}',
+            "invalid service.min_quantity: must be an integer (a JSON number or a string of digits), not an array",
+            "service.min_quantity",
+            id="array-for-int64",
+        ),
+        pytest.param(
+            b'{"minQuantity": 9223372036854775808}',
+            "invalid service.min_quantity: 9223372036854775808 is out of range",
+            "service.min_quantity",
+            id="int64-overflow",
+        ),
     ],
 )
 def test_bad_bodies(routes: dict[str, Route], body: bytes, message: str, field: str) -> None:
