@@ -85,7 +85,7 @@ def reused(key: RequestKey) -> FailedPrecondition:
     """The request id names another request (also when a service finds that from its own records,
     kept longer than the request ids)."""
     return FailedPrecondition(
-        "this request_id was already used for a different request",
+        "this request id (the Idempotency-Key header over HTTP) was already used for a different request",
         reason="REQUEST_ID_REUSED",
         metadata={"request_id": key.request_id},
     )

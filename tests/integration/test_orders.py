@@ -157,6 +157,10 @@ async def test_an_adjustment_replayed_after_its_request_id_was_purged_is_not_mad
 
     other = await shop.http.post(url, json={**body, "amount": "30.00"}, headers=headers)
     error = assert_error(other, 400, "FAILED_PRECONDITION", "REQUEST_ID_REUSED")
+    # Named as HTTP clients send it (the edge passes the header on as the request id).
+    assert error["message"] == (
+        "this request id (the Idempotency-Key header over HTTP) was already used for a different request"
+    )
     [info] = [d for d in error["details"] if d.get("reason") == "REQUEST_ID_REUSED"]
     assert info["metadata"] == {"request_id": "migration-7"}
     again = await shop.http.post(url, json=body, headers=headers)
