@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from smm.v1 import events_pb2
 
@@ -44,7 +45,9 @@ class ConnectionTest:
     latency_ms: int
 
 
-def validate(fields: ProviderFields, *, api_key: str | None) -> None:
+def validate(fields: ProviderFields, *, api_key: str | None, before: ProviderFields | None = None) -> None:
+    """``before``: the provider as stored, whose URL is judged by the rules it was saved under
+    until staff change it (a patch of another field is not refused for it)."""
     violations: list[FieldViolation] = []
     if not 1 <= len(fields.name.strip()) <= 100:
         violations.append(FieldViolation("provider.name", "must be 1 to 100 characters"))
@@ -54,6 +57,8 @@ def validate(fields: ProviderFields, *, api_key: str | None) -> None:
         )
     if len(fields.api_url) > 2000 or not URL.match(fields.api_url):
         violations.append(FieldViolation("provider.api_url", "must be an http(s) URL"))
+    elif before is None or before.api_url != fields.api_url:
+        violations += _url_violations(fields.api_url)
     if api_key is not None and not 1 <= len(api_key.strip()) <= 500:
         violations.append(FieldViolation("provider.api_key", "is required (at most 500 characters)"))
     if not CURRENCY.match(fields.currency):
@@ -65,6 +70,30 @@ def validate(fields: ProviderFields, *, api_key: str | None) -> None:
     if not 1 <= fields.max_requests_per_s <= 10_000:
         violations.append(FieldViolation("provider.max_requests_per_s", "must be 1 to 10000"))
     collect(violations, domain=DOMAIN)
+
+
+def _url_violations(url: str) -> list[FieldViolation]:
+    """The URL is shown to staff, kept in the audit trail and logged with each failed call: a
+    user and password in it would be a credential in all three (the key goes in ``api_key``,
+    stored encrypted). A fragment never reaches the provider, and a URL without a host name or
+    with a bad port cannot be called."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return [FieldViolation("provider.api_url", "must be an http(s) URL")]
+    if parts.username is not None or parts.password is not None:
+        return [
+            FieldViolation(
+                "provider.api_url",
+                "must not carry a user name or password (the key goes in api_key, stored encrypted)",
+            )
+        ]
+    if not parts.hostname:
+        return [FieldViolation("provider.api_url", "must be an http(s) URL")]
+    if "#" in url:
+        return [FieldViolation("provider.api_url", "must not have a #fragment")]
+    return []
 
 
 def visible(fields: ProviderFields) -> dict[str, Any]:
@@ -137,7 +166,7 @@ class ProvidersLogic:
             assert current is not None
             before = current.fields()
             after = replace(before, **changes)
-            validate(after, api_key=api_key)
+            validate(after, api_key=api_key, before=before)
             if api_key is not None:
                 after = replace(after, api_key_ciphertext=self._clients.encrypt_key(api_key.strip()))
             after = replace(after, name=after.name.strip())

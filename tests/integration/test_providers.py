@@ -518,6 +518,54 @@ async def test_provider_settings_are_validated(http: httpx.AsyncClient, admin: d
     }
 
 
+@pytest.mark.parametrize(
+    ("url", "description"),
+    [
+        ("https://user:secret@panel.example/api/v2", "must not carry a user name or password"),
+        ("https://:secret@panel.example/api/v2", "must not carry a user name or password"),
+        ("https://panel.example/api/v2#v2", "must not have a #fragment"),
+        ("https://panel.example:99999/api/v2", "must be an http(s) URL"),
+        ("https://:443/api/v2", "must be an http(s) URL"),
+    ],
+)
+async def test_a_provider_url_carries_no_credential_and_can_be_called(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, url: str, description: str
+) -> None:
+    """The URL is shown to staff, audited and logged with every failed call: a password in it was a
+    credential in all three (the key itself is stored encrypted and never shown)."""
+    body = {"name": "Panel", "apiUrl": url, "apiKey": "k", "currency": "USD"}
+    refused = await http.post("/api/v1/admin/providers", json=body, headers=admin)
+    error = assert_error(refused, 400, "INVALID_ARGUMENT")
+    [details] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    [violation] = details["fieldViolations"]
+    assert violation["field"] == "provider.api_url"
+    assert violation["description"].startswith(description), violation
+    provider = await add_provider(http, admin, demo_provider)
+    patched = await http.patch(
+        f"/api/v1/admin/providers/{provider['id']}", json={"apiUrl": url}, headers=admin
+    )
+    assert (
+        assert_error(patched, 400, "INVALID_ARGUMENT")["details"][0]["metadata"]["field"]
+        == "provider.api_url"
+    )
+    listed = (await http.get(f"/api/v1/admin/providers/{provider['id']}", headers=admin)).json()
+    assert listed["apiUrl"] == demo_provider.api_url
+
+
+async def test_a_provider_saved_before_the_url_rules_can_still_be_changed_otherwise(
+    http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, pool: Pool
+) -> None:
+    provider = await add_provider(http, admin, demo_provider)
+    old = demo_provider.api_url.replace("http://", "http://user:pw@")
+    async with pool.connection() as conn:  # as an older smm stored it
+        await conn.execute("UPDATE providers SET api_url = %s WHERE id = %s", (old, int(provider["id"])))
+    renamed = await http.patch(
+        f"/api/v1/admin/providers/{provider['id']}", json={"name": "Renamed"}, headers=admin
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert (renamed.json()["name"], renamed.json()["apiUrl"]) == ("Renamed", old)
+
+
 async def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe(
     http: httpx.AsyncClient, admin: dict[str, str], demo_provider: DemoHandle, pool: Pool
 ) -> None:
