@@ -70,7 +70,7 @@ def test_parse_micros_rejects_malformed(text: str) -> None:
         parse_micros(text, field="rate")
     assert caught.value.violations[0].field == "rate"
     assert "decimal string" in caught.value.violations[0].description
-    assert caught.value.metadata == {"field": "rate"}
+    assert caught.value.metadata == {"field": "rate", "fields": "rate"}
 
 
 @pytest.mark.parametrize(
