@@ -1,8 +1,12 @@
 """Email worker: account emails (AccountsService.PrepareAccountEmail -> a transport) and, through
 workers/notify.py, every notification email.
 
-The event names only the user and the kind of message; the link is minted by the server when
-this worker asks for it and goes straight into the message, never into a log line.
+The event names only the user and the kind of message. Each account email is first planned
+(``NotificationsService.PlanNotifications``: one ``email_messages`` row per event, address and
+kind, with no content), then the link is minted by the server when this worker asks for it and
+goes straight into the message, never into a log line or the row; the send is recorded with
+``RecordDelivery`` (Resend's email id, which its bounces and complaints name), as for every other
+email. A redelivery of a message recorded as sent mints and sends nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from google.protobuf.message import DecodeError
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 from smm.v1 import events_pb2
+from smm.v1 import notifications_service_pb2 as npb
+from smm.v1 import notifications_service_pb2_grpc as npb_grpc
 
 from core.config import Settings
 from core.events import Durable
 from workers.mail.render import RENDER_ERRORS, render, render_error
 from workers.mail.transport import Transport
 from workers.mail.transports import IdempotencyConflictError, PermanentMailError, TransientMailError
-from workers.notify import brand_from, notifying, transport_from
+from workers.notify import CONFLICT_NOTE, brand_from, notifying, record_delivery, transport_from
 from workers.notify import consumers as notification_consumers
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
@@ -58,7 +64,8 @@ def account_message(prepared: pb.PrepareAccountEmailResponse, settings: Settings
 
 def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None = None) -> list[Consumer]:
     """Account emails (links minted at send time) and every notification email."""
-    stub = pb_grpc.AccountsServiceStub(rpc.channel)
+    accounts = pb_grpc.AccountsServiceStub(rpc.channel)
+    notifications = npb_grpc.NotificationsServiceStub(rpc.channel)
     carrier = transport or transport_from(settings)
 
     async def handle(event: Event, progress: Progress) -> Outcome:
@@ -66,32 +73,82 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             requested = events_pb2.AccountEmailRequested.FromString(event.payload)
         except DecodeError:
             return Permanent("the event is not an AccountEmailRequested")
-        request = pb.PrepareAccountEmailRequest(
-            request_id=event.id, user_id=requested.user_id, kind=requested.kind
+        # Planned first, as every email is: the row that records Resend's id (bounces and
+        # complaints are matched by it) and that staff see; it never holds the link.
+        plan_request = npb.PlanNotificationsRequest(
+            request_id=event.id, subject=event.subject, payload=event.payload, headers=event.headers
         )
         try:
-            prepared = await stub.PrepareAccountEmail(request, metadata=rpc.metadata, timeout=rpc.timeout_s)
+            plan = await notifications.PlanNotifications(
+                plan_request, metadata=rpc.metadata, timeout=rpc.timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
             return outcome_of_rpc_error(exc)
+        if not plan.messages:
+            log.info("account email skipped", extra={"event_id": event.id, "reason": "nothing to send"})
+        for planned in plan.messages:
+            if planned.status != "queued":
+                continue  # recorded as sent on an earlier delivery: mint no other link
+            outcome = await deliver(event, requested, planned)
+            if outcome is not None:
+                return outcome
+        return Ok()
+
+    async def deliver(
+        event: Event, requested: events_pb2.AccountEmailRequested, planned: npb.PlannedMessage
+    ) -> Outcome | None:
+        """Mint the link, send, record; None when recorded, else the event's outcome."""
+        request = pb.PrepareAccountEmailRequest(
+            request_id=event.id, user_id=requested.user_id, kind=requested.kind, to=planned.to
+        )
+        try:
+            prepared = await accounts.PrepareAccountEmail(
+                request, metadata=rpc.metadata, timeout=rpc.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)
+        sent_id, note, error, refusal = "", "", "", ""
         if not prepared.send:
             log.info("account email skipped", extra={"event_id": event.id, "reason": prepared.skip_reason})
-            return Ok()
+            error = f"not sent: {prepared.skip_reason}"
+        else:
+            try:
+                message = account_message(prepared, settings)
+            except RENDER_ERRORS as exc:  # deterministic: a retry would fail again, and mint another link
+                error = render_error(exc)
+                refusal = f"the account email cannot be rendered: {error}"
+            else:
+                try:
+                    # The event id, as before rows were recorded: an event in flight across an
+                    # upgrade keeps its key.
+                    sent_id = await carrier.send(message, idempotency_key=event.id)
+                except IdempotencyConflictError:
+                    # A redelivery after the worker died between the send and its record: the first
+                    # attempt's message (with its link) was delivered; its email id is unknown.
+                    note = CONFLICT_NOTE
+                except (OSError, TransientMailError) as exc:
+                    log.warning(
+                        "account email not sent yet",
+                        extra={"event_id": event.id, "error": type(exc).__name__},
+                    )
+                    return Retry(f"the transport failed ({type(exc).__name__})")
+                except PermanentMailError as exc:
+                    error = str(exc)
+                    refusal = f"the transport refused the account email: {exc}"
+        status = "failed" if error else "sent"
         try:
-            message = account_message(prepared, settings)
-        except RENDER_ERRORS as exc:  # deterministic: a retry would fail again, and mint another link
-            return Permanent(f"the account email cannot be rendered: {render_error(exc)}")
-        try:
-            await carrier.send(message, idempotency_key=event.id)
-        except IdempotencyConflictError:
-            return Ok()  # a redelivery: the first attempt's message (with its link) was delivered
-        except (OSError, TransientMailError) as exc:
-            log.warning(
-                "account email not sent yet", extra={"event_id": event.id, "error": type(exc).__name__}
+            await record_delivery(
+                notifications,
+                rpc,
+                planned.message_id,
+                status,
+                sent_id,
+                error or note,
+                settings.mail_transport,
             )
-            return Retry(f"the transport failed ({type(exc).__name__})")
-        except PermanentMailError as exc:
-            return Permanent(f"the transport refused the account email: {exc}")
-        return Ok()
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)  # if sent, the redelivery is refused as a duplicate (409)
+        return Permanent(refusal) if refusal else None
 
     return [
         Consumer(notifying(ACCOUNT_EMAILS, settings), handle),

@@ -145,7 +145,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
                     refusal = f"the mail transport refused message {planned.message_id}: {exc}"
             status = "failed" if refusal else "sent"
             try:
-                await _record(
+                await record_delivery(
                     stub, rpc, planned.message_id, status, sent_id, error or note, settings.mail_transport
                 )
             except grpc.aio.AioRpcError as exc:
@@ -159,7 +159,7 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
     return [Consumer(notifying(durable, settings), handle) for durable in DURABLES]
 
 
-async def _record(
+async def record_delivery(
     stub: NotificationsServiceAsyncStub,
     rpc: RpcContext,
     message_id: int,

@@ -177,13 +177,15 @@ class AccountEmails:
             raise NotFound("no user is signed in", reason="USER_NOT_FOUND", domain=DOMAIN)
         return user
 
-    async def prepare(self, user_id: int, kind: Kind, request_id: str = "") -> PreparedEmail:
+    async def prepare(self, user_id: int, kind: Kind, request_id: str = "", to: str = "") -> PreparedEmail:
         """What to send now for one requested email, with a link minted for it.
 
         ``request_id`` is the email event's id. A redelivered event gets a new link, but the link
         minted for an earlier delivery of the same event stays valid: that attempt may have been
         delivered (the worker died before its ack), and Resend then refuses the new message as a
-        duplicate of it, so the first link is the one in the user's inbox.
+        duplicate of it, so the first link is the one in the user's inbox. ``to`` is the address
+        the message was planned for (its ``email_messages`` row): when the account's address for
+        this kind is another one by now, nothing is minted (the row would name the wrong inbox).
         """
         if kind not in KINDS:  # the caller's mistake, whatever the account's state
             collect([FieldViolation("kind", "must be an account email kind")], domain=DOMAIN)
@@ -191,6 +193,9 @@ class AccountEmails:
             user = await self._repo.user(conn, user_id)
             if user is None or user.status != "active":
                 return PreparedEmail(False, "the account is not active")
+            address = user.pending_email if kind == CHANGE else user.email
+            if to and address and address != to:
+                return PreparedEmail(False, "the address changed since the message was planned")
             if kind == VERIFY:
                 if user.email_verified_at is not None:
                     return PreparedEmail(False, "the address is already confirmed")

@@ -344,7 +344,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     async def PrepareAccountEmail(
         self, request: pb.PrepareAccountEmailRequest, context: grpc.aio.ServicerContext
     ) -> pb.PrepareAccountEmailResponse:
-        prepared = await self._emails.prepare(request.user_id, request.kind, request.request_id)
+        prepared = await self._emails.prepare(request.user_id, request.kind, request.request_id, request.to)
         return pb.PrepareAccountEmailResponse(
             send=prepared.send,
             skip_reason=prepared.skip_reason,

@@ -14,6 +14,14 @@ Anything missing takes the operator's default (``DEFAULTS``; order emails for AP
 orders default to off: resellers place thousands). Transactional mail (verification, reset, key
 created, receipts) ignores preferences; everything else carries a one-click unsubscribe link.
 Addresses that hard-bounced or complained are suppressed until the user changes address.
+
+Account emails (``smm.accounts.email.requested``: verification, password reset, email change and
+its notice) are planned here too, so each leaves the same trail as any other email (the row with
+the transport's id that bounces and complaints are matched by, and the staff history), but never
+what it says: the worker asks the accounts service for the link only after planning, and the row
+stores no context (the link is a credential; only its hash is kept, by the accounts service).
+They are planned even for a suppressed address: a user asked for them (a password reset after the
+mailbox was fixed must arrive), and a new bounce finds the row all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from urllib.parse import urlencode, urlsplit
 import svix
 from google.protobuf.message import DecodeError
 from psycopg.types.json import Jsonb
+from smm.v1 import accounts_service_pb2 as accounts_pb
 from smm.v1 import events_pb2
 
 from core.events import DLQ_DELIVERIES, DLQ_DURABLE, DLQ_REASON, DLQ_SUBJECT, MSG_ID
@@ -49,6 +58,14 @@ OWN_DURABLES = frozenset({"email-orders", "email-wallet", "email-api-keys", "ema
 # resent, so two failing channels cannot alert about each other's alerts for ever.
 ALERT_DURABLES = frozenset({"email-dlq", "sms-dlq"})
 FINISHED = {"completed": "order_completed", "partial": "order_partial", "canceled": "order_canceled"}
+ACCOUNT_EMAIL_SUBJECT = "smm.accounts.email.requested"
+# An account email's kind -> its template (the worker renders it with the link it is handed).
+ACCOUNT_TEMPLATES = {
+    accounts_pb.ACCOUNT_EMAIL_KIND_VERIFY_EMAIL: "verify_email",
+    accounts_pb.ACCOUNT_EMAIL_KIND_RESET_PASSWORD: "password_reset",
+    accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL: "email_change",
+    accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL_NOTICE: "email_change_notice",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,17 @@ class Draft:
     template: str
     context: dict[str, Any]
     topic: str = ""  # "" for transactional mail
+    # Account emails: asked for by the user, so sent even to a suppressed address.
+    requested: bool = False
+
+
+@dataclass(frozen=True)
+class AccountContact:
+    id: int
+    email: str
+    status: str
+    pending_email: str
+    email_verified: bool
 
 
 @dataclass(frozen=True)
@@ -260,7 +288,9 @@ class Notifications:
         async with self._pool.connection() as conn, conn.transaction():
             for draft in drafts:
                 address = draft.contact.email
-                suppressed = await QUERIES.scalar(conn, "is_suppressed", address=address)
+                suppressed = not draft.requested and await QUERIES.scalar(
+                    conn, "is_suppressed", address=address
+                )
                 await QUERIES.execute(
                     conn,
                     "plan_message",
@@ -323,6 +353,8 @@ class Notifications:
             if durable in OWN_DURABLES:  # never an alert about the alerts themselves (no loop)
                 return []
             return await self._admin_alert(DEAD_LETTERED, dead_letter_lines(durable, headers))
+        if subject == ACCOUNT_EMAIL_SUBJECT:
+            return await self._account_email(events_pb2.AccountEmailRequested.FromString(payload))
         if subject == "smm.orders.order.created":
             created = events_pb2.OrderCreated.FromString(payload)
             return await self._order_drafts(created.order_id, "order_placed", "order_placed")
@@ -372,6 +404,32 @@ class Notifications:
             alert = events_pb2.LedgerAlert.FromString(payload)
             return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))
         return []
+
+    async def _account_email(self, requested: events_pb2.AccountEmailRequested) -> list[Draft]:
+        """The account email to plan: the address it goes to and its template, no content (the
+        link is minted by the accounts service when the worker asks, after this). What the
+        accounts service would skip anyway (an address already confirmed, no change pending, an
+        inactive account) is not planned."""
+        template = ACCOUNT_TEMPLATES.get(requested.kind)
+        if template is None:
+            raise InvalidArgument.for_field("kind", "must be an account email kind", domain=DOMAIN)
+        async with self._pool.connection() as conn:
+            account = await QUERIES.one(conn, "account_contact", AccountContact, id=requested.user_id)
+        if account is None or account.status != "active":
+            return []
+        to = account.email
+        if requested.kind == accounts_pb.ACCOUNT_EMAIL_KIND_VERIFY_EMAIL and account.email_verified:
+            return []
+        if requested.kind in (
+            accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL,
+            accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL_NOTICE,
+        ):
+            if not account.pending_email:
+                return []
+            if requested.kind == accounts_pb.ACCOUNT_EMAIL_KIND_CHANGE_EMAIL:
+                to = account.pending_email
+        contact = Contact(account.id, to, "", account.status, {})
+        return [Draft(contact, template, {}, requested=True)]
 
     async def _available(self, user_id: int) -> int:
         async with self._pool.connection() as conn:

@@ -2,6 +2,11 @@
 SELECT id, email, name, status, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified
 FROM users WHERE id = :id;
 
+-- name: account_contact(id)^
+-- Where an account email goes: the address, or for an email change the pending one.
+SELECT id, email, status, pending_email, email_verified_at IS NOT NULL AS email_verified
+FROM users WHERE id = :id;
+
 -- name: admin_contacts()
 SELECT id, email, name, status, notification_preferences, phone, phone_verified_at IS NOT NULL AS phone_verified
 FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id;

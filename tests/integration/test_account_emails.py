@@ -290,6 +290,12 @@ async def test_an_account_email_that_cannot_be_rendered_is_dead_lettered_at_once
         async with pool.connection() as conn:
             cursor = await conn.execute("SELECT count(*) FROM account_tokens")
             assert await cursor.fetchone() == (1,)  # one link minted, for the one attempt
+            # Recorded failed with the error (replayed once fixed), which holds no link either.
+            cursor = await conn.execute("SELECT template, status, error FROM email_messages")
+            [(template, status, error)] = await cursor.fetchall()
+        assert (template, status) == ("verify_email", "failed")
+        assert "UnsafeURLError" in error
+        assert "token" not in error
     finally:
         await rpc.channel.close()
 
