@@ -13,18 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 import httpx
 import pytest
-from pydantic import SecretStr
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
 from server.common.db import Pool
-from server.main import ServerHandle, create_server
-from tests.fakes.resend_api import FakeResend, new_webhook_secret, resend_settings, svix_headers
-from tests.fix_edge import start_edge
+from server.main import ServerHandle
+from tests.fakes.resend_api import FakeResend, resend_settings, svix_headers
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop
 from tests.integration.test_accounts import register
+from tests.integration.test_notifications import resend_hooks
 from tests.mailbox import _LINK, read_mail
 from workers.email import consumers as email_consumers
 from workers.rpc import open_channel
@@ -74,64 +73,68 @@ async def _nothing() -> None:
 async def test_a_bounced_account_email_suppresses_the_address_and_staff_see_it(
     shop: Shop, pool: Pool, worker_settings: Settings, settings: Settings, resend_api: FakeResend
 ) -> None:
-    secret = new_webhook_secret()
-    with_secret = settings.model_copy(update={"resend_webhook_secret": SecretStr(secret)})
-    server = await create_server(with_secret, pool, address="127.0.0.1:0")
-    edge = await start_edge(with_secret.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}"}))
     worker = resend_settings(worker_settings, resend_api)
     rpc = open_channel(worker, "tests")
     [account_consumer, _orders, wallet_consumer, *_] = email_consumers(rpc, worker)
     try:
-        user = await shop.user("ann@example.com", "5.00")  # a verification email, a balance email
-        [verify] = await _events(pool, "smm.accounts.email.requested")
-        assert await account_consumer.handle(verify, _nothing) == Ok()
-        [(email_id, sent)] = resend_api.emails.items()
-        token = _token(sent)
-        assert await _rows(pool) == [("verify_email", "ann@example.com", "sent", "resend", email_id, "")]
-        assert token not in await _stored_text(pool)  # the link is a credential: never stored
-        assert "Confirm your email address" not in await _stored_text(pool)  # nor the body
+        async with resend_hooks(settings, pool) as (secret, edge):
+            user = await shop.user("ann@example.com", "5.00")  # a verification email, a balance email
+            [verify] = await _events(pool, "smm.accounts.email.requested")
+            assert await account_consumer.handle(verify, _nothing) == Ok()
+            [(email_id, sent)] = resend_api.emails.items()
+            token = _token(sent)
+            assert await _rows(pool) == [("verify_email", "ann@example.com", "sent", "resend", email_id, "")]
+            assert token not in await _stored_text(pool)  # the link is a credential: never stored
+            assert "Confirm your email address" not in await _stored_text(pool)  # nor the body
 
-        async with httpx.AsyncClient(base_url=edge.base_url) as hooks:
-            body = json.dumps(
-                {"type": "email.bounced", "data": {"email_id": email_id, "bounce": {"type": "Permanent"}}}
-            ).encode()
-            bounced = await hooks.post(
-                "/api/v1/webhooks/email/resend", content=body, headers={**svix_headers(secret, body), **JSON}
+            async with httpx.AsyncClient(base_url=edge.base_url) as hooks:
+                body = json.dumps(
+                    {"type": "email.bounced", "data": {"email_id": email_id, "bounce": {"type": "Permanent"}}}
+                ).encode()
+                bounced = await hooks.post(
+                    "/api/v1/webhooks/email/resend",
+                    content=body,
+                    headers={**svix_headers(secret, body), **JSON},
+                )
+            assert bounced.status_code == 200, bounced.text
+            assert bounced.json() == {"applied": True}
+
+            # The next notification to the address is not sent.
+            [adjusted] = await _events(pool, "smm.wallet.balance.adjusted")
+            assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
+            assert len(resend_api.emails) == 1
+            rows = await _rows(pool)
+            assert rows[0][:3] == ("verify_email", "ann@example.com", "bounced")
+            assert rows[1][:3] == ("balance_adjusted", "ann@example.com", "suppressed")
+
+            # Staff see the account email, without its content.
+            me = (await shop.http.get("/api/v1/auth/me", headers=user)).json()
+            history = await shop.http.get(f"/api/v1/admin/users/{me['id']}/notifications", headers=shop.admin)
+            assert history.status_code == 200, history.text
+            listed = {n["template"]: n for n in history.json()["notifications"]}
+            assert listed["verify_email"]["status"] == "bounced"
+            assert listed["verify_email"]["to"] == "ann@example.com"
+            assert token not in history.text
+
+            # Account emails still go to a suppressed address: a user who fixed their mailbox must be
+            # able to reset their password (docs/NOTIFICATIONS.md).
+            forgot = await shop.http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+            assert forgot.status_code == 200, forgot.text
+            [_, reset] = await _events(pool, "smm.accounts.email.requested")
+            assert await account_consumer.handle(reset, _nothing) == Ok()
+            assert len(resend_api.emails) == 2
+            reset_id = next(i for i in resend_api.emails if i != email_id)
+            assert (await _rows(pool))[2] == (
+                "password_reset",
+                "ann@example.com",
+                "sent",
+                "resend",
+                reset_id,
+                "",
             )
-        assert bounced.status_code == 200, bounced.text
-        assert bounced.json() == {"applied": True}
-
-        # The next notification to the address is not sent.
-        [adjusted] = await _events(pool, "smm.wallet.balance.adjusted")
-        assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
-        assert len(resend_api.emails) == 1
-        rows = await _rows(pool)
-        assert rows[0][:3] == ("verify_email", "ann@example.com", "bounced")
-        assert rows[1][:3] == ("balance_adjusted", "ann@example.com", "suppressed")
-
-        # Staff see the account email, without its content.
-        me = (await shop.http.get("/api/v1/auth/me", headers=user)).json()
-        history = await shop.http.get(f"/api/v1/admin/users/{me['id']}/notifications", headers=shop.admin)
-        assert history.status_code == 200, history.text
-        listed = {n["template"]: n for n in history.json()["notifications"]}
-        assert listed["verify_email"]["status"] == "bounced"
-        assert listed["verify_email"]["to"] == "ann@example.com"
-        assert token not in history.text
-
-        # Account emails still go to a suppressed address: a user who fixed their mailbox must be
-        # able to reset their password (docs/NOTIFICATIONS.md).
-        forgot = await shop.http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
-        assert forgot.status_code == 200, forgot.text
-        [_, reset] = await _events(pool, "smm.accounts.email.requested")
-        assert await account_consumer.handle(reset, _nothing) == Ok()
-        assert len(resend_api.emails) == 2
-        reset_id = next(i for i in resend_api.emails if i != email_id)
-        assert (await _rows(pool))[2] == ("password_reset", "ann@example.com", "sent", "resend", reset_id, "")
-        assert _token(resend_api.emails[reset_id]) not in await _stored_text(pool)
+            assert _token(resend_api.emails[reset_id]) not in await _stored_text(pool)
     finally:
         await rpc.channel.close()
-        await edge.stop()
-        await server.stop(None)
 
 
 async def test_a_redelivered_account_email_updates_its_own_row(

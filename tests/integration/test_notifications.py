@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from server.main import create_server
 from server.notifications.logic import Notifications
 from tests.fakes.resend_api import FakeResend, new_webhook_secret, resend_settings, svix_headers
 from tests.fakes.smtp_server import SMTP_PASSWORD, SMTP_USER, FakeSmtpServer
-from tests.fix_edge import start_edge
+from tests.fix_edge import RunningEdge, start_edge
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_accounts import bearer, register
@@ -207,15 +208,25 @@ async def test_resend_never_sends_twice_across_a_crash_and_dead_letters_refusals
         assert orders_consumer.durable.name == "email-orders"
 
 
-async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refused(
-    shop: Shop, pool: Pool, worker_settings: Settings, settings: Settings, resend_api: FakeResend
-) -> None:
+@asynccontextmanager
+async def resend_hooks(settings: Settings, pool: Pool) -> AsyncIterator[tuple[str, RunningEdge]]:
+    """A server and an edge of the test's own with a Resend webhook secret (the server reads it
+    at start): the secret to sign with, and the edge to post to."""
     secret = new_webhook_secret()
-    # The server reads the webhook secret at start: a server and edge of this test's own have it.
     with_secret = settings.model_copy(update={"resend_webhook_secret": SecretStr(secret)})
     server = await create_server(with_secret, pool, address="127.0.0.1:0")
     edge = await start_edge(with_secret.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}"}))
     try:
+        yield secret, edge
+    finally:
+        await edge.stop()
+        await server.stop(None)
+
+
+async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refused(
+    shop: Shop, pool: Pool, worker_settings: Settings, settings: Settings, resend_api: FakeResend
+) -> None:
+    async with resend_hooks(settings, pool) as (secret, edge):
         rpc = open_channel(worker_settings, "tests")
         eml = worker_settings.model_copy(
             update={"mail_dir": str(Path(worker_settings.var_dir) / "bounce-mail")}
@@ -256,9 +267,6 @@ async def test_a_signed_bounce_suppresses_the_address_and_a_forged_one_is_refuse
             statuses = await cursor.fetchall()
         assert ("order_placed", "suppressed") in statuses
         assert ("balance_adjusted", "bounced") in statuses
-    finally:
-        await edge.stop()
-        await server.stop(None)
 
 
 async def test_a_resend_event_of_the_wrong_shape_is_refused_or_ignored_never_a_500(
@@ -270,11 +278,7 @@ async def test_a_resend_event_of_the_wrong_shape_is_refused_or_ignored_never_a_5
     (no ``v1,`` part, bad base64, not UTF-8) raised ValueError before any check: all were 500s.
     Now null is absent (the bounce counts as permanent, as without one), a wrong type or shape is
     400 BAD_WEBHOOK like any other signed non-event, and an unreadable signature is 401."""
-    secret = new_webhook_secret()
-    with_secret = settings.model_copy(update={"resend_webhook_secret": SecretStr(secret)})
-    server = await create_server(with_secret, pool, address="127.0.0.1:0")
-    edge = await start_edge(with_secret.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}"}))
-    try:
+    async with resend_hooks(settings, pool) as (secret, edge):
         async with pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO email_messages (event_id, to_address, template, status, transport_message_id)"
@@ -336,9 +340,6 @@ async def test_a_resend_event_of_the_wrong_shape_is_refused_or_ignored_never_a_5
             assert await cursor.fetchall() == [("gone@example.com", "bounced"), ("kept@example.com", "sent")]
             cursor = await conn.execute("SELECT address FROM email_suppressions")
             assert await cursor.fetchall() == [("gone@example.com",)]
-    finally:
-        await edge.stop()
-        await server.stop(None)
 
 
 async def test_a_finished_refill_is_emailed(shop: Shop, pool: Pool, mail_dir: Path) -> None:
