@@ -13,7 +13,9 @@ check, are in ``server/common/preferences.py``):
 Anything missing takes the operator's default (``DEFAULTS``; order emails for API and reseller
 orders default to off: resellers place thousands). Transactional mail (verification, reset, key
 created, receipts) ignores preferences; everything else carries a one-click unsubscribe link.
-Addresses that hard-bounced or complained are suppressed until the user changes address.
+Addresses that hard-bounced or complained are suppressed until the user changes address; a bounce
+also until a message planned after it (an account email, the only mail still sent there) is
+delivered.
 
 Account emails (``smm.accounts.email.requested``: verification, password reset, email change and
 its notice) are planned here too, so each leaves the same trail as any other email (the row with
@@ -530,6 +532,8 @@ class Notifications:
                 return False
             if status == "complained" or (status == "bounced" and bounce_type.lower() != "transient"):
                 await QUERIES.execute(conn, "suppress_address", address=row[1], reason=status)
+            elif status == "delivered":
+                await QUERIES.execute(conn, "lift_bounce", address=row[1], planned_at=row[2])
         return True
 
     def _unsubscribe_token(self, token: str) -> tuple[int, str]:

@@ -50,7 +50,14 @@ RETURNING id;
 -- A provider's delivery news; a later 'delivered' never hides an earlier bounce or complaint.
 UPDATE email_messages SET status = :status, update_time = now()
 WHERE transport_message_id = :transport_message_id AND status NOT IN ('bounced', 'complained')
-RETURNING id, to_address;
+RETURNING id, to_address, create_time;
+
+-- name: lift_bounce(address, planned_at)!
+-- A message planned after the address bounced was delivered: the mailbox takes mail again. Only a
+-- bounce is lifted (a complaint is the user asking for no mail), and only by a message planned
+-- after it (late news of an older message says nothing about the mailbox now).
+DELETE FROM email_suppressions
+WHERE lower(address) = lower(:address) AND reason = 'bounced' AND create_time < :planned_at;
 
 -- name: suppress_address(address, reason)!
 INSERT INTO email_suppressions (address, reason) VALUES (:address, :reason)

@@ -213,3 +213,70 @@ async def test_no_link_is_minted_for_an_address_other_than_the_planned_one(
     async with pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM account_tokens WHERE purpose = 'reset_password'")
         assert await cursor.fetchone() == (1,)
+
+
+async def test_an_account_email_delivered_after_a_bounce_lifts_it_but_not_a_complaint(
+    shop: Shop, pool: Pool, worker_settings: Settings, settings: Settings, resend_api: FakeResend
+) -> None:
+    """A bounce suppressed the address for good (until the user changed it): a mailbox that was
+    full or briefly gone got no order mail ever again, though the account emails sent to it since
+    arrived. A message planned after the bounce and delivered lifts it; an older message's late
+    delivery news does not, and a complaint (the user asked for no mail) is never lifted."""
+    worker = resend_settings(worker_settings, resend_api)
+    rpc = open_channel(worker, "tests")
+    [account_consumer, _orders, wallet_consumer, *_] = email_consumers(rpc, worker)
+
+    async def suppressions() -> list[tuple[object, ...]]:
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT address, reason FROM email_suppressions ORDER BY address")
+            return list(await cursor.fetchall())
+
+    try:
+        async with (
+            resend_hooks(settings, pool) as (secret, edge),
+            httpx.AsyncClient(base_url=edge.base_url) as hooks,
+        ):
+
+            async def news(kind: str, email_id: str) -> None:
+                data: dict[str, object] = {"email_id": email_id}
+                if kind == "email.bounced":
+                    data["bounce"] = {"type": "Permanent"}
+                body = json.dumps({"type": kind, "data": data}).encode()
+                answer = await hooks.post(
+                    "/api/v1/webhooks/email/resend",
+                    content=body,
+                    headers={**svix_headers(secret, body), **JSON},
+                )
+                assert answer.status_code == 200, answer.text
+
+            await shop.user("ann@example.com", "5.00")
+            [verify] = await _events(pool, "smm.accounts.email.requested")
+            assert await account_consumer.handle(verify, _nothing) == Ok()
+            [verify_id] = resend_api.emails
+            await news("email.bounced", verify_id)
+            assert await suppressions() == [("ann@example.com", "bounced")]
+            await news("email.delivered", verify_id)  # late news of the message that bounced
+            assert await suppressions() == [("ann@example.com", "bounced")]
+
+            forgot = await shop.http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+            assert forgot.status_code == 200, forgot.text
+            [_, reset] = await _events(pool, "smm.accounts.email.requested")
+            assert await account_consumer.handle(reset, _nothing) == Ok()
+            [reset_id] = [i for i in resend_api.emails if i != verify_id]
+            await news("email.delivered", reset_id)  # the mailbox takes mail again
+            assert await suppressions() == []
+            [adjusted] = await _events(pool, "smm.wallet.balance.adjusted")
+            assert await wallet_consumer.handle(adjusted, _nothing) == Ok()
+            assert ("balance_adjusted", "ann@example.com", "sent") in [r[:3] for r in await _rows(pool)]
+
+            await news("email.complained", reset_id)
+            assert await suppressions() == [("ann@example.com", "complained")]
+            again = await shop.http.post("/api/v1/auth/password/forgot", json={"email": "ann@example.com"})
+            assert again.status_code == 200, again.text
+            [*_, last] = await _events(pool, "smm.accounts.email.requested")
+            assert await account_consumer.handle(last, _nothing) == Ok()
+            last_id = list(resend_api.emails)[-1]  # the newest: this reset
+            await news("email.delivered", last_id)
+            assert await suppressions() == [("ann@example.com", "complained")]
+    finally:
+        await rpc.channel.close()
