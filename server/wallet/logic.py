@@ -52,6 +52,7 @@ class TransactionRow:
     memo: str
     actor: str
     create_time: datetime
+    held_micros: int  # the change of the held balance (its entry on the user's held account)
 
 
 def for_customer(row: TransactionRow) -> TransactionRow:

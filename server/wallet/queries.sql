@@ -6,8 +6,10 @@ ON CONFLICT ON CONSTRAINT ledger_transactions_idempotency_key_key DO NOTHING
 RETURNING id;
 
 -- name: transaction_by_key(idempotency_key)^
-SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
-FROM ledger_transactions WHERE idempotency_key = :idempotency_key;
+SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time,
+       (SELECT coalesce(sum(e.amount_micros), 0) FROM ledger_entries e
+        WHERE e.transaction_id = t.id AND e.account = 'user:' || t.user_id || ':held')::bigint AS held_micros
+FROM ledger_transactions t WHERE idempotency_key = :idempotency_key;
 
 -- name: movement_by_key(idempotency_key)^
 -- What a key moved before (a replay must be the same movement): the entries' positive leg.
@@ -57,8 +59,11 @@ FROM users u LEFT JOIN wallets w ON w.user_id = u.id
 WHERE u.id = :user_id;
 
 -- name: list_transactions(user_id, before_id, limit)
-SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time
-FROM ledger_transactions
+-- With each movement's change of the user's held balance (its entry on the held account).
+SELECT id, kind, reference, user_id, amount_micros, memo, actor, create_time,
+       (SELECT coalesce(sum(e.amount_micros), 0) FROM ledger_entries e
+        WHERE e.transaction_id = t.id AND e.account = 'user:' || t.user_id || ':held')::bigint AS held_micros
+FROM ledger_transactions t
 WHERE user_id = :user_id AND id < :before_id
 ORDER BY id DESC
 LIMIT :limit;

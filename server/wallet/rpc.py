@@ -23,6 +23,7 @@ def transaction_to_proto(row: TransactionRow) -> pb.Transaction:
         amount=format_micros(row.amount_micros),
         memo=row.memo,
         create_time=timestamp(row.create_time),
+        held=format_micros(row.held_micros),
     )
 
 

@@ -367,6 +367,15 @@ async def test_partial_and_cancel_release_exactly(shop: Shop, pool: Pool, link: 
     available, held = await shop.balance(ann)
     assert (Decimal(available), held) == (Decimal("10") - charged, "0.00")
     assert (await shop.verify()).ok
+    # The statement says what each movement did to the held balance too: a settlement's amount is
+    # 0 (the available balance paid at the hold), its held change is what the order was charged.
+    statement = (await shop.http.get("/api/v1/dashboard/wallet/transactions", headers=ann)).json()
+    moved = {t["kind"]: (Decimal(t["amount"]), Decimal(t["held"])) for t in statement["transactions"]}
+    assert moved.pop("adjustment") == (Decimal("10"), 0)
+    assert moved.pop("hold") == (-price, price)
+    assert moved.pop("settle", (0, 0)) == (0, -charged)
+    assert moved.pop("release") == (released, -released)
+    assert moved == {}
 
 
 async def test_fifty_concurrent_orders_against_funds_for_ten(shop: Shop, pool: Pool) -> None:
