@@ -17,6 +17,7 @@ from google.api import field_behavior_pb2  # type: ignore[import-untyped]  # no 
 from google.protobuf import duration_pb2, field_mask_pb2, json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from edge.routes import Route
 
@@ -407,7 +408,23 @@ def _set_repeated(request: Message, path: tuple[str, ...], field: FieldDescripto
         json_format.ParseDict(nested, request)
     except (json_format.ParseError, _NotAnInteger) as exc:
         dotted = ".".join(path)
-        raise TranscodeError(f"query parameter {dotted}: invalid value", field=dotted) from exc
+        bad = next((v for v in values if not _reads_alone(field, v)), values[0])
+        # A comma list is the common mistake: repeated fields take the parameter once per value.
+        hint = f" (one value per parameter: {path[-1]}=1&{path[-1]}=2)" if "," in bad else ""
+        raise TranscodeError(
+            f"query parameter {dotted}: invalid value {bad[:100]!r}{hint}", field=dotted
+        ) from exc
+
+
+def _reads_alone(field: FieldDescriptor, raw: str) -> bool:
+    assert field.containing_type is not None  # a field of a message
+    try:
+        json_format.ParseDict(
+            {field.json_name: [_scalar(field, raw)]}, GetMessageClass(field.containing_type)()
+        )
+    except (json_format.ParseError, _NotAnInteger):
+        return False
+    return True
 
 
 def _resolve(descriptor: Any, path: tuple[str, ...]) -> FieldDescriptor | None:

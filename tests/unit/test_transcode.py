@@ -461,7 +461,19 @@ def test_query_repeated_integers_are_ascii_digits(synthetic: dict[str, Route], r
     with pytest.raises(TranscodeError) as caught:
         decode(synthetic["ListThings"], query=[("ids", "1"), ("ids", raw)])
     assert caught.value.field == "ids"
-    assert caught.value.message == "query parameter ids: invalid value"
+    assert caught.value.message == f"query parameter ids: invalid value {raw!r}"  # the bad one named
+
+
+def test_a_comma_list_for_a_repeated_query_parameter_says_how_to_repeat_it(
+    synthetic: dict[str, Route],
+) -> None:
+    with pytest.raises(TranscodeError) as caught:
+        decode(synthetic["ListThings"], query=[("ids", "1,2")])
+    assert caught.value.field == "ids"
+    assert (
+        caught.value.message
+        == "query parameter ids: invalid value '1,2' (one value per parameter: ids=1&ids=2)"
+    )
 
 
 @pytest.mark.parametrize(
