@@ -218,12 +218,13 @@ class Aftercare:
                 await QUERIES.execute(conn, "postpone_refill_polls", ids=[refill.id], next_poll_s=next_poll_s)
                 return
             note = f"{UNREAD} ({why}); asked again less and less often"[:500]
-            await QUERIES.execute(
+            noted = await QUERIES.execute(
                 conn, "note_unread_refill", id=refill.id, message=note, next_poll_s=next_poll_s
             )
-            await QUERIES.execute(
-                conn, "note_order", order_id=refill.order_id, note=f"refill {refill.id}: {note}"[:500]
-            )
+            if noted:  # not a refill staff ended while the provider was asked
+                await QUERIES.execute(
+                    conn, "note_order", order_id=refill.order_id, note=f"refill {refill.id}: {note}"[:500]
+                )
 
     async def _postpone(self, refills: Sequence[RefillRow], seconds: int) -> None:
         async with self._pool.connection() as conn:

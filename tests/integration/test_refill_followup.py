@@ -312,19 +312,27 @@ async def test_a_refill_still_being_asked_of_its_provider_is_not_ended_by_staff(
     assert await _refill_row(pool, row[0]) == ("pending", "asking the provider")
 
 
+@pytest.mark.parametrize("answer", ["latency", "html"])
 async def test_the_poller_never_reopens_a_refill_staff_ended_while_it_asked_the_provider(
-    shop: Shop, pool: Pool, demo_provider: DemoHandle
+    shop: Shop, pool: Pool, demo_provider: DemoHandle, answer: str
 ) -> None:
     """The poller read the open refill, asked the provider, and wrote its answer whatever the refill
-    had become meanwhile: a staff-ended refill was open again (and its order blocked again)."""
+    had become meanwhile: a staff-ended refill was open again (and its order blocked again). An
+    answer it cannot read, an hour after the last one it could, put "cannot be read" on the order's
+    timeline under staff's end."""
     user = await shop.user("gus@example.com", "5.00")
     order = await shop.completed_order(user, "https://x.com/race")
     refill = await _refill(shop, user, order)
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE order_refills SET next_poll_time = now() WHERE id = %s", (int(refill["id"]),)
+            "UPDATE order_refills SET next_poll_time = now(), update_time = now() - interval '2 hours'"
+            " WHERE id = %s",
+            (int(refill["id"]),),
         )
-    await demo_provider.fault("latency", count=1, actions=["refill_status"], delay_s=1.5)
+    # An unreadable page is asked again (3 tries in all): each try gets one.
+    await demo_provider.fault(
+        answer, count=1 if answer == "latency" else 3, actions=["refill_status"], delay_s=1.5
+    )
     polling = asyncio.create_task(_poll(shop))
 
     async def asked() -> bool:  # the poller's question is at the provider
@@ -337,9 +345,15 @@ async def test_the_poller_never_reopens_a_refill_staff_ended_while_it_asked_the_
         headers=shop.admin,
     )
     assert ended.status_code == 200, ended.text
-    await polling  # the provider's "Pending" arrives after staff ended it
+    await polling  # the provider's "Pending" (or an unreadable page) arrives after staff ended it
     assert await _refill_row(pool, refill["id"]) == ("rejected", "ended by staff: stuck upstream for weeks")
     assert await _completed_events(pool) == []
+    timeline = (await shop.http.get(f"/api/v1/admin/orders/{order['id']}", headers=shop.admin)).json()[
+        "timeline"
+    ]
+    assert timeline[-1]["note"] == f"refill {refill['id']} rejected by staff: stuck upstream for weeks", (
+        timeline
+    )
 
 
 async def test_refills_open_past_the_stuck_age_are_reported_to_staff_once(
