@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
         app.add_route(
             _rpc_handler(route),
             route.sanic_path,
-            methods=[route.http_method],
+            methods=_with_head([route.http_method]),
             name=f"rpc{index}",
             strict_slashes=False,
         )
@@ -74,6 +74,12 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
     # One response middleware and no request middleware: every handler is on the hot path.
     app.on_response(_finish_response)  # type: ignore[no-untyped-call]
     return app
+
+
+def _with_head(methods: list[str]) -> list[str]:
+    """HEAD wherever GET is (RFC 9110 9.3.2): uptime monitors and link checkers send it, and a
+    501 read as the service being down. Sanic answers it with the GET's headers and no body."""
+    return [*methods, "HEAD"] if "GET" in methods else methods
 
 
 async def _open_channel(app: EdgeApp) -> None:
@@ -441,9 +447,9 @@ def _add_docs_routes(app: EdgeApp) -> None:
             raise NotFound("no such docs asset")
         return await file(path, request_headers=request.headers, mime_type=_asset_content_type(path))
 
-    app.add_route(openapi_json, "/api/v1/openapi.json", methods=["GET"], name="openapi")
-    app.add_route(docs, "/api/v1/docs", methods=["GET"], name="docs", strict_slashes=False)
-    app.add_route(init_js, f"{assets}/init.js", methods=["GET"], name="docs_init")
+    app.add_route(openapi_json, "/api/v1/openapi.json", methods=["GET", "HEAD"], name="openapi")
+    app.add_route(docs, "/api/v1/docs", methods=["GET", "HEAD"], name="docs", strict_slashes=False)
+    app.add_route(init_js, f"{assets}/init.js", methods=["GET", "HEAD"], name="docs_init")
     app.add_route(asset, f"{assets}/<name:path>", methods=["GET", "HEAD"], name="docs_assets")
 
 

@@ -118,6 +118,21 @@ async def test_bad_requests_get_the_standard_error_body(
     assert error["details"] is not None
 
 
+async def test_head_is_answered_wherever_get_is(http: httpx.AsyncClient) -> None:
+    """Uptime monitors and link checkers send HEAD: it was 501 UNIMPLEMENTED on every path, the
+    health check's included, which such a monitor reads as the service being down."""
+    for path in ("/api/v1/public/health", "/api/v1/public/services", "/api/v1/openapi.json", "/api/v1/docs"):
+        got, head = await http.get(path), await http.head(path)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["x-request-id"]
+    unsigned = await http.head("/api/v1/dashboard/wallet")
+    assert (unsigned.status_code, unsigned.content) == (401, b"")
+    assert unsigned.headers["www-authenticate"].startswith("Bearer")
+    assert (await http.head("/api/v1/auth/login")).status_code == 501  # POST only: no GET, no HEAD
+
+
 async def test_oversized_body_is_413(http: httpx.AsyncClient) -> None:
     response = await http.post("/api/v1/admin/categories", content=b"x" * (1_048_576 + 10))
     assert_error(response, 413, "RESOURCE_EXHAUSTED", "BODY_TOO_LARGE")
