@@ -57,10 +57,14 @@ class SignedIn:
 def is_email_address(email: str) -> bool:
     """The one rule for an address, wherever it is set: it must also fit users_email_check, and
     the domain deleted accounts are given is not for the living."""
+    domain = email.rpartition("@")[2]
     return (
         len(email) <= MAX_EMAIL
         and EMAIL_PATTERN.match(email) is not None
-        and email.rpartition("@")[2].lower() != ANONYMISED_DOMAIN
+        # No empty label: "example.com." is the mailbox of "example.com" (a second account for
+        # it), ".example.com" and "example..com" reach nobody.
+        and "" not in domain.split(".")
+        and domain.lower() != ANONYMISED_DOMAIN
     )
 
 

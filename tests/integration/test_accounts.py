@@ -69,6 +69,16 @@ async def test_registration_is_validated_field_by_field(http: httpx.AsyncClient)
     assert [v["field"] for v in bad_request["fieldViolations"]] == ["email", "password"]
 
 
+@pytest.mark.parametrize("email", ["ann@example.com.", "ann@.example.com", "ann@example..com"])
+async def test_a_domain_with_an_empty_label_is_not_an_address(http: httpx.AsyncClient, email: str) -> None:
+    """``ann@example.com.`` reaches the mailbox of ``ann@example.com`` (a trailing dot is the DNS
+    root) but was a second account beside it; the other two cannot be delivered at all."""
+    assert (await register(http, "ann@example.com"))["user"]["email"] == "ann@example.com"
+    refused = await http.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    error = assert_error(refused, 400, "INVALID_ARGUMENT")
+    assert error["details"][0]["metadata"]["field"] == "email"
+
+
 async def test_one_account_per_email_even_under_concurrency(http: httpx.AsyncClient) -> None:
     payload = {"email": "Race@Example.com", "password": PASSWORD}
     results = await asyncio.gather(*(http.post("/api/v1/auth/register", json=payload) for _ in range(5)))
