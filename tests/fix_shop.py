@@ -158,13 +158,17 @@ def _demo_on_shop(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("shop").demo = request.getfixturevalue("demo_provider")
 
 
-async def stuck_alerts(pool: Pool) -> list[list[int]]:
-    """The order ids of every stuck-order alert written so far, one list per alert."""
+async def stuck_events(pool: Pool) -> list[events_pb2.OrdersStuck]:
+    """Every stuck alert written so far (orders and refills), oldest first."""
     async with pool.connection() as conn:
         rows = await (
             await conn.execute(
                 "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
             )
         ).fetchall()
-    alerts = [events_pb2.OrdersStuck.FromString(r[0]) for r in rows]
-    return [list(a.order_ids) for a in alerts if a.order_ids]  # not those of refills alone
+    return [events_pb2.OrdersStuck.FromString(r[0]) for r in rows]
+
+
+async def stuck_alerts(pool: Pool) -> list[list[int]]:
+    """The order ids of every stuck-order alert written so far, one list per alert."""
+    return [list(a.order_ids) for a in await stuck_events(pool) if a.order_ids]  # not refills alone

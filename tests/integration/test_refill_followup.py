@@ -23,7 +23,7 @@ from server.providers.adapters.parse import UnrecognisedWord, parse_refill
 from tests.fix_demo import DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
-from tests.fix_shop import Shop
+from tests.fix_shop import Shop, stuck_events
 from tests.integration.test_accounts import bearer
 from tests.integration.test_admin_users import admin_token
 from tests.integration.test_edge_http import assert_error
@@ -394,11 +394,4 @@ async def test_refills_open_past_the_stuck_age_are_reported_to_staff_once(
 
 
 async def _stuck_refill_alerts(pool: Pool) -> list[list[tuple[int, int]]]:
-    async with pool.connection() as conn:
-        rows = await (
-            await conn.execute(
-                "SELECT payload FROM outbox_events WHERE subject = 'smm.orders.alert.stuck' ORDER BY id"
-            )
-        ).fetchall()
-    alerts = [events_pb2.OrdersStuck.FromString(r[0]) for r in rows]
-    return [[(r.refill_id, r.order_id) for r in a.refills] for a in alerts if a.refills]
+    return [[(r.refill_id, r.order_id) for r in a.refills] for a in await stuck_events(pool) if a.refills]
