@@ -28,7 +28,7 @@ from core.events import Durable
 from workers.mail.render import RENDER_ERRORS, render, render_error
 from workers.mail.transport import Transport
 from workers.mail.transports import IdempotencyConflictError, PermanentMailError, TransientMailError
-from workers.notify import CONFLICT_NOTE, brand_from, notifying, record_delivery, transport_from
+from workers.notify import CONFLICT_NOTE, brand_from, notifying, plan_emails, record_delivery, transport_from
 from workers.notify import consumers as notification_consumers
 from workers.rpc import RpcContext
 from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, Retry, outcome_of_rpc_error
@@ -75,13 +75,8 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
             return Permanent("the event is not an AccountEmailRequested")
         # Planned first, as every email is: the row that records Resend's id (bounces and
         # complaints are matched by it) and that staff see; it never holds the link.
-        plan_request = npb.PlanNotificationsRequest(
-            request_id=event.id, subject=event.subject, payload=event.payload, headers=event.headers
-        )
         try:
-            plan = await notifications.PlanNotifications(
-                plan_request, metadata=rpc.metadata, timeout=rpc.timeout_s
-            )
+            plan = await plan_emails(notifications, rpc, event)
         except grpc.aio.AioRpcError as exc:
             return outcome_of_rpc_error(exc)
         if not plan.messages:

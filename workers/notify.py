@@ -110,11 +110,8 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
     brand = brand_from(settings)
 
     async def handle(event: Event, progress: Progress) -> Outcome:
-        request = pb.PlanNotificationsRequest(
-            request_id=event.id, subject=event.subject, payload=event.payload, headers=event.headers
-        )
         try:
-            plan = await stub.PlanNotifications(request, metadata=rpc.metadata, timeout=rpc.timeout_s)
+            plan = await plan_emails(stub, rpc, event)
         except grpc.aio.AioRpcError as exc:
             return outcome_of_rpc_error(exc)
         refused: list[str] = []  # one recipient's refusal never holds back the others' messages
@@ -157,6 +154,19 @@ def consumers(rpc: RpcContext, settings: Settings, transport: Transport | None =
         return Ok()
 
     return [Consumer(notifying(durable, settings), handle) for durable in DURABLES]
+
+
+async def plan_emails(
+    stub: NotificationsServiceAsyncStub, rpc: RpcContext, event: Event
+) -> pb.PlanNotificationsResponse:
+    """The event's email messages, each recorded once (a redelivery gets the same rows back)."""
+    request = pb.PlanNotificationsRequest(
+        request_id=event.id, subject=event.subject, payload=event.payload, headers=event.headers
+    )
+    plan: pb.PlanNotificationsResponse = await stub.PlanNotifications(
+        request, metadata=rpc.metadata, timeout=rpc.timeout_s
+    )
+    return plan
 
 
 async def record_delivery(
