@@ -89,6 +89,13 @@ async def test_health_names_a_nats_that_stopped_answering(tmp_path: Path, pool: 
     try:
         await check()  # up
         os.kill(nats_server.process.pid, signal.SIGSTOP)
+        # kill() returns before the other core has stopped the process: a PING written at once
+        # could still be answered. The check is asked once the process is stopped ("T").
+
+        async def stopped() -> bool:
+            return _stopped(nats_server.process.pid)
+
+        await eventually(stopped)
         with pytest.raises(Exception):  # noqa: B017, PT011 - any failure means down
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 await check()
@@ -98,6 +105,11 @@ async def test_health_names_a_nats_that_stopped_answering(tmp_path: Path, pool: 
         os.kill(nats_server.process.pid, signal.SIGCONT)
         await nc.close()
         nats_server.stop()
+
+
+def _stopped(pid: int) -> bool:
+    # /proc/<pid>/stat: "pid (comm) state ..."; the command may hold spaces, the state follows ")".
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
 def check_passes(check: Check) -> Callable[[], Awaitable[bool]]:
