@@ -225,17 +225,22 @@ UPDATE orders SET next_poll_time = now() + make_interval(secs => :next_poll_s) W
 -- name: stats_by_status(user_id)
 SELECT status, count(*) AS count FROM orders WHERE user_id = :user_id GROUP BY status ORDER BY status;
 
--- name: stats_spend(user_id, period, periods)
--- Per period (UTC): orders placed, and what they cost (held for open orders, charged for finished ones).
-SELECT date_trunc(:period, create_time AT TIME ZONE 'UTC')::date AS start, count(*) AS orders,
+-- name: stats_spend(user_id, period, periods, time_zone)
+-- Per period in the caller's time zone: orders placed, and what they cost (held for open orders,
+-- charged for finished ones).
+SELECT date_trunc(:period, create_time AT TIME ZONE :time_zone)::date AS start, count(*) AS orders,
        sum(CASE WHEN status IN ('completed', 'partial', 'canceled', 'failed', 'expired') THEN charged_micros
                 ELSE price_micros - released_micros END)::bigint AS spent_micros
 FROM orders
 WHERE user_id = :user_id
-  -- The window's start as a UTC instant (a bare timestamp would be read in the session's time zone).
-  AND create_time >= (date_trunc(:period, now() AT TIME ZONE 'UTC')
-                      - (:periods::int - 1) * ('1 ' || :period)::interval) AT TIME ZONE 'UTC'
+  -- The window's start as an instant (a bare timestamp would be read in the session's time zone).
+  AND create_time >= (date_trunc(:period, now() AT TIME ZONE :time_zone)
+                      - (:periods::int - 1) * ('1 ' || :period)::interval) AT TIME ZONE :time_zone
 GROUP BY 1 ORDER BY 1 DESC;
+
+-- name: time_zone_names()
+-- The zones AT TIME ZONE may be given: IANA names only, not abbreviations or POSIX offsets.
+SELECT name FROM pg_timezone_names;
 
 -- name: stuck_orders(older_than_h)
 SELECT id FROM orders

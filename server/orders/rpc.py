@@ -268,7 +268,10 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetOrderStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.OrderStats:
         by_status, spend = await self._logic.stats(
-            _user(auth.principal()), request.period or "day", request.periods or 30
+            _user(auth.principal()),
+            request.period or "day",
+            request.periods or 30,
+            request.time_zone or "UTC",
         )
         return pb.OrderStats(
             by_status=[pb.StatusCount(status=status_enum(s), count=c) for s, c in by_status],

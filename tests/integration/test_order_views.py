@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -69,6 +70,73 @@ async def test_stats_name_the_field_that_is_wrong(shop: Shop) -> None:
         "/api/v1/dashboard/orders/stats", params={"period": "month", "periods": "366"}, headers=ann
     )
     assert fine.status_code == 200, fine.text
+
+
+async def test_stats_count_days_in_the_customers_time_zone(shop: Shop, pool: Pool) -> None:
+    """Periods began at midnight UTC whatever the customer's zone: in Moscow an order placed at
+    00:30 counted on the day before, and "today" began at 03:00. ``timeZone`` names the zone."""
+    ann = await shop.user("ann@example.com", "5.00")
+    likes = shop.service_id("2")
+    ids = [
+        int((await shop.order(ann, serviceId=likes, link=f"https://x.com/tz{n}", quantity=1000)).json()["id"])
+        for n in range(2)
+    ]
+    async with pool.connection() as conn:
+        # 00:30 today and 23:30 yesterday in Moscow: one UTC day (21:30 and 20:30), two Moscow days.
+        for order_id, offset in ((ids[0], "30 minutes"), (ids[1], "-30 minutes")):
+            await conn.execute(
+                "UPDATE orders SET create_time = date_trunc('day', now() AT TIME ZONE 'Europe/Moscow')"
+                " AT TIME ZONE 'Europe/Moscow' + %s::interval WHERE id = %s",
+                (offset, order_id),
+            )
+        row = await (
+            await conn.execute(
+                "SELECT (now() AT TIME ZONE 'Europe/Moscow')::date,"
+                " (create_time AT TIME ZONE 'UTC')::date FROM orders WHERE id = %s",
+                (ids[0],),
+            )
+        ).fetchone()
+    assert row is not None
+    moscow_today, utc_day = row
+    yesterday = moscow_today - timedelta(days=1)
+    assert utc_day == yesterday
+
+    async def spend(**params: str) -> list[tuple[str, str, str]]:
+        response = await shop.http.get("/api/v1/dashboard/orders/stats", params=params, headers=ann)
+        assert response.status_code == 200, response.text
+        return [(s["start"], s["orders"], s["spent"]) for s in response.json()["spend"]]
+
+    both_utc = [(yesterday.isoformat(), "2", "0.65")]
+    assert await spend(period="day", periods="3") == both_utc
+    assert await spend(period="day", periods="3", timeZone="UTC") == both_utc
+    split = [(moscow_today.isoformat(), "1", "0.325"), (yesterday.isoformat(), "1", "0.325")]
+    assert await spend(period="day", periods="3", timeZone="Europe/Moscow") == split
+    # Letter case does not matter; the window is counted in the zone too: only Moscow's today.
+    assert await spend(period="day", periods="1", timeZone="europe/moscow") == split[:1]
+
+
+async def test_stats_refuse_a_time_zone_that_is_not_a_zone_name(shop: Shop) -> None:
+    """PostgreSQL also reads POSIX offsets, where "UTC+3" is three hours *behind* UTC: only the
+    names of its zone database are taken, each refused on the field and beside other errors."""
+    ann = await shop.user("ann@example.com")
+    zone = {
+        "field": "time_zone",
+        "description": "must be an IANA time zone name, like Europe/Moscow or UTC",
+        "reason": "INVALID_FIELD",
+    }
+    for bad in ("Mars/Olympus_Mons", "UTC+3", "+03:00", "Europe/Moscow "):
+        response = await shop.http.get(
+            "/api/v1/dashboard/orders/stats", params={"timeZone": bad}, headers=ann
+        )
+        error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+        [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+        assert bad_request["fieldViolations"] == [zone], bad
+    response = await shop.http.get(
+        "/api/v1/dashboard/orders/stats", params={"period": "year", "timeZone": "Nowhere"}, headers=ann
+    )
+    error = assert_error(response, 400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    [bad_request] = [d for d in error["details"] if d["@type"].endswith("BadRequest")]
+    assert [v["field"] for v in bad_request["fieldViolations"]] == ["period", "time_zone"]
 
 
 async def test_pages_hold_every_order_once_when_orders_share_a_time(shop: Shop, pool: Pool) -> None:
