@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -45,9 +46,20 @@ def template_db(pg_admin_url: str) -> str:
     return name
 
 
-def _drop(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def drop_database(admin_url: str, name: str) -> None:
+    # FORCE ends the test's leftover sessions. A role without superuser or pg_signal_backend may
+    # not end an autovacuum worker that happens to be in the database (no role of its own); it
+    # finishes or yields within moments, so the drop is tried again for a few seconds.
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    for attempt in range(50):
+        try:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(statement)
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -55,7 +67,7 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
     name = f"smm_test_{uuid.uuid4().hex[:12]}"
     url = create_database(pg_admin_url, name, template=template_db)
     yield url
-    _drop(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -64,7 +76,7 @@ def empty_db_url(pg_admin_url: str) -> Iterator[str]:
     name = f"smm_empty_{uuid.uuid4().hex[:12]}"
     url = create_database(pg_admin_url, name)
     yield url
-    _drop(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 # A fixed 32-byte test key (base64url): tests only, never a deployment.

@@ -18,7 +18,7 @@ from smm.v1 import orders_service_pb2_grpc as opb_grpc
 from core.config import Settings
 from server.common.db import Pool, open_pool
 from server.main import ServerHandle, create_server
-from tests.fix_db import _drop, create_database, make_settings
+from tests.fix_db import create_database, drop_database, make_settings
 from tests.fix_demo import DemoHandle
 from tests.fix_edge import RunningEdge, start_edge
 from tests.fix_grpc import system_metadata
@@ -57,7 +57,7 @@ async def panel_b(pg_admin_url: str, template_db: str) -> AsyncIterator[Instance
     await edge.stop()
     await server.stop(None)
     await pool.close()
-    _drop(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 async def test_an_order_on_a_completes_through_b(

@@ -30,7 +30,7 @@ from ops.ledger import verify_ledger
 from server.common.db import Pool
 from server.main import ServerHandle
 from server.orders.repo import QUERIES, Claim
-from tests.fix_db import lock_waiters
+from tests.fix_db import drop_database, lock_waiters
 from tests.fix_demo import DemoFactory, DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
@@ -1154,8 +1154,7 @@ class TestSpendWhenTheDatabaseIsNotInUtc:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER DATABASE {} SET timezone = 'Etc/GMT+5'").format(sql.Identifier(name)))
         yield url
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(pg_admin_url, name)
 
     async def test_spend_counts_an_order_from_early_on_the_first_utc_day(
         self, shop: Shop, pool: Pool
