@@ -10,6 +10,8 @@ NODE_STAMP := node_modules/.installed
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find proto -name '*.proto')
 BUF := node_modules/.bin/buf
+# Test processes (pytest-xdist); each starts its own PostgreSQL and NATS unless given yours.
+TEST_WORKERS ?= 2
 
 .PHONY: setup proto lint test run migrate bench postman clean
 
@@ -41,7 +43,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --cov --cov-report=term
 
 run: setup
 	$(BIN)/smm dev

@@ -20,8 +20,8 @@ the one smm follows; statuses and money as the provider's book says; a canceled 
 its price released exactly once (the ledger); a drip-feed releases exactly the undelivered runs'
 share; no cancel lost (a cancel the provider accepted never ends Completed; a drip-feed cancel sends
 no run after it); every user's available + held + charged == funded with nothing held; VerifyLedger.
-A cancel answered OK says what it did: canceled (taken before the order was sent), or tracked (asked
-of the provider). The last test pins that answer down without the chaos.
+A cancel answered OK says what it did: canceled (taken before the order was sent), tracked (asked
+of the provider), or the end the order reached while the provider was asked. The last test pins that answer down without the chaos.
 """
 
 from __future__ import annotations
@@ -479,12 +479,17 @@ async def test_cancels_and_dripfeed_runs_under_kills_lose_nothing_and_send_nothi
                 continue
             assert len(there) <= 1, (row, there, report)
             if cancel is not None and cancel.answered == "ok":
-                # Taken before it was sent (canceled, said so), or asked of the provider (tracked).
+                # Taken before it was sent (canceled, said so), asked of the provider (tracked), or
+                # the order ended while the provider was asked: then the answer is that end, for good.
+                ended = {opb.ORDER_STATUS_COMPLETED: "completed", opb.ORDER_STATUS_PARTIAL: "partial"}
                 assert cancel.status in (
                     opb.ORDER_STATUS_CANCELED,
                     opb.ORDER_STATUS_IN_PROGRESS,
                     opb.ORDER_STATUS_PROCESSING,
+                    *ended,
                 ), (row, cancel)
+                if cancel.status in ended:
+                    assert row.status == ended[cancel.status], (row, cancel)
                 if cancel.status == opb.ORDER_STATUS_CANCELED:
                     assert (there, row.status) == ([], "canceled"), (row, there, cancel)
             if not there:  # refused, never sent, or canceled before it was: nothing charged
