@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     # Orders not finished, and refills still open, after this many hours raise an alert event
     # (once each).
     order_stuck_after_h: int = Field(default=24, ge=1)
+    # The posts a subscription placed without `posts` (the protocol's "unlimited") is held for and
+    # sent upstream with, so that the provider stops where the hold does; 0 refuses such orders.
+    subscription_default_posts: int = Field(default=30, ge=0, le=10_000)
     # New orders one dispatch worker sends to providers at the same time (each provider's own
     # concurrency and rate limits still apply).
     dispatch_concurrency: int = Field(default=16, ge=1)

@@ -244,7 +244,7 @@ async def create_server(
     orders_admin = OrdersAdmin(pool, dripfeed)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
         OrdersServicer(
-            OrdersLogic(pool),
+            OrdersLogic(pool, subscription_default_posts=settings.subscription_default_posts),
             Dispatcher(pool, clients, dripfeed),
             tracker,
             tokens,

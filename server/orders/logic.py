@@ -76,8 +76,9 @@ _NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 class OrdersLogic:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, subscription_default_posts: int = 0) -> None:
         self._pool = pool
+        self._subscription_default_posts = subscription_default_posts
         self._time_zones: dict[str, str] = {}
 
     async def place(self, placement: Placement) -> OrderRow:
@@ -104,6 +105,7 @@ class OrdersLogic:
                 service.max_quantity,
                 service.dripfeed,
                 dripfeed_upstream=service.upstream_dripfeed,
+                default_posts=self._subscription_default_posts,
             )
             valid = validate_order(terms, placement.order, today=datetime.now(UTC).date())
             panel_dripfeed = valid.runs > 1 and not service.upstream_dripfeed

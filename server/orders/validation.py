@@ -68,8 +68,10 @@ type-specific fields
 SUBSCRIPTIONS
 - ``username`` required; ``min`` and ``max`` required, each within the service's [min, max], and
   min <= max (a violation on ``max``).
-- ``posts`` is required (1..10,000) although the protocol allows leaving it out (unlimited): a
-  wallet hold needs a bound. ``old_posts`` is optional, 0..posts. smm's choice: the protocol says
+- ``posts`` 1..10,000. The protocol allows leaving it out (unlimited), but a wallet hold needs a
+  bound: such a subscription is placed for ``terms.default_posts`` posts (the deployment's
+  ``SMM_SUBSCRIPTION_DEFAULT_POSTS``), sent upstream as ``posts`` so the provider stops there too;
+  when that is 0, ``posts`` is required. ``old_posts`` is optional, 0..posts. smm's choice: the protocol says
   ``posts`` limits new posts and ``old_posts`` adds existing ones, so the worst case, and the hold,
   is billable = max x (posts + old_posts), which must not exceed 10**12 (a violation on ``posts``).
 - ``delay`` in {0, 5, 10, 15, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 360, 420, 480, 540,
@@ -139,6 +141,8 @@ class ServiceTerms:
     dripfeed: bool  # the service allows drip-feed (runs/interval)
     # The provider runs the drip-feed itself; when False smm sends each run as its own order.
     dripfeed_upstream: bool = True
+    # The posts of a subscription placed without ``posts`` (the protocol's "unlimited"); 0: refused.
+    default_posts: int = 0
 
 
 @dataclass(frozen=True)
@@ -349,7 +353,8 @@ def _subscription(check: _Check, terms: ServiceTerms, order: OrderInput, today: 
     high = check.in_range("max", order.max, lo, hi, required=True)
     if low is not None and high is not None and low > high:
         check.bad("max", f"must be at least min ({low})")
-    posts = check.in_range("posts", order.posts, 1, MAX_POSTS, required=True)
+    posts_given = order.posts or terms.default_posts
+    posts = check.in_range("posts", posts_given, 1, MAX_POSTS, required=True)
     old_posts = check.in_range("old_posts", order.old_posts, 0, posts or MAX_POSTS, required=False)
     if (
         posts is not None

@@ -3,7 +3,7 @@ field by field (server/orders/validation.py; PROTOCOL.md §3.2)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import grpc
@@ -204,6 +204,18 @@ VALID = [
             3000,
             {"username": "natgeo", "min": "200", "max": "200", "posts": "10", "delay": "0", "old_posts": "5", "expiry": "01/07/2030"},
         ),
+    ),
+    Ok(
+        "subscriptions-posts-left-out-take-the-default",
+        replace(terms("SUBSCRIPTIONS", 50, 5000), default_posts=30),
+        OrderInput(username="natgeo", min=100, max=200, old_posts=30),
+        ok("", 0, 200 * 60, {"username": "natgeo", "min": "100", "max": "200", "posts": "30", "delay": "0", "old_posts": "30"}),
+    ),
+    Ok(
+        "subscriptions-posts-given-beat-the-default",
+        replace(terms("SUBSCRIPTIONS", 50, 5000), default_posts=30),
+        OrderInput(username="natgeo", min=100, max=200, posts=500),
+        ok("", 0, 200 * 500, {"username": "natgeo", "min": "100", "max": "200", "posts": "500", "delay": "0"}),
     ),
     Ok(
         "subscriptions-expiry-today",
@@ -422,6 +434,8 @@ BAD = [
     Bad("subs-max-above-service", SUBS, sub(max=5001), [("max", "must be between 50 and 5000")]),
     Bad("subs-negative-min", SUBS, sub(min=-1), [("min", "must be between 50 and 5000")]),
     Bad("subs-posts-too-many", SUBS, sub(posts=10_001), [("posts", "must be between 1 and 10000")]),
+    Bad("subs-posts-left-out-old-posts-over-default", replace(SUBS, default_posts=30), sub(posts=0, old_posts=31), [("old_posts", "must be between 0 and 30")]),
+    Bad("subs-posts-negative-not-the-default", replace(SUBS, default_posts=30), sub(posts=-1), [("posts", "must be between 1 and 10000")]),
     Bad("subs-posts-negative", SUBS, sub(posts=-1), [("posts", "must be between 1 and 10000")]),
     Bad("subs-old-posts-over-posts", SUBS, sub(posts=10, old_posts=11), [("old_posts", "must be between 0 and 10")]),
     Bad("subs-old-posts-negative", SUBS, sub(old_posts=-1), [("old_posts", "must be between 0 and 10")]),
@@ -536,6 +550,7 @@ _terms = st.builds(
     min_quantity=st.integers(0, 1000),
     max_quantity=st.integers(1, 10**15),
     dripfeed=st.booleans(),
+    default_posts=st.sampled_from([0, 1, 30, 10_000]),
 )
 
 
@@ -559,3 +574,7 @@ def test_never_more_than_a_field_error_and_billable_is_bounded(
     assert all(isinstance(value, str) for value in valid.upstream.values())
     if service.type in validation.QUANTITY_TYPES:
         assert valid.billable == valid.quantity * valid.runs <= max(service.max_quantity, 1)
+    if service.type == "SUBSCRIPTIONS":  # the hold covers every post the provider is told about
+        posts = int(valid.upstream["posts"])
+        assert posts == (order.posts or service.default_posts)
+        assert valid.billable == order.max * (posts + int(valid.upstream.get("old_posts", "0")))

@@ -27,6 +27,7 @@ BOUNDS = (
     ("phone_code_ttl_minutes", 0, 1),
     ("phone_code_max_attempts", 0, 1),
     ("order_stuck_after_h", 0, 1),
+    ("subscription_default_posts", -1, 0),
     ("dispatch_concurrency", 0, 1),
     ("sync_price_jump_percent", -1, 0),
     ("provider_failure_threshold", 0, 1),
@@ -49,6 +50,12 @@ def test_a_setting_out_of_its_range_is_refused(field: str, refused: float, accep
 def test_a_port_above_65535_is_refused() -> None:
     with pytest.raises(ValidationError, match="smtp_port"):
         load_settings(smtp_port=65536)
+
+
+def test_a_subscription_default_above_the_most_posts_an_order_may_have_is_refused() -> None:
+    with pytest.raises(ValidationError, match="subscription_default_posts"):
+        load_settings(subscription_default_posts=10_001)
+    assert load_settings(subscription_default_posts=10_000).subscription_default_posts == 10_000
 
 
 def test_the_pool_cannot_be_smaller_than_its_minimum() -> None:
