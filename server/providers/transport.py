@@ -29,7 +29,12 @@ import httpx
 from yarl import URL
 
 DEFAULT_MAX_CONNECTIONS = 100  # httpx's default
-KEEPALIVE_S = 5.0  # httpx's default keep-alive expiry
+# An idle connection is not reused after this long. Below the idle timeouts of the servers
+# providers run behind (gunicorn 2 s, Apache and LiteSpeed 5 s, nginx 75 s): a server closing a
+# connection just as an ``add`` goes out on it leaves the order's outcome unknown (to review).
+# httpx's and aiohttp's default, 5 s, met Apache's and LiteSpeed's exactly. The cost: a provider
+# idle this long gets a new connection (and TLS handshake) for its next call.
+KEEPALIVE_S = 1.5
 MAX_BODY_BYTES = 32 << 20  # a 10,000-service list with long descriptions is a few MB
 # aiohttp computes these from the body it is given; httpx's copies would only disagree.
 BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})

@@ -239,3 +239,36 @@ async def test_closing_the_client_closes_its_connections(
     await http.aclose()
     async with asyncio.timeout(2):
         await closed.wait()  # the server saw the kept-alive connection end
+
+
+async def test_a_connection_idle_near_a_short_server_keep_alive_is_not_reused_for_an_add(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], client: httpx.AsyncClient
+) -> None:
+    """A provider behind a server that drops idle connections after 2 s (gunicorn's default; Apache
+    and LiteSpeed use 5 s) closes one just as the next ``add`` goes out on it: the order was never
+    read, but smm cannot know that and sends it to review. Here the server hangs up on a request
+    that reaches a connection idle for 1.6 s or more (its close and the request crossed on the
+    wire). smm does not reuse a connection idle longer than ``KEEPALIVE_S`` (below any of those),
+    so the second ``add`` goes out on a new connection and is answered."""
+
+    async def short_keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered_at: float | None = None
+        while await raw.read_request(reader) is not None:
+            now = asyncio.get_running_loop().time()
+            if answered_at is not None and now - answered_at >= 1.6:
+                return  # closed without an answer
+            writer.write(reply("200 OK", b'{"order": %d}' % len(raw.requests)))
+            await writer.drain()
+            answered_at = asyncio.get_running_loop().time()
+
+    raw = await raw_server(short_keep_alive)
+    adapter = StandardAdapter(ProviderConnection(raw.url, "secret-key", timeout_s=2.0), http=client)
+    first = await adapter.add(AddOrder(service="1", link="https://x.com/a", quantity=100))
+    await asyncio.sleep(0.1)
+    soon = await adapter.add(AddOrder(service="1", link="https://x.com/b", quantity=100))
+    assert raw.connections == 1  # a busy provider keeps its connection
+    await asyncio.sleep(1.8)
+    later = await adapter.add(AddOrder(service="1", link="https://x.com/c", quantity=100))
+    assert [type(r).__name__ for r in (first, soon, later)] == ["Accepted"] * 3, later
+    assert raw.connections == 2
+    assert len(raw.requests) == 3  # each order sent once
