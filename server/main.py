@@ -78,6 +78,7 @@ from server.orders.dispatch import Dispatcher
 from server.orders.dripfeed import DripFeed
 from server.orders.logic import OrdersLogic
 from server.orders.reconcile import Reconciler
+from server.orders.resend import Resender
 from server.orders.rpc import OrdersServicer
 from server.orders.tracking import Tracker
 from server.orders.webhooks import ProviderWebhooks
@@ -242,10 +243,11 @@ async def create_server(
     tracker = Tracker(pool, clients, stuck_after_h=settings.order_stuck_after_h)
     dripfeed = DripFeed(pool, clients)
     orders_admin = OrdersAdmin(pool, dripfeed)
+    dispatcher = Dispatcher(pool, clients, dripfeed)
     orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(
         OrdersServicer(
             OrdersLogic(pool, subscription_default_posts=settings.subscription_default_posts),
-            Dispatcher(pool, clients, dripfeed),
+            dispatcher,
             tracker,
             tokens,
             settings.currency,
@@ -253,6 +255,7 @@ async def create_server(
             admin=orders_admin,
             dripfeed=dripfeed,
             reconciler=Reconciler(pool, clients, orders_admin),
+            resender=Resender(pool, dispatcher),
             webhooks=ProviderWebhooks(clients, tracker, pool),
         ),
         server,

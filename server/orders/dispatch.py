@@ -180,9 +180,11 @@ class Dispatcher:
         self._clients = clients
         self._dripfeed = dripfeed
 
-    async def submit(self, order_id: int) -> OrderRow:
+    async def submit(self, order_id: int, *, resend: bool = False) -> OrderRow:
+        """Sends a pending order (``resend``: one the poll tick sends again, ``server/orders/resend.py``,
+        which leaves an order another call is sending alone instead of taking it for interrupted)."""
         while True:
-            claimed = await self._claim(order_id)
+            claimed = await self._claim(order_id, resend=resend)
             if claimed == RUNS_BY_PANEL:
                 await self._dripfeed.send_due(order_id)
                 return await self._order(order_id)
@@ -199,7 +201,7 @@ class Dispatcher:
             raise order_not_found(order_id)
         return row
 
-    async def _claim(self, order_id: int) -> Claim | str | None:
+    async def _claim(self, order_id: int, *, resend: bool = False) -> Claim | str | None:
         """Pending -> submitting with a 'starting' submission; None when there is nothing to send."""
         async with self._pool.connection() as conn:  # the usual case, in one statement
             claim = await QUERIES.one(conn, "claim_submission", Claim, id=order_id)
@@ -211,7 +213,7 @@ class Dispatcher:
                 raise order_not_found(order_id)
             if order.panel_dripfeed:
                 return RUNS_BY_PANEL
-            if order.status == states.SUBMITTING:
+            if order.status == states.SUBMITTING and not resend:
                 await self._review(conn, order, "a submission was interrupted; the order may exist upstream")
                 return None
             if order.status != states.PENDING:

@@ -49,7 +49,7 @@ async def per_provider(
             except Exception:
                 log.exception("could not %s at provider %s", what, provider_id)
                 if on_failure is not None:
-                    await _quietly(on_failure(provider_id, items), f"postpone what {what} left")
+                    await quietly(on_failure(provider_id, items), f"postpone what {what} left")
                 return 0
 
     counts = await asyncio.gather(*(one(p, items) for p, items in groups.items()))
@@ -72,7 +72,7 @@ async def each(
         except Exception:
             log.exception("could not %s", what(item))
             if on_failure is not None:
-                await _quietly(on_failure(item), f"postpone after: {what(item)}")
+                await quietly(on_failure(item), f"postpone after: {what(item)}")
     return total
 
 
@@ -85,7 +85,7 @@ async def isolated(step: str, work: Awaitable[R], default: R) -> R:
         return default
 
 
-async def _quietly(work: Awaitable[None], what: str) -> None:
+async def quietly(work: Awaitable[None], what: str) -> None:
     """Postponing is best effort (the database may be what failed): the item then comes again."""
     try:
         await work

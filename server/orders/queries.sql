@@ -649,3 +649,24 @@ WHERE id IN (
     ORDER BY id LIMIT :limit
     FOR UPDATE SKIP LOCKED)
 RETURNING id;
+
+-- name: stalled_not_sent(after_s, limit)
+-- Pending orders (not a drip-feed smm sends itself) whose last submission found the provider
+-- unreachable, nothing sent, at least ``after_s`` seconds ago, and which nothing moved since: the
+-- dispatch worker's retries of their event are over, so nothing else would send them. The oldest
+-- first, each with the provider that could not be reached (orders_open_idx finds the pending).
+SELECT o.id AS order_id, s.provider_id
+FROM orders o
+CROSS JOIN LATERAL (
+    SELECT state, provider_id, finish_time FROM order_submissions
+    WHERE order_id = o.id ORDER BY id DESC LIMIT 1
+) s
+WHERE o.status = 'pending' AND NOT o.panel_dripfeed
+  AND o.update_time < now() - make_interval(secs => :after_s)
+  AND s.state = 'not_sent' AND s.finish_time < now() - make_interval(secs => :after_s)
+ORDER BY o.update_time, o.id
+LIMIT :limit;
+
+-- name: put_off_pending(id)!
+-- A stalled order the resend pass could not handle goes to the back of its line (its next pass).
+UPDATE orders SET update_time = now() WHERE id = :id AND status = 'pending';

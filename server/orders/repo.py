@@ -195,3 +195,9 @@ class LostSubmission:
     primary_provider: bool
     provider_rate_micros: int | None
     billable: int
+
+
+@dataclass(frozen=True)
+class StalledOrder:
+    order_id: int
+    provider_id: int  # the one its last submission could not reach

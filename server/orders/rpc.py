@@ -25,6 +25,7 @@ from server.orders.fanout import isolated
 from server.orders.logic import OrdersLogic, Placement
 from server.orders.reconcile import Reconciler
 from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
+from server.orders.resend import Resender
 from server.orders.tracking import Tracker
 from server.orders.validation import OrderInput
 from server.orders.webhooks import ProviderWebhooks
@@ -187,9 +188,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         webhooks: ProviderWebhooks,
         dripfeed: DripFeed,
         reconciler: Reconciler,
+        resender: Resender,
     ) -> None:
         self._dripfeed = dripfeed
         self._reconciler = reconciler
+        self._resender = resender
         self._aftercare = aftercare
         self._admin = admin
         self._webhooks = webhooks
@@ -295,15 +298,24 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         limit = request.limit or 1000
         # The steps run side by side, each isolated: one that fails is logged and counts nothing,
         # and a provider slow in one step holds up no other step (server/orders/fanout.py).
-        (checked, changed), sent, (runs_checked, runs_changed), refills, reconciled = await asyncio.gather(
+        (
+            (checked, changed),
+            sent,
+            (runs_checked, runs_changed),
+            refills,
+            reconciled,
+            resent,
+        ) = await asyncio.gather(
             isolated("orders", self._tracker.poll(limit), (0, 0)),
             isolated("drip-feed sends", self._dripfeed.send_all_due(limit), 0),
             isolated("drip-feed runs", self._dripfeed.poll(limit), (0, 0)),
             isolated("refills", self._aftercare.poll_refills(limit), 0),
             isolated("reconcile", self._reconciler.reconcile_due(limit), 0),
+            isolated("stalled sends", self._resender.resend_stalled(limit), 0),
         )
         return pb.PollOrdersResponse(
-            checked=checked + runs_checked, changed=changed + sent + runs_changed + refills + reconciled
+            checked=checked + runs_checked,
+            changed=changed + sent + runs_changed + refills + reconciled + resent,
         )
 
     async def BatchGetOrders(

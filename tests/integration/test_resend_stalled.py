@@ -1,0 +1,173 @@
+"""Orders whose provider could not be reached for longer than the dispatch worker retries are sent
+again by the poll tick (server/orders/resend.py): only those whose last submission was not sent,
+only once it is ``STALLED_AFTER_S`` old, each placed upstream once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from smm.v1 import orders_service_pb2 as opb
+
+from server.common.db import Pool
+from server.common.secretbox import SecretBox
+from server.orders.dispatch import Dispatcher
+from server.orders.dripfeed import DripFeed
+from server.orders.resend import STALLED_AFTER_S
+from server.providers.adapters.breaker import BreakerPolicy
+from server.providers.clients import ProviderClients
+from server.providers.repo import ProvidersRepo
+from tests.fix_db import TEST_ENCRYPTION_KEYS
+from tests.fix_demo import DemoHandle
+from tests.fix_grpc import system_metadata
+from tests.fix_shop import Shop, ready_to_poll
+from workers.dispatch import ORDER_CREATED
+
+
+async def set_circuit(pool: Pool, phase: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE provider_health SET circuit_phase = %s, circuit_opened_time = now(), circuit_failures = 0",
+            (phase,),
+        )
+
+
+async def age(pool: Pool, order_id: str, seconds: float) -> None:
+    """As if the order's last submission, and its last move, were ``seconds`` ago."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE orders SET update_time = now() - make_interval(secs => %s) WHERE id = %s",
+            (seconds, int(order_id)),
+        )
+        await conn.execute(
+            "UPDATE order_submissions SET create_time = now() - make_interval(secs => %s),"
+            " finish_time = now() - make_interval(secs => %s) WHERE order_id = %s",
+            (seconds, seconds, int(order_id)),
+        )
+
+
+async def submissions(pool: Pool, order_id: str) -> list[str]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT state FROM order_submissions WHERE order_id = %s ORDER BY id", (int(order_id),)
+        )
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+
+async def status(shop: Shop, order_id: str, user: dict[str, str]) -> str:
+    order: dict[str, Any] = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)).json()
+    return str(order["status"])
+
+
+async def poll(shop: Shop) -> None:
+    await ready_to_poll(shop.pool)
+    await shop.orders.PollOrders(opb.PollOrdersRequest(), metadata=system_metadata())
+
+
+def test_the_wait_outlasts_every_retry_of_the_dispatch_worker() -> None:
+    """While the worker still has a retry of an order's event out, the tick must not send it too."""
+    assert max(ORDER_CREATED.backoff_s) < STALLED_AFTER_S
+    assert ORDER_CREATED.ack_wait_s < STALLED_AFTER_S
+
+
+async def test_an_order_its_provider_could_not_take_goes_out_once_the_provider_is_back(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+
+    async def place(link: str) -> str:
+        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
+        assert placed.status_code == 200, placed.text
+        return str(placed.json()["id"])
+
+    stalled, recent, never_tried = (
+        await place("https://x.com/a"),
+        await place("https://x.com/b"),
+        await place("https://x.com/c"),
+    )
+    await set_circuit(pool, "open")  # the provider is down: nothing goes out
+    for order_id in (stalled, recent):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await shop.submit(order_id)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    # The worker's retries are over for ``stalled`` only; the provider is still down.
+    await age(pool, stalled, STALLED_AFTER_S + 60)
+    await age(pool, recent, STALLED_AFTER_S - 300)
+    await poll(shop)
+    assert await submissions(pool, stalled) == ["not_sent", "not_sent"]  # tried again, not sent
+    assert await submissions(pool, recent) == ["not_sent"]
+    assert await submissions(pool, never_tried) == []  # its event is still the worker's
+    assert await status(shop, stalled, ann) == "ORDER_STATUS_PENDING"
+
+    # The next pass comes STALLED_AFTER_S later; the provider is back by then.
+    await poll(shop)
+    assert await submissions(pool, stalled) == ["not_sent", "not_sent"]  # not before its time
+    await age(pool, stalled, STALLED_AFTER_S + 60)
+    await set_circuit(pool, "closed")
+    await poll(shop)
+    assert await submissions(pool, stalled) == ["not_sent", "not_sent", "accepted"]
+    assert await status(shop, stalled, ann) == "ORDER_STATUS_IN_PROGRESS"
+    await poll(shop)
+    upstream = await demo_provider.orders()
+    assert [o["link"] for o in upstream] == ["https://x.com/a"]  # once, and only the stalled one
+    assert await status(shop, recent, ann) == "ORDER_STATUS_PENDING"
+    assert await status(shop, never_tried, ann) == "ORDER_STATUS_PENDING"
+    assert (await shop.verify()).ok
+
+
+async def test_a_resend_leaves_an_order_another_call_is_sending_alone(shop: Shop, pool: Pool) -> None:
+    """Between the tick's read and its claim, a late worker retry may have claimed the order: the
+    tick must not take that for an interrupted submission (which goes to review)."""
+    ann = await shop.user("ann@example.com", "5.00")
+    placed = (
+        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/s", quantity=1000)
+    ).json()
+    order_id = int(placed["id"])
+    async with pool.connection() as conn:  # a call is out: submitting, with a 'starting' submission
+        await conn.execute("UPDATE orders SET status = 'submitting' WHERE id = %s", (order_id,))
+        await conn.execute(
+            "INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)"
+            " SELECT %s, id, '2' FROM providers LIMIT 1",
+            (order_id,),
+        )
+    async with httpx.AsyncClient() as http:
+        clients = ProviderClients(
+            pool, ProvidersRepo(), SecretBox.from_config(TEST_ENCRYPTION_KEYS), http, BreakerPolicy()
+        )
+        dispatcher = Dispatcher(pool, clients, DripFeed(pool, clients))  # another server copy
+        left = await dispatcher.submit(order_id, resend=True)
+        assert left.status == "submitting"
+        assert await submissions(pool, str(order_id)) == ["starting"]
+        # A redelivered event of the order's own (no resend) takes it for interrupted, as before.
+        reviewed = await dispatcher.submit(order_id)
+        assert reviewed.status == "needs_review"
+
+
+async def test_an_order_that_cannot_be_handled_holds_up_no_other(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    ids = []
+    for link in ("https://x.com/broken", "https://x.com/fine"):
+        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
+        ids.append(str(placed.json()["id"]))
+    broken, fine = ids
+    await set_circuit(pool, "open")
+    for order_id in ids:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await shop.submit(order_id)
+        await age(pool, order_id, STALLED_AFTER_S + 60)
+    async with pool.connection() as conn:  # stored parameters the dispatcher cannot read
+        await conn.execute(
+            "UPDATE orders SET upstream_params = jsonb_set(upstream_params, '{quantity}', '\"lots\"')"
+            " WHERE id = %s",
+            (int(broken),),
+        )
+    await set_circuit(pool, "closed")
+    await poll(shop)
+    assert f"could not send stalled order {broken} again" in caplog.text
+    assert await status(shop, fine, ann) == "ORDER_STATUS_IN_PROGRESS"  # the older one came first
+    assert [o["link"] for o in await demo_provider.orders()] == ["https://x.com/fine"]
