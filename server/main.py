@@ -78,8 +78,8 @@ from server.orders.dispatch import Dispatcher
 from server.orders.dripfeed import DripFeed
 from server.orders.logic import OrdersLogic
 from server.orders.reconcile import Reconciler
-from server.orders.resend import Resender
 from server.orders.rpc import OrdersServicer
+from server.orders.stalled import StalledOrders
 from server.orders.tracking import Tracker
 from server.orders.webhooks import ProviderWebhooks
 from server.providers.adapters.breaker import BreakerPolicy
@@ -255,7 +255,7 @@ async def create_server(
             admin=orders_admin,
             dripfeed=dripfeed,
             reconciler=Reconciler(pool, clients, orders_admin),
-            resender=Resender(pool, dispatcher),
+            stalled=StalledOrders(pool, dispatcher),
             webhooks=ProviderWebhooks(clients, tracker, pool),
         ),
         server,

@@ -170,6 +170,7 @@ async def _record_superseded(conn: Conn, order: OrderRow, claim: Claim, reply: R
     log.warning("order %s: %s", order.id, note)
 
 
+INTERRUPTED = "a submission was interrupted; the order may exist upstream"
 # What ``_claim`` answers for a drip-feed smm sends itself: its runs go out through ``DripFeed``.
 RUNS_BY_PANEL = "runs-by-panel"
 
@@ -181,7 +182,7 @@ class Dispatcher:
         self._dripfeed = dripfeed
 
     async def submit(self, order_id: int, *, resend: bool = False) -> OrderRow:
-        """Sends a pending order (``resend``: one the poll tick sends again, ``server/orders/resend.py``,
+        """Sends a pending order (``resend``: one the poll tick sends again, ``server/orders/stalled.py``,
         which leaves an order another call is sending alone instead of taking it for interrupted)."""
         while True:
             claimed = await self._claim(order_id, resend=resend)
@@ -214,7 +215,7 @@ class Dispatcher:
             if order.panel_dripfeed:
                 return RUNS_BY_PANEL
             if order.status == states.SUBMITTING and not resend:
-                await self._review(conn, order, "a submission was interrupted; the order may exist upstream")
+                await self._review(conn, order, INTERRUPTED)
                 return None
             if order.status != states.PENDING:
                 return None  # already sent (a redelivered event), or finished
@@ -353,6 +354,19 @@ class Dispatcher:
             domain=DOMAIN,
             metadata={"order_id": str(claim.id)},
         )
+
+    async def review_interrupted(self, order_id: int, submission_id: int) -> bool:
+        """Sends to review an order whose submission ``submission_id`` a dead process left
+        'starting' (``server/orders/stalled.py``), as a redelivered event would; False when the
+        order moved on, or was sent again, meanwhile."""
+        async with self._pool.connection() as conn, conn.transaction():
+            order = await QUERIES.one(conn, "lock_order", OrderRow, id=order_id)
+            if order is None or order.status != states.SUBMITTING:
+                return False
+            if await QUERIES.scalar(conn, "newest_submission", order_id=order_id) != submission_id:
+                return False
+            await self._review(conn, order, INTERRUPTED)
+            return True
 
     async def _review(self, conn: Conn, order: OrderRow, note: str) -> None:
         states.check_move(order.status, states.NEEDS_REVIEW)

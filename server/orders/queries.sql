@@ -659,7 +659,7 @@ SELECT o.id AS order_id, s.provider_id
 FROM orders o
 CROSS JOIN LATERAL (
     SELECT state, provider_id, finish_time FROM order_submissions
-    WHERE order_id = o.id ORDER BY id DESC LIMIT 1
+    WHERE order_id = o.id AND run_no IS NULL ORDER BY id DESC LIMIT 1
 ) s
 WHERE o.status = 'pending' AND NOT o.panel_dripfeed
   AND o.update_time < now() - make_interval(secs => :after_s)
@@ -670,3 +670,20 @@ LIMIT :limit;
 -- name: put_off_pending(id)!
 -- A stalled order the resend pass could not handle goes to the back of its line (its next pass).
 UPDATE orders SET update_time = now() WHERE id = :id AND status = 'pending';
+
+-- name: interrupted_submissions(after_s, limit)
+-- Orders still submitting (not a drip-feed smm sends itself) whose newest submission has been
+-- 'starting' for ``after_s`` seconds: no provider call lasts that long (at most 120 s), so the
+-- process that made it died before it recorded the answer, and the redelivery that would have
+-- sent the order to review never came (its event dead-lettered). The oldest first.
+SELECT o.id AS order_id, s.id AS submission_id, s.provider_id
+FROM orders o
+CROSS JOIN LATERAL (
+    SELECT id, state, provider_id, create_time FROM order_submissions
+    WHERE order_id = o.id AND run_no IS NULL ORDER BY id DESC LIMIT 1
+) s
+WHERE o.status = 'submitting' AND NOT o.panel_dripfeed
+  AND o.update_time < now() - make_interval(secs => :after_s)
+  AND s.state = 'starting' AND s.create_time < now() - make_interval(secs => :after_s)
+ORDER BY o.update_time, o.id
+LIMIT :limit;

@@ -201,3 +201,10 @@ class LostSubmission:
 class StalledOrder:
     order_id: int
     provider_id: int  # the one its last submission could not reach
+
+
+@dataclass(frozen=True)
+class InterruptedSubmission:
+    order_id: int
+    submission_id: int
+    provider_id: int

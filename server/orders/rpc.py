@@ -25,7 +25,7 @@ from server.orders.fanout import isolated
 from server.orders.logic import OrdersLogic, Placement
 from server.orders.reconcile import Reconciler
 from server.orders.repo import ExchangeRow, OrderEventRow, OrderRow, RefillRow
-from server.orders.resend import Resender
+from server.orders.stalled import StalledOrders
 from server.orders.tracking import Tracker
 from server.orders.validation import OrderInput
 from server.orders.webhooks import ProviderWebhooks
@@ -188,11 +188,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         webhooks: ProviderWebhooks,
         dripfeed: DripFeed,
         reconciler: Reconciler,
-        resender: Resender,
+        stalled: StalledOrders,
     ) -> None:
         self._dripfeed = dripfeed
         self._reconciler = reconciler
-        self._resender = resender
+        self._stalled = stalled
         self._aftercare = aftercare
         self._admin = admin
         self._webhooks = webhooks
@@ -304,18 +304,18 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
             (runs_checked, runs_changed),
             refills,
             reconciled,
-            resent,
+            stalled,
         ) = await asyncio.gather(
             isolated("orders", self._tracker.poll(limit), (0, 0)),
             isolated("drip-feed sends", self._dripfeed.send_all_due(limit), 0),
             isolated("drip-feed runs", self._dripfeed.poll(limit), (0, 0)),
             isolated("refills", self._aftercare.poll_refills(limit), 0),
             isolated("reconcile", self._reconciler.reconcile_due(limit), 0),
-            isolated("stalled sends", self._resender.resend_stalled(limit), 0),
+            self._stalled.handle(limit),  # two steps, each isolated
         )
         return pb.PollOrdersResponse(
             checked=checked + runs_checked,
-            changed=changed + sent + runs_changed + refills + reconciled + resent,
+            changed=changed + sent + runs_changed + refills + reconciled + stalled,
         )
 
     async def BatchGetOrders(

@@ -1,6 +1,7 @@
-"""Orders whose provider could not be reached for longer than the dispatch worker retries are sent
-again by the poll tick (server/orders/resend.py): only those whose last submission was not sent,
-only once it is ``STALLED_AFTER_S`` old, each placed upstream once."""
+"""The orders dispatch left behind (server/orders/stalled.py): those whose provider could not be
+reached for longer than the dispatch worker retries are sent again by the poll tick, only once
+their last submission (not sent) is ``STALLED_AFTER_S`` old, each placed upstream once; those a
+dead process left submitting go to review."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from server.common.db import Pool
 from server.common.secretbox import SecretBox
 from server.orders.dispatch import Dispatcher
 from server.orders.dripfeed import DripFeed
-from server.orders.resend import STALLED_AFTER_S
+from server.orders.stalled import STALLED_AFTER_S
 from server.providers.adapters.breaker import BreakerPolicy
 from server.providers.clients import ProviderClients
 from server.providers.repo import ProvidersRepo
@@ -118,21 +119,47 @@ async def test_an_order_its_provider_could_not_take_goes_out_once_the_provider_i
     assert (await shop.verify()).ok
 
 
-async def test_a_resend_leaves_an_order_another_call_is_sending_alone(shop: Shop, pool: Pool) -> None:
-    """Between the tick's read and its claim, a late worker retry may have claimed the order: the
-    tick must not take that for an interrupted submission (which goes to review)."""
-    ann = await shop.user("ann@example.com", "5.00")
-    placed = (
-        await shop.order(ann, serviceId=shop.service_id("2"), link="https://x.com/s", quantity=1000)
-    ).json()
+async def being_sent(shop: Shop, pool: Pool, user: dict[str, str], link: str) -> tuple[str, int]:
+    """An order whose call is out (or whose sender died): submitting, with a 'starting' submission."""
+    placed = (await shop.order(user, serviceId=shop.service_id("2"), link=link, quantity=1000)).json()
     order_id = int(placed["id"])
-    async with pool.connection() as conn:  # a call is out: submitting, with a 'starting' submission
+    async with pool.connection() as conn:
         await conn.execute("UPDATE orders SET status = 'submitting' WHERE id = %s", (order_id,))
-        await conn.execute(
+        cursor = await conn.execute(
             "INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)"
-            " SELECT %s, id, '2' FROM providers LIMIT 1",
+            " SELECT %s, id, '2' FROM providers LIMIT 1 RETURNING id",
             (order_id,),
         )
+        row = await cursor.fetchone()
+    assert row is not None
+    return str(order_id), int(row[0])
+
+
+async def test_an_order_a_dead_process_left_submitting_goes_to_review(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    ann = await shop.user("ann@example.com", "5.00")
+    dead, _ = await being_sent(shop, pool, ann, "https://x.com/dead")
+    out, _ = await being_sent(shop, pool, ann, "https://x.com/out")
+    await age(pool, dead, STALLED_AFTER_S + 60)  # no call lasts that long: its sender died
+    await age(pool, out, 60)  # may still be out
+    await poll(shop)
+    assert await status(shop, dead, ann) == "ORDER_STATUS_NEEDS_REVIEW"
+    staff_view = await shop.staff_order(dead)
+    assert staff_view["statusNote"] == "a submission was interrupted; the order may exist upstream"
+    assert await status(shop, out, ann) == "ORDER_STATUS_SUBMITTING"
+    assert await submissions(pool, dead) == ["starting"]  # nothing sent again: it may exist upstream
+    assert await demo_provider.orders() == []
+    assert (await shop.verify()).ok
+
+
+async def test_a_resend_leaves_an_order_another_call_is_sending_alone(shop: Shop, pool: Pool) -> None:
+    """Between the tick's read and its claim, a late worker retry may have claimed the order: the
+    tick must not take that for an interrupted submission (which goes to review). Likewise an order
+    sent again since the interrupted submission was read is not sent to review for it."""
+    ann = await shop.user("ann@example.com", "5.00")
+    order_text, first_submission = await being_sent(shop, pool, ann, "https://x.com/s")
+    order_id = int(order_text)
     async with httpx.AsyncClient() as http:
         clients = ProviderClients(
             pool, ProvidersRepo(), SecretBox.from_config(TEST_ENCRYPTION_KEYS), http, BreakerPolicy()
@@ -141,6 +168,14 @@ async def test_a_resend_leaves_an_order_another_call_is_sending_alone(shop: Shop
         left = await dispatcher.submit(order_id, resend=True)
         assert left.status == "submitting"
         assert await submissions(pool, str(order_id)) == ["starting"]
+        async with pool.connection() as conn:  # sent again since: a newer submission is out
+            await conn.execute(
+                "INSERT INTO order_submissions (order_id, provider_id, upstream_service_id)"
+                " SELECT order_id, provider_id, upstream_service_id FROM order_submissions WHERE id = %s",
+                (first_submission,),
+            )
+        assert not await dispatcher.review_interrupted(order_id, first_submission)
+        assert await status(shop, order_text, ann) == "ORDER_STATUS_SUBMITTING"
         # A redelivered event of the order's own (no resend) takes it for interrupted, as before.
         reviewed = await dispatcher.submit(order_id)
         assert reviewed.status == "needs_review"
