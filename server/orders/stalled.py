@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TypeVar
 
 from server.common.db import Pool
 from server.common.errors import Unavailable
@@ -40,6 +41,7 @@ from server.orders.fanout import by_provider, isolated, per_provider, quietly
 from server.orders.repo import QUERIES, InterruptedSubmission, StalledOrder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 STALLED_AFTER_S = 900
 # Orders handled per pass and kind: a provider that is back gets them in the next ticks, not at once.
 STALLED_BATCH = 100
@@ -60,27 +62,13 @@ class StalledOrders:
 
     async def resend_not_sent(self, limit: int = STALLED_BATCH) -> int:
         """Sends the stalled orders again; how many left pending (sent, refused, or in review)."""
-        async with self._pool.connection() as conn:
-            stalled = await QUERIES.all(
-                conn,
-                "stalled_not_sent",
-                StalledOrder,
-                after_s=STALLED_AFTER_S,
-                limit=min(limit, STALLED_BATCH),
-            )
+        stalled = await self._due("stalled_not_sent", StalledOrder, limit)
         groups = by_provider(stalled, lambda s: s.provider_id)
         return await per_provider(groups, self._resend_to, what="send stalled orders again")
 
     async def review_interrupted(self, limit: int = STALLED_BATCH) -> int:
         """Sends to review the orders a dead process left submitting; how many."""
-        async with self._pool.connection() as conn:
-            interrupted = await QUERIES.all(
-                conn,
-                "interrupted_submissions",
-                InterruptedSubmission,
-                after_s=STALLED_AFTER_S,
-                limit=min(limit, STALLED_BATCH),
-            )
+        interrupted = await self._due("interrupted_submissions", InterruptedSubmission, limit)
         reviewed = 0
         for item in interrupted:  # no provider is called: one statement each
             if await self._dispatcher.review_interrupted(item.order_id, item.submission_id):
@@ -91,6 +79,13 @@ class StalledOrders:
                 )
                 reviewed += 1
         return reviewed
+
+    async def _due(self, query: str, row: type[T], limit: int) -> list[T]:
+        """The oldest orders of a kind left ``STALLED_AFTER_S`` ago, at most a batch."""
+        async with self._pool.connection() as conn:
+            return await QUERIES.all(
+                conn, query, row, after_s=STALLED_AFTER_S, limit=min(limit, STALLED_BATCH)
+            )
 
     async def _resend_to(self, provider_id: int, stalled: Sequence[StalledOrder]) -> int:
         moved = 0
