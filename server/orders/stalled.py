@@ -13,8 +13,9 @@ left for the stuck alert a day later, their funds held:
   unknown outcome goes to review, as ever).
 - **interrupted**: the process sending it died between recording that a submission was starting
   and recording the answer, and the redelivery that would have sent the order to review never came
-  (the gRPC server was down for longer than the retries). No provider call lasts ``STALLED_AFTER_S``
-  (at most 120 s), so such an order goes to review (``review_interrupted``), where reconciliation
+  (the gRPC server was down for longer than the retries). No ``add`` lasts ``STALLED_AFTER_S`` (at
+  most 4 minutes: a slot waited for and the call, each within the provider's timeout, at most 120 s),
+  so such an order goes to review (``review_interrupted``), where reconciliation
   looks for it upstream, as after any interrupted submission.
 
 ``STALLED_AFTER_S`` is longer than the worker's longest back-off, so the worker has no retry of the
