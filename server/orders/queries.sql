@@ -674,9 +674,9 @@ UPDATE orders SET update_time = now() WHERE id = :id AND status = 'pending';
 -- name: interrupted_submissions(after_s, limit)
 -- Orders still submitting (not a drip-feed smm sends itself) whose newest submission has been
 -- 'starting' for ``after_s`` seconds: no ``add`` lasts that long (a slot and the call, each within
--- providers.timeout_ms, at most 120 s), so the
--- process that made it died before it recorded the answer, and the redelivery that would have
--- sent the order to review never came (its event dead-lettered). The oldest first.
+-- providers.timeout_ms, at most 120 s), so the process that made it died before it recorded the
+-- answer, and the redelivery that would have sent the order to review never came (its event
+-- dead-lettered). The oldest first.
 SELECT o.id AS order_id, s.id AS submission_id, s.provider_id
 FROM orders o
 CROSS JOIN LATERAL (
