@@ -190,7 +190,11 @@ async def start_fake_resend(fake: FakeResend | None = None) -> RunningFakeResend
     fake = fake or FakeResend()
     app = Sanic(f"fake-resend-{next(_names)}")
     app.config.TOUCHUP = False  # as in tests/fix_edge.py: many apps per test session
-    app.config.KEEP_ALIVE_TIMEOUT = 1
+    # Longer than the clients' keep-alive (httpx's 5 s), as the real API's load balancers are: with
+    # 1 s the fake closed an idle connection just as a client reused it, a ReadError in a test
+    # (test_notifications, a redelivery about a second after the first send) that the real
+    # service does not cause.
+    app.config.KEEP_ALIVE_TIMEOUT = 30
 
     @app.post("/emails")
     async def send_email(request: Request) -> HTTPResponse:

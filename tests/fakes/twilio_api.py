@@ -258,7 +258,11 @@ async def start_fake_twilio(fake: FakeTwilio | None = None) -> RunningFakeTwilio
     fake = fake or FakeTwilio()
     app = Sanic(f"fake-twilio-{next(_names)}")
     app.config.TOUCHUP = False  # as in tests/fix_edge.py: many apps per test session
-    app.config.KEEP_ALIVE_TIMEOUT = 1
+    # Longer than the clients' keep-alive (httpx's 5 s), as the real API's load balancers are: with
+    # 1 s the fake closed an idle connection just as a client reused it, a ReadError in a test
+    # (test_notifications, a redelivery about a second after the first send) that the real
+    # service does not cause.
+    app.config.KEEP_ALIVE_TIMEOUT = 30
 
     @app.post("/2010-04-01/Accounts/<account>/Messages.json")
     async def create_message(request: Request, account: str) -> HTTPResponse:
