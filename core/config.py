@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     twilio_api_url: str = "https://api.twilio.com"
     # Admins with a verified phone get staff alerts by text unless they turn it off.
     sms_admin_alerts: bool = True
+    # Alerts that come in bursts (an order gone to review, a dead letter of one consumer) go out at
+    # most once per this many seconds per kind and channel; the ones in between are held back and
+    # counted in the next (server/notifications/quiet.py). 0 sends every one.
+    admin_alert_interval_s: int = Field(default=600, ge=0, le=86_400)
     # Phone verification codes: how long one works, and how many wrong tries spend it.
     phone_code_ttl_minutes: int = Field(default=10, ge=1)
     phone_code_max_attempts: int = Field(default=5, ge=1)

@@ -268,6 +268,7 @@ async def create_server(
         currency=settings.currency,
         low_balance_default=settings.low_balance_threshold,
         resend_webhook_secret=settings.resend_webhook_secret.get_secret_value(),
+        alert_interval_s=settings.admin_alert_interval_s,
     )
     sms = SmsNotifications(
         pool,
@@ -276,6 +277,7 @@ async def create_server(
         currency=settings.currency,
         admin_alerts=settings.sms_admin_alerts,
         twilio_auth_token=settings.twilio_auth_token.get_secret_value(),
+        alert_interval_s=settings.admin_alert_interval_s,
     )
     notifications_service_pb2_grpc.add_NotificationsServiceServicer_to_server(
         NotificationsServicer(notifications, sms), server

@@ -47,6 +47,7 @@ from server.common.money import format_micros, parse_micros
 from server.common.pagetoken import PageTokenCodec
 from server.common.preferences import EMAIL_TOPICS
 from server.common.sqlfile import load
+from server.notifications.quiet import QUIETED, Burst, dead_letter_burst, gate, review_burst
 
 QUERIES = load(__file__)
 DOMAIN = "notifications.smm"
@@ -139,6 +140,8 @@ class Draft:
     topic: str = ""  # "" for transactional mail
     # Account emails: asked for by the user, so sent even to a suppressed address.
     requested: bool = False
+    # An admin alert of a kind that comes in bursts (``server/notifications/quiet.py``).
+    burst: Burst | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,15 @@ class Record:
 
 API_SOURCES = ("api", "reseller")
 DEAD_LETTERED = "A message was dead-lettered"
+
+
+def review_alert(order_id: int) -> tuple[str, list[str]]:
+    return "An order needs review", [f"Order {order_id}: the provider's answer is unknown"]
+
+
+def burst_of(drafts: list[Any]) -> Burst | None:
+    """The burst kind of an event's admin alert (its drafts share it), or None."""
+    return next((draft.burst for draft in drafts if draft.burst is not None), None)
 
 
 def message_key(event_id: str, subject: str, headers: dict[str, str]) -> str:
@@ -269,8 +281,10 @@ class Notifications:
         currency: str,
         low_balance_default: str,
         resend_webhook_secret: str,
+        alert_interval_s: int = 0,
     ) -> None:
         self._pool = pool
+        self._alert_interval_s = alert_interval_s
         self._tokens = tokens
         self._api_url = api_url.rstrip("/")
         self._web_url = web_url.rstrip("/")
@@ -288,11 +302,13 @@ class Notifications:
         key = message_key(event_id, subject, headers or {})
         planned = []
         async with self._pool.connection() as conn, conn.transaction():
+            alert = await gate(conn, "email", key, burst_of(drafts), self._alert_interval_s)
             for draft in drafts:
                 address = draft.contact.email
                 suppressed = not draft.requested and await QUERIES.scalar(
                     conn, "is_suppressed", address=address
                 )
+                draft = replace(draft, context=alert.context(draft.context))
                 await QUERIES.execute(
                     conn,
                     "plan_message",
@@ -300,7 +316,7 @@ class Notifications:
                     user_id=draft.contact.id,
                     to_address=address,
                     template=draft.template,
-                    status="suppressed" if suppressed else "queued",
+                    status=QUIETED if alert.quiet else "suppressed" if suppressed else "queued",
                     resend_failed=resends_failed(subject),
                     context=Jsonb(draft.context),
                     unsubscribe_url=self._unsubscribe_url(draft),
@@ -313,7 +329,7 @@ class Notifications:
                 ).fetchone()
                 assert row is not None
                 message_id, status, stored_context, stored_unsubscribe = row
-                if status == "suppressed":
+                if status in ("suppressed", QUIETED):
                     continue
                 if stored_context is None:  # planned before what a message says was stored
                     stored_context, stored_unsubscribe = draft.context, self._unsubscribe_url(draft)
@@ -354,7 +370,9 @@ class Notifications:
             durable = subject.removeprefix(DLQ_PREFIX)
             if durable in OWN_DURABLES:  # never an alert about the alerts themselves (no loop)
                 return []
-            return await self._admin_alert(DEAD_LETTERED, dead_letter_lines(durable, headers))
+            return await self._admin_alert(
+                DEAD_LETTERED, dead_letter_lines(durable, headers), dead_letter_burst(durable)
+            )
         if subject == ACCOUNT_EMAIL_SUBJECT:
             return await self._account_email(events_pb2.AccountEmailRequested.FromString(payload))
         if subject == "smm.orders.order.created":
@@ -365,9 +383,7 @@ class Notifications:
             if changed.status in FINISHED:
                 return await self._order_drafts(changed.order_id, FINISHED[changed.status], "order_finished")
             if changed.status == "needs_review":
-                return await self._admin_alert(
-                    "An order needs review", [f"Order {changed.order_id}: the provider's answer is unknown"]
-                )
+                return await self._admin_alert(*review_alert(changed.order_id), review_burst())
             return []
         if subject == "smm.orders.refill.completed":
             refill = events_pb2.RefillCompleted.FromString(payload)
@@ -474,11 +490,11 @@ class Notifications:
             drafts.append(Draft(contact, "low_balance", context, "low_balance"))
         return drafts
 
-    async def _admin_alert(self, title: str, lines: list[str]) -> list[Draft]:
+    async def _admin_alert(self, title: str, lines: list[str], burst: Burst | None = None) -> list[Draft]:
         async with self._pool.connection() as conn:
             admins = await QUERIES.all(conn, "admin_contacts", Contact)
         context = {"title": title, "lines": lines, "admin_url": f"{self._web_url}/admin"}
-        return [Draft(a, "admin_alert", context) for a in admins]
+        return [Draft(a, "admin_alert", context, burst=burst) for a in admins]
 
     async def record(
         self, message_id: int, status: str, transport: str, transport_id: str, error: str

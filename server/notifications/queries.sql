@@ -122,3 +122,26 @@ RETURNING id, to_number;
 -- name: suppress_number(number, reason, error_code)!
 INSERT INTO sms_suppressions (number, reason, error_code) VALUES (:number, :reason, :error_code)
 ON CONFLICT ON CONSTRAINT sms_suppressions_pkey DO NOTHING;
+
+-- name: email_alert_status(event_id)$
+-- How an admin alert was first planned for this event (a redelivery follows it); NULL if never.
+SELECT status FROM email_messages WHERE event_id = :event_id AND template = 'admin_alert' ORDER BY id LIMIT 1;
+
+-- name: sms_alert_status(event_id)$
+SELECT status FROM sms_messages WHERE event_id = :event_id AND template = 'admin_alert' ORDER BY id LIMIT 1;
+
+-- name: ensure_alert_window(channel, kind)!
+INSERT INTO admin_alert_windows (channel, kind, open_time) VALUES (:channel, :kind, 'epoch')
+ON CONFLICT ON CONSTRAINT admin_alert_windows_pkey DO NOTHING;
+
+-- name: lock_alert_window(channel, kind)^
+-- Alerts of one kind are planned one at a time, so two at once cannot both open a window.
+SELECT open_time, held_back, now() AS now FROM admin_alert_windows
+WHERE channel = :channel AND kind = :kind
+FOR UPDATE;
+
+-- name: reopen_alert_window(channel, kind)!
+UPDATE admin_alert_windows SET open_time = now(), held_back = 0 WHERE channel = :channel AND kind = :kind;
+
+-- name: hold_back_alert(channel, kind)!
+UPDATE admin_alert_windows SET held_back = held_back + 1 WHERE channel = :channel AND kind = :kind;

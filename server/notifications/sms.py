@@ -25,7 +25,7 @@ the worker's own ``sent`` record still finds its row. Statuses only move forward
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -46,12 +46,15 @@ from server.notifications.logic import (
     Contact,
     OrderFacts,
     Planned,
+    burst_of,
     dead_letter_lines,
     message_key,
     order_context,
     resends_failed,
+    review_alert,
     stuck_alert,
 )
+from server.notifications.quiet import QUIETED, Burst, dead_letter_burst, gate, review_burst
 
 CALLBACK_PATH = "/api/v1/webhooks/sms/twilio"
 # The SMS worker's own durables: a dead letter of theirs raises no text (it could loop); the email
@@ -93,6 +96,8 @@ class SmsDraft:
     context: dict[str, Any]
     # The number: the verified one, or for a verification code the one being verified.
     to: str
+    # An admin alert of a kind that comes in bursts (``server/notifications/quiet.py``).
+    burst: Burst | None = None
 
 
 def security_time() -> str:
@@ -118,8 +123,10 @@ class SmsNotifications:
         currency: str,
         admin_alerts: bool,
         twilio_auth_token: str,
+        alert_interval_s: int = 0,
     ) -> None:
         self._pool = pool
+        self._alert_interval_s = alert_interval_s
         self._api_url = api_url.rstrip("/")
         self._web_url = web_url.rstrip("/")
         self._currency = currency
@@ -140,8 +147,10 @@ class SmsNotifications:
         key = message_key(event_id, subject, headers or {})
         planned = []
         async with self._pool.connection() as conn, conn.transaction():
+            alert = await gate(conn, "sms", key, burst_of(drafts), self._alert_interval_s)
             for draft in drafts:
                 suppressed = await QUERIES.scalar(conn, "is_number_suppressed", number=draft.to)
+                draft = replace(draft, context=alert.context(draft.context))
                 await QUERIES.execute(
                     conn,
                     "plan_sms",
@@ -149,7 +158,7 @@ class SmsNotifications:
                     user_id=draft.contact.id,
                     to_number=draft.to,
                     template=draft.template,
-                    status="suppressed" if suppressed else "queued",
+                    status=QUIETED if alert.quiet else "suppressed" if suppressed else "queued",
                     resend_failed=resends_failed(subject),
                 )
                 row = await (
@@ -160,7 +169,7 @@ class SmsNotifications:
                 ).fetchone()
                 assert row is not None
                 message_id, status = row
-                if status == "suppressed":
+                if status in ("suppressed", QUIETED):
                     continue
                 planned.append(
                     Planned(
@@ -181,7 +190,9 @@ class SmsNotifications:
             durable = subject.removeprefix(DLQ_PREFIX)
             if durable in OWN_DURABLES:
                 return []
-            return await self._admin_alert(DEAD_LETTERED, dead_letter_lines(durable, headers))
+            return await self._admin_alert(
+                DEAD_LETTERED, dead_letter_lines(durable, headers), dead_letter_burst(durable)
+            )
         if subject == "smm.accounts.sms.requested":
             requested = events_pb2.AccountSmsRequested.FromString(payload)
             contact = await self._contact(requested.user_id)
@@ -193,9 +204,7 @@ class SmsNotifications:
             if changed.status in FINISHED:
                 return await self._order_drafts(changed.order_id, FINISHED[changed.status])
             if changed.status == "needs_review":
-                return await self._admin_alert(
-                    "An order needs review", [f"Order {changed.order_id}: the provider's answer is unknown"]
-                )
+                return await self._admin_alert(*review_alert(changed.order_id), review_burst())
             return []
         if subject == "smm.orders.alert.stuck":
             stuck = events_pb2.OrdersStuck.FromString(payload)
@@ -245,12 +254,12 @@ class SmsNotifications:
         context = order_context(order, contact, self._currency, self._web_url)
         return [SmsDraft(contact, template, context, contact.phone)]
 
-    async def _admin_alert(self, title: str, lines: list[str]) -> list[SmsDraft]:
+    async def _admin_alert(self, title: str, lines: list[str], burst: Burst | None = None) -> list[SmsDraft]:
         async with self._pool.connection() as conn:
             admins = await QUERIES.all(conn, "admin_contacts", Contact)
         context = {"title": title, "lines": lines, "admin_url": f"{self._web_url}/admin"}
         return [
-            SmsDraft(a, "admin_alert", context, a.phone)
+            SmsDraft(a, "admin_alert", context, a.phone, burst)
             for a in admins
             if a.phone and a.phone_verified and a.wants_sms("admin_alert", self._admin_alerts)
         ]

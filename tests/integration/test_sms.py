@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from smm.v1 import accounts_service_pb2 as apb
 from smm.v1 import accounts_service_pb2_grpc as apb_grpc
-from smm.v1.events_pb2 import SECURITY_CHANGE_TWO_FACTOR_ENABLED, SecurityChanged
+from smm.v1.events_pb2 import SECURITY_CHANGE_TWO_FACTOR_ENABLED, OrderChanged, SecurityChanged
 
 from core.config import Settings
 from core.events import Namespace, connect
@@ -709,19 +709,55 @@ async def test_every_dead_letter_of_one_event_texts_the_admins_once(
         letter = _sms_dead_letter("ev-1", durable, sequence)
         assert await dlq.handle(letter, _nothing) == Ok()
         assert await dlq.handle(letter, _nothing) == Ok()  # redelivered: not again
-    assert len(twilio.texts_to(ADMIN_PHONE)) == 3
+    # The second of one consumer is within SMM_ADMIN_ALERT_INTERVAL_S of the first: held back.
+    assert len(twilio.texts_to(ADMIN_PHONE)) == 2
     # The email alerter's own dead letters: one text per event, however many there are.
     for sequence in (10, 11):
         assert await dlq.handle(_sms_dead_letter("ev-1", "email-dlq", sequence), _nothing) == Ok()
-    assert len(twilio.texts_to(ADMIN_PHONE)) == 4
+    assert len(twilio.texts_to(ADMIN_PHONE)) == 3
     assert await rows(
-        pool, "SELECT event_id FROM sms_messages WHERE template = 'admin_alert' ORDER BY id"
+        pool,
+        "SELECT event_id, status = 'quieted' FROM sms_messages WHERE template = 'admin_alert' ORDER BY id",
     ) == [
-        ("dlq:email-orders:ev-1:1",),
-        ("dlq:dispatch-order-created:ev-1:2",),
-        ("dlq:dispatch-order-created:ev-1:9",),
-        ("dlq-alerts:ev-1",),
+        ("dlq:email-orders:ev-1:1", False),
+        ("dlq:dispatch-order-created:ev-1:2", False),
+        ("dlq:dispatch-order-created:ev-1:9", True),
+        ("dlq-alerts:ev-1", False),
     ]
+
+
+def _review(order_id: int) -> Event:
+    payload = OrderChanged(order_id=order_id, status="needs_review").SerializeToString()
+    return Event(
+        id=f"review-{order_id}", subject="smm.orders.order.changed", payload=payload, headers={}, delivery=1
+    )
+
+
+async def test_a_burst_of_review_alerts_texts_once_and_the_next_says_how_many_were_held_back(
+    shop: Shop, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    await verified_phone(shop.http, accounts, shop.admin, ADMIN_PHONE)
+    orders = consumer(sms_worker, "sms-orders")
+    for n in (1, 2, 3, 2):  # the last one a redelivery
+        assert await orders.handle(_review(n), _nothing) == Ok()
+    [first] = twilio.texts_to(ADMIN_PHONE)
+    assert "Order 1: the provider's answer is unknown" in first.body
+    assert await rows(
+        pool,
+        "SELECT event_id, status = 'quieted' FROM sms_messages WHERE template = 'admin_alert' ORDER BY id",
+    ) == [("review-1", False), ("review-2", True), ("review-3", True)]
+    # The email window is its own: texts held back do not hold mail back, nor the other way.
+    assert await rows(pool, "SELECT channel, kind, held_back FROM admin_alert_windows") == [
+        ("sms", "review", 2)
+    ]
+    await rows(
+        pool, "UPDATE admin_alert_windows SET open_time = open_time - interval '601 seconds' RETURNING kind"
+    )
+    assert await orders.handle(_review(4), _nothing) == Ok()
+    texts = twilio.texts_to(ADMIN_PHONE)
+    assert len(texts) == 2
+    assert "Order 4: the provider's answer is unknown" in texts[-1].body
+    assert "2 more alert(s) like this were held back since" in texts[-1].body
 
 
 async def test_a_replayed_event_resends_a_text_twilio_refused_but_never_one_it_took(

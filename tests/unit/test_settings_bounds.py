@@ -28,6 +28,7 @@ BOUNDS = (
     ("phone_code_max_attempts", 0, 1),
     ("order_stuck_after_h", 0, 1),
     ("subscription_default_posts", -1, 0),
+    ("admin_alert_interval_s", -1, 0),
     ("dispatch_concurrency", 0, 1),
     ("sync_price_jump_percent", -1, 0),
     ("provider_failure_threshold", 0, 1),
@@ -56,6 +57,12 @@ def test_a_subscription_default_above_the_most_posts_an_order_may_have_is_refuse
     with pytest.raises(ValidationError, match="subscription_default_posts"):
         load_settings(subscription_default_posts=10_001)
     assert load_settings(subscription_default_posts=10_000).subscription_default_posts == 10_000
+
+
+def test_alerts_cannot_be_held_back_longer_than_a_day() -> None:
+    with pytest.raises(ValidationError, match="admin_alert_interval_s"):
+        load_settings(admin_alert_interval_s=86_401)
+    assert load_settings(admin_alert_interval_s=86_400).admin_alert_interval_s == 86_400
 
 
 def test_the_pool_cannot_be_smaller_than_its_minimum() -> None:
