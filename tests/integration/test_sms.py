@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from smm.v1 import accounts_service_pb2 as apb
 from smm.v1 import accounts_service_pb2_grpc as apb_grpc
-from smm.v1.events_pb2 import SECURITY_CHANGE_TWO_FACTOR_ENABLED, OrderChanged, SecurityChanged
+from smm.v1.events_pb2 import SECURITY_CHANGE_TWO_FACTOR_ENABLED, SecurityChanged
 
 from core.config import Settings
 from core.events import Namespace, connect
@@ -31,6 +31,7 @@ from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop, ready_to_poll
 from tests.integration.test_accounts import PASSWORD, bearer, register
+from tests.integration.test_alert_bursts import review
 from tests.integration.test_edge_http import assert_error
 from tests.integration.test_events import eventually
 from workers.dlq import list_dead_letters
@@ -726,20 +727,13 @@ async def test_every_dead_letter_of_one_event_texts_the_admins_once(
     ]
 
 
-def _review(order_id: int) -> Event:
-    payload = OrderChanged(order_id=order_id, status="needs_review").SerializeToString()
-    return Event(
-        id=f"review-{order_id}", subject="smm.orders.order.changed", payload=payload, headers={}, delivery=1
-    )
-
-
 async def test_a_burst_of_review_alerts_texts_once_and_the_next_says_how_many_were_held_back(
     shop: Shop, accounts: Any, pool: Pool, sms_worker: list[Consumer], twilio: FakeTwilio
 ) -> None:
     await verified_phone(shop.http, accounts, shop.admin, ADMIN_PHONE)
     orders = consumer(sms_worker, "sms-orders")
     for n in (1, 2, 3, 2):  # the last one a redelivery
-        assert await orders.handle(_review(n), _nothing) == Ok()
+        assert await orders.handle(review(n), _nothing) == Ok()
     [first] = twilio.texts_to(ADMIN_PHONE)
     assert "Order 1: the provider's answer is unknown" in first.body
     assert await rows(
@@ -753,7 +747,7 @@ async def test_a_burst_of_review_alerts_texts_once_and_the_next_says_how_many_we
     await rows(
         pool, "UPDATE admin_alert_windows SET open_time = open_time - interval '601 seconds' RETURNING kind"
     )
-    assert await orders.handle(_review(4), _nothing) == Ok()
+    assert await orders.handle(review(4), _nothing) == Ok()
     texts = twilio.texts_to(ADMIN_PHONE)
     assert len(texts) == 2
     assert "Order 4: the provider's answer is unknown" in texts[-1].body
