@@ -3,6 +3,13 @@
 No domain logic: the server decides what to send where and records it before calling a provider.
 An UNAVAILABLE answer (the provider could not be reached, nothing was sent) is retried with
 back-off; the RPC is idempotent on the order's state, so a redelivered event sends nothing twice.
+
+An order event given up on after those retries (the database, the gRPC server or the provider
+away for longer than about 13 minutes) is not left for staff to replay: ``dispatch-dead-orders``
+reads its dead letter and tries again every 10 minutes for a week (``resend``: an order another
+call is sending meanwhile, the poll tick's, is left alone), so the order goes out once the outage
+is over. A letter dead for another reason (the event or order is wrong: the same every time) is
+left to staff; the letter itself stays listed (``smm dlq list``) either way.
 """
 
 from __future__ import annotations
@@ -14,12 +21,23 @@ from smm.v1 import orders_service_pb2 as pb
 from smm.v1 import orders_service_pb2_grpc as pb_grpc
 
 from core.config import Settings
-from core.events import Durable
+from core.events import DLQ_REASON, Durable
 from workers.rpc import RpcContext
-from workers.runner import Consumer, Event, Ok, Outcome, Permanent, Progress, outcome_of_rpc_error
+from workers.runner import GAVE_UP, Consumer, Event, Ok, Outcome, Permanent, Progress, outcome_of_rpc_error
 
 ORDER_CREATED = Durable("dispatch-order-created", "ORDERS", "smm.orders.order.created", ack_wait_s=120.0)
 POLL_REQUESTED = Durable("dispatch-poll-requested", "ORDERS", "smm.orders.poll.requested", ack_wait_s=300.0)
+ORDER_DEAD_LETTERS = Durable(
+    "dispatch-dead-orders",
+    "DLQ",
+    f"smm.dlq.{ORDER_CREATED.name}",
+    max_deliver=7 * 24 * 6,
+    ack_wait_s=120.0,
+    backoff_s=(600.0,),
+    # Created on a deployment that already has letters: only the last hour's (older ones staff
+    # have had the alerts of, and may have handled on purpose).
+    start_window_s=3600.0,
+)
 # A provider call has its own timeout; the RPC's deadline covers it and the bookkeeping.
 SUBMIT_DEADLINE_S = 90.0
 POLL_DEADLINE_S = 240.0
@@ -40,6 +58,20 @@ def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
             return outcome_of_rpc_error(exc)
         return Ok()
 
+    async def submit_dead_letter(event: Event, progress: Progress) -> Outcome:
+        if not event.headers.get(DLQ_REASON, "").startswith(GAVE_UP):
+            return Ok()  # refused for good: the letter waits for staff
+        try:
+            created = events_pb2.OrderCreated.FromString(event.payload)
+        except DecodeError:
+            return Ok()
+        request = pb.SubmitOrderRequest(id=created.order_id, request_id=event.id, resend=True)
+        try:
+            await stub.SubmitOrder(request, metadata=rpc.metadata, timeout=SUBMIT_DEADLINE_S)
+        except grpc.aio.AioRpcError as exc:
+            return outcome_of_rpc_error(exc)
+        return Ok()
+
     async def poll(event: Event, progress: Progress) -> Outcome:
         request = pb.PollOrdersRequest(request_id=event.id)
         try:
@@ -52,4 +84,5 @@ def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
     return [
         Consumer(ORDER_CREATED, submit, concurrency=max(1, settings.dispatch_concurrency)),
         Consumer(POLL_REQUESTED, poll),
+        Consumer(ORDER_DEAD_LETTERS, submit_dead_letter),
     ]

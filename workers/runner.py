@@ -254,17 +254,15 @@ class Runner:
             log.info("retrying %s in %.1fs: %s", event.subject, delay, outcome.reason)
             await message.nak(delay=delay)
             return
-        reason = (
-            outcome.reason
-            if isinstance(outcome, Permanent)
-            else f"gave up after {event.delivery}: {outcome.reason}"
-        )
+        reason = outcome.reason if isinstance(outcome, Permanent) else gave_up(event.delivery, outcome.reason)
         await self.dead_letter(durable, message, event, reason)
         await message.term()
 
     async def dead_letter(self, durable: Durable, message: Msg, event: Event, reason: str) -> None:
+        # Not the event's Smm-Replay-For: a letter of a replayed event is a new message for every
+        # dead-letter consumer (the alerts), which would take it for another durable's and skip it.
         headers = {
-            **{k: v for k, v in event.headers.items() if k != MSG_ID},
+            **{k: v for k, v in event.headers.items() if k not in (MSG_ID, REPLAY_FOR)},
             MSG_ID: f"dlq:{durable.name}:{event.id}:{message.metadata.sequence.stream}",
             EVENT_ID: event.id,
             DLQ_REASON: reason[:1000],
@@ -285,6 +283,14 @@ async def _heartbeat(message: Msg, durable: Durable) -> None:
             await message.in_progress()
         except Exception as exc:  # NATS away: keep trying; the worst case is a redelivery
             log.debug("in-progress for %s failed: %s", durable.name, type(exc).__name__)
+
+
+# How a letter whose retries ran out is worded (a permanent failure's is its reason alone).
+GAVE_UP = "gave up after "
+
+
+def gave_up(deliveries: int, reason: str) -> str:
+    return f"{GAVE_UP}{deliveries}: {reason}"
 
 
 def backoff(durable: Durable, delivery: int) -> float:

@@ -207,13 +207,22 @@ def resends_failed(subject: str) -> bool:
     return not subject.startswith(DLQ_PREFIX)
 
 
+# Dead letters a worker retries by itself (``workers/dispatch.py``): staff need not replay them.
+RETRIED_DURABLES = {
+    "dispatch-order-created": "smm sends the order again every 10 minutes for a week: no replay needed",
+}
+GAVE_UP = "gave up after "  # the runner's wording of a letter whose retries ran out (workers/runner.py)
+
+
 def dead_letter_lines(durable: str, headers: dict[str, str]) -> list[str]:
+    reason = headers.get(DLQ_REASON, "?")
+    retried = RETRIED_DURABLES.get(durable) if reason.startswith(GAVE_UP) else None
     return [
         f"Consumer: {durable}",
         f"Event: {headers.get(DLQ_SUBJECT, '?')}",
-        f"Reason: {headers.get(DLQ_REASON, '?')}",
+        f"Reason: {reason}",
         f"Deliveries: {headers.get(DLQ_DELIVERIES, '?')}",
-        "Re-drive it with: smm dlq list / smm dlq replay",
+        retried or "Re-drive it with: smm dlq list / smm dlq replay",
     ]
 
 

@@ -182,8 +182,9 @@ class Dispatcher:
         self._dripfeed = dripfeed
 
     async def submit(self, order_id: int, *, resend: bool = False) -> OrderRow:
-        """Sends a pending order (``resend``: one the poll tick sends again, ``server/orders/stalled.py``,
-        which leaves an order another call is sending alone instead of taking it for interrupted)."""
+        """Sends a pending order. ``resend``: one sent again after its event was given up on (the
+        poll tick, ``server/orders/stalled.py``, or the dispatch worker's retry of the dead letter),
+        which leaves an order another call is sending alone instead of taking it for interrupted."""
         while True:
             claimed = await self._claim(order_id, resend=resend)
             if claimed == RUNS_BY_PANEL:

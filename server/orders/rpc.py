@@ -288,7 +288,8 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
     async def SubmitOrder(
         self, request: pb.SubmitOrderRequest, context: grpc.aio.ServicerContext
     ) -> pb.Order:
-        return order_to_proto(await self._dispatcher.submit(request.id), self._currency)
+        order = await self._dispatcher.submit(request.id, resend=request.resend)
+        return order_to_proto(order, self._currency)
 
     async def PollOrders(
         self, request: pb.PollOrdersRequest, context: grpc.aio.ServicerContext

@@ -19,7 +19,7 @@ from smm.v1 import system_service_pb2 as spb
 from smm.v1 import system_service_pb2_grpc as spb_grpc
 
 from core.config import Settings
-from core.events import EVENT_ID, MSG_ID, Durable, Namespace, ensure_durable, ensure_streams
+from core.events import EVENT_ID, MSG_ID, REPLAY_FOR, Durable, Namespace, ensure_durable, ensure_streams
 from core.schedule import Job
 from server.common.db import Pool
 from server.common.relay import Relay
@@ -252,6 +252,53 @@ async def test_a_replay_re_drives_only_the_durable_that_dead_lettered_it(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_replayed_event_that_fails_again_reaches_the_dead_letter_consumers(
+    settings: Settings, nc: NATS
+) -> None:
+    """A dead letter kept the replayed event's Smm-Replay-For, so every consumer of the dead
+    letters (the admins' alerts, the dispatch worker's retry) took it for another durable's replay
+    and settled it unhandled: the second failure of a replayed event alerted no one."""
+    ns = Namespace(settings.nats_namespace)
+    js = nc.jetstream()
+    await ensure_streams(js, ns)
+    seen: list[str] = []
+
+    async def failing(event: Event, progress: Progress) -> Outcome:
+        return Permanent("upstream refused")
+
+    async def watching(event: Event, progress: Progress) -> Outcome:
+        seen.append(event.headers[MSG_ID])
+        return Ok()
+
+    bad = Durable("test-failing", "CATALOG", "smm.catalog.>")
+    watch = Durable("test-dlq-watch", "DLQ", "smm.dlq.test-failing")
+    runner = Runner(nc, ns, [Consumer(bad, failing), Consumer(watch, watching)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await eventually(lambda: _durables_exist(js, ns, bad, watch))
+        await js.publish(
+            ns.subject("smm.catalog.category.changed"), b"", headers={MSG_ID: "r2", EVENT_ID: "r2"}
+        )
+        await eventually(lambda: _length_is(seen, 1))
+        [letter] = await list_dead_letters(nc, ns)
+        await replay(nc, ns, letter)  # still failing: dead-lettered again
+        await eventually(lambda: _length_is(seen, 2))
+        assert seen[0].startswith("dlq:test-failing:r2:")
+        assert seen[1].startswith("dlq:test-failing:r2:")
+        assert seen[1] != seen[0]
+        [again] = await list_dead_letters(nc, ns)
+        assert REPLAY_FOR not in again.headers
+        assert again.durable == "test-failing"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _length_is(items: list[str], length: int) -> bool:
+    return len(items) == length
 
 
 async def _durables_exist(js: JetStreamContext, ns: Namespace, *durables: Durable) -> bool:
