@@ -28,6 +28,7 @@ from server.providers.adapters.base import Accepted, Balance, Rejected, Unknown,
 from server.providers.clients import ProviderClients
 from server.providers.errors import DOMAIN, no_exchange_rate, provider_not_found, sync_run_not_found
 from server.providers.repo import ExchangeRateRow, ProviderFields, ProviderRow, ProvidersRepo, SyncRunRow
+from server.providers.transport import unreachable
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
@@ -91,6 +92,8 @@ def _url_violations(url: str) -> list[FieldViolation]:
         ]
     if not parts.hostname:
         return [FieldViolation("provider.api_url", "must be an http(s) URL")]
+    if unreachable(parts.hostname):  # a name resolving there is refused when called (transport.py)
+        return [FieldViolation("provider.api_url", "must not be a link-local address (cloud metadata)")]
     if "#" in url:
         return [FieldViolation("provider.api_url", "must not have a #fragment")]
     return []

@@ -20,12 +20,17 @@ unbounded).
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import socket
 import ssl
 import zlib
 
 import aiohttp
 import certifi
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
 DEFAULT_MAX_CONNECTIONS = 100  # httpx's default
@@ -40,16 +45,70 @@ MAX_BODY_BYTES = 32 << 20  # a 10,000-service list with long descriptions is a f
 BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
+# Never a provider: the cloud metadata services (AWS, GCP, Azure, Oracle at 169.254.169.254, AWS's
+# IPv6 one, Alibaba's) hand out the host's credentials to whoever asks, and the provider log shows
+# staff what came back; the rest of link-local is no one's API either. Private and loopback
+# addresses stay callable: providers on a private network, a local test double.
+UNREACHABLE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+)
+
+
+class UnreachableAddress(OSError):
+    """The provider's host is (or resolves only to) an address smm never calls."""
+
+
+def unreachable(address: str) -> bool:
+    """Whether ``address`` (an IP address, IPv6 with or without brackets) is one smm never calls."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in UNREACHABLE_NETWORKS)
+
+
+class CallableOnlyResolver(AbstractResolver):
+    """The addresses a host name resolves to, without those smm never calls (``unreachable``).
+
+    Checked when connecting, on the addresses the connection will use: a name that resolves to the
+    metadata service (now, or only after staff saved it) is refused all the same."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        callable_ = [result for result in found if not unreachable(result["host"])]
+        if found and not callable_:
+            raise UnreachableAddress(
+                errno.EACCES, f"{host} resolves only to addresses smm never calls (link-local)"
+            )
+        return callable_
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class ResponseTooLarge(httpx.ReadError):
     """The reply's body, as sent or once decompressed, passed the cap; it was not read further."""
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
-        self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, max_body_bytes: int = MAX_BODY_BYTES
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._max_connections = max_connections
         self._max_body_bytes = max_body_bytes
+        self._resolver = resolver  # the name lookup under ``CallableOnlyResolver`` (the system's by default)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -59,6 +118,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=self._max_connections,
                 keepalive_timeout=KEEPALIVE_S,
                 ssl=ssl.create_default_context(cafile=certifi.where()),  # httpx's trust store
+                resolver=CallableOnlyResolver(self._resolver),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -75,6 +135,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {request.url.scheme!r}", request=request)
+        if unreachable(request.url.host):  # an address in the URL is never looked up: checked here
+            raise httpx.ConnectError(f"{request.url.host} is an address smm never calls", request=request)
         body = await request.aread()
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))

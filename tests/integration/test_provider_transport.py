@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ops.embedded import free_port
 from server.providers.adapters import AddOrder, ProviderConnection, Unknown
 from server.providers.adapters.standard import StandardAdapter
-from server.providers.transport import AiohttpTransport, provider_http_client
+from server.providers.transport import AiohttpTransport, provider_http_client, unreachable
 
 pytestmark = pytest.mark.integration
 
@@ -272,3 +273,79 @@ async def test_a_connection_idle_near_a_short_server_keep_alive_is_not_reused_fo
     assert [type(r).__name__ for r in (first, soon, later)] == ["Accepted"] * 3, later
     assert raw.connections == 2
     assert len(raw.requests) == 3  # each order sent once
+
+
+class HostsFile(AbstractResolver):
+    """Names looked up in a fixed table, as /etc/hosts would answer them: a name can point anywhere."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        if host not in self.table:
+            raise OSError(f"{host}: no such name")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=0,
+            )
+            for address in self.table[host]
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_cloud_metadata_service_is_never_called_by_address_or_by_name(
+    raw_server: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    """Staff see what a provider answered (the provider log, a connection test): a provider URL
+    at the metadata service (169.254.169.254), or a name resolving there, would show them the
+    host's cloud credentials. It is refused before any connection, so it reads as "not sent"."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await raw.read_request(reader) is not None:
+            writer.write(reply("200 OK", b'{"order": 1}'))
+            await writer.drain()
+
+    raw = await raw_server(answer)
+    assert raw.server is not None
+    port = raw.server.sockets[0].getsockname()[1]
+    hosts = HostsFile(
+        {
+            "metadata.test": ["169.254.169.254"],
+            "rebound.test": ["fe80::1", "169.254.170.2"],
+            "both.test": ["169.254.169.254", "127.0.0.1"],
+            "local.test": ["127.0.0.1"],
+        }
+    )
+    async with httpx.AsyncClient(transport=AiohttpTransport(resolver=hosts)) as http:
+        for url in (
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fe80::1]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[fd00:ec2::254]/",
+            "http://100.100.100.200/latest/meta-data/",
+            f"http://metadata.test:{port}/api/v2",
+            f"http://rebound.test:{port}/api/v2",
+        ):
+            with pytest.raises(httpx.ConnectError, match="never calls"):
+                await http.post(url, data=FORM)
+        assert raw.connections == 0
+        assert hosts.asked == ["metadata.test", "rebound.test"]  # addresses are never looked up
+        # A name with a callable address among its answers is called there; loopback and private
+        # addresses stay callable (a provider on a private network, a local test double).
+        assert (await http.post(f"http://both.test:{port}/api/v2", data=FORM)).json() == {"order": 1}
+        assert (await http.post(f"http://local.test:{port}/api/v2", data=FORM)).json() == {"order": 1}
+    assert raw.connections >= 1
+    assert not unreachable("10.0.0.5")
+    assert not unreachable("192.168.1.10")
+    assert not unreachable("panel.example")

@@ -526,6 +526,9 @@ async def test_provider_settings_are_validated(http: httpx.AsyncClient, admin: d
         ("https://panel.example/api/v2#v2", "must not have a #fragment"),
         ("https://panel.example:99999/api/v2", "must be an http(s) URL"),
         ("https://:443/api/v2", "must be an http(s) URL"),
+        ("http://169.254.169.254/latest/meta-data/", "must not be a link-local address"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "must not be a link-local address"),
+        ("http://[::ffff:169.254.169.254]/api/v2", "must not be a link-local address"),
     ],
 )
 async def test_a_provider_url_carries_no_credential_and_can_be_called(
