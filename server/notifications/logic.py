@@ -170,8 +170,25 @@ API_SOURCES = ("api", "reseller")
 DEAD_LETTERED = "A message was dead-lettered"
 
 
-def review_alert(order_id: int) -> tuple[str, list[str]]:
-    return "An order needs review", [f"Order {order_id}: the provider's answer is unknown"]
+@dataclass(frozen=True)
+class ReviewProvider:
+    id: int
+    name: str
+
+
+async def review_alert(pool: Pool, order_id: int) -> tuple[str, list[str], Burst]:
+    """The staff alert for an order gone to review: which provider's answer is unknown, and its
+    burst kind (one per provider)."""
+    async with pool.connection() as conn:
+        provider = await QUERIES.one(conn, "review_provider", ReviewProvider, id=order_id)
+    if provider is None:
+        return (
+            "An order needs review",
+            [f"Order {order_id}: the provider's answer is unknown"],
+            review_burst(None),
+        )
+    line = f"Order {order_id}: the answer of provider {provider.id} ({provider.name}) is unknown"
+    return "An order needs review", [line], review_burst(provider.id)
 
 
 def burst_of(drafts: list[Any]) -> Burst | None:
@@ -392,7 +409,7 @@ class Notifications:
             if changed.status in FINISHED:
                 return await self._order_drafts(changed.order_id, FINISHED[changed.status], "order_finished")
             if changed.status == "needs_review":
-                return await self._admin_alert(*review_alert(changed.order_id), review_burst())
+                return await self._admin_alert(*await review_alert(self._pool, changed.order_id))
             return []
         if subject == "smm.orders.refill.completed":
             refill = events_pb2.RefillCompleted.FromString(payload)

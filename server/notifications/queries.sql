@@ -18,6 +18,14 @@ SELECT o.id, o.user_id, o.status, o.source, o.link, o.quantity, o.price_micros, 
 FROM orders o JOIN services s ON s.id = o.service_id
 WHERE o.id = :id;
 
+-- name: review_provider(id)^
+-- The provider whose answer about an order in review is unknown: the one its newest submission
+-- went to (a fallback's, if it came to that), else the order's own.
+SELECT p.id, p.name FROM providers p
+WHERE p.id = coalesce(
+    (SELECT provider_id FROM order_submissions WHERE order_id = :id ORDER BY id DESC LIMIT 1),
+    (SELECT provider_id FROM orders WHERE id = :id));
+
 -- name: wallet_available(user_id)$
 SELECT coalesce((SELECT available_micros FROM wallets WHERE user_id = :user_id), 0);
 

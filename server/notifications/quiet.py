@@ -55,8 +55,15 @@ class Window:
     now: datetime
 
 
-def review_burst() -> Burst:
-    return Burst("review", "every order in review is listed in the admin's orders (status needs review)")
+def review_burst(provider_id: int | None) -> Burst:
+    """One kind per provider: one provider's outage holds back no alert about another's orders."""
+    if provider_id is None:
+        return Burst("review", "every order in review is listed in the admin's orders (status needs review)")
+    return Burst(
+        f"review:{provider_id}",
+        f"this provider's orders in review are listed in the admin's orders (status needs review,"
+        f" provider {provider_id})",
+    )
 
 
 def dead_letter_burst(durable: str) -> Burst:

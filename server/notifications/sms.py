@@ -54,7 +54,7 @@ from server.notifications.logic import (
     review_alert,
     stuck_alert,
 )
-from server.notifications.quiet import QUIETED, Burst, dead_letter_burst, gate, review_burst
+from server.notifications.quiet import QUIETED, Burst, dead_letter_burst, gate
 
 CALLBACK_PATH = "/api/v1/webhooks/sms/twilio"
 # The SMS worker's own durables: a dead letter of theirs raises no text (it could loop); the email
@@ -204,7 +204,7 @@ class SmsNotifications:
             if changed.status in FINISHED:
                 return await self._order_drafts(changed.order_id, FINISHED[changed.status])
             if changed.status == "needs_review":
-                return await self._admin_alert(*review_alert(changed.order_id), review_burst())
+                return await self._admin_alert(*await review_alert(self._pool, changed.order_id))
             return []
         if subject == "smm.orders.alert.stuck":
             stuck = events_pb2.OrdersStuck.FromString(payload)

@@ -15,8 +15,10 @@ from server.common.db import Pool
 from server.common.pagetoken import PageTokenCodec
 from server.notifications.logic import Notifications
 from tests.fakes.resend_api import FakeResend, resend_settings
+from tests.fix_demo import DemoHandle
 from tests.fix_shop import Shop
 from tests.integration.test_notifications import _dead_letter_of, _messages
+from tests.integration.test_providers import add_provider
 from workers.notify import consumers as notification_consumers
 from workers.rpc import RpcContext, open_channel
 from workers.runner import Consumer, Event, Ok
@@ -149,3 +151,44 @@ async def test_an_interval_of_zero_sends_every_alert(shop: Shop, pool: Pool, set
     async with pool.connection() as conn:
         cursor = await conn.execute("SELECT count(*) FROM admin_alert_windows")
         assert await cursor.fetchone() == (0,)
+
+
+async def test_one_providers_burst_holds_back_no_alert_about_another_providers_orders(
+    shop: Shop, pool: Pool, worker_settings: Settings, resend_api: FakeResend, demo_provider: DemoHandle
+) -> None:
+    """A review alert names the provider whose answer is unknown (the one the newest submission went
+    to), and each provider has its own window: one provider timing out holds back only its own."""
+    other = await add_provider(shop.http, shop.admin, demo_provider, name="Backup Panel")
+    ann = await shop.user("ann@example.com", "5.00")
+    ids = []
+    for link in ("https://x.com/1", "https://x.com/2", "https://x.com/3"):
+        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
+        assert placed.status_code == 200, placed.text
+        ids.append(int(placed.json()["id"]))
+    first, second, third = ids
+    async with pool.connection() as conn:  # the second order's newest submission went to the backup
+        await conn.execute(
+            "INSERT INTO order_submissions (order_id, provider_id, upstream_service_id) VALUES (%s, %s, '2')",
+            (second, int(other["id"])),
+        )
+    primary = shop.provider_id  # type: ignore[attr-defined]
+    settings = resend_settings(worker_settings, resend_api)
+    rpc = open_channel(settings, "tests")
+    orders = _consumer(rpc, settings, "email-orders")
+    try:
+        resend_api.clear()
+        for order_id in (first, second, third):
+            assert await orders.handle(review(order_id), _nothing) == Ok()
+        bodies = sorted(str(e.get("text")) for e in resend_api.emails.values())
+        assert len(bodies) == 2, bodies  # the third is the primary's second within its window
+        assert any(f"Order {first}: the answer of provider {primary} (Demo) is unknown" in b for b in bodies)
+        assert any(
+            f"Order {second}: the answer of provider {other['id']} (Backup Panel) is unknown" in b
+            for b in bodies
+        )
+        assert any(f"provider {other['id']})" in b for b in bodies)  # where this provider's are listed
+        assert await _messages(pool, f"review-{third}") == [(ADMIN, "admin_alert", "quieted")]
+        assert await window(pool, f"review:{primary}") == (1, True)
+        assert await window(pool, f"review:{other['id']}") == (0, True)
+    finally:
+        await rpc.channel.close()
