@@ -19,7 +19,7 @@ the ledger check) are not gated.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -71,7 +71,7 @@ def dead_letter_burst(durable: str) -> Burst:
 
 
 def _clock(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 async def gate(
