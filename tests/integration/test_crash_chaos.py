@@ -42,6 +42,7 @@ from typing import Any, Protocol
 import grpc
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 from smm.v1 import accounts_service_pb2 as apb
 from smm.v1 import accounts_service_pb2_grpc as apb_grpc
 from smm.v1 import orders_service_pb2 as opb
@@ -217,7 +218,11 @@ async def until_up(processes: Processes, name: str, nc: NATS, ns: Namespace, por
     await asyncio.sleep(1.2)  # the killed worker's last pull request (1 s) has expired
     async with asyncio.timeout(30):
         while True:
-            info = await js.consumer_info(ns.stream("ORDERS"), ns.durable(ORDER_CREATED.name))
+            try:
+                info = await js.consumer_info(ns.stream("ORDERS"), ns.durable(ORDER_CREATED.name))
+            except NotFoundError:  # a first start still importing: its durable is not declared yet
+                await asyncio.sleep(0.1)
+                continue
             if info.num_waiting:
                 return
             await asyncio.sleep(0.1)
