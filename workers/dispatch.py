@@ -3,6 +3,9 @@
 No domain logic: the server decides what to send where and records it before calling a provider.
 An UNAVAILABLE answer (the provider could not be reached, nothing was sent) is retried with
 back-off; the RPC is idempotent on the order's state, so a redelivered event sends nothing twice.
+A redelivery that finds the order being sent takes it for a send its earlier delivery left
+interrupted (review); a first delivery cannot have left one, so it leaves the order to whoever is
+sending it (``resend``: the poll tick's pass of stalled orders, or a duplicate event's call).
 
 An order event given up on after those retries (the database, the gRPC server or the provider
 away for longer than about 13 minutes) is not left for staff to replay: ``dispatch-dead-orders``
@@ -51,7 +54,9 @@ def consumers(rpc: RpcContext, settings: Settings) -> list[Consumer]:
             created = events_pb2.OrderCreated.FromString(event.payload)
         except DecodeError:
             return Permanent("the event is not an OrderCreated")
-        request = pb.SubmitOrderRequest(id=created.order_id, request_id=event.id)
+        # Only a redelivery can follow a call of its own that died mid-send (review); a first
+        # delivery meeting an order being sent (the poll tick's pass, a duplicate event) leaves it.
+        request = pb.SubmitOrderRequest(id=created.order_id, request_id=event.id, resend=event.delivery == 1)
         try:
             await stub.SubmitOrder(request, metadata=rpc.metadata, timeout=SUBMIT_DEADLINE_S)
         except grpc.aio.AioRpcError as exc:

@@ -650,20 +650,23 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING id;
 
--- name: stalled_not_sent(after_s, limit)
--- Pending orders (not a drip-feed smm sends itself) whose last submission found the provider
--- unreachable, nothing sent, at least ``after_s`` seconds ago, and which nothing moved since: the
--- dispatch worker's retries of their event are over, so nothing else would send them. The oldest
--- first, each with the provider that could not be reached (orders_open_idx finds the pending).
-SELECT o.id AS order_id, s.provider_id
+-- name: stalled_pending(after_s, limit)
+-- Pending orders (not a drip-feed smm sends itself) that nothing moved for ``after_s`` seconds and
+-- whose last submission, if any, ended that long ago: the dispatch worker's retries of their event
+-- are over (the provider could not be reached: 'not_sent'), or the event is gone without a dead
+-- letter (lost with NATS's store: never tried, or sent again by staff), so nothing else would send
+-- them. The oldest first, each with the provider to try: the one its last submission could not
+-- reach, else the order's own (orders_open_idx finds the pending).
+SELECT o.id AS order_id,
+       coalesce(CASE WHEN s.state = 'not_sent' THEN s.provider_id END, o.provider_id, s.provider_id, 0) AS provider_id
 FROM orders o
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT state, provider_id, finish_time FROM order_submissions
     WHERE order_id = o.id AND run_no IS NULL ORDER BY id DESC LIMIT 1
-) s
+) s ON true
 WHERE o.status = 'pending' AND NOT o.panel_dripfeed
   AND o.update_time < now() - make_interval(secs => :after_s)
-  AND s.state = 'not_sent' AND s.finish_time < now() - make_interval(secs => :after_s)
+  AND (s.state IS NULL OR s.finish_time < now() - make_interval(secs => :after_s))
 ORDER BY o.update_time, o.id
 LIMIT :limit;
 

@@ -200,7 +200,7 @@ class LostSubmission:
 @dataclass(frozen=True)
 class StalledOrder:
     order_id: int
-    provider_id: int  # the one its last submission could not reach
+    provider_id: int  # the one its last submission could not reach, else the order's own
 
 
 @dataclass(frozen=True)

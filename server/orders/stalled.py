@@ -5,12 +5,14 @@ retries it with back-off for about 13 minutes (``ORDER_CREATED`` in workers/disp
 deliveries, 1 s to 10 min apart); then the event is dead-lettered. Two kinds of order were then
 left for the stuck alert a day later, their funds held:
 
-- **not sent**: the provider could not be reached (the circuit was open, the connection refused),
-  so the order went back to pending, and a provider down longer than the retries left it there.
-  Once its last submission is ``STALLED_AFTER_S`` old and nothing moved the order since, it is sent
-  again (``resend_not_sent``), so the orders go out within that long of the provider's return.
-  Nothing of such an order can exist upstream, so sending it again cannot place it twice (an
-  unknown outcome goes to review, as ever).
+- **left pending**: the provider could not be reached (the circuit was open, the connection
+  refused), so the order went back to pending, and a provider down longer than the retries left it
+  there; or its event is gone without a dead letter (lost with NATS's store), so it was never tried,
+  or never sent again after staff sent it back to pending. Once nothing moved the order for
+  ``STALLED_AFTER_S`` and its last submission, if any, ended that long ago, it is sent again
+  (``resend_stalled``), so the orders go out within that long of the provider's return. A pending
+  order is one to send: what its last submission left upstream (nothing, or what staff judged)
+  made it pending, and an unknown outcome of this call goes to review, as ever.
 - **interrupted**: the process sending it died between recording that a submission was starting
   and recording the answer, and the redelivery that would have sent the order to review never came
   (the gRPC server was down for longer than the retries). No ``add`` lasts ``STALLED_AFTER_S`` (at
@@ -19,10 +21,11 @@ left for the stuck alert a day later, their funds held:
   looks for it upstream, as after any interrupted submission.
 
 ``STALLED_AFTER_S`` is longer than the worker's longest back-off, so the worker has no retry of the
-same order out meanwhile. A worker that was itself down can still hold one: when this pass claims
-the order first, the worker's call takes it for an interrupted submission (review) and this pass's
-answer then moves it on; when the worker claims first, this pass leaves the order alone
-(``Dispatcher.submit(resend=True)``). Each provider's orders go in turn, providers side by side
+same order out meanwhile. A worker that was itself down or far behind can still hold the event: its
+first delivery leaves an order this pass is sending alone (``resend``, as this pass does when the
+worker claims first: ``Dispatcher.submit(resend=True)``); a redelivery of an event whose earlier
+delivery failed takes it for an interrupted submission (review), and this pass's answer then moves
+it on, so the order is sent once either way. Each provider's orders go in turn, providers side by side
 (``fanout``); the first that still cannot be reached ends that provider's turn, and its orders wait
 for the next pass. One order that raises is logged and put to the back of the line.
 """
@@ -56,14 +59,14 @@ class StalledOrders:
     async def handle(self, limit: int) -> int:
         """Both steps of the poll tick, side by side, each isolated; how many orders they moved."""
         resent, reviewed = await asyncio.gather(
-            isolated("stalled sends", self.resend_not_sent(limit), 0),
+            isolated("stalled sends", self.resend_stalled(limit), 0),
             isolated("interrupted sends", self.review_interrupted(limit), 0),
         )
         return resent + reviewed
 
-    async def resend_not_sent(self, limit: int = STALLED_BATCH) -> int:
-        """Sends the stalled orders again; how many left pending (sent, refused, or in review)."""
-        stalled = await self._due("stalled_not_sent", StalledOrder, limit)
+    async def resend_stalled(self, limit: int = STALLED_BATCH) -> int:
+        """Sends the stalled orders (again); how many left pending (sent, refused, or in review)."""
+        stalled = await self._due("stalled_pending", StalledOrder, limit)
         groups = by_provider(stalled, lambda s: s.provider_id)
         return await per_provider(groups, self._resend_to, what="send stalled orders again")
 

@@ -1,17 +1,21 @@
-"""The orders dispatch left behind (server/orders/stalled.py): those whose provider could not be
-reached for longer than the dispatch worker retries are sent again by the poll tick, only once
-their last submission (not sent) is ``STALLED_AFTER_S`` old, each placed upstream once; those a
-dead process left submitting go to review."""
+"""The orders dispatch left behind (server/orders/stalled.py): those left pending (their provider
+could not be reached for longer than the dispatch worker retries, or their event lost) are sent
+again by the poll tick, only once nothing moved them and their last submission ended
+``STALLED_AFTER_S`` ago, each placed upstream once; those a dead process left submitting go to
+review."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from smm.v1 import events_pb2
 from smm.v1 import orders_service_pb2 as opb
 
+from core.config import Settings
 from server.common.db import Pool
 from server.common.secretbox import SecretBox
 from server.orders.dispatch import Dispatcher
@@ -24,7 +28,9 @@ from tests.fix_db import TEST_ENCRYPTION_KEYS
 from tests.fix_demo import DemoHandle
 from tests.fix_grpc import system_metadata
 from tests.fix_shop import Shop, ready_to_poll
-from workers.dispatch import ORDER_CREATED
+from workers.dispatch import ORDER_CREATED, consumers
+from workers.rpc import open_channel
+from workers.runner import Event, Ok
 
 
 async def set_circuit(pool: Pool, phase: str) -> None:
@@ -119,6 +125,61 @@ async def test_an_order_its_provider_could_not_take_goes_out_once_the_provider_i
     assert (await shop.verify()).ok
 
 
+async def test_an_order_whose_event_was_lost_goes_out_from_the_tick_once(
+    shop: Shop, demo_provider: DemoHandle, pool: Pool
+) -> None:
+    """An order whose event is gone without a dead letter (lost with NATS's store) waited for the
+    next day's stuck alert, its funds held: never tried, or sent back to pending by staff. Once
+    nothing moved it for ``STALLED_AFTER_S``, the tick sends it, once; a younger one is left to the
+    worker, which still has its event."""
+    ann = await shop.user("ann@example.com", "5.00")
+
+    async def place(link: str) -> str:
+        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
+        assert placed.status_code == 200, placed.text
+        return str(placed.json()["id"])
+
+    lost, young, again = (
+        await place("https://x.com/lost"),
+        await place("https://x.com/young"),
+        await place("https://x.com/again"),
+    )
+    # ``again``: its answer unknown (nothing was placed), staff sent it back to pending, the event lost.
+    await demo_provider.fault("html", actions=["add"], process=False)
+    assert (await shop.submit(again)).status == opb.ORDER_STATUS_NEEDS_REVIEW
+    resolved = await shop.http.post(
+        f"/api/v1/admin/orders/{again}/resolve",
+        json={"resolution": "not_placed", "reason": "not in their panel"},
+        headers=shop.admin,
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert await status(shop, again, ann) == "ORDER_STATUS_PENDING"
+
+    await age(pool, young, STALLED_AFTER_S - 300)
+    await age(pool, lost, STALLED_AFTER_S + 60)
+    await age(pool, again, STALLED_AFTER_S + 60)
+    async with pool.connection() as conn:  # its last submission ended recently: not yet
+        await conn.execute(
+            "UPDATE order_submissions SET finish_time = now() WHERE order_id = %s", (int(again),)
+        )
+    await poll(shop)
+    assert await submissions(pool, lost) == ["accepted"]
+    assert await status(shop, lost, ann) == "ORDER_STATUS_IN_PROGRESS"
+    assert await submissions(pool, young) == []
+    assert await submissions(pool, again) == ["unknown"]
+
+    await age(pool, again, STALLED_AFTER_S + 60)
+    await poll(shop)
+    assert await submissions(pool, again) == ["unknown", "accepted"]
+    assert await status(shop, again, ann) == "ORDER_STATUS_IN_PROGRESS"
+    await poll(shop)  # the next pass sends nothing twice
+    assert await submissions(pool, lost) == ["accepted"]
+    assert await status(shop, young, ann) == "ORDER_STATUS_PENDING"
+    upstream = await demo_provider.orders()
+    assert sorted(o["link"] for o in upstream) == ["https://x.com/again", "https://x.com/lost"]
+    assert (await shop.verify()).ok
+
+
 async def being_sent(shop: Shop, pool: Pool, user: dict[str, str], link: str) -> tuple[str, int]:
     """An order whose call is out (or whose sender died): submitting, with a 'starting' submission."""
     placed = (await shop.order(user, serviceId=shop.service_id("2"), link=link, quantity=1000)).json()
@@ -179,6 +240,38 @@ async def test_a_resend_leaves_an_order_another_call_is_sending_alone(shop: Shop
         # A redelivered event of the order's own (no resend) takes it for interrupted, as before.
         reviewed = await dispatcher.submit(order_id)
         assert reviewed.status == "needs_review"
+
+
+async def test_a_first_delivery_leaves_an_order_being_sent_alone_and_a_redelivery_reviews_it(
+    shop: Shop, pool: Pool, worker_settings: Settings
+) -> None:
+    """The tick may be sending a stalled order when a worker that was down or far behind gets to
+    the order's event. Its first delivery cannot follow a call of its own that died mid-send, so it
+    leaves the order to the tick; a redelivery may, so it sends the order to review, as before."""
+    ann = await shop.user("ann@example.com", "5.00")
+    sending, _ = await being_sent(shop, pool, ann, "https://x.com/busy")
+    rpc = open_channel(worker_settings, "tests")
+    try:
+        submit = next(c for c in consumers(rpc, worker_settings) if c.durable == ORDER_CREATED).handle
+        first = Event(
+            id=f"created-{sending}",
+            subject=ORDER_CREATED.filter_subject,
+            payload=events_pb2.OrderCreated(order_id=int(sending)).SerializeToString(),
+            headers={},
+            delivery=1,
+        )
+        assert await submit(first, _no_progress) == Ok()
+        assert await status(shop, sending, ann) == "ORDER_STATUS_SUBMITTING"
+        assert await submissions(pool, sending) == ["starting"]
+        assert await submit(replace(first, delivery=2), _no_progress) == Ok()
+        assert await status(shop, sending, ann) == "ORDER_STATUS_NEEDS_REVIEW"
+        assert await submissions(pool, sending) == ["starting"]  # nothing sent by either
+    finally:
+        await rpc.channel.close()
+
+
+async def _no_progress() -> None:
+    return None
 
 
 async def test_an_order_that_cannot_be_handled_holds_up_no_other(
