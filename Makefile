@@ -43,7 +43,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: setup lint
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --cov --cov-report=term
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --cov --cov-report=term --durations=20
 
 run: setup
 	$(BIN)/smm dev

@@ -566,7 +566,10 @@ async def test_a_fallback_provider_with_a_run_out_is_not_deleted_until_the_run_e
     await demo_provider.fault("error_body", count=1, actions=["add"])
     await make_due(pool, order["id"])
     await tick(shop)  # run 2 refused by the primary, taken by the fallback
-    assert [r[:2] for r in await runs_of(pool, order["id"])] == [(1, "in_progress"), (2, "in_progress")]
+    # The same tick polls run 1, which the demo may have finished by then on a slow machine.
+    first, second = [r[:2] for r in await runs_of(pool, order["id"])]
+    assert first in ((1, "in_progress"), (1, "completed"))
+    assert second == (2, "in_progress")
     assert len(await euro.orders()) == 1
 
     disabled = await shop.http.patch(
