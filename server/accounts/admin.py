@@ -12,6 +12,7 @@ from server.accounts.repo import AccountsRepo, UserRow
 from server.common import audit
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
+from server.common.text import canonical_email
 
 STATUSES = ("active", "suspended", "deleted")
 
@@ -60,7 +61,7 @@ class UserAdmin:
         violations = []
         if "email" in changes:
             # Stored as validated: an address with spaces around it would match no login.
-            changes = {**changes, "email": changes["email"].strip()}
+            changes = {**changes, "email": canonical_email(changes["email"])}
             if not is_email_address(changes["email"]):
                 violations.append(FieldViolation("user.email", "must be an email address"))
         if "role" in changes and changes["role"] not in ROLES:

@@ -28,6 +28,7 @@ from server.accounts.tokens import token_hash
 from server.common import audit, auth
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, collect
+from server.common.text import canonical_email
 
 Kind: TypeAlias = accounts_pb.AccountEmailKind.ValueType
 VERIFY = accounts_pb.ACCOUNT_EMAIL_KIND_VERIFY_EMAIL
@@ -75,7 +76,7 @@ class AccountEmails:
 
     async def request_password_reset(self, email: str) -> None:
         async with self._pool.connection() as conn, conn.transaction():
-            user = await self._repo.user_by_email(conn, email.strip()[:320])
+            user = await self._repo.user_by_email(conn, canonical_email(email)[:320])
             if user is None or user.status != "active":
                 return  # the same empty reply: no oracle for who has an account
             await request_email(conn, user.id, RESET)
@@ -149,7 +150,7 @@ class AccountEmails:
             await request_email(conn, user.id, VERIFY)
 
     async def change_email(self, who: auth.Principal, new_email: str, password: str) -> str:
-        new_email = new_email.strip()
+        new_email = canonical_email(new_email)
         if not is_email_address(new_email):
             collect([FieldViolation("new_email", "must be an email address")], domain=DOMAIN)
         async with self._pool.connection() as conn:

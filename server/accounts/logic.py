@@ -26,6 +26,7 @@ from server.common import audit, auth, preferences
 from server.common.db import Pool
 from server.common.errors import FailedPrecondition, FieldViolation, NotFound, Unauthenticated, collect
 from server.common.outbox import add_event
+from server.common.text import canonical_email
 
 SESSION_PREFIX = "smm_s_"
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -91,7 +92,7 @@ class AccountsLogic:
     async def register(
         self, *, email: str, password: str, name: str, client_ip: str, user_agent: str
     ) -> SignedIn:
-        email = email.strip()
+        email = canonical_email(email)
         validate_registration(email, password, name.strip())
         password_hash = await hash_password(password)
         async with self._pool.connection() as conn, conn.transaction():
@@ -104,7 +105,7 @@ class AccountsLogic:
             return await self.open_session(conn, user, client_ip, user_agent)
 
     async def create_user(self, *, email: str, password: str, name: str, role: str) -> UserRow:
-        email = email.strip()
+        email = canonical_email(email)
         validate_registration(email, password, name.strip())
         if role not in ROLES:
             collect([FieldViolation("role", "must be user, support or admin")], domain=DOMAIN)
@@ -124,7 +125,7 @@ class AccountsLogic:
         self, *, email: str, password: str, totp: str = "", client_ip: str, user_agent: str
     ) -> SignedIn:
         async with self._pool.connection() as conn:
-            user = await self._repo.user_by_email(conn, email.strip())
+            user = await self._repo.user_by_email(conn, canonical_email(email))
         if not await verify_password(user.password_hash if user else None, password) or user is None:
             await self._audit_failure(email, "wrong email or password")
             raise invalid_login()
@@ -166,7 +167,7 @@ class AccountsLogic:
 
     async def _audit_failure(self, email: str, why: str) -> None:
         async with self._pool.connection() as conn:
-            target = f"email:{email.strip().lower()[:320]}"
+            target = f"email:{canonical_email(email).lower()[:320]}"
             await audit.record(
                 conn, "auth.login_failed", actor="anonymous", target=target, after={"reason": why}
             )

@@ -64,6 +64,7 @@ from server.common import auth
 from server.common.db import Pool
 from server.common.errors import DomainError, ResourceExhausted
 from server.common.interceptors import CallInfo, _UnaryInterceptor, current_request
+from server.common.text import canonical_email
 
 log = logging.getLogger(__name__)
 WINDOW_S = 60
@@ -399,14 +400,14 @@ class IpRateLimitInterceptor(_UnaryInterceptor):
                 self._limiter.take(f"ip:{ip}", max(1, limits.per_ip // divisor))
             if call.method in LOGIN_RPCS:
                 await self._limiter.hit(f"login-ip:{ip}", max(1, limits.login_per_ip // divisor))
-                email = str(getattr(request, "email", "")).strip().lower()
+                email = canonical_email(str(getattr(request, "email", ""))).lower()
                 if email:
                     await self._limiter.hit(f"login-account:{email}", limits.login_per_account)
             if call.method in RESET_RPCS:
                 await self._limiter.hit(f"reset-ip:{ip}", max(1, limits.reset_per_ip // divisor))
                 # The address the mail goes to: an email change's link goes to the new one.
                 address = getattr(request, "email", "") or getattr(request, "new_email", "")
-                email = str(address).strip().lower()
+                email = canonical_email(str(address)).lower()
                 if email:
                     await self._limiter.hit(f"reset-account:{email}", limits.reset_per_account)
         token = _key_call.set(key_call)

@@ -14,6 +14,13 @@ def storable(text: str) -> str:
     return UNSTORABLE.sub("", text)
 
 
+def canonical_email(text: str) -> str:
+    """An address as it is stored and looked up: trimmed, in Unicode NFC. "é" typed as one
+    character or as "e" and a combining accent (as some keyboards and macOS file names give it) is
+    one mailbox, so one account, one sign-in and one rate-limit budget, not two."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 def display_name_problem(text: str) -> str | None:
     """Why a name staff type (a category's, a service's) cannot be shown on one line, or None: a
     control character (a bell, a line break, a tab) or nothing visible at all (only spaces and

@@ -572,3 +572,18 @@ async def test_an_account_email_of_no_kind_is_refused_whatever_the_account(
             )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "kind" in (refused.value.details() or "")
+
+
+async def test_an_address_with_a_combining_accent_is_the_same_account(http: httpx.AsyncClient) -> None:
+    """ "é" typed as one character or as "e" and a combining accent is one mailbox: it was two
+    accounts, and the second spelling signed in to neither."""
+    composed, decomposed = "ren\u00e9@example.com", "rene\u0301@example.com"
+    assert composed != decomposed
+    registered = await register(http, decomposed)
+    assert registered["user"]["email"] == composed  # stored in NFC
+    taken = await http.post("/api/v1/auth/register", json={"email": composed, "password": PASSWORD})
+    assert_error(taken, 409, "ALREADY_EXISTS", "EMAIL_TAKEN")
+    for spelling in (composed, f"  {decomposed} "):
+        login = await http.post("/api/v1/auth/login", json={"email": spelling, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        assert login.json()["user"]["id"] == registered["user"]["id"]

@@ -90,3 +90,28 @@ def test_an_upgrade_keeps_working_with_categories_differing_only_in_case(
     with psycopg.connect(empty_db_url) as conn:
         assert conn.execute("SELECT to_regclass('categories_name_lower_key')").fetchone() == (None,)
         assert conn.execute("SELECT count(*) FROM categories").fetchone() == (2,)
+
+
+def test_an_upgrade_stores_addresses_in_nfc_but_leaves_two_spellings_of_one_to_staff(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    before = tmp_path / "sql"
+    before.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < "0030":
+            shutil.copy(path, before)
+    migrate(empty_db_url, before)
+    lone, twin, composed_twin = "rene\u0301@example.com", "zoe\u0308@example.com", "zo\u00eb@example.com"
+    with psycopg.connect(empty_db_url) as conn:
+        conn.execute(
+            "INSERT INTO users (email, password_hash, pending_email) VALUES (%s, 'x', %s), (%s, 'x', ''), (%s, 'x', '')",
+            (lone, "noe\u0308@example.com", twin, composed_twin),
+        )
+    assert "0030" in migrate(empty_db_url)
+    with psycopg.connect(empty_db_url) as conn:
+        rows = conn.execute("SELECT email, pending_email FROM users ORDER BY id").fetchall()
+    assert rows == [
+        ("ren\u00e9@example.com", "no\u00eb@example.com"),
+        (twin, ""),  # two accounts hold two spellings of one address: staff decide
+        (composed_twin, ""),
+    ]
