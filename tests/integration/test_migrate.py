@@ -14,6 +14,16 @@ from server.common.migrate import SQL_DIR, MigrationError, discover, migrate
 pytestmark = pytest.mark.integration
 
 
+def migrate_before(db_url: str, tmp_path: Path, first_new: str) -> None:
+    """A database as an older release left it: every migration before ``first_new`` applied."""
+    before = tmp_path / "sql"
+    before.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < first_new:
+            shutil.copy(path, before)
+    migrate(db_url, before)
+
+
 def test_applies_every_migration_once(empty_db_url: str) -> None:
     versions = [m.version for m in discover()]
     assert migrate(empty_db_url) == versions
@@ -78,12 +88,7 @@ def test_an_upgrade_keeps_working_with_categories_differing_only_in_case(
 ) -> None:
     """A panel that already has such twins must still upgrade: the unique index is added only once
     staff have merged them (docs/DEPLOYMENT.md), and the application refuses new ones meanwhile."""
-    before = tmp_path / "sql"
-    before.mkdir()
-    for path in SQL_DIR.glob("*.sql"):
-        if path.name < "0027":
-            shutil.copy(path, before)
-    migrate(empty_db_url, before)
+    migrate_before(empty_db_url, tmp_path, "0027")
     with psycopg.connect(empty_db_url) as conn:
         conn.execute("INSERT INTO categories (name) VALUES ('Instagram Likes'), ('instagram likes')")
     assert "0027" in migrate(empty_db_url)
@@ -95,12 +100,7 @@ def test_an_upgrade_keeps_working_with_categories_differing_only_in_case(
 def test_an_upgrade_stores_addresses_in_nfc_but_leaves_two_spellings_of_one_to_staff(
     empty_db_url: str, tmp_path: Path
 ) -> None:
-    before = tmp_path / "sql"
-    before.mkdir()
-    for path in SQL_DIR.glob("*.sql"):
-        if path.name < "0030":
-            shutil.copy(path, before)
-    migrate(empty_db_url, before)
+    migrate_before(empty_db_url, tmp_path, "0030")
     lone, twin, composed_twin = "rene\u0301@example.com", "zoe\u0308@example.com", "zo\u00eb@example.com"
     with psycopg.connect(empty_db_url) as conn:
         conn.execute(

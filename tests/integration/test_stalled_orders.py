@@ -63,6 +63,13 @@ async def submissions(pool: Pool, order_id: str) -> list[str]:
         return [str(row[0]) for row in await cursor.fetchall()]
 
 
+async def place(shop: Shop, user: dict[str, str], link: str) -> str:
+    """An order of 1,000 of the demo's service 2, placed (pending, its event unconsumed)."""
+    placed = await shop.order(user, serviceId=shop.service_id("2"), link=link, quantity=1000)
+    assert placed.status_code == 200, placed.text
+    return str(placed.json()["id"])
+
+
 async def status(shop: Shop, order_id: str, user: dict[str, str]) -> str:
     order: dict[str, Any] = (await shop.http.get(f"/api/v1/dashboard/orders/{order_id}", headers=user)).json()
     return str(order["status"])
@@ -84,16 +91,9 @@ async def test_an_order_its_provider_could_not_take_goes_out_once_the_provider_i
 ) -> None:
     ann = await shop.user("ann@example.com", "5.00")
 
-    async def place(link: str) -> str:
-        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
-        assert placed.status_code == 200, placed.text
-        return str(placed.json()["id"])
-
-    stalled, recent, never_tried = (
-        await place("https://x.com/a"),
-        await place("https://x.com/b"),
-        await place("https://x.com/c"),
-    )
+    stalled, recent, never_tried = [
+        await place(shop, ann, link) for link in ("https://x.com/a", "https://x.com/b", "https://x.com/c")
+    ]
     await set_circuit(pool, "open")  # the provider is down: nothing goes out
     for order_id in (stalled, recent):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -134,16 +134,10 @@ async def test_an_order_whose_event_was_lost_goes_out_from_the_tick_once(
     worker, which still has its event."""
     ann = await shop.user("ann@example.com", "5.00")
 
-    async def place(link: str) -> str:
-        placed = await shop.order(ann, serviceId=shop.service_id("2"), link=link, quantity=1000)
-        assert placed.status_code == 200, placed.text
-        return str(placed.json()["id"])
-
-    lost, young, again = (
-        await place("https://x.com/lost"),
-        await place("https://x.com/young"),
-        await place("https://x.com/again"),
-    )
+    lost, young, again = [
+        await place(shop, ann, link)
+        for link in ("https://x.com/lost", "https://x.com/young", "https://x.com/again")
+    ]
     # ``again``: its answer unknown (nothing was placed), staff sent it back to pending, the event lost.
     await demo_provider.fault("html", actions=["add"], process=False)
     assert (await shop.submit(again)).status == opb.ORDER_STATUS_NEEDS_REVIEW
