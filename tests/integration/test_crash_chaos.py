@@ -366,6 +366,8 @@ async def processes(settings: Settings, tmp_path: Path) -> AsyncIterator[Process
         running.stop_all()
 
 
+# About 45-50 s in make test on an ordinary day (killed processes restart): slow days double it.
+@pytest.mark.timeout(600)
 async def test_kills_mid_flow_never_order_twice_nor_lose_money(
     settings: Settings, pool: Pool, nc: NATS, demo_provider: DemoHandle, processes: Processes
 ) -> None:

@@ -372,6 +372,8 @@ def share(price: int, remains: int, units: int) -> int:
     return min(price, quotient + (1 if 2 * remainder >= units else 0))
 
 
+# About 45 s in make test on an ordinary day (killed processes restart): slow days double it.
+@pytest.mark.timeout(600)
 async def test_cancels_and_dripfeed_runs_under_kills_lose_nothing_and_send_nothing_twice(
     settings: Settings, pool: Pool, nc: NATS, demo_provider_factory: DemoFactory, processes: Processes
 ) -> None:

@@ -1123,6 +1123,8 @@ async def run_machine(machine: type[MoneyRules], examples: int, steps: int, *, s
     return took
 
 
+# 70-90 s in make test on an ordinary day: the suite's 120 s guards against hangs, not a slow day.
+@pytest.mark.timeout(600)
 async def test_the_money_rules_hold_over_random_sequences_of_operations(shop: Shop, pool: Pool) -> None:
     hook = await enable_webhooks(shop, SECRET)
     machine = type(
@@ -1144,6 +1146,8 @@ async def test_the_money_rules_hold_over_random_sequences_of_operations(shop: Sh
     ), SEEN
 
 
+# 70-90 s in make test on an ordinary day: the suite's 120 s guards against hangs, not a slow day.
+@pytest.mark.timeout(600)
 async def test_the_money_rules_hold_for_drip_feeds_and_subscriptions_among_ordinary_orders(
     shop: Shop, pool: Pool, demo_provider: DemoHandle
 ) -> None:

@@ -133,6 +133,8 @@ def _dotless(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "paths": paths}
 
 
+# Up to about 65 s in make test on an ordinary day: the suite's 120 s guards against hangs, not a slow day.
+@pytest.mark.timeout(600)
 async def test_no_generated_request_gets_a_5xx(edge: RunningEdge, channel: grpc.aio.Channel) -> None:
     await make_catalog(pb_grpc.CatalogServiceStub(channel))
     calls = await asyncio.to_thread(fuzz, edge.base_url)
@@ -145,6 +147,8 @@ def _settings_without_rate_limits(settings: Settings) -> Settings:
     return settings.model_copy(update={"rate_per_ip_per_min": 100_000, "rate_per_user_per_min": 100_000})
 
 
+# Up to about 65 s in make test on an ordinary day: the suite's 120 s guards against hangs, not a slow day.
+@pytest.mark.timeout(600)
 async def test_no_generated_request_gets_a_5xx_signed_in_as_admin(
     edge: RunningEdge,
     channel: grpc.aio.Channel,
