@@ -658,5 +658,10 @@ def add_reseller_routes(app: Any, ctx: EdgeContext) -> None:
 
     for index, path in enumerate(paths(ctx.settings.reseller_v2_alias)):
         app.add_route(
-            traced(path), path, methods=["GET", "POST"], name=f"reseller{index}", strict_slashes=False
+            traced(path),
+            path,
+            methods=["GET", "POST"],
+            name=f"reseller{index}",
+            strict_slashes=False,
+            error_format="json",
         )

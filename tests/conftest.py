@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from argon2 import PasswordHasher, profiles
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from core.tracing import setup_tracing
+from server.accounts import passwords
 
 pytest_plugins = [
     "tests.fix_db",
@@ -23,6 +25,10 @@ pytest_plugins = [
 SPANS = InMemorySpanExporter()
 setup_tracing("smm-tests", exporter=SPANS)
 PsycopgInstrumentor().instrument(enable_commenter=False)  # as `smm serve grpc` does
+# Real Argon2id at its cheapest: the production cost (0.15-0.3 s of CPU a hash) on every
+# registration and sign-in was a large share of the suite's time. Servers the tests start as
+# processes keep the production parameters.
+passwords.use_hasher(PasswordHasher.from_parameters(profiles.CHEAPEST))
 
 
 @pytest.fixture

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import httpx
 import pytest
+from argon2 import PasswordHasher, profiles
 from google.rpc import error_details_pb2
 from smm.v1 import accounts_service_pb2 as pb
 from smm.v1 import accounts_service_pb2_grpc as pb_grpc
 
+from server.accounts import passwords
 from server.accounts.tokens import token_hash
 from server.common.db import Pool
 from server.common.errors import FieldViolation, InvalidArgument
@@ -117,6 +120,34 @@ async def test_passwords_are_stored_as_argon2id(http: httpx.AsyncClient, pool: P
     assert row[0].startswith("$argon2id$")
     assert PASSWORD not in row[0]
     assert all(len(bytes(s[0])) == 32 for s in sessions)  # SHA-256 of the token, never the token
+
+
+async def test_a_hash_of_older_parameters_is_replaced_at_the_next_sign_in(
+    http: httpx.AsyncClient, pool: Pool
+) -> None:
+    await register(http)
+    older = PasswordHasher.from_parameters(replace(profiles.CHEAPEST, time_cost=2)).hash(PASSWORD)
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE users SET password_hash = %s", (older,))
+    wrong = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": "not it!!"})
+    assert_error(wrong, 401, "UNAUTHENTICATED", "INVALID_LOGIN")
+    assert await _stored_hash(pool) == older  # a failed sign-in rewrites nothing
+
+    ok = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert ok.status_code == 200, ok.text
+    rehashed = await _stored_hash(pool)
+    assert rehashed != older
+    assert not passwords.needs_rehash(rehashed)
+    again = await http.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert again.status_code == 200, again.text
+    assert await _stored_hash(pool) == rehashed  # current parameters: left alone
+
+
+async def _stored_hash(pool: Pool) -> str:
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT password_hash FROM users")).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def bearer(token: str) -> dict[str, str]:

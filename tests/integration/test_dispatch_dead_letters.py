@@ -28,7 +28,7 @@ from tests.fix_demo import DemoHandle
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop
 from tests.integration.test_events import eventually
-from tests.integration.test_stalled_orders import being_sent, status, submissions
+from tests.integration.test_stalled_orders import being_sent, no_progress, status, submissions
 from workers import runner
 from workers.dispatch import ORDER_CREATED, ORDER_DEAD_LETTERS, consumers
 from workers.rpc import open_channel
@@ -128,14 +128,14 @@ async def test_the_retry_waits_out_an_outage_and_never_races_a_call_sending_the_
     up = open_channel(worker_settings, "tests")
     try:
         retry = next(c for c in consumers(down, worker_settings) if c.durable == ORDER_DEAD_LETTERS)
-        outcome = await retry.handle(letter, _nothing)
+        outcome = await retry.handle(letter, no_progress)
         assert isinstance(outcome, Retry)  # the server still away: again in 10 minutes
         assert await submissions(pool, str(order_id)) == []
 
         handle = next(c for c in consumers(up, worker_settings) if c.durable == ORDER_DEAD_LETTERS).handle
-        assert await handle(letter, _nothing) == Ok()
+        assert await handle(letter, no_progress) == Ok()
         assert await submissions(pool, str(order_id)) == ["accepted"]
-        assert await handle(letter, _nothing) == Ok()  # a redelivery sends nothing again
+        assert await handle(letter, no_progress) == Ok()  # a redelivery sends nothing again
         assert len(await demo_provider.orders()) == 1
 
         # An order another call is sending (the poll tick's) is left alone, not sent to review.
@@ -147,16 +147,12 @@ async def test_the_retry_waits_out_an_outage_and_never_races_a_call_sending_the_
             headers=letter_headers(int(sending), gave_up(6, "UNAVAILABLE: down"), 4),
             delivery=1,
         )
-        assert await handle(busy, _nothing) == Ok()
+        assert await handle(busy, no_progress) == Ok()
         assert await status(shop, sending, ann) == "ORDER_STATUS_SUBMITTING"
         assert await submissions(pool, sending) == ["starting"]
     finally:
         await down.channel.close()
         await up.channel.close()
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _status_is(shop: Shop, user: dict[str, str], order_id: str, expected: str) -> bool:

@@ -254,17 +254,18 @@ async def test_a_first_delivery_leaves_an_order_being_sent_alone_and_a_redeliver
             headers={},
             delivery=1,
         )
-        assert await submit(first, _no_progress) == Ok()
+        assert await submit(first, no_progress) == Ok()
         assert await status(shop, sending, ann) == "ORDER_STATUS_SUBMITTING"
         assert await submissions(pool, sending) == ["starting"]
-        assert await submit(replace(first, delivery=2), _no_progress) == Ok()
+        assert await submit(replace(first, delivery=2), no_progress) == Ok()
         assert await status(shop, sending, ann) == "ORDER_STATUS_NEEDS_REVIEW"
         assert await submissions(pool, sending) == ["starting"]  # nothing sent by either
     finally:
         await rpc.channel.close()
 
 
-async def _no_progress() -> None:
+async def no_progress() -> None:
+    """A handler's progress callback that reports nothing (the handler is called directly)."""
     return None
 
 
