@@ -11,6 +11,7 @@ import pytest
 
 from demo.provider import DemoConfig, RunningDemo, start_demo_provider
 from ops.embedded import free_port
+from tests.fix_edge import TEST_TLS
 
 CONTROL_TOKEN = "control-token-for-tests"
 # Short steps keep progression tests fast; the "timeout" fault holds replies longer than any test client waits.
@@ -79,7 +80,10 @@ class DemoHandle:
 async def start_demo(config: DemoConfig = TEST_CONFIG) -> DemoHandle:
     running = await start_demo_provider(config, port=free_port())
     control = httpx.AsyncClient(
-        base_url=running.base_url, timeout=10, headers={"X-Control-Token": config.control_token or ""}
+        base_url=running.base_url,
+        timeout=10,
+        headers={"X-Control-Token": config.control_token or ""},
+        verify=TEST_TLS,
     )
     return DemoHandle(running, control)
 
