@@ -35,3 +35,16 @@ passwords.use_hasher(PasswordHasher.from_parameters(profiles.CHEAPEST))
 def spans() -> InMemorySpanExporter:
     SPANS.clear()
     return SPANS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (marked slow, or given a longer timeout) run first: xdist hands out the rest as
+    processes free up, so no process is left running one long test alone at the end."""
+    items.sort(key=lambda item: not _long(item))  # a stable sort: the order within each part stays
+
+
+def _long(item: pytest.Item) -> bool:
+    timeout = item.get_closest_marker("timeout")
+    return item.get_closest_marker("slow") is not None or (
+        timeout is not None and bool(timeout.args) and timeout.args[0] > 120
+    )
