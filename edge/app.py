@@ -36,6 +36,7 @@ from edge.errors import FALLBACK_BODY, error_info, http_status, render_error, st
 from edge.headers import API_SECURITY_HEADERS, DOCS_CSP, forward_metadata, request_id
 from edge.reseller import add_reseller_routes, is_reseller_path, protocol_error
 from edge.routes import Route, compile_routes
+from edge.routing import add_route
 from edge.spans import server_span
 from edge.transcode import TranscodeError, decode_request, encode_response
 
@@ -58,16 +59,14 @@ def create_app(settings: Settings, *, name: str = "smm-edge", routes: list[Route
     # The reseller `add` reads it too: its attempts share a budget that ends before it.
     app.config.RESPONSE_TIMEOUT = settings.response_timeout_s  # type: ignore[assignment]  # typed int, takes a float
     app.config.FALLBACK_ERROR_FORMAT = "json"
-    # Every route names its error format (JsonErrorHandler renders all errors anyway): left to
-    # "auto", Sanic reads and parses each handler's source to guess it, most of an app's start-up.
     for index, route in enumerate(compiled):
-        app.add_route(
+        add_route(
+            app,
             _rpc_handler(route),
             route.sanic_path,
             methods=_with_head([route.http_method]),
             name=f"rpc{index}",
             strict_slashes=False,
-            error_format="json",
         )
     _add_preflight_routes(app, compiled)
     _add_docs_routes(app)
@@ -418,13 +417,13 @@ def _add_preflight_routes(app: EdgeApp, routes: list[Route]) -> None:
                 response.headers["Access-Control-Max-Age"] = "600"
             return response
 
-        app.add_route(
+        add_route(
+            app,
             preflight,
             path,
             methods=["OPTIONS"],
             name=f"preflight{index}",
             strict_slashes=False,
-            error_format="json",
         )
 
 
@@ -457,18 +456,23 @@ def _add_docs_routes(app: EdgeApp) -> None:
             raise NotFound("no such docs asset")
         return await file(path, request_headers=request.headers, mime_type=_asset_content_type(path))
 
-    app.add_route(
-        openapi_json, "/api/v1/openapi.json", methods=["GET", "HEAD"], name="openapi", error_format="json"
+    add_route(
+        app,
+        openapi_json,
+        "/api/v1/openapi.json",
+        methods=["GET", "HEAD"],
+        name="openapi",
     )
-    app.add_route(
-        docs, "/api/v1/docs", methods=["GET", "HEAD"], name="docs", strict_slashes=False, error_format="json"
+    add_route(
+        app,
+        docs,
+        "/api/v1/docs",
+        methods=["GET", "HEAD"],
+        name="docs",
+        strict_slashes=False,
     )
-    app.add_route(
-        init_js, f"{assets}/init.js", methods=["GET", "HEAD"], name="docs_init", error_format="json"
-    )
-    app.add_route(
-        asset, f"{assets}/<name:path>", methods=["GET", "HEAD"], name="docs_assets", error_format="json"
-    )
+    add_route(app, init_js, f"{assets}/init.js", methods=["GET", "HEAD"], name="docs_init")
+    add_route(app, asset, f"{assets}/<name:path>", methods=["GET", "HEAD"], name="docs_assets")
 
 
 def _asset_content_type(path: Path) -> str:

@@ -32,6 +32,7 @@ from smm.v1 import wallet_service_pb2 as wpb
 from edge.context import EdgeContext
 from edge.errors import status_from_rpc_error
 from edge.headers import CLIENT_IP_KEY, INTERNAL_TOKEN_KEY, REQUEST_ID_HEADER, client_ip, request_id
+from edge.routing import add_route
 from edge.spans import server_span
 
 log = logging.getLogger(__name__)
@@ -657,11 +658,6 @@ def add_reseller_routes(app: Any, ctx: EdgeContext) -> None:
         return handle
 
     for index, path in enumerate(paths(ctx.settings.reseller_v2_alias)):
-        app.add_route(
-            traced(path),
-            path,
-            methods=["GET", "POST"],
-            name=f"reseller{index}",
-            strict_slashes=False,
-            error_format="json",
+        add_route(
+            app, traced(path), path, methods=["GET", "POST"], name=f"reseller{index}", strict_slashes=False
         )
