@@ -15,7 +15,9 @@ database must match the 2xx answers (requests cut off when wrk stopped may or ma
 committed) and WalletService.VerifyLedger must pass, or the exit code is 1. Last, everything but
 PostgreSQL stops and pgbench runs the order's own SQL (the statements of OrdersLogic.place,
 read from the project's queries.sql files) on the same database, for the ratio
-HTTP orders/s / pgbench tx/s. Speed targets are reported (PASS/MISS), never asserted.
+HTTP orders/s / pgbench tx/s, and then ../shared/ENVIRONMENT.md's minimal order write
+(bench/reference/), which calibrates the machine against the day that file was measured. Speed
+targets are reported (PASS/MISS), never asserted.
 
 `--profile DIR` samples every Python process with py-spy (not a project dependency) during the
 measured run and prints the hot spots."""
@@ -81,6 +83,9 @@ DRAIN_TIMEOUT_S = 60.0
 PGBENCH_CLIENTS = 16  # the server's pool size (SMM_DB_POOL_MAX's default)
 PGBENCH_S = 20
 PGBENCH_WARMUP_S = 3
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+# ENVIRONMENT.md's figure for the reference write (one statement, 32 clients) on the machine of its day.
+REFERENCE_TPS_THEN = 12_700
 READY_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 30.0
 SETUP_CONCURRENCY = 8
@@ -241,6 +246,7 @@ class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
     pgbench: PgbenchRun | None = None
     pgbench_statements: int = 0
+    reference: PgbenchRun | None = None
 
 
 # --------------------------------------------------------------------------- CPU per process
@@ -898,7 +904,19 @@ def bench(stack: Stack, args: argparse.Namespace) -> Outcome:
         log=True,
         postmaster=postmaster,
     )
+    outcome.reference = run_reference(stack.database_url, clients, args.pgbench_duration, log_dir, postmaster)
     return outcome
+
+
+def run_reference(url: str, clients: int, seconds: int, log_dir: Path, postmaster: int) -> PgbenchRun:
+    """ENVIRONMENT.md's minimal order write (bench/reference/) on the same database, as pgbench ran
+    the order's own SQL: how fast the machine is today, apart from what smm's schema adds."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute((REFERENCE_DIR / "schema.sql").read_text().encode())
+    script = REFERENCE_DIR / "order.pgbench.sql"
+    print(f"pgbench: ENVIRONMENT.md's minimal order write (bench/reference/{script.name})", flush=True)
+    run_pgbench(url, script, clients, PGBENCH_WARMUP_S, log_dir, log=False, postmaster=postmaster)
+    return run_pgbench(url, script, clients, seconds, log_dir, log=True, postmaster=postmaster)
 
 
 def _postmaster_pid(stack: Stack) -> int:
@@ -1076,6 +1094,14 @@ def report(o: Outcome) -> None:
     )
     ratio = o.run.rps / p.tps if p.tps else 0.0
     print(f"  HTTP orders/s / pgbench tx/s: {o.run.rps:,.0f} / {p.tps:,.0f} = {ratio:.0%}")
+    if o.reference is not None:
+        r = o.reference
+        print(
+            f"  the minimal order write: {r.tps:,.0f} tx/s, p99 {r.p99_ms:.2f} ms"
+            f" (ENVIRONMENT.md measured about {REFERENCE_TPS_THEN:,} on its day:"
+            f" this machine runs at {r.tps / REFERENCE_TPS_THEN:.0%} of that now);"
+            f" the order's own SQL costs {r.tps / p.tps:.1f} times as much"
+        )
     print(f"  {'figure':<26} {'measured':>10} {'target':>10}  result")
     rows = (
         ("orders/s (measured run)", f"{o.run.rps:,.0f}", f">= {TARGET_RPS:,.0f}", o.run.rps >= TARGET_RPS),

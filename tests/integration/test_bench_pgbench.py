@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ops.embedded import postgres_bin_dir
@@ -58,3 +59,37 @@ async def test_the_pgbench_script_places_orders_as_the_server_does(
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert await _count_orders(pool) == 4
     assert (await shop.verify()).ok
+
+
+async def test_the_reference_write_holds_and_places_as_environment_md_describes(db_url: str) -> None:
+    reference = BENCH / "reference"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute((reference / "schema.sql").read_text().encode())
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(postgres_bin_dir() / "pgbench"),
+            "-n",
+            "-t",
+            "3",
+            "-c",
+            "1",
+            "-f",
+            str(reference / "order.pgbench.sql"),
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        orders, entries, total, held = conn.execute(
+            "SELECT (SELECT count(*) FROM bench_reference.orders),"
+            " (SELECT count(*) FROM bench_reference.ledger),"
+            " (SELECT sum(amount) FROM bench_reference.ledger),"
+            " (SELECT sum(held) FROM bench_reference.wallets)"
+        ).fetchone() or (None, None, None, None)
+        conn.execute("DROP SCHEMA bench_reference CASCADE")
+    assert (orders, entries, total, held) == (3, 6, 0, 3 * 1521)
