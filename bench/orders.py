@@ -920,7 +920,11 @@ def run_reference(url: str, clients: int, seconds: int, log_dir: Path, postmaste
 
 
 def _postmaster_pid(stack: Stack) -> int:
-    return int((stack.pg.data_dir / "postmaster.pid").read_text().split()[0])
+    return _postmaster_pid_of(stack.pg.data_dir)
+
+
+def _postmaster_pid_of(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
 
 
 async def _verify_with_channel(grpc_addr: str, settings: Settings) -> wallet_pb.VerifyLedgerResponse:

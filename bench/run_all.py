@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("catalog_read.py", "relay.py", "sync.py", "reseller.py", "orders.py")
+BENCHMARKS = ("calibrate.py", "catalog_read.py", "relay.py", "sync.py", "reseller.py", "orders.py")
 
 
 def main() -> int:
