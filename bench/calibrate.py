@@ -64,9 +64,10 @@ def _wait_http(url: str, children: Children) -> None:
 
 
 def _wrk(wrk: str, url: str, connections: int, script: Path | None) -> float:
-    argv = [wrk, "-t2", f"-c{connections}", *(["-s", str(script)] if script else []), "--latency", url]
-    subprocess.run([*argv[:-2], f"-d{WARMUP_S}s", url], check=True, capture_output=True)
-    out = subprocess.run([*argv, f"-d{DURATION_S}s"], check=True, capture_output=True, text=True).stdout
+    load = [wrk, "-t2", f"-c{connections}", *(["-s", str(script)] if script else [])]
+    subprocess.run([*load, f"-d{WARMUP_S}s", url], check=True, capture_output=True)
+    measured = [*load, f"-d{DURATION_S}s", "--latency", url]
+    out = subprocess.run(measured, check=True, capture_output=True, text=True).stdout
     result = parse_wrk(url, out)
     if result.errors:
         raise RuntimeError(f"{url}: {result.errors} errors under load:\n{out}")
