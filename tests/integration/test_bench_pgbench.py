@@ -1,6 +1,8 @@
 """The benchmark's pgbench script replays the server's own order statement: it is built from the
 queries the server runs, so a change to their parameters must show here, not in a failed
-`make bench` (a new column of the order statement broke it once)."""
+`make bench` (a new column of the order statement broke it once). The reference write that
+calibrates the machine (bench/reference/) must do what ENVIRONMENT.md describes, or its figure
+compares nothing."""
 
 from __future__ import annotations
 
@@ -28,6 +30,15 @@ async def _count_orders(pool: Pool) -> int:
     return int(row[0])
 
 
+async def _pgbench(script: Path, db_url: str, *, transactions: int) -> None:
+    """One client running ``script`` ``transactions`` times; pgbench's output in the failure."""
+    argv = [str(postgres_bin_dir() / "pgbench"), "-n", "-t", str(transactions), "-c", "1", "-f", str(script)]
+    done = await asyncio.to_thread(
+        subprocess.run, [*argv, db_url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 async def test_the_pgbench_script_places_orders_as_the_server_does(
     shop: Shop, pool: Pool, db_url: str, tmp_path: Path
 ) -> None:
@@ -48,15 +59,7 @@ async def test_the_pgbench_script_places_orders_as_the_server_does(
     assert statements >= 2
     script = tmp_path / "order.sql"
     script.write_text(text)
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [str(postgres_bin_dir() / "pgbench"), "-n", "-t", "3", "-c", "1", "-f", str(script), db_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    await _pgbench(script, db_url, transactions=3)
     assert await _count_orders(pool) == 4
     assert (await shop.verify()).ok
 
@@ -65,25 +68,7 @@ async def test_the_reference_write_holds_and_places_as_environment_md_describes(
     reference = BENCH / "reference"
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute((reference / "schema.sql").read_text().encode())
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [
-            str(postgres_bin_dir() / "pgbench"),
-            "-n",
-            "-t",
-            "3",
-            "-c",
-            "1",
-            "-f",
-            str(reference / "order.pgbench.sql"),
-            db_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    await _pgbench(reference / "order.pgbench.sql", db_url, transactions=3)
     with psycopg.connect(db_url, autocommit=True) as conn:
         orders, entries, total, held = conn.execute(
             "SELECT (SELECT count(*) FROM bench_reference.orders),"
