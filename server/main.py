@@ -56,6 +56,7 @@ from server.catalog.repo import PostgresCatalogRepo
 from server.catalog.rpc import CatalogServicer
 from server.common import auth
 from server.common.db import Pool, open_pool
+from server.common.durability import warn_if_not_durable
 from server.common.health import CHECK_TIMEOUT_S, HealthChecks, postgres_check
 from server.common.interceptors import (
     AuthenticationInterceptor,
@@ -379,6 +380,7 @@ async def serve(settings: Settings) -> None:
             f"gRPC server: PostgreSQL (SMM_DATABASE_URL) accepted no connection within "
             f"{settings.db_pool_timeout_s * 3:g} s; is it running and reachable?"
         ) from None
+    await warn_if_not_durable(pool)
     nc = await connect(settings.nats_url, name="smm-grpc") if settings.nats_url else None
     try:
         handle = await create_server(settings, pool, nc=nc)
