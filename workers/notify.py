@@ -46,6 +46,7 @@ DURABLES = (
     Durable("email-orders", "ORDERS", "smm.orders.>"),
     Durable("email-wallet", "WALLET", "smm.wallet.>"),
     Durable("email-api-keys", "ACCOUNTS", "smm.accounts.api_key.created"),
+    Durable("email-providers", "PROVIDERS", "smm.providers.alert.>"),
     Durable("email-dlq", "DLQ", "smm.dlq.>"),
 )
 CONFLICT_NOTE = (

@@ -55,6 +55,7 @@ DURABLES = (
     Durable("sms-wallet", "WALLET", "smm.wallet.>"),
     Durable("sms-api-keys", "ACCOUNTS", "smm.accounts.api_key.created"),
     Durable("sms-security", "ACCOUNTS", "smm.accounts.security.changed"),
+    Durable("sms-providers", "PROVIDERS", "smm.providers.alert.>"),
     Durable("sms-dlq", "DLQ", "smm.dlq.>"),
 )
 PHONE_CODES = Durable("sms-phone-codes", "ACCOUNTS", "smm.accounts.sms.requested")

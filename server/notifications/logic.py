@@ -55,7 +55,11 @@ TOPICS = EMAIL_TOPICS
 DEFAULTS: dict[str, bool] = {t: True for t in TOPICS}
 DLQ_PREFIX = "smm.dlq."
 # The email worker's own durables: a dead letter of theirs raises no email (it could loop).
-OWN_DURABLES = frozenset({"email-orders", "email-wallet", "email-api-keys", "email-account", "email-dlq"})
+OWN_DURABLES = frozenset(
+    {"email-orders", "email-wallet", "email-api-keys", "email-account", "email-providers", "email-dlq"}
+)
+# The providers service's subject (server/providers/logic.py; one service never imports another).
+PROVIDER_BALANCE_LOW = "smm.providers.alert.low_balance"
 # The durables that raise the dead-letter alerts (email and text). Each alerts about the other's
 # dead letters; those alerts are planned under one key per event (``message_key``) and never
 # resent, so two failing channels cannot alert about each other's alerts for ever.
@@ -250,6 +254,15 @@ def stuck_alert(stuck: events_pb2.OrdersStuck) -> tuple[str, list[str]]:
     if not orders:
         return "Refills are stuck", refills
     return ("Orders and refills are stuck" if refills else "Orders are stuck"), orders + refills
+
+
+def provider_balance_alert(low: events_pb2.ProviderBalanceLow) -> tuple[str, list[str]]:
+    """The staff alert's title and lines for a provider whose balance fell below its mark."""
+    return "A provider's balance is low", [
+        f"Provider {low.provider_id} ({low.provider_name}): {low.balance} {low.currency} left,"
+        f" below the {low.low_balance} {low.currency} set for it",
+        "Orders it rejects for want of funds fail or go to a fallback: top it up with the provider.",
+    ]
 
 
 def order_context(order: OrderFacts, contact: Contact, currency: str, web_url: str) -> dict[str, Any]:
@@ -447,6 +460,9 @@ class Notifications:
         if subject == "smm.wallet.ledger.alert":
             alert = events_pb2.LedgerAlert.FromString(payload)
             return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))
+        if subject == PROVIDER_BALANCE_LOW:
+            low = events_pb2.ProviderBalanceLow.FromString(payload)
+            return await self._admin_alert(*provider_balance_alert(low))
         return []
 
     async def _account_email(self, requested: events_pb2.AccountEmailRequested) -> list[Draft]:

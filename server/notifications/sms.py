@@ -42,6 +42,7 @@ from server.notifications.logic import (
     DLQ_PREFIX,
     DOMAIN,
     FINISHED,
+    PROVIDER_BALANCE_LOW,
     QUERIES,
     Contact,
     OrderFacts,
@@ -50,6 +51,7 @@ from server.notifications.logic import (
     dead_letter_lines,
     message_key,
     order_context,
+    provider_balance_alert,
     resends_failed,
     review_alert,
     stuck_alert,
@@ -60,7 +62,15 @@ CALLBACK_PATH = "/api/v1/webhooks/sms/twilio"
 # The SMS worker's own durables: a dead letter of theirs raises no text (it could loop); the email
 # worker alerts about them, as this one alerts about the email worker's.
 OWN_DURABLES = frozenset(
-    {"sms-orders", "sms-wallet", "sms-api-keys", "sms-security", "sms-phone-codes", "sms-dlq"}
+    {
+        "sms-orders",
+        "sms-wallet",
+        "sms-api-keys",
+        "sms-security",
+        "sms-phone-codes",
+        "sms-providers",
+        "sms-dlq",
+    }
 )
 # Twilio error codes that mean the number will not take texts: invalid or unknown number,
 # unreachable handset, landline, blocked, or the recipient opted out (STOP).
@@ -212,6 +222,9 @@ class SmsNotifications:
         if subject == "smm.wallet.ledger.alert":
             alert = events_pb2.LedgerAlert.FromString(payload)
             return await self._admin_alert("The ledger check failed", list(alert.problems[:50]))
+        if subject == PROVIDER_BALANCE_LOW:
+            low = events_pb2.ProviderBalanceLow.FromString(payload)
+            return await self._admin_alert(*provider_balance_alert(low))
         if subject == "smm.accounts.api_key.created":
             key = events_pb2.ApiKeyCreated.FromString(payload)
             contact = await self._reachable(key.user_id, "security")

@@ -22,12 +22,20 @@ from server.common.errors import (
     Unavailable,
     collect,
 )
+from server.common.money import format_micros
 from server.common.outbox import add_event
 from server.providers.adapters import ADAPTERS
 from server.providers.adapters.base import Accepted, Balance, Rejected, Unknown, UpstreamService
 from server.providers.clients import ProviderClients
 from server.providers.errors import DOMAIN, no_exchange_rate, provider_not_found, sync_run_not_found
-from server.providers.repo import ExchangeRateRow, ProviderFields, ProviderRow, ProvidersRepo, SyncRunRow
+from server.providers.repo import (
+    Conn,
+    ExchangeRateRow,
+    ProviderFields,
+    ProviderRow,
+    ProvidersRepo,
+    SyncRunRow,
+)
 from server.providers.transport import unreachable
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -36,6 +44,7 @@ URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 # another): whether a provider is enabled decides whether its services are on sale, so a change of
 # its status drops every edge's cached catalog, in the same transaction as the change.
 CATALOG_CHANGED = "smm.catalog.service.changed"
+PROVIDER_BALANCE_LOW = "smm.providers.alert.low_balance"
 
 
 @dataclass(frozen=True)
@@ -228,14 +237,26 @@ class ProvidersLogic:
         reply = await self._clients.adapter(provider).balance(fresh=True)
         latency_ms = int((time.monotonic() - started) * 1000)
         if isinstance(reply, Accepted):
-            async with self._pool.connection() as conn:
-                await self._repo.record_balance(
-                    conn, provider_id, reply.value.amount_micros, reply.value.currency
-                )
+            async with self._pool.connection() as conn, conn.transaction():
+                await self.record_balance(conn, provider_id, reply.value)
             return ConnectionTest("accepted", "", reply.value, latency_ms)
         if isinstance(reply, Rejected):
             return ConnectionTest("rejected", reply.message, None, latency_ms)
         return ConnectionTest("unknown", reply.reason, None, latency_ms)
+
+    async def record_balance(self, conn: Conn, provider_id: int, balance: Balance) -> None:
+        """Record what the provider reported (inside the caller's transaction) and, when it starts
+        a spell below the provider's mark, the staff alert: once per spell (sql/0031)."""
+        mark = await self._repo.record_balance(conn, provider_id, balance.amount_micros, balance.currency)
+        if mark is not None and mark.newly_low:
+            low = events_pb2.ProviderBalanceLow(
+                provider_id=provider_id,
+                provider_name=mark.name,
+                balance=format_micros(balance.amount_micros),
+                low_balance=format_micros(mark.low_balance_micros),
+                currency=balance.currency or mark.currency,
+            )
+            await add_event(conn, PROVIDER_BALANCE_LOW, low)
 
     async def upstream_services(self, provider_id: int, *, fresh: bool) -> tuple[list[UpstreamService], str]:
         provider = await self.get(provider_id)

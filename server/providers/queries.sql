@@ -1,8 +1,8 @@
--- name: insert_provider(name, protocol, api_url, api_key_ciphertext, currency, status, timeout_ms, max_concurrency, max_requests_per_s, enable_new_services)^
+-- name: insert_provider(name, protocol, api_url, api_key_ciphertext, currency, status, timeout_ms, max_concurrency, max_requests_per_s, enable_new_services, low_balance_micros)^
 INSERT INTO providers (name, protocol, api_url, api_key_ciphertext, currency, status, timeout_ms, max_concurrency,
-                       max_requests_per_s, enable_new_services)
+                       max_requests_per_s, enable_new_services, low_balance_micros)
 VALUES (:name, :protocol, :api_url, :api_key_ciphertext, :currency, :status, :timeout_ms, :max_concurrency,
-        :max_requests_per_s, :enable_new_services)
+        :max_requests_per_s, :enable_new_services, :low_balance_micros)
 RETURNING id;
 
 -- name: insert_provider_health(provider_id)!
@@ -10,7 +10,8 @@ INSERT INTO provider_health (provider_id) VALUES (:provider_id) ON CONFLICT DO N
 
 -- name: list_providers()
 SELECT p.id, p.name, p.protocol, p.api_url, p.api_key_ciphertext, p.currency, p.status, p.timeout_ms,
-       p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.balance_micros, p.balance_currency,
+       p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.low_balance_micros, p.balance_micros,
+       p.balance_currency,
        p.balance_time, p.create_time, p.update_time,
        h.circuit_phase, h.calls, h.failures, h.recent_error_ppm, h.recent_latency_us, h.last_error,
        h.last_call_time, h.last_failure_time, p.webhook_secret_ciphertext <> '' AS webhooks_enabled
@@ -20,7 +21,8 @@ ORDER BY p.id;
 
 -- name: get_provider(id)^
 SELECT p.id, p.name, p.protocol, p.api_url, p.api_key_ciphertext, p.currency, p.status, p.timeout_ms,
-       p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.balance_micros, p.balance_currency,
+       p.max_concurrency, p.max_requests_per_s, p.enable_new_services, p.low_balance_micros, p.balance_micros,
+       p.balance_currency,
        p.balance_time, p.create_time, p.update_time,
        h.circuit_phase, h.calls, h.failures, h.recent_error_ppm, h.recent_latency_us, h.last_error,
        h.last_call_time, h.last_failure_time, p.webhook_secret_ciphertext <> '' AS webhooks_enabled
@@ -30,16 +32,31 @@ WHERE p.id = :id AND p.status <> 'deleted';
 -- name: lock_provider(id)$
 SELECT id FROM providers WHERE id = :id AND status <> 'deleted' FOR UPDATE;
 
--- name: update_provider(id, name, protocol, api_url, api_key_ciphertext, currency, status, timeout_ms, max_concurrency, max_requests_per_s, enable_new_services)!
+-- name: update_provider(id, name, protocol, api_url, api_key_ciphertext, currency, status, timeout_ms, max_concurrency, max_requests_per_s, enable_new_services, low_balance_micros)!
+-- A changed mark is judged afresh at the next balance read (the spell's report is cleared with it).
 UPDATE providers
 SET name = :name, protocol = :protocol, api_url = :api_url, api_key_ciphertext = :api_key_ciphertext,
     currency = :currency, status = :status, timeout_ms = :timeout_ms, max_concurrency = :max_concurrency,
-    max_requests_per_s = :max_requests_per_s, enable_new_services = :enable_new_services, update_time = now()
+    max_requests_per_s = :max_requests_per_s, enable_new_services = :enable_new_services,
+    low_balance_alert_time = CASE WHEN low_balance_micros = :low_balance_micros THEN low_balance_alert_time END,
+    low_balance_micros = :low_balance_micros, update_time = now()
 WHERE id = :id;
 
--- name: record_balance(id, balance_micros, balance_currency)!
-UPDATE providers SET balance_micros = :balance_micros, balance_currency = :balance_currency, balance_time = now()
-WHERE id = :id;
+-- name: record_balance(id, balance_micros, balance_currency)^
+-- The balance, and whether it starts a low spell: below the provider's mark, with the spell not
+-- yet reported (the row lock orders two reads of one provider, so only one of them reports it).
+-- A balance at or above the mark ends the spell.
+WITH before AS (
+    SELECT id, low_balance_alert_time IS NOT NULL AS reported FROM providers WHERE id = :id FOR UPDATE
+)
+UPDATE providers p
+SET balance_micros = :balance_micros, balance_currency = :balance_currency, balance_time = now(),
+    low_balance_alert_time = CASE WHEN p.low_balance_micros > 0 AND :balance_micros < p.low_balance_micros
+                                  THEN coalesce(p.low_balance_alert_time, now()) END
+FROM before b
+WHERE p.id = b.id
+RETURNING p.name, p.currency, p.low_balance_micros,
+          (p.low_balance_micros > 0 AND :balance_micros < p.low_balance_micros AND NOT b.reported) AS newly_low;
 
 -- name: read_circuit(provider_id)^
 -- The breaker's state without a lock: enough when the state would stay as it is.

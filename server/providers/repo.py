@@ -34,6 +34,7 @@ class ProviderFields:
     max_concurrency: int
     max_requests_per_s: int
     enable_new_services: bool
+    low_balance_micros: int = 0  # staff are alerted below this balance (provider currency); 0: never
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ProviderRow:
     max_concurrency: int
     max_requests_per_s: int
     enable_new_services: bool
+    low_balance_micros: int
     balance_micros: int | None
     balance_currency: str
     balance_time: datetime | None
@@ -66,6 +68,17 @@ class ProviderRow:
 
     def fields(self) -> ProviderFields:
         return ProviderFields(**{name: getattr(self, name) for name in ProviderFields.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class BalanceMark:
+    """A provider's low-balance mark after a balance was recorded, and whether that balance
+    starts a spell below it not yet reported."""
+
+    name: str
+    currency: str
+    low_balance_micros: int
+    newly_low: bool
 
 
 @dataclass(frozen=True)
@@ -123,9 +136,16 @@ class ProvidersRepo:
         with map_db_errors(CONSTRAINTS):
             await QUERIES.execute(conn, "update_provider", id=provider_id, **vars(fields))
 
-    async def record_balance(self, conn: Conn, provider_id: int, micros: int, currency: str) -> None:
-        await QUERIES.execute(
-            conn, "record_balance", id=provider_id, balance_micros=micros, balance_currency=currency
+    async def record_balance(
+        self, conn: Conn, provider_id: int, micros: int, currency: str
+    ) -> BalanceMark | None:
+        return await QUERIES.one(
+            conn,
+            "record_balance",
+            BalanceMark,
+            id=provider_id,
+            balance_micros=micros,
+            balance_currency=currency,
         )
 
     async def read_circuit(self, conn: Conn, provider_id: int) -> CircuitRow | None:

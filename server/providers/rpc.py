@@ -12,7 +12,7 @@ from server.catalog.importer import Change
 from server.common import auth, idempotency
 from server.common.convert import mask_paths, timestamp
 from server.common.errors import InvalidArgument
-from server.common.money import format_micros, format_rate, parse_rate
+from server.common.money import format_micros, format_rate, parse_micros, parse_rate
 from server.providers.logic import ProvidersLogic
 from server.providers.repo import ExchangeRateRow, ProviderFields, ProviderRow, SyncRunRow
 from server.providers.sync import ProviderSync
@@ -20,7 +20,7 @@ from server.providers.sync import ProviderSync
 PROVIDER_FIELDS = frozenset(
     {
         "name", "protocol", "api_url", "api_key", "currency", "enabled", "timeout_ms", "max_concurrency",
-        "max_requests_per_s", "enable_new_services", "webhook_secret",
+        "max_requests_per_s", "enable_new_services", "webhook_secret", "low_balance",
     }
 )  # fmt: skip
 MAX_PREVIEW_CHANGES = 1000
@@ -38,6 +38,7 @@ def provider_to_proto(row: ProviderRow) -> pb.Provider:
         max_concurrency=row.max_concurrency,
         max_requests_per_s=row.max_requests_per_s,
         enable_new_services=row.enable_new_services,
+        low_balance=format_micros(row.low_balance_micros),
         balance="" if row.balance_micros is None else format_micros(row.balance_micros),
         balance_currency=row.balance_currency,
         balance_time=timestamp(row.balance_time),
@@ -116,7 +117,13 @@ def provider_fields(provider: pb.Provider) -> ProviderFields:
         enable_new_services=provider.enable_new_services
         if provider.HasField("enable_new_services")
         else True,
+        low_balance_micros=low_balance_micros(provider.low_balance),
     )
+
+
+def low_balance_micros(text: str) -> int:
+    """The alert mark staff set: a decimal string in the provider's currency; empty is 0 (never)."""
+    return parse_micros(text, field="provider.low_balance") if text.strip() else 0
 
 
 class ProvidersServicer(pb_grpc.ProvidersServiceServicer):
@@ -165,6 +172,8 @@ class ProvidersServicer(pb_grpc.ProvidersServiceServicer):
                 changes["status"] = "enabled" if provider.enabled else "disabled"
             elif path == "currency":
                 changes["currency"] = provider.currency.strip().upper()
+            elif path == "low_balance":
+                changes["low_balance_micros"] = low_balance_micros(provider.low_balance)
             else:
                 changes[path] = getattr(provider, path)
         return provider_to_proto(await self._logic.update(provider.id, changes, api_key, webhook_secret))

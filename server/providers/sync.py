@@ -15,7 +15,7 @@ from server.catalog.importer import Offer, Plan, ProviderTerms, sync_offers
 from server.common import audit
 from server.common.db import Pool
 from server.common.outbox import add_event
-from server.providers.adapters.base import Accepted, UpstreamService
+from server.providers.adapters.base import Accepted, Balance, UpstreamService
 from server.providers.clients import ProviderClients
 from server.providers.errors import currency_mismatch, provider_not_found, sync_run_not_found
 from server.providers.logic import ProvidersLogic, upstream_failed
@@ -115,7 +115,7 @@ class ProviderSync:
 
     async def preview(self, provider_id: int) -> Preview:
         provider = await self._providers.get(provider_id)
-        offers = await self._offers(provider)
+        offers, _ = await self._offers(provider)
         # A preview writes nothing, and lets go of the locks it took at once.
         async with self._pool.connection() as conn, conn.transaction(force_rollback=True):
             terms = await self._terms(conn, provider)
@@ -123,7 +123,10 @@ class ProviderSync:
         return Preview(provider_id, plan)
 
     async def _apply(self, provider: ProviderRow, run_id: int) -> Plan:
-        offers = await self._offers(provider)
+        offers, balance = await self._offers(provider)
+        if balance is not None:  # hourly: staff see a fresh balance, and hear when it runs low
+            async with self._pool.connection() as conn, conn.transaction():
+                await self._providers.record_balance(conn, provider.id, balance)
 
         async def progress(done: int, total: int) -> None:
             async with self._pool.connection() as side:  # seen by staff while the sync's transaction is open
@@ -135,7 +138,8 @@ class ProviderSync:
             terms = await self._terms(conn, provider)
             return await sync_offers(conn, offers, terms, dry_run=False, progress=progress)
 
-    async def _offers(self, provider: ProviderRow) -> list[Offer]:
+    async def _offers(self, provider: ProviderRow) -> tuple[list[Offer], Balance | None]:
+        """The provider's services as offers, and its balance when it gave one."""
         adapter = self._clients.adapter(provider)
         reply = await adapter.services(fresh=True)
         if not isinstance(reply, Accepted):
@@ -144,12 +148,12 @@ class ProviderSync:
         # the one configured would be priced as if they were in it: refuse rather than misprice.
         # A provider that does not say (or not as an ISO code, or does not answer) is taken at its
         # configured currency.
-        balance = await adapter.balance()
+        balance = await adapter.balance(fresh=True)  # recorded: what the provider says now
         if isinstance(balance, Accepted):
             reported = balance.value.currency.strip().upper()
             if ISO_CURRENCY.fullmatch(reported) and reported != provider.currency.upper():
                 raise currency_mismatch(provider.currency, reported)
-        return [offer_of(s) for s in reply.value]
+        return [offer_of(s) for s in reply.value], balance.value if isinstance(balance, Accepted) else None
 
     async def _terms(self, conn: Conn, provider: ProviderRow) -> ProviderTerms:
         return ProviderTerms(
