@@ -3,6 +3,8 @@ fall below the mark alerts the admins once per fall (sql/0031, docs/PROVIDERS.md
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import httpx
 import pytest
@@ -11,10 +13,13 @@ from smm.v1 import events_pb2
 from smm.v1 import notifications_service_pb2 as npb
 from smm.v1 import notifications_service_pb2_grpc as npb_grpc
 
+from core.config import Settings
 from server.common.db import Pool
 from tests.fix_grpc import system_metadata
+from tests.fix_nats import running_worker
 from tests.fix_shop import Shop
 from tests.integration.test_providers import run_sync
+from tests.mailbox import wait_for_subject
 
 pytestmark = pytest.mark.integration
 LOW = "smm.providers.alert.low_balance"
@@ -147,3 +152,17 @@ async def test_the_alert_is_planned_once_for_every_admin(shop: Shop, channel: gr
         metadata=system_metadata(),
     )
     assert [m.message_id for m in again.messages] == [message.message_id]
+
+
+async def test_the_email_worker_mails_the_alert_to_the_admins(
+    shop: Shop, worker_settings: Settings, tmp_path: Path
+) -> None:
+    pid = shop.provider_id  # type: ignore[attr-defined]
+    folder = tmp_path / "mail"
+    async with running_worker(worker_settings.model_copy(update={"mail_dir": str(folder)}), "email"):
+        assert (await set_mark(shop, pid, "100")).status_code == 200
+        await shop.demo.set_balance("12.34")  # type: ignore[attr-defined]
+        tested = await shop.http.post(f"/api/v1/admin/providers/{pid}/test", json={}, headers=shop.admin)
+        assert tested.status_code == 200, tested.text
+        mail = await wait_for_subject(folder, "admin-staff@example.com", "A provider's balance is low")
+    assert "12.34 USD left, below the 100.00 USD set for it" in mail.text

@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 from smm.v1 import accounts_service_pb2 as apb
 from smm.v1 import accounts_service_pb2_grpc as apb_grpc
+from smm.v1 import events_pb2
 from smm.v1.events_pb2 import SECURITY_CHANGE_TWO_FACTOR_ENABLED, SecurityChanged
 
 from core.config import Settings
@@ -339,6 +340,23 @@ async def test_staff_alerts_go_to_admins_with_a_verified_phone_unless_switched_o
     assert await rows(pool, "SELECT event_id FROM sms_messages WHERE template = 'admin_alert'") == [
         ("dlq-1",)
     ]
+
+
+async def test_a_provider_low_on_funds_is_texted_to_the_admins(
+    shop: Shop, accounts: Any, sms_worker: list[Consumer], twilio: FakeTwilio
+) -> None:
+    await verified_phone(shop.http, accounts, shop.admin, ADMIN_PHONE)
+    low = events_pb2.ProviderBalanceLow(
+        provider_id=3, provider_name="Upstream B", balance="1.50", low_balance="20.00", currency="USD"
+    )
+    payload = low.SerializeToString()
+    event = Event(
+        id="low-1", subject="smm.providers.alert.low_balance", payload=payload, headers={}, delivery=1
+    )
+    assert await consumer(sms_worker, "sms-providers").handle(event, _nothing) == Ok()
+    alert = await wait_for_text(twilio, ADMIN_PHONE, "alert")
+    assert alert.body.startswith("smm alert: A provider's balance is low")
+    assert "Upstream B" in alert.body
 
 
 async def keyed_order(shop: Shop, who: dict[str, str], link: str) -> dict[str, Any]:
