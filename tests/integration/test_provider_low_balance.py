@@ -18,7 +18,7 @@ from server.common.db import Pool
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop
-from tests.integration.test_providers import run_sync
+from tests.integration.test_providers import add_provider, run_sync
 from tests.mailbox import wait_for_subject
 
 pytestmark = pytest.mark.integration
@@ -166,3 +166,18 @@ async def test_the_email_worker_mails_the_alert_to_the_admins(
         assert tested.status_code == 200, tested.text
         mail = await wait_for_subject(folder, "admin-staff@example.com", "A provider's balance is low")
     assert "12.34 USD left, below the 100.00 USD set for it" in mail.text
+
+
+async def test_a_provider_created_with_a_mark_alerts_at_its_first_test(shop: Shop, pool: Pool) -> None:
+    created = await add_provider(shop.http, shop.admin, shop.demo, name="Second", lowBalance="1500.5")  # type: ignore[attr-defined]
+    assert created["lowBalance"] == "1500.50"
+    tested = await shop.http.post(
+        f"/api/v1/admin/providers/{created['id']}/test", json={}, headers=shop.admin
+    )
+    assert tested.status_code == 200, tested.text
+    [alert] = await low_alerts(pool)
+    assert (alert.provider_id, alert.provider_name, alert.balance) == (
+        int(created["id"]),
+        "Second",
+        "1000.00",
+    )
