@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 from catalog_read import Children, ensure_wrk, parse_wrk  # bench/ is sys.path[0] when run as a script
-from orders import REFERENCE_TPS_THEN, _postmaster_pid_of, run_reference
+from orders import REFERENCE_TPS_THEN, postmaster_pid_of, run_reference
 
 from ops.embedded import free_port, start_postgres
 
@@ -105,7 +105,7 @@ def reference_figure(root: Path) -> Figure:
     try:
         log_dir = root / "pgbench"
         log_dir.mkdir()
-        run = run_reference(pg.url, 16, DURATION_S, log_dir, _postmaster_pid_of(pg.data_dir))
+        run = run_reference(pg.url, 16, DURATION_S, log_dir, postmaster_pid_of(pg.data_dir))
     finally:
         pg.stop()
     return Figure("minimal order write (pgbench)", run.tps, REFERENCE_TPS_THEN, "tx/s")

@@ -920,10 +920,10 @@ def run_reference(url: str, clients: int, seconds: int, log_dir: Path, postmaste
 
 
 def _postmaster_pid(stack: Stack) -> int:
-    return _postmaster_pid_of(stack.pg.data_dir)
+    return postmaster_pid_of(stack.pg.data_dir)
 
 
-def _postmaster_pid_of(data_dir: Path) -> int:
+def postmaster_pid_of(data_dir: Path) -> int:
     return int((data_dir / "postmaster.pid").read_text().split()[0])
 
 

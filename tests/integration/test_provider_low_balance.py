@@ -15,6 +15,8 @@ from smm.v1 import notifications_service_pb2_grpc as npb_grpc
 
 from core.config import Settings
 from server.common.db import Pool
+from server.notifications import logic as notifications_logic
+from server.providers import logic as providers_logic
 from tests.fix_grpc import system_metadata
 from tests.fix_nats import running_worker
 from tests.fix_shop import Shop
@@ -25,6 +27,11 @@ pytestmark = pytest.mark.integration
 LOW = "smm.providers.alert.low_balance"
 
 
+def test_the_providers_and_the_notifications_services_name_one_subject() -> None:
+    # Each service names the subject itself (one service never imports another).
+    assert providers_logic.PROVIDER_BALANCE_LOW == notifications_logic.PROVIDER_BALANCE_LOW == LOW
+
+
 async def low_alerts(pool: Pool) -> list[events_pb2.ProviderBalanceLow]:
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -33,7 +40,7 @@ async def low_alerts(pool: Pool) -> list[events_pb2.ProviderBalanceLow]:
         return [events_pb2.ProviderBalanceLow.FromString(bytes(p)) for (p,) in await cursor.fetchall()]
 
 
-async def set_mark(shop: Shop, provider_id: str, mark: str) -> httpx.Response:
+async def set_mark(shop: Shop, provider_id: str, mark: object) -> httpx.Response:
     return await shop.http.patch(
         f"/api/v1/admin/providers/{provider_id}", json={"lowBalance": mark}, headers=shop.admin
     )
@@ -118,9 +125,13 @@ async def test_a_fall_below_the_mark_alerts_once_until_the_balance_is_back(
         ("-1", "must not be negative"),
         ("12.5.0", "must be a decimal string"),
         ("1e3", "must be a decimal string"),
+        ("1000000000.01", "is too large"),
+        (25, "must be a string"),
     ],
 )
-async def test_a_mark_that_is_not_an_amount_is_refused_by_field(shop: Shop, mark: str, message: str) -> None:
+async def test_a_mark_that_is_not_an_amount_is_refused_by_field(
+    shop: Shop, mark: object, message: str
+) -> None:
     refused = await set_mark(shop, shop.provider_id, mark)  # type: ignore[attr-defined]
     assert refused.status_code == 400, refused.text
     error = refused.json()["error"]
